@@ -1,0 +1,26 @@
+"""The SQLAlchemy registry: versioned definition specs per project (SQLite by default, PostgreSQL in
+production). See :class:`Registry`."""
+
+from featurestore.registry.migrations import RegistrySchemaTooNewError
+from featurestore.registry.store import (
+    ObjectVersion,
+    Registry,
+    RegistryObjectNotFound,
+    RegistryReader,
+    RegistryUnavailableError,
+    RegistryUsageError,
+    WriteTransaction,
+    canonical_json,
+)
+
+__all__ = [
+    "ObjectVersion",
+    "Registry",
+    "RegistryObjectNotFound",
+    "RegistryReader",
+    "RegistrySchemaTooNewError",
+    "RegistryUnavailableError",
+    "RegistryUsageError",
+    "WriteTransaction",
+    "canonical_json",
+]
