@@ -1,0 +1,20 @@
+"""A feature store that compiles one declarative definition to the engines and storage a team runs.
+
+>>> from featurestore import Entity, Field, FeatureView, FileSource
+>>> from featurestore.types import Float32
+>>> driver = Entity(name="driver", join_keys=["driver_id"])
+>>> source = FileSource(name="stats", path="data/stats.parquet", timestamp_field="event_timestamp")
+>>> view = FeatureView(name="stats", entities=[driver], source=source,
+...                    schema=[Field(name="conv_rate", dtype=Float32)])
+>>> [f.name for f in view.features]
+['conv_rate']
+"""
+
+from featurestore.definitions import Entity, FeatureService, FeatureView, Field
+from featurestore.errors import FeatureStoreError
+from featurestore.sources import FileSource, SqlSource
+from featurestore.store import FeatureStore
+
+__all__ = ["Entity", "Field", "FeatureView", "FeatureService", "FileSource", "SqlSource", "FeatureStore",
+           "FeatureStoreError"]
+__version__ = "0.1.0"

@@ -1,0 +1,279 @@
+"""Feature definitions: what users declare in their repo's Python modules.
+
+Every definition is a frozen value with a ``to_spec()`` dict (what the registry stores) and a
+``from_spec()`` that rebuilds it, so the registry, the CLI and the engines all work from the same data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Sequence
+
+from featurestore import types as fstypes
+from featurestore.errors import DefinitionError
+from featurestore.sources import DataSource, source_from_spec
+
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def check_name(kind: str, name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise DefinitionError(f"{kind} needs a non-empty string name, got {name!r}", obj=str(name))
+    bad = set(name) - _NAME_CHARS
+    if bad or name[0] in "-_" and kind != "Field":
+        raise DefinitionError(
+            f"{kind} {name!r}: names use letters, digits, '_' and '-' and start with a letter or digit",
+            obj=name,
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A thing features describe, identified by one or more join keys.
+
+    >>> Entity(name="driver", join_keys=["driver_id"]).join_keys
+    ('driver_id',)
+    """
+
+    name: str
+    join_keys: Sequence[str] = ()
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        check_name("Entity", self.name)
+        keys = tuple(self.join_keys) or (self.name,)
+        if isinstance(self.join_keys, str):
+            keys = (self.join_keys,)
+        if len(set(keys)) != len(keys):
+            raise DefinitionError(f"Entity {self.name!r}: duplicate join keys {list(keys)}", obj=self.name)
+        for key in keys:
+            check_name("join key", key)
+        object.__setattr__(self, "join_keys", keys)
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"name": self.name, "join_keys": list(self.join_keys), "description": self.description,
+                "tags": dict(self.tags)}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "Entity":
+        return cls(name=spec["name"], join_keys=spec["join_keys"], description=spec.get("description", ""),
+                   tags=spec.get("tags", {}))
+
+
+@dataclass(frozen=True)
+class Field:
+    """A named, typed column of a feature view (a feature, or a join key when its name is one)."""
+
+    name: str
+    dtype: fstypes.DataType
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        check_name("Field", self.name)
+        if not isinstance(self.dtype, fstypes.DataType):
+            raise DefinitionError(f"Field {self.name!r}: dtype must be a featurestore.types type, "
+                                  f"got {self.dtype!r}", obj=self.name, field="dtype")
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype.to_spec(), "description": self.description}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "Field":
+        return cls(name=spec["name"], dtype=fstypes.from_spec(spec["dtype"]),
+                   description=spec.get("description", ""))
+
+
+def _ttl_seconds(ttl: timedelta | None) -> float | None:
+    if ttl is None:
+        return None
+    seconds = ttl.total_seconds()
+    return None if seconds == 0 else seconds  # Feast treats a zero TTL as "no TTL"; so do we
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureView:
+    """A group of features computed from one source and keyed by one or more entities.
+
+    ``ttl`` bounds how old a joined value may be (``None``: no bound). ``schema`` lists the features;
+    fields named like a join key declare that key's type and are not features.
+    """
+
+    name: str
+    entities: Sequence[Entity | str] = ()
+    schema: Sequence[Field] = ()
+    source: DataSource | None = None
+    ttl: timedelta | None = None
+    online: bool = True
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    owner: str = ""
+    # Key column types, resolved from the source at apply time when the schema does not give them.
+    entity_columns: Sequence[Field] = ()
+
+    def __post_init__(self) -> None:
+        check_name("FeatureView", self.name)
+        if self.source is None or not isinstance(self.source, DataSource):
+            raise DefinitionError(f"FeatureView {self.name!r} needs a source (FileSource, SqlSource, ...)",
+                                  obj=self.name, field="source")
+        if self.ttl is not None and not isinstance(self.ttl, timedelta):
+            raise DefinitionError(f"FeatureView {self.name!r}: ttl must be a timedelta or None",
+                                  obj=self.name, field="ttl")
+        if self.ttl is not None and self.ttl < timedelta(0):
+            raise DefinitionError(f"FeatureView {self.name!r}: ttl must not be negative", obj=self.name,
+                                  field="ttl")
+        object.__setattr__(self, "entities", tuple(self.entities))
+        object.__setattr__(self, "schema", tuple(self.schema))
+        object.__setattr__(self, "entity_columns", tuple(self.entity_columns))
+        for f in self.schema:
+            if not isinstance(f, Field):
+                raise DefinitionError(f"FeatureView {self.name!r}: schema takes Field objects, got {f!r}",
+                                      obj=self.name, field="schema")
+        names = [f.name for f in self.schema]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise DefinitionError(f"FeatureView {self.name!r}: field {dupes[0]!r} is declared twice",
+                                  obj=self.name, field=dupes[0])
+
+    # -- names ----------------------------------------------------------------------------------
+    @property
+    def entity_names(self) -> tuple[str, ...]:
+        return tuple(e if isinstance(e, str) else e.name for e in self.entities)
+
+    def join_keys(self, entities: dict[str, Entity] | None = None) -> tuple[str, ...]:
+        """The view's join key columns, in entity order."""
+        keys: list[str] = []
+        for ent in self.entities:
+            if isinstance(ent, str):
+                if entities is None or ent not in entities:
+                    raise DefinitionError(f"FeatureView {self.name!r} references unknown entity {ent!r}",
+                                          obj=self.name, field="entities")
+                ent = entities[ent]
+            keys.extend(ent.join_keys)
+        return tuple(keys)
+
+    @property
+    def features(self) -> tuple[Field, ...]:
+        """The feature fields (schema fields that are not join keys)."""
+        keys = {c.name for c in self.entity_columns} | set(self._declared_keys())
+        return tuple(f for f in self.schema if f.name not in keys)
+
+    def _declared_keys(self) -> set[str]:
+        return {k for ent in self.entities if not isinstance(ent, str) for k in ent.join_keys}
+
+    @property
+    def ttl_seconds(self) -> float | None:
+        return _ttl_seconds(self.ttl)
+
+    def __getitem__(self, features: Sequence[str]) -> "FeatureViewProjection":
+        """``view[["a", "b"]]`` selects some features, e.g. for a FeatureService."""
+        if isinstance(features, str):
+            features = [features]
+        known = {f.name for f in self.features}
+        for f in features:
+            if f not in known:
+                raise DefinitionError(f"FeatureView {self.name!r} has no feature {f!r}", obj=self.name,
+                                      field=f)
+        return FeatureViewProjection(self.name, tuple(features))
+
+    # -- specs ----------------------------------------------------------------------------------
+    def to_spec(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "entities": list(self.entity_names),
+            "schema": [f.to_spec() for f in self.schema],
+            "entity_columns": [f.to_spec() for f in self.entity_columns],
+            "source": self.source.to_spec() if self.source else None,
+            "ttl_seconds": self.ttl_seconds,
+            "online": self.online,
+            "description": self.description,
+            "tags": dict(self.tags),
+            "owner": self.owner,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "FeatureView":
+        ttl = spec.get("ttl_seconds")
+        return cls(
+            name=spec["name"],
+            entities=tuple(spec["entities"]),
+            schema=[Field.from_spec(f) for f in spec["schema"]],
+            entity_columns=[Field.from_spec(f) for f in spec.get("entity_columns", [])],
+            source=source_from_spec(spec["source"]),
+            ttl=None if ttl is None else timedelta(seconds=ttl),
+            online=spec.get("online", True),
+            description=spec.get("description", ""),
+            tags=spec.get("tags", {}),
+            owner=spec.get("owner", ""),
+        )
+
+    def with_entity_columns(self, columns: Sequence[Field]) -> "FeatureView":
+        spec = self.to_spec()
+        spec["entity_columns"] = [c.to_spec() for c in columns]
+        view = FeatureView.from_spec(spec)
+        object.__setattr__(view, "entities", self.entities)
+        object.__setattr__(view, "source", self.source)
+        return view
+
+    def __repr__(self) -> str:
+        return f"FeatureView(name={self.name!r}, entities={list(self.entity_names)})"
+
+
+@dataclass(frozen=True)
+class FeatureViewProjection:
+    """Some features of one view, as a FeatureService lists them."""
+
+    view: str
+    features: tuple[str, ...] | None  # None: every feature of the view
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureService:
+    """A named set of features a model uses; export or serve it by name."""
+
+    name: str
+    features: Sequence[FeatureView | FeatureViewProjection] = ()
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    owner: str = ""
+
+    def __post_init__(self) -> None:
+        check_name("FeatureService", self.name)
+        items = tuple(self.features)
+        if not items:
+            raise DefinitionError(f"FeatureService {self.name!r} lists no features", obj=self.name,
+                                  field="features")
+        for item in items:
+            if not isinstance(item, (FeatureView, FeatureViewProjection)):
+                raise DefinitionError(f"FeatureService {self.name!r}: features takes feature views or "
+                                      f"view[[...]] projections, got {item!r}", obj=self.name,
+                                      field="features")
+        object.__setattr__(self, "features", items)
+
+    def projections(self) -> list[dict[str, Any]]:
+        out = []
+        for item in self.features:
+            if isinstance(item, FeatureView):
+                out.append({"view": item.name, "features": None})  # None: every feature of the view
+            else:
+                feats = None if item.features is None else list(item.features)
+                out.append({"view": item.view, "features": feats})
+        return out
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"name": self.name, "features": self.projections(), "description": self.description,
+                "tags": dict(self.tags), "owner": self.owner}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "FeatureService":
+        svc = object.__new__(cls)
+        object.__setattr__(svc, "name", spec["name"])
+        object.__setattr__(svc, "features", tuple(
+            FeatureViewProjection(p["view"], None if p["features"] is None else tuple(p["features"]))
+            for p in spec["features"]))
+        object.__setattr__(svc, "description", spec.get("description", ""))
+        object.__setattr__(svc, "tags", spec.get("tags", {}))
+        object.__setattr__(svc, "owner", spec.get("owner", ""))
+        return svc

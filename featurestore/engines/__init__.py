@@ -1,0 +1,1 @@
+"""Engines compute joins, transforms and materialization reads; ``local`` is the embedded default."""

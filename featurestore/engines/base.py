@@ -1,0 +1,74 @@
+"""What every engine implements, and the plain data it is handed.
+
+The core decides *what* to compute (which view, which rows, which bounds); an engine decides *how*.
+Data locations are given as files or an Arrow table, in the data's own column names, so an engine
+never needs to know about sources, registries or stores.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime
+
+import pyarrow as pa
+
+# Canonical timestamp columns of a view's rows once they leave a source (offline store, online writes).
+EVENT_TS = "event_timestamp"
+CREATED_TS = "created_timestamp"
+
+
+@dataclass(frozen=True)
+class ViewData:
+    """Where one view's rows are: Parquet/CSV files or an in-memory Arrow table."""
+
+    timestamp_column: str
+    created_column: str | None
+    files: tuple[str, ...] = ()
+    file_format: str = "parquet"
+    table: pa.Table | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.files) == (self.table is not None):
+            raise ValueError("ViewData takes files or a table, exactly one")
+
+
+@dataclass(frozen=True)
+class ViewJoin:
+    """One view's part of a point-in-time join.
+
+    ``keys`` pairs each entity-frame key column with the data column it matches and the view's key
+    type; ``features`` pairs each data column with the output column name.
+    """
+
+    name: str
+    keys: tuple[tuple[str, str, pa.DataType], ...]
+    features: tuple[tuple[str, str, pa.DataType], ...]
+    ttl_seconds: float | None
+    data: ViewData
+
+
+class Engine(ABC):
+    """An engine: a point-in-time join and a bounded read of a view's rows."""
+
+    name: str = ""
+
+    @abstractmethod
+    def point_in_time_join(self, entity: pa.Table, timestamp_column: str,
+                           joins: list[ViewJoin]) -> pa.Table:
+        """Feature columns for every entity row, in entity order (the entity columns are not repeated)."""
+
+    @abstractmethod
+    def read_rows(self, data: ViewData, keys: list[tuple[str, pa.DataType]],
+                  features: list[tuple[str, str, pa.DataType]], start: datetime | None,
+                  end: datetime | None) -> pa.Table:
+        """A view's rows with start <= event time < end: key columns, features (output names),
+        ``event_timestamp`` and ``created_timestamp`` (UTC), in no particular order."""
+
+    @abstractmethod
+    def time_bounds(self, data: ViewData, start: datetime | None, end: datetime | None
+                    ) -> tuple[datetime | None, datetime | None]:
+        """(min, max) event time of the rows with start <= event time < end; (None, None) if none."""
+
+    def close(self) -> None:  # noqa: B027 - engines without resources need nothing here
+        """Release connections and sessions."""

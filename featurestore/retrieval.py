@@ -1,0 +1,361 @@
+"""Point-in-time-correct training exports (``get_historical_features``).
+
+This module decides what to join: it resolves feature references, validates the entity frame, picks
+where each view's rows are read from (the offline store when it covers the needed time range, the
+source otherwise) and hands plain data to the engine. The join itself lives in the engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from featurestore import types as fstypes
+from featurestore.definitions import FeatureService
+from featurestore.engines.base import CREATED_TS, EVENT_TS, ViewData, ViewJoin
+from featurestore.errors import (DefinitionError, FeatureNotFound, FeatureViewNotFound, InvalidInputError,
+                                 NotFoundError)
+from featurestore.sources import FileSource, SqlSource, source_from_spec
+
+if TYPE_CHECKING:
+    from featurestore.store import FeatureStore
+
+UTC = timezone.utc
+MIN_TIME = datetime(1, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class ViewRequest:
+    """The features wanted from one view, in request order."""
+
+    spec: dict
+    features: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec["name"]
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    view, sep, feature = ref.partition(":")
+    if not sep or not view or not feature:
+        raise InvalidInputError(f"feature reference {ref!r} is not of the form 'view:feature'")
+    return view, feature
+
+
+def resolve_features(snapshot: dict, features: Sequence[str] | FeatureService | str
+                     ) -> tuple[list[str], list[ViewRequest], str | None]:
+    """(refs, per-view requests in first-seen order, service name) for a list of refs or a service."""
+    views = snapshot.get("feature_view", {})
+    service_name = None
+    if isinstance(features, (FeatureService, str)) and not (isinstance(features, str) and ":" in features):
+        service_name = features.name if isinstance(features, FeatureService) else features
+        spec = snapshot.get("feature_service", {}).get(service_name)
+        if spec is None:
+            if isinstance(features, FeatureService):
+                spec = features.to_spec()
+            else:
+                raise NotFoundError(f"feature service {service_name!r} is not in the registry (run apply?)")
+        refs = []
+        for proj in spec["features"]:
+            view = views.get(proj["view"])
+            if view is None:
+                raise FeatureViewNotFound(f"feature service {service_name!r}: feature view "
+                                          f"{proj['view']!r} is not in the registry")
+            names = proj["features"] if proj["features"] is not None else _feature_names(view)
+            refs += [f"{proj['view']}:{n}" for n in names]
+    else:
+        refs = list(features)
+    if not refs:
+        raise InvalidInputError("no features requested")
+    requests: dict[str, ViewRequest] = {}
+    for ref in refs:
+        view_name, feature = parse_ref(ref)
+        view = views.get(view_name)
+        if view is None:
+            raise FeatureViewNotFound(f"feature view {view_name!r} (from {ref!r}) is not in the registry"
+                                      f"{'; known: ' + ', '.join(sorted(views)) if views else ''}")
+        if feature not in _feature_names(view):
+            raise FeatureNotFound(f"feature view {view_name!r} has no feature {feature!r} "
+                                  f"(features: {', '.join(_feature_names(view))})")
+        req = requests.setdefault(view_name, ViewRequest(view))
+        if feature not in req.features:
+            req.features.append(feature)
+    return refs, list(requests.values()), service_name
+
+
+def _feature_names(view_spec: dict) -> list[str]:
+    keys = {c["name"] for c in view_spec.get("entity_columns", [])}
+    return [f["name"] for f in view_spec["schema"] if f["name"] not in keys]
+
+
+def _feature_types(view_spec: dict) -> dict[str, pa.DataType]:
+    return {f["name"]: fstypes.from_spec(f["dtype"]).to_arrow() for f in view_spec["schema"]}
+
+
+def key_columns(view_spec: dict) -> list[tuple[str, pa.DataType]]:
+    return [(c["name"], fstypes.from_spec(c["dtype"]).to_arrow()) for c in view_spec["entity_columns"]]
+
+
+# -- entity frame --------------------------------------------------------------------------------
+def entity_table(entity_df: Any) -> pa.Table:
+    if isinstance(entity_df, pa.Table):
+        return entity_df
+    if isinstance(entity_df, (str, os.PathLike)):
+        return read_entity_file(Path(entity_df))
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a core dependency
+        pd = None
+    if pd is not None and isinstance(entity_df, pd.DataFrame):
+        return pa.Table.from_pandas(entity_df, preserve_index=False)
+    raise InvalidInputError(f"entity_df must be a pandas DataFrame, a pyarrow Table or a file path, "
+                            f"got {type(entity_df).__name__}")
+
+
+def read_entity_file(path: Path) -> pa.Table:
+    if not path.exists():
+        raise NotFoundError(f"entity file {str(path)!r} does not exist")
+    if path.suffix.lower() == ".csv":
+        import pyarrow.csv as pacsv
+
+        return pacsv.read_csv(path)
+    return pq.read_table(path)
+
+
+def timestamp_column(table: pa.Table, requested: str | None) -> str:
+    if requested is not None:
+        if requested not in table.column_names:
+            raise InvalidInputError(f"entity_df has no timestamp column {requested!r}")
+        return requested
+    if "event_timestamp" in table.column_names:
+        return "event_timestamp"
+    candidates = [f.name for f in table.schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise InvalidInputError("entity_df has no timestamp column: add 'event_timestamp' (or one "
+                                "datetime column)")
+    raise InvalidInputError(f"entity_df has several datetime columns {candidates}; name one 'event_timestamp'")
+
+
+def normalise_timestamps(table: pa.Table, column: str) -> pa.Table:
+    """Entity times as UTC microseconds (naive times are UTC); nulls and non-times are errors."""
+    col = table.column(column)
+    t = col.type
+    if pa.types.is_date(t):
+        col = col.cast(pa.timestamp("us"))
+        t = col.type
+    if not pa.types.is_timestamp(t):
+        raise InvalidInputError(f"entity_df column {column!r} must hold timestamps, not {t}")
+    if col.null_count:
+        raise InvalidInputError(f"entity_df column {column!r} has {col.null_count} null timestamps")
+    # A naive timestamp cast to a zoned one keeps its value, i.e. it is read as UTC.
+    col = col.cast(pa.timestamp("us", tz="UTC"))
+    return table.set_column(table.column_names.index(column), column, col)
+
+
+def check_keys(table: pa.Table, requests: list[ViewRequest]) -> None:
+    for req in requests:
+        for key, arrow_type in key_columns(req.spec):
+            if key not in table.column_names:
+                raise InvalidInputError(f"entity_df is missing join key column {key!r} needed by feature view "
+                                        f"{req.name!r}")
+            found = table.schema.field(key).type
+            if pa.types.is_null(found):
+                continue
+            try:
+                family = fstypes.from_arrow(found).family
+            except DefinitionError:
+                family = str(found)
+            want = fstypes.from_arrow(arrow_type).family
+            if family != want:
+                raise InvalidInputError(f"join key {key!r} is {found} in entity_df but feature view "
+                                        f"{req.name!r} keys it as {arrow_type}")
+
+
+def output_names(requests: list[ViewRequest], full_feature_names: bool, entity_columns: list[str]
+                 ) -> dict[tuple[str, str], str]:
+    names: dict[tuple[str, str], str] = {}
+    seen: dict[str, str] = {}
+    for req in requests:
+        for feature in req.features:
+            out = f"{req.name}__{feature}" if full_feature_names else feature
+            if out in seen:
+                raise InvalidInputError(f"feature name collision: {out!r} comes from both {seen[out]} and "
+                                        f"{req.name}:{feature}; use full_feature_names=True")
+            if out in entity_columns:
+                raise InvalidInputError(f"feature name collision: {out!r} is also a column of entity_df; "
+                                        "rename it or use full_feature_names=True")
+            seen[out] = f"{req.name}:{feature}"
+            names[(req.name, feature)] = out
+    return names
+
+
+# -- where each view is read from ----------------------------------------------------------------
+@dataclass
+class PlannedRead:
+    join: ViewJoin
+    read_from: str  # "offline_store" | "source"
+    fingerprint: str
+
+
+def plan_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: datetime,
+              names: dict[tuple[str, str], str]) -> PlannedRead:
+    spec = req.spec
+    ftypes = _feature_types(spec)
+    keys = key_columns(spec)
+    offline = store.offline_store
+    if offline.covers(req.name, lo or MIN_TIME, hi):
+        files = offline.files(req.name, lo, hi)
+        data = (ViewData(EVENT_TS, CREATED_TS, files=tuple(files)) if files
+                else ViewData(EVENT_TS, CREATED_TS, table=offline.read(req.name, lo, hi)))
+        data_col = {f: f for f in req.features}
+        key_col = {k: k for k, _ in keys}
+        read_from, fingerprint = "offline_store", offline.fingerprint(req.name)
+    else:
+        source = source_from_spec(spec["source"])
+        inverse = {v: k for k, v in source.field_mapping.items()}
+        data_col = {f: inverse.get(f, f) for f in req.features}
+        key_col = {k: inverse.get(k, k) for k, _ in keys}
+        data, fingerprint = source_data(store, source, list(key_col.values()) + list(data_col.values()), lo, hi)
+        read_from = "source"
+    join = ViewJoin(
+        name=req.name,
+        keys=tuple((k, key_col[k], t) for k, t in keys),
+        features=tuple((data_col[f], names[(req.name, f)], ftypes[f]) for f in req.features),
+        ttl_seconds=spec.get("ttl_seconds"),
+        data=data,
+    )
+    return PlannedRead(join, read_from, fingerprint)
+
+
+def source_data(store: "FeatureStore", source, columns: list[str], lo: datetime | None,
+                hi: datetime | None) -> tuple[ViewData, str]:
+    """A source's rows as engine input, with the source's fingerprint."""
+    created = source.created_timestamp_field
+    if isinstance(source, FileSource):
+        from connectors import file_source
+
+        files = file_source.resolve_paths(source, store.repo_path)
+        return (ViewData(source.timestamp_field, created, files=tuple(files), file_format=source.file_format),
+                file_source.fingerprint(source, store.repo_path))
+    if isinstance(source, SqlSource):
+        from connectors import sql_source
+
+        wanted = list(dict.fromkeys(columns + [source.timestamp_field] + ([created] if created else [])))
+        table = sql_source.read_arrow(source, wanted, lo, hi)
+        return ViewData(source.timestamp_field, created, table=table), sql_source.fingerprint(source)
+    raise InvalidInputError(f"source {source.name!r} of kind {source.kind!r} cannot be read in batch")
+
+
+# -- the job ---------------------------------------------------------------------------------------
+class RetrievalJob:
+    """A training export. Computed once, on the first ``to_*`` call.
+
+    ``manifest`` records what produced it (registry version, refs, row count, source fingerprints) so
+    the same export can be reproduced; ``to_parquet`` writes it beside the data.
+    """
+
+    def __init__(self, store: "FeatureStore", entity_df: Any, features, full_feature_names: bool,
+                 timestamp_field: str | None = None):
+        self._store = store
+        self._snapshot_version, snapshot = store.registry_snapshot()
+        self._refs, self._requests, self._service = resolve_features(snapshot, features)
+        table = entity_table(entity_df)
+        self._ts_col = timestamp_column(table, timestamp_field)
+        self._entity = table
+        self._full = full_feature_names
+        check_keys(table, self._requests)
+        self._names = output_names(self._requests, full_feature_names, table.column_names)
+        self._result: pa.Table | None = None
+        self.manifest: dict[str, Any] = {}
+
+    def _compute(self) -> pa.Table:
+        if self._result is not None:
+            return self._result
+        entity = normalise_timestamps(self._entity, self._ts_col)
+        times = entity.column(self._ts_col)
+        reads = []
+        if entity.num_rows:
+            hi = pc.max(times).as_py()
+            lo_t = pc.min(times).as_py()
+            for req in self._requests:
+                ttl = req.spec.get("ttl_seconds")
+                lo = None if ttl is None else lo_t - timedelta(seconds=ttl)
+                reads.append(plan_read(self._store, req, lo, hi, self._names))
+            features = self._store.engine.point_in_time_join(entity, self._ts_col, [r.join for r in reads])
+        else:
+            features = pa.table({self._names[(r.name, f)]: pa.array([], _feature_types(r.spec)[f])
+                                 for r in self._requests for f in r.features})
+        ordered = [self._names[(v, f)] for v, f in (parse_ref(r) for r in dict.fromkeys(self._refs))]
+        result = self._entity
+        for name in ordered:
+            result = result.append_column(name, features.column(name))
+        self._result = result
+        self.manifest = {
+            "created_at": datetime.now(UTC).isoformat(),
+            "project": self._store.config.project,
+            "registry_version": self._snapshot_version,
+            "features": list(self._refs),
+            "feature_service": self._service,
+            "full_feature_names": self._full,
+            "timestamp_column": self._ts_col,
+            "row_count": result.num_rows,
+            "entity_fingerprint": _table_fingerprint(self._entity),
+            "views": {r.join.name: {"read_from": r.read_from, "fingerprint": r.fingerprint} for r in reads},
+        }
+        return result
+
+    def to_arrow(self) -> pa.Table:
+        return self._compute()
+
+    def to_pandas(self):
+        return self._compute().to_pandas()
+
+    def to_df(self):  # Feast's spelling
+        return self.to_pandas()
+
+    def to_parquet(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Write the export and ``<path>.manifest.json`` atomically; returns the manifest."""
+        table = self._compute()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        manifest = dict(self.manifest, output=str(path.resolve()))
+        _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+        _atomic_write(Path(str(path) + ".manifest.json"),
+                      lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True)))
+        return manifest
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _table_fingerprint(table: pa.Table) -> str:
+    digest = hashlib.sha256(str(table.schema).encode())
+    digest.update(str(table.num_rows).encode())
+    for batch in table.to_batches(max_chunksize=65536)[:64]:
+        for col in batch.columns:
+            for buf in col.buffers():
+                if buf is not None:
+                    digest.update(memoryview(buf)[:4096])
+    return digest.hexdigest()[:32]

@@ -1,0 +1,136 @@
+"""``FeatureStore``: the thin facade users import. Each method delegates to one service module."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from featurestore.config import RepoConfig, backend_config, load_config, resolve_registry_url
+from featurestore.definitions import Entity, FeatureService, FeatureView
+
+
+class FeatureStore:
+    """A feature repo: its config, registry, stores and engine.
+
+    >>> store = FeatureStore(repo_path="path/to/repo")       # doctest: +SKIP
+    >>> store.apply()                                        # doctest: +SKIP
+    """
+
+    def __init__(self, repo_path: str | Path = ".", config: RepoConfig | None = None):
+        self.repo_path = Path(repo_path).resolve()
+        self.config = config or load_config(self.repo_path)
+
+    # -- backends (opened lazily) ----------------------------------------------------------------
+    @cached_property
+    def registry(self):
+        from featurestore.registry import Registry
+
+        return Registry(resolve_registry_url(self.config.registry, self.repo_path), self.config.project)
+
+    @cached_property
+    def offline_store(self):
+        cls, cfg = backend_config("offline_store", self.config.offline_store)
+        return cls(cfg, self.repo_path, self.config.project)
+
+    @cached_property
+    def online_store(self):
+        cls, cfg = backend_config("online_store", self.config.online_store)
+        return cls(cfg, self.repo_path, self.config.project)
+
+    @cached_property
+    def engine(self):
+        cls, cfg = backend_config("engine", self.config.engine)
+        return cls(cfg, self.repo_path)
+
+    def registry_snapshot(self) -> tuple[int, dict]:
+        """(version, kind -> name -> spec), read consistently."""
+        return self.registry.version(), self.registry.snapshot()
+
+    def close(self) -> None:
+        for name in ("registry", "online_store", "engine"):
+            if name in self.__dict__:
+                self.__dict__.pop(name).close()
+
+    def __enter__(self) -> "FeatureStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- definitions -------------------------------------------------------------------------------
+    def plan(self, objects: Iterable[object] | None = None):
+        """What ``apply`` would change, without changing anything."""
+        from featurestore import apply as apply_mod
+
+        desired, deletes = self._desired(objects)
+        plan = apply_mod.diff(self.registry.snapshot(), desired, deletes=deletes)
+        plan.registry_version = self.registry.version()
+        return plan
+
+    def apply(self, objects: Iterable[object] | None = None, *, force: bool = False):
+        """Register the repo's definitions (or just ``objects``) in one transaction.
+
+        Without ``objects`` the registry is made to match the repo, deletes included; with ``objects``
+        those are added or updated and nothing is deleted. Returns the applied plan.
+        """
+        from featurestore import apply as apply_mod
+
+        desired, deletes = self._desired(objects)
+        return apply_mod.apply_specs(self.registry, desired, deletes=deletes, force=force)
+
+    def _desired(self, objects: Iterable[object] | None) -> tuple[dict, bool]:
+        from featurestore import apply as apply_mod
+        from featurestore.repo import load_repo
+
+        if objects is None:
+            return apply_mod.desired_state(load_repo(self.repo_path), self.repo_path), True
+        contents = apply_mod.contents_of(objects)
+        return apply_mod.desired_state(contents, self.repo_path, self.registry.snapshot()), False
+
+    def list_entities(self) -> list[Entity]:
+        return [Entity.from_spec(s) for s in self.registry.list("entity").values()]
+
+    def list_feature_views(self) -> list[FeatureView]:
+        return [FeatureView.from_spec(s) for s in self.registry.list("feature_view").values()]
+
+    def list_feature_services(self) -> list[FeatureService]:
+        return [FeatureService.from_spec(s) for s in self.registry.list("feature_service").values()]
+
+    def get_feature_view(self, name: str) -> FeatureView:
+        from featurestore.errors import FeatureViewNotFound
+
+        spec = self.registry.get("feature_view", name)
+        if spec is None:
+            raise FeatureViewNotFound(f"feature view {name!r} is not in the registry")
+        return FeatureView.from_spec(spec)
+
+    # -- offline -----------------------------------------------------------------------------------
+    def get_historical_features(self, entity_df: Any, features: Sequence[str] | FeatureService | str,
+                                full_feature_names: bool = False, *, timestamp_field: str | None = None):
+        """A point-in-time-correct training set: one row per entity row, in input order.
+
+        ``features`` is a list of ``"view:feature"`` references or a FeatureService (or its name).
+        """
+        from featurestore.retrieval import RetrievalJob
+
+        return RetrievalJob(self, entity_df, features, full_feature_names, timestamp_field)
+
+    def materialize(self, start_date: datetime | None, end_date: datetime,
+                    feature_views: Sequence[str] | None = None, *, online: bool = True,
+                    progress: bool | None = None):
+        """Copy each view's rows with start <= event time < end into the offline store (replacing that
+        interval) and, with ``online``, the latest value per entity into the online store."""
+        from featurestore import materialize
+
+        return materialize.materialize(self, start_date, end_date, feature_views, online=online,
+                                       progress=progress)
+
+    def materialize_incremental(self, end_date: datetime, feature_views: Sequence[str] | None = None, *,
+                                online: bool = True, progress: bool | None = None):
+        """Materialize each view from its last watermark (kept in the registry) up to ``end_date``."""
+        from featurestore import materialize
+
+        return materialize.materialize_incremental(self, end_date, feature_views, online=online,
+                                                   progress=progress)

@@ -1,0 +1,161 @@
+"""Checks a set of definitions against each other and against their sources, before anything is stored.
+
+Every problem is reported with the object and the field it concerns; all problems are collected so a
+user fixes them in one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from featurestore import types as fstypes
+from featurestore.definitions import Entity, FeatureService, FeatureView, Field
+from featurestore.engines.base import CREATED_TS, EVENT_TS
+from featurestore.errors import DefinitionError, FeatureStoreError
+from featurestore.sources import DataSource, FileSource, SqlSource
+
+RESERVED_COLUMNS = {EVENT_TS, CREATED_TS}
+
+
+@dataclass
+class Problems:
+    items: list[DefinitionError] = field(default_factory=list)
+
+    def add(self, message: str, *, obj: str, field_name: str | None = None) -> None:
+        self.items.append(DefinitionError(message, obj=obj, field=field_name))
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        if len(self.items) == 1:
+            raise self.items[0]
+        first = self.items[0]
+        message = f"{len(self.items)} problems in the definitions:\n" + "\n".join(
+            f"  - {p}" for p in self.items)
+        raise DefinitionError(message, obj=first.obj, field=first.field)
+
+
+def source_schema(source: DataSource, repo_path: Path) -> pa.Schema:
+    """The columns a source provides, after its field mapping is applied."""
+    if isinstance(source, FileSource):
+        from connectors import file_source
+
+        schema = file_source.read_schema(source, repo_path)
+    elif isinstance(source, SqlSource):
+        from connectors import sql_source
+
+        schema = sql_source.read_schema(source)
+    else:
+        raise DefinitionError(f"source {source.name!r}: unsupported kind {source.kind!r}", obj=source.name)
+    if source.field_mapping:
+        schema = pa.schema([f.with_name(source.field_mapping.get(f.name, f.name)) for f in schema])
+    return schema
+
+
+def _compatible(declared: fstypes.DataType, found: pa.DataType) -> bool:
+    try:
+        actual = fstypes.from_arrow(found)
+    except DefinitionError:
+        return False
+    if actual.family == declared.family:
+        return True
+    # Integers widen into floats; a CSV can give a timestamp as text that the engine parses.
+    return (declared.family == "float" and actual.family == "integer") or (
+        declared.family == "timestamp" and actual.family == "string")
+
+
+def check_unique(kind: str, objects: list, problems: Problems, origin) -> list:
+    """Objects of one kind keyed by name; two different definitions under one name is an error."""
+    seen: dict[str, object] = {}
+    for obj in objects:
+        other = seen.get(obj.name)
+        if other is None:
+            seen[obj.name] = obj
+        elif other.to_spec() != obj.to_spec():
+            problems.add(f"duplicate {kind} name {obj.name!r} (defined in {origin(other)} and {origin(obj)})",
+                         obj=obj.name, field_name="name")
+    return list(seen.values())
+
+
+def resolve_view(view: FeatureView, entities: dict[str, Entity], repo_path: Path,
+                 problems: Problems) -> FeatureView | None:
+    """Checks a view against its entities and source; returns it with key types and schema resolved."""
+    before = len(problems.items)
+    keys: list[str] = []
+    for name in view.entity_names:
+        if name not in entities:
+            problems.add(f"FeatureView {view.name!r} references unknown entity {name!r}", obj=view.name,
+                         field_name="entities")
+        else:
+            keys.extend(entities[name].join_keys)
+    for f in view.schema:
+        if f.name in RESERVED_COLUMNS:
+            problems.add(f"FeatureView {view.name!r}: field name {f.name!r} is reserved", obj=view.name,
+                         field_name=f.name)
+    try:
+        schema = source_schema(view.source, repo_path)
+    except FeatureStoreError as exc:
+        problems.add(f"FeatureView {view.name!r}: source {view.source.name!r}: {exc}", obj=view.name,
+                     field_name="source")
+        return None
+    found = {f.name: f.type for f in schema}
+    src = view.source
+    for label, column in (("timestamp_field", src.timestamp_field),
+                          ("created_timestamp_field", src.created_timestamp_field)):
+        if column is not None and column not in found:
+            problems.add(f"FeatureView {view.name!r}: source {src.name!r} has no {label} column {column!r}",
+                         obj=view.name, field_name=column)
+    declared = {f.name: f for f in view.schema}
+    key_fields = []
+    for key in keys:
+        if key not in found:
+            problems.add(f"FeatureView {view.name!r}: join key {key!r} is not a column of source "
+                         f"{src.name!r}", obj=view.name, field_name=key)
+            continue
+        dtype = declared[key].dtype if key in declared else fstypes.from_arrow(found[key])
+        key_fields.append(Field(name=key, dtype=dtype))
+    schema_fields = list(view.schema)
+    if not schema_fields:  # no schema: every other column of the source is a feature
+        skip = set(keys) | {src.timestamp_field, src.created_timestamp_field}
+        for name, arrow_type in found.items():
+            if name not in skip:
+                try:
+                    schema_fields.append(Field(name=name, dtype=fstypes.from_arrow(arrow_type)))
+                except DefinitionError:
+                    problems.add(f"FeatureView {view.name!r}: source column {name!r} has unsupported type "
+                                 f"{arrow_type}", obj=view.name, field_name=name)
+    for f in schema_fields:
+        if f.name in keys:
+            continue
+        if f.name not in found:
+            problems.add(f"FeatureView {view.name!r}: schema field {f.name!r} is not a column of source "
+                         f"{src.name!r} (columns: {', '.join(found)})", obj=view.name, field_name=f.name)
+        elif not _compatible(f.dtype, found[f.name]):
+            problems.add(f"FeatureView {view.name!r}: field {f.name!r} is declared {f.dtype!r} but source "
+                         f"{src.name!r} has {found[f.name]}", obj=view.name, field_name=f.name)
+    if len(problems.items) > before:
+        return None
+    resolved = FeatureView(
+        name=view.name, entities=view.entities, schema=schema_fields, source=view.source, ttl=view.ttl,
+        online=view.online, description=view.description, tags=view.tags, owner=view.owner,
+        entity_columns=key_fields)
+    return resolved
+
+
+def check_service(service: FeatureService, views: dict[str, dict], problems: Problems) -> None:
+    for proj in service.projections():
+        spec = views.get(proj["view"])
+        if spec is None:
+            problems.add(f"FeatureService {service.name!r} references unknown feature view {proj['view']!r}",
+                         obj=service.name, field_name="features")
+            continue
+        if proj["features"] is None:
+            continue
+        known = {f["name"] for f in spec["schema"]}
+        for feat in proj["features"]:
+            if feat not in known:
+                problems.add(f"FeatureService {service.name!r}: feature view {proj['view']!r} has no feature "
+                             f"{feat!r}", obj=service.name, field_name=feat)
