@@ -1,0 +1,402 @@
+#!/usr/bin/env bash
+# Private test services for this checkout: PostgreSQL (registry) and Redis (online store).
+#
+#   .ci/services.sh install [svc...]           install missing binaries from Debian's packages
+#   .ci/services.sh start [--record FILE] [svc...]
+#                                              start each service unless it already answers; the
+#                                              names of the services THIS call started are appended
+#                                              to FILE (if given) and to .ci/state/started
+#   .ci/services.sh stop [--from FILE] [svc...]
+#                                              stop services this script started (those listed in
+#                                              FILE, default .ci/state/started); never touches a
+#                                              server it found already running
+#   .ci/services.sh env                        print `export VAR=...` lines for the tests
+#   .ci/services.sh status                     say which services answer
+#
+# Each service is a set of shell functions named <svc>_install, <svc>_up (answers?), <svc>_start,
+# <svc>_stop and <svc>_env, plus an entry in SERVICES. Adding Kafka later means writing kafka_*
+# functions (install = `mvn dependency:copy-dependencies` into .ci/cache, start = format KRaft
+# storage once and launch kafka.Kafka with a loopback server.properties) and appending "kafka".
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="$ROOT/.ci/state"
+STARTED_LIST="$STATE/started"
+SERVICES=(postgres redis)
+WAIT_SECONDS="${FS_SERVICES_WAIT_SECONDS:-60}"
+
+PG_PORT=55432
+PG_USER=fs
+PG_PASSWORD=fs
+PG_DATABASES=(fs_test)
+PG_OS_USER=fsci
+REDIS_PORT=56379
+
+log() { echo "[services] $*" >&2; }
+die() { echo "[services] ERROR: $*" >&2; exit 1; }
+
+# Print the last lines of a log file to stderr, for "did not come up" failures.
+tail_log() {
+    local file="$1"
+    if [[ -f "$file" ]]; then
+        echo "----- last 40 lines of $file -----" >&2
+        tail -n 40 "$file" >&2 || true
+        echo "-----------------------------------" >&2
+    else
+        echo "(no log file at $file)" >&2
+    fi
+}
+
+# wait_until <description> <logfile> <command...>: poll the command until it succeeds or time out.
+wait_until() {
+    local what="$1" logfile="$2"; shift 2
+    local deadline=$((SECONDS + WAIT_SECONDS))
+    until "$@" >/dev/null 2>&1; do
+        if ((SECONDS >= deadline)); then
+            echo "[services] ERROR: $what did not answer within ${WAIT_SECONDS}s" >&2
+            tail_log "$logfile"
+            exit 1
+        fi
+        sleep 0.5
+    done
+}
+
+# ---------------------------------------------------------------- apt helpers
+APT_UPDATED=0
+apt_install() {
+    [[ $(id -u) -eq 0 ]] || die "need root to apt-get install $* (or install it yourself)"
+    export DEBIAN_FRONTEND=noninteractive
+    # Keep package post-install scripts from starting system-wide daemons we do not want.
+    local made_policy=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod +x /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    local rc=0
+    if ((APT_UPDATED == 0)); then
+        log "apt-get update"
+        apt-get update -qq || rc=$?
+        APT_UPDATED=1
+    fi
+    if ((rc == 0)); then
+        log "apt-get install $*"
+        apt-get install -y -qq --no-install-recommends "$@" || rc=$?
+    fi
+    if ((made_policy)); then rm -f /usr/sbin/policy-rc.d; fi
+    ((rc == 0)) || die "apt-get failed for: $*"
+}
+
+# Run a command as the unprivileged OS user that owns the PostgreSQL data (postgres refuses root).
+as_pg_user() {
+    if [[ $(id -u) -eq 0 ]]; then
+        runuser -u "$PG_OS_USER" -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# ---------------------------------------------------------------- postgres
+pg_bindir() {
+    local d
+    # Newest installed major version first.
+    # shellcheck disable=SC2012
+    for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k5 -n -r); do
+        if [[ -x "$d/initdb" && -x "$d/pg_ctl" && -x "$d/postgres" ]]; then
+            echo "$d"; return 0
+        fi
+    done
+    return 1
+}
+
+# Where the cluster lives: .ci/state/pg, owned by the unprivileged user. If that user cannot reach
+# the checkout (e.g. a clone under /root), the files go to a per-checkout folder in /var/tmp and
+# .ci/state/pg and .ci/state/pg.log become symlinks to them.
+pg_paths() {
+    PG_DATA="$STATE/pg"; PG_LOG="$STATE/pg.log"; PG_SOCK="$STATE/pgsock"; PG_FALLBACK=""
+    if [[ $(id -u) -eq 0 ]] && ! runuser -u "$PG_OS_USER" -- test -x "$STATE" 2>/dev/null; then
+        PG_FALLBACK="/var/tmp/featurestore-ci-$(echo -n "$ROOT" | sha1sum | cut -c1-12)"
+        PG_DATA="$PG_FALLBACK/pg"; PG_LOG="$PG_FALLBACK/pg.log"; PG_SOCK="$PG_FALLBACK/pgsock"
+    fi
+    # A unix socket path must stay under ~107 bytes.
+    if (( ${#PG_SOCK} > 80 )); then
+        PG_SOCK="/tmp/fs-pgsock-$(echo -n "$ROOT" | sha1sum | cut -c1-12)"
+    fi
+}
+
+postgres_install() {
+    if pg_bindir >/dev/null; then
+        log "postgres: binaries present in $(pg_bindir)"
+    else
+        apt_install postgresql
+        pg_bindir >/dev/null || die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb found"
+    fi
+    if ! command -v runuser >/dev/null; then apt_install util-linux; fi
+}
+
+postgres_up() {
+    local bin; bin="$(pg_bindir)" || return 1
+    "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"
+}
+
+postgres_ensure_os_user() {
+    [[ $(id -u) -eq 0 ]] || return 0
+    if ! id "$PG_OS_USER" >/dev/null 2>&1; then
+        log "postgres: creating system user $PG_OS_USER"
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$PG_OS_USER"
+    fi
+}
+
+# Create role and databases if missing, through our own cluster's unix socket (trust auth).
+postgres_provision() {
+    local bin="$1" db
+    local psql=("$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" -U postgres -d postgres)
+    "${psql[@]}" -c "DO \$\$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER') THEN
+            CREATE ROLE $PG_USER LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+        END IF;
+    END \$\$;"
+    for db in "${PG_DATABASES[@]}"; do
+        if [[ -z "$("${psql[@]}" -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]]; then
+            log "postgres: creating database $db"
+            "${psql[@]}" -c "CREATE DATABASE $db OWNER $PG_USER"
+        fi
+    done
+}
+
+# Check that the test role can log in over TCP with its password (works for any server on the port).
+postgres_check_login() {
+    local bin="$1"
+    PGPASSWORD="$PG_PASSWORD" "$bin/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" \
+        -d "${PG_DATABASES[0]}" -tAc "SELECT 1" >/dev/null
+}
+
+postgres_start() {
+    local bin; bin="$(pg_bindir)" || die "postgres: not installed (run: $0 install)"
+    postgres_ensure_os_user
+    mkdir -p "$STATE"
+    pg_paths
+    if postgres_up; then
+        log "postgres: already answering on 127.0.0.1:$PG_PORT; leaving it running"
+        if [[ -S "$PG_SOCK/.s.PGSQL.$PG_PORT" ]]; then postgres_provision "$bin"; fi
+        postgres_check_login "$bin" \
+            || die "postgres on port $PG_PORT answers but role $PG_USER cannot log in to ${PG_DATABASES[0]}"
+        return 0   # not started by this call
+    fi
+    if [[ -n "$PG_FALLBACK" ]]; then
+        log "postgres: $PG_OS_USER cannot reach $STATE; keeping the cluster in $PG_FALLBACK"
+        mkdir -p "$PG_FALLBACK"
+        chmod 755 "$PG_FALLBACK"
+        ln -sfn "$PG_DATA" "$STATE/pg"
+        ln -sfn "$PG_LOG" "$STATE/pg.log"
+    fi
+    mkdir -p "$PG_SOCK"
+    touch "$PG_LOG"
+    if [[ $(id -u) -eq 0 ]]; then
+        chown "$PG_OS_USER" "$PG_SOCK" "$PG_LOG"
+    fi
+    if [[ ! -f "$PG_DATA/PG_VERSION" ]]; then
+        log "postgres: initdb into $PG_DATA"
+        rm -rf "$PG_DATA"
+        mkdir -p "$PG_DATA"
+        chmod 700 "$PG_DATA"
+        [[ $(id -u) -ne 0 ]] || chown "$PG_OS_USER" "$PG_DATA"
+        as_pg_user "$bin/initdb" -D "$PG_DATA" -U postgres --auth-local=trust \
+            --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >>"$PG_LOG" 2>&1 \
+            || { tail_log "$PG_LOG"; die "postgres: initdb failed"; }
+    elif [[ $(id -u) -eq 0 ]]; then
+        chown -R "$PG_OS_USER" "$PG_DATA"
+    fi
+    log "postgres: starting on 127.0.0.1:$PG_PORT (data $PG_DATA, log $PG_LOG)"
+    # Durability is pointless for throwaway test data; skip fsync for speed.
+    as_pg_user "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -W -o \
+        "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$PG_SOCK -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+        start >/dev/null || { tail_log "$PG_LOG"; die "postgres: pg_ctl start failed"; }
+    wait_until "postgres on 127.0.0.1:$PG_PORT" "$PG_LOG" postgres_up
+    postgres_provision "$bin" || { tail_log "$PG_LOG"; die "postgres: could not create role/databases"; }
+    postgres_check_login "$bin" || die "postgres: role $PG_USER cannot log in"
+    log "postgres: ready"
+    STARTED=1
+}
+
+postgres_stop() {
+    local bin; bin="$(pg_bindir)" || return 0
+    pg_paths
+    if [[ -f "$PG_DATA/postmaster.pid" ]]; then
+        log "postgres: stopping"
+        as_pg_user "$bin/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null \
+            || log "postgres: pg_ctl stop reported a problem (see $PG_LOG)"
+    else
+        log "postgres: not running from $PG_DATA"
+    fi
+}
+
+postgres_env() {
+    echo "export FS_TEST_POSTGRES_URL=postgresql+psycopg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/${PG_DATABASES[0]}"
+}
+
+# ---------------------------------------------------------------- redis
+redis_bin() {
+    local b
+    b="$(command -v redis-server 2>/dev/null || true)"
+    [[ -n "$b" ]] || { [[ -x /usr/bin/redis-server ]] && b=/usr/bin/redis-server; }
+    [[ -n "$b" ]] && echo "$b"
+}
+
+redis_cli() {
+    local b
+    b="$(command -v redis-cli 2>/dev/null || true)"
+    [[ -n "$b" ]] || b=/usr/bin/redis-cli
+    "$b" "$@"
+}
+
+redis_install() {
+    if redis_bin >/dev/null && { command -v redis-cli >/dev/null || [[ -x /usr/bin/redis-cli ]]; }; then
+        log "redis: binaries present ($(redis_bin))"
+    else
+        apt_install redis-server redis-tools
+        redis_bin >/dev/null || die "redis-server installed but not found on PATH"
+    fi
+}
+
+redis_up() {
+    [[ "$(redis_cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == "PONG" ]]
+}
+
+redis_start() {
+    local bin; bin="$(redis_bin)" || die "redis: not installed (run: $0 install)"
+    local dir="$STATE/redis" logf="$STATE/redis.log" pidf="$STATE/redis.pid"
+    if redis_up; then
+        log "redis: already answering on 127.0.0.1:$REDIS_PORT; leaving it running"
+        return 0   # not started by this call
+    fi
+    mkdir -p "$dir"
+    rm -f "$pidf"
+    log "redis: starting on 127.0.0.1:$REDIS_PORT (log $logf)"
+    "$bin" --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+        --daemonize yes --pidfile "$pidf" --logfile "$logf" --dir "$dir" \
+        || { tail_log "$logf"; die "redis: redis-server failed to start"; }
+    wait_until "redis on 127.0.0.1:$REDIS_PORT" "$logf" redis_up
+    log "redis: ready"
+    STARTED=1
+}
+
+redis_stop() {
+    local pidf="$STATE/redis.pid" pid
+    if [[ -f "$pidf" ]] && pid="$(cat "$pidf")" && kill -0 "$pid" 2>/dev/null; then
+        log "redis: stopping (pid $pid)"
+        kill -TERM "$pid"
+        local deadline=$((SECONDS + 30))
+        while kill -0 "$pid" 2>/dev/null; do
+            if ((SECONDS >= deadline)); then
+                log "redis: still alive after 30s, killing"; kill -KILL "$pid" 2>/dev/null || true; break
+            fi
+            sleep 0.2
+        done
+        rm -f "$pidf"
+    else
+        log "redis: not running from $pidf"
+    fi
+}
+
+redis_env() {
+    echo "export FS_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
+    echo "export FS_REDIS_SERVER_BIN=$(redis_bin || echo /usr/bin/redis-server)"
+}
+
+# ---------------------------------------------------------------- dispatch
+check_service() {
+    local s
+    for s in "${SERVICES[@]}"; do [[ "$s" == "$1" ]] && return 0; done
+    die "unknown service '$1' (known: ${SERVICES[*]})"
+}
+
+cmd_install() {
+    local s
+    for s in "$@"; do "${s}_install"; done
+}
+
+cmd_start() {
+    local record="" s names=()
+    while (($#)); do
+        case "$1" in
+            --record) record="$2"; shift 2 ;;
+            *) names+=("$1"); shift ;;
+        esac
+    done
+    ((${#names[@]})) || names=("${SERVICES[@]}")
+    for s in "${names[@]}"; do check_service "$s"; done
+    cmd_install "${names[@]}"
+    mkdir -p "$STATE"
+    for s in "${names[@]}"; do
+        # <svc>_start sets STARTED=1 only when this call launched the server (not when it found
+        # one answering). It is not called inside `if`, so `set -e` stays in force within it.
+        STARTED=0
+        "${s}_start"
+        if ((STARTED)); then
+            echo "$s" >>"$STARTED_LIST"
+            [[ -z "$record" ]] || echo "$s" >>"$record"
+        fi
+    done
+}
+
+cmd_stop() {
+    local from="$STARTED_LIST" s names=() listed=()
+    while (($#)); do
+        case "$1" in
+            --from) from="$2"; shift 2 ;;
+            *) names+=("$1"); shift ;;
+        esac
+    done
+    if [[ -f "$from" ]]; then mapfile -t listed < <(sort -u "$from"); fi
+    if ((${#listed[@]} == 0)); then
+        log "nothing to stop (no services recorded in $from)"
+        if [[ "$from" != "$STARTED_LIST" ]]; then rm -f "$from"; fi
+        return 0
+    fi
+    # Stop in reverse of the declared order (so a later Kafka stops before what it might use).
+    local i
+    for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
+        s="${SERVICES[i]}"
+        printf '%s\n' "${listed[@]}" | grep -qx "$s" || continue
+        if ((${#names[@]})) && ! printf '%s\n' "${names[@]}" | grep -qx "$s"; then continue; fi
+        "${s}_stop"
+        # Forget it in the checkout-wide list too.
+        if [[ -f "$STARTED_LIST" ]]; then
+            grep -vx "$s" "$STARTED_LIST" >"$STARTED_LIST.tmp" || true
+            mv "$STARTED_LIST.tmp" "$STARTED_LIST"
+        fi
+    done
+    if [[ "$from" != "$STARTED_LIST" ]]; then rm -f "$from"; fi
+}
+
+cmd_env() {
+    local s
+    for s in "${SERVICES[@]}"; do "${s}_env"; done
+}
+
+cmd_status() {
+    local s rc=0
+    for s in "${SERVICES[@]}"; do
+        if "${s}_up"; then echo "$s: up"; else echo "$s: down"; rc=1; fi
+    done
+    return $rc
+}
+
+main() {
+    local cmd="${1:-}"
+    (($#)) && shift
+    case "$cmd" in
+        install)
+            local names=("$@"); ((${#names[@]})) || names=("${SERVICES[@]}")
+            local s; for s in "${names[@]}"; do check_service "$s"; done
+            cmd_install "${names[@]}" ;;
+        start) cmd_start "$@" ;;
+        stop) cmd_stop "$@" ;;
+        env) cmd_env ;;
+        status) cmd_status ;;
+        *) echo "usage: $0 {install|start|stop|env|status} [options] [service...]" >&2; exit 2 ;;
+    esac
+}
+
+main "$@"

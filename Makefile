@@ -1,0 +1,60 @@
+# Developer and CI entry points. `make test` is what CI runs (through .ci/run).
+#
+#   make venv            create .venv and install the project editable with the dev extras
+#   make services        install (if missing) and start private PostgreSQL and Redis for tests
+#   make test            venv + services + pytest over tests/, then stop what it started
+#                        (extra pytest arguments: make test PYTEST_ARGS="-k online -x")
+#   make demo            run examples/quickstart.py in the venv
+#   make stop-services   stop the services started by .ci/services.sh in this checkout
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+# Written after a successful install; older than pyproject.toml means "install again".
+VENV_STAMP := $(VENV)/.featurestore-installed
+SERVICES := .ci/services.sh
+PYTEST_ARGS ?=
+
+.PHONY: help venv services test demo stop-services
+
+help:
+	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	@if [ ! -x "$(VENV_PY)" ]; then \
+		echo "+ $(PYTHON) -m venv $(VENV)"; \
+		$(PYTHON) -m venv $(VENV); \
+	fi
+	@echo "+ $(VENV_PY) -m pip install -e '.[dev]'"
+	@$(VENV_PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	@touch $@
+
+services:
+	@bash $(SERVICES) start
+
+stop-services:
+	@bash $(SERVICES) stop
+
+# One recipe so the record of what this run started survives until the stop at the end; the
+# services are stopped on success, failure and interrupt alike, and pytest's exit code is kept.
+test: venv
+	@record="$$(mktemp)"; \
+	cleanup() { bash $(SERVICES) stop --from "$$record" || true; }; \
+	trap cleanup EXIT; \
+	trap 'exit 130' INT TERM; \
+	bash $(SERVICES) start --record "$$record"; \
+	eval "$$(bash $(SERVICES) env)"; \
+	export FS_TEST_POSTGRES_URL FS_TEST_REDIS_URL FS_REDIS_SERVER_BIN; \
+	echo "+ $(VENV_PY) -m pytest tests/ $(PYTEST_ARGS)"; \
+	rc=0; $(VENV_PY) -m pytest tests/ $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -ne 0 ]; then echo "pytest exited with code $$rc"; fi; \
+	exit $$rc
+
+demo: venv
+	$(VENV_PY) examples/quickstart.py
