@@ -1,0 +1,155 @@
+"""The ``featurestore`` command line. Every command is a thin wrapper over ``FeatureStore``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from featurestore.errors import FeatureStoreError
+
+
+def _store(ctx: click.Context):
+    from featurestore.store import FeatureStore
+
+    if "store" not in ctx.obj:
+        ctx.obj["store"] = FeatureStore(repo_path=ctx.obj["repo"])
+    return ctx.obj["store"]
+
+
+class _Group(click.Group):
+    """Turns product errors into one readable line and exit code 1, instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FeatureStoreError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group)
+@click.option("--repo", "-r", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="The feature repo directory (holds featurestore.yaml).")
+@click.pass_context
+def main(ctx: click.Context, repo: str) -> None:
+    """Declare features once; export training sets and serve them."""
+    ctx.ensure_object(dict)
+    ctx.obj["repo"] = repo
+
+
+@main.command()
+@click.argument("name")
+@click.pass_context
+def init(ctx: click.Context, name: str) -> None:
+    """Create a feature repo NAME (under --repo) with sample data."""
+    from featurestore.scaffold import init_repo
+
+    path = init_repo(Path(ctx.obj["repo"]) / name, project=Path(name).name)
+    click.echo(f"Created feature repo {path}. Next: featurestore --repo {path} apply")
+
+
+@main.command()
+@click.pass_context
+def plan(ctx: click.Context) -> None:
+    """Show what apply would change in the registry."""
+    click.echo(str(_store(ctx).plan()))
+
+
+@main.command()
+@click.option("--force", is_flag=True, help="Apply incompatible changes (entity or key type changes).")
+@click.pass_context
+def apply(ctx: click.Context, force: bool) -> None:
+    """Register the repo's definitions (one transaction)."""
+    result = _store(ctx).apply(force=force)
+    click.echo(str(result))
+    click.echo(f"Registry version {result.registry_version}.")
+
+
+_KINDS = {"entities": "entity", "views": "feature_view", "feature-views": "feature_view",
+          "services": "feature_service", "feature-services": "feature_service", "sources": "data_source"}
+
+
+@main.command(name="list")
+@click.argument("kind", type=click.Choice(sorted(_KINDS)), default="views")
+@click.pass_context
+def list_(ctx: click.Context, kind: str) -> None:
+    """List registry objects of KIND."""
+    for name in sorted(_store(ctx).registry.list(_KINDS[kind])):
+        click.echo(name)
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(sorted(_KINDS)))
+@click.argument("name")
+@click.pass_context
+def describe(ctx: click.Context, kind: str, name: str) -> None:
+    """Print one registry object as JSON."""
+    from featurestore.errors import NotFoundError
+
+    spec = _store(ctx).registry.get(_KINDS[kind], name)
+    if spec is None:
+        raise NotFoundError(f"{_KINDS[kind]} {name!r} is not in the registry")
+    click.echo(json.dumps(spec, indent=2, sort_keys=True))
+
+
+@main.command()
+@click.option("--entities", "entities", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Entity rows: a Parquet or CSV file with join keys and event_timestamp.")
+@click.option("--features", "features", default=None, help="Comma-separated view:feature references.")
+@click.option("--service", default=None, help="A feature service name (instead of --features).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Output Parquet file.")
+@click.option("--full-feature-names", is_flag=True, help="Name columns view__feature.")
+@click.pass_context
+def export(ctx: click.Context, entities: str, features: str | None, service: str | None, output: str,
+           full_feature_names: bool) -> None:
+    """Write a point-in-time-correct training set (and its manifest) to --output."""
+    from featurestore.errors import InvalidInputError
+
+    if (features is None) == (service is None):
+        raise InvalidInputError("give exactly one of --features or --service")
+    refs = service if service else [f.strip() for f in features.split(",") if f.strip()]
+    job = _store(ctx).get_historical_features(entity_df=entities, features=refs,
+                                              full_feature_names=full_feature_names)
+    manifest = job.to_parquet(output)
+    click.echo(f"Wrote {manifest['row_count']} rows to {output} (manifest: {output}.manifest.json)")
+
+
+def _parse_time(value: str):
+    from featurestore.materialize import as_utc
+
+    try:
+        return as_utc(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO date or datetime") from None
+
+
+@main.command()
+@click.argument("start")
+@click.argument("end")
+@click.option("--views", default=None, help="Comma-separated feature views (default: all).")
+@click.option("--offline-only", is_flag=True, help="Write only the offline store.")
+@click.pass_context
+def materialize(ctx: click.Context, start: str, end: str, views: str | None, offline_only: bool) -> None:
+    """Materialize rows with START <= event time < END into the offline and online stores."""
+    result = _store(ctx).materialize(_parse_time(start), _parse_time(end),
+                                     views.split(",") if views else None, online=not offline_only)
+    for v in result.views:
+        click.echo(f"{v.view}: {v.rows} rows, {v.online_written} online writes ({v.online_skipped} stale)")
+
+
+@main.command(name="materialize-incremental")
+@click.argument("end")
+@click.option("--views", default=None, help="Comma-separated feature views (default: all).")
+@click.pass_context
+def materialize_incremental(ctx: click.Context, end: str, views: str | None) -> None:
+    """Materialize each view from its watermark up to END."""
+    result = _store(ctx).materialize_incremental(_parse_time(end), views.split(",") if views else None)
+    for v in result.views:
+        click.echo(f"{v.view}: {v.start.isoformat()} .. {v.end.isoformat()}: {v.rows} rows")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
