@@ -40,6 +40,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
+def _versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for mod in ("pyarrow", "pandas", "numpy", "duckdb", "feast", "ibis", "featurestore"):
+        if mod in sys.modules:
+            out[mod] = str(getattr(sys.modules[mod], "__version__", "?"))
+    return out
+
+
 def parse_args(extra: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True, help="folder with the generated Parquet files")
@@ -82,6 +90,7 @@ def run(export: Callable[[argparse.Namespace, object], object],
         metrics["rows_out"] = len(result) if not isinstance(result, pa.Table) else result.num_rows
         metrics["result_type"] = type(result).__name__
         metrics["ok"] = True
+        metrics["versions"] = _versions()
         del df
         table = result if isinstance(result, pa.Table) else pa.Table.from_pandas(result, preserve_index=False)
         del result
