@@ -376,8 +376,8 @@ def test_readers_are_not_blocked_by_a_writer(reg, db_url):
         assert reader.snapshot() == {"entity": {"a": {"v": 2}, "b": {"v": 2}}}
 
 
-def test_sqlite_lock_timeout_is_reported(tmp_path):
-    url = f"sqlite:///{tmp_path / 'registry.db'}"
+def test_lock_timeout_is_reported(db_url):
+    url = db_url
     with Registry(url, "proj") as holder, Registry(url, "proj", lock_timeout=0.2) as impatient:
         result: list[BaseException | None] = []
         with holder.write() as tx:

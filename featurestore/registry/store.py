@@ -402,8 +402,9 @@ class Registry:
     """The registry of one project in a SQLAlchemy database; opening it applies pending migrations.
 
     ``url`` is any SQLAlchemy URL (``sqlite:////abs/path/registry.db``,
-    ``postgresql+psycopg://user:pw@host/db``). ``lock_timeout`` (seconds) bounds how long SQLite waits
-    for the write lock.
+    ``postgresql+psycopg://user:pw@host/db``). ``lock_timeout`` (seconds) bounds how long a writer waits
+    for the project lock (SQLite busy timeout, PostgreSQL ``lock_timeout``) before
+    :class:`RegistryUnavailableError`.
     """
 
     def __init__(self, url: str, project: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
@@ -411,6 +412,7 @@ class Registry:
         if not (isinstance(lock_timeout, (int, float)) and math.isfinite(lock_timeout) and lock_timeout > 0):
             raise InvalidInputError(f"lock_timeout must be a positive number of seconds, got {lock_timeout!r}")
         self.url = url
+        self.lock_timeout = float(lock_timeout)
         self._engine: Engine | None = create_registry_engine(url, lock_timeout=lock_timeout)
         self._local = threading.local()
         try:
@@ -491,6 +493,8 @@ class Registry:
                     conn = conn.execution_options(isolation_level="READ COMMITTED")
                 try:
                     with conn.begin():
+                        if dialect == "postgresql":
+                            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
                         tx = WriteTransaction(conn, self.project, _lock_project(conn, self.project))
                         yield tx
                         tx._flush()
