@@ -1,25 +1,21 @@
 """The registry storage layer on SQLite and PostgreSQL: versions, history, rollback, locking, migrations.
 
-PostgreSQL tests need a server: the URL comes from the ``fresh_postgres_db`` fixture when the shared
-conftest provides it, otherwise from ``FS_TEST_POSTGRES_URL`` (skipped when unset, failing when
-``CI=true``). Each PostgreSQL test works in a schema of its own, so runs never see each other.
+PostgreSQL tests (marker ``postgres``) get an empty database of their own from the shared
+``fresh_postgres_db`` fixture (``tests/conftest.py``; it reads ``FS_TEST_POSTGRES_URL``).
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import threading
 import time
-import uuid
 from datetime import timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, inspect, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import inspect, select, text
 
 from featurestore.errors import BackendUnavailableError, InvalidInputError, NotFoundError
 from featurestore.registry import (
@@ -35,44 +31,12 @@ from featurestore.registry.store import create_registry_engine
 # -- fixtures -------------------------------------------------------------------------------------
 
 
-def _env_postgres_url() -> str:
-    url = os.environ.get("FS_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("FS_TEST_POSTGRES_URL is not set but CI=true: PostgreSQL tests must run in CI")
-        pytest.skip("FS_TEST_POSTGRES_URL is not set")
-    return url
-
-
-@pytest.fixture
-def registry_pg_url(request):
-    """A PostgreSQL URL whose default schema is empty and private to this test."""
-    try:
-        base = request.getfixturevalue("fresh_postgres_db")
-    except pytest.FixtureLookupError:
-        base = _env_postgres_url()
-    base = str(base)
-    schema = f"fs_reg_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(base)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as exc:  # noqa: BLE001 - a test environment problem, reported as such
-        admin.dispose()
-        pytest.fail(f"cannot prepare PostgreSQL at {make_url(base).render_as_string()}: {exc}")
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    yield url.render_as_string(hide_password=False)
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path):
     """An empty registry database URL, on each backend."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'registry.db'}"
-    return request.getfixturevalue("registry_pg_url")
+    return request.getfixturevalue("fresh_postgres_db")
 
 
 @pytest.fixture
