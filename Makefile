@@ -3,7 +3,8 @@
 #   make venv            create .venv and install the project editable with the dev extras
 #   make services        install (if missing) and start private PostgreSQL and Redis for tests
 #   make test            venv + services + pytest over tests/, then stop what it started
-#                        (extra pytest arguments: make test PYTEST_ARGS="-k online -x")
+#                        (extra pytest arguments: make test PYTEST_ARGS="-k online -x";
+#                         a subset: make test TESTS=tests/test_services.py)
 #   make demo            run examples/quickstart.py in the venv
 #   make stop-services   stop the services started by .ci/services.sh in this checkout
 
@@ -18,11 +19,12 @@ VENV_PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.featurestore-installed
 SERVICES := .ci/services.sh
 PYTEST_ARGS ?=
+TESTS ?= tests/
 
 .PHONY: help venv services test demo stop-services
 
 help:
-	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
 
 venv: $(VENV_STAMP)
 
@@ -51,8 +53,8 @@ test: venv
 	bash $(SERVICES) start --record "$$record"; \
 	eval "$$(bash $(SERVICES) env)"; \
 	export FS_TEST_POSTGRES_URL FS_TEST_REDIS_URL FS_REDIS_SERVER_BIN; \
-	echo "+ $(VENV_PY) -m pytest tests/ $(PYTEST_ARGS)"; \
-	rc=0; $(VENV_PY) -m pytest tests/ $(PYTEST_ARGS) || rc=$$?; \
+	echo "+ $(VENV_PY) -m pytest $(TESTS) $(PYTEST_ARGS)"; \
+	rc=0; $(VENV_PY) -m pytest $(TESTS) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -ne 0 ]; then echo "pytest exited with code $$rc"; fi; \
 	exit $$rc
 
