@@ -90,7 +90,8 @@ apt_install() {
 # Run a command as the unprivileged OS user that owns the PostgreSQL data (postgres refuses root).
 as_pg_user() {
     if [[ $(id -u) -eq 0 ]]; then
-        runuser -u "$PG_OS_USER" -- "$@"
+        # From / so the user does not trip over a working directory it may not enter.
+        (cd / && runuser -u "$PG_OS_USER" -- "$@")
     else
         "$@"
     fi
@@ -114,7 +115,7 @@ pg_bindir() {
 # .ci/state/pg and .ci/state/pg.log become symlinks to them.
 pg_paths() {
     PG_DATA="$STATE/pg"; PG_LOG="$STATE/pg.log"; PG_SOCK="$STATE/pgsock"; PG_FALLBACK=""
-    if [[ $(id -u) -eq 0 ]] && ! runuser -u "$PG_OS_USER" -- test -x "$STATE" 2>/dev/null; then
+    if [[ $(id -u) -eq 0 ]] && ! as_pg_user test -x "$STATE" 2>/dev/null; then
         PG_FALLBACK="/var/tmp/featurestore-ci-$(echo -n "$ROOT" | sha1sum | cut -c1-12)"
         PG_DATA="$PG_FALLBACK/pg"; PG_LOG="$PG_FALLBACK/pg.log"; PG_SOCK="$PG_FALLBACK/pgsock"
     fi
