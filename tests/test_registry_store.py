@@ -362,6 +362,17 @@ def test_lock_timeout_is_reported(db_url):
         assert holder.list("entity") == {"a": {}}
 
 
+def test_in_memory_sqlite_reads_committed_state_inside_a_write():
+    with Registry("sqlite://", "proj") as registry:
+        with registry.write() as tx:
+            tx.put("entity", "a", {"v": 1})
+        with registry.write() as tx:
+            tx.put("entity", "a", {"v": 2})
+            assert registry.get("entity", "a") == {"v": 1}
+            assert tx.get("entity", "a") == {"v": 2}
+        assert registry.get("entity", "a") == {"v": 2} and registry.version() == 2
+
+
 def test_sqlite_uses_wal(tmp_path):
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     with Registry(url, "proj") as registry:

@@ -415,6 +415,8 @@ class Registry:
         self.lock_timeout = float(lock_timeout)
         self._engine: Engine | None = create_registry_engine(url, lock_timeout=lock_timeout)
         self._local = threading.local()
+        sa_url = make_url(url)
+        self._memory = sa_url.get_backend_name() == "sqlite" and _sqlite_is_memory(sa_url)
         try:
             upgrade(self._engine)
         except (OperationalError, InterfaceError) as exc:
@@ -440,6 +442,12 @@ class Registry:
     def read(self) -> Iterator[RegistryReader]:
         """A consistent read of several things at once (e.g. ``version()`` with ``snapshot()``)."""
         engine = self.engine
+        shared = getattr(self._local, "write_conn", None)
+        if shared is not None and self._memory:
+            # In-memory SQLite has one connection per thread, already inside this thread's write block.
+            # Its buffered changes are not flushed yet, so this still reads the committed state.
+            yield RegistryReader(shared, self.project)
+            return
         try:
             with engine.connect() as conn:
                 if conn.dialect.name == "postgresql":
@@ -493,6 +501,7 @@ class Registry:
                     conn = conn.execution_options(isolation_level="READ COMMITTED")
                 try:
                     with conn.begin():
+                        self._local.write_conn = conn
                         if dialect == "postgresql":
                             conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(self.lock_timeout * 1000)}ms'")
                         tx = WriteTransaction(conn, self.project, _lock_project(conn, self.project))
@@ -506,6 +515,7 @@ class Registry:
             raise RegistryUnavailableError(f"registry write failed at {self._safe_url()}: {exc.orig}") from exc
         finally:
             self._local.writing = False
+            self._local.write_conn = None
 
     def close(self) -> None:
         if self._engine is not None:
