@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import inspect, select, text
 
-from featurestore.errors import BackendUnavailableError, InvalidInputError, NotFoundError
+from featurestore.errors import BackendUnavailableError, ConfigError, InvalidInputError, NotFoundError
 from featurestore.registry import (
     Registry,
     RegistryObjectNotFound,
@@ -378,6 +378,13 @@ def test_sqlite_uses_wal(tmp_path):
     with Registry(url, "proj") as registry:
         with registry.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_bad_url_is_a_config_error():
+    with pytest.raises(ConfigError):
+        Registry("not a url", "proj")
+    with pytest.raises(ConfigError):
+        Registry("nosuchdialect://x/y", "proj")
 
 
 def test_unreachable_database_is_backend_unavailable():

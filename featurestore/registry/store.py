@@ -35,9 +35,16 @@ from typing import Any, Iterator
 
 from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, InterfaceError, NoSuchModuleError, OperationalError
 
-from featurestore.errors import BackendUnavailableError, FeatureStoreError, InvalidInputError, NotFoundError
+from featurestore.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    FeatureStoreError,
+    InvalidInputError,
+    MissingDependencyError,
+    NotFoundError,
+)
 from featurestore.registry import schema as t
 from featurestore.registry.migrations import SQLITE_BEGIN_OPTION, upgrade
 
@@ -413,9 +420,16 @@ class Registry:
             raise InvalidInputError(f"lock_timeout must be a positive number of seconds, got {lock_timeout!r}")
         self.url = url
         self.lock_timeout = float(lock_timeout)
-        self._engine: Engine | None = create_registry_engine(url, lock_timeout=lock_timeout)
+        try:
+            sa_url = make_url(url)
+            self._engine: Engine | None = create_registry_engine(url, lock_timeout=lock_timeout)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("psycopg"):
+                raise MissingDependencyError("psycopg", "postgres") from exc
+            raise
+        except (ArgumentError, NoSuchModuleError) as exc:
+            raise ConfigError(f"invalid registry URL {url!r}: {exc}") from None
         self._local = threading.local()
-        sa_url = make_url(url)
         self._memory = sa_url.get_backend_name() == "sqlite" and _sqlite_is_memory(sa_url)
         try:
             upgrade(self._engine)
