@@ -46,7 +46,8 @@ class FeatureStore:
 
     def registry_snapshot(self) -> tuple[int, dict]:
         """(version, kind -> name -> spec), read consistently."""
-        return self.registry.version(), self.registry.snapshot()
+        with self.registry.read() as reader:
+            return reader.version(), reader.snapshot()
 
     def close(self) -> None:
         for name in ("registry", "online_store", "engine"):
