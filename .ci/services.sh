@@ -213,11 +213,11 @@ postgres_start() {
     as_pg_user "$bin/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -W -o \
         "-c listen_addresses=127.0.0.1 -c port=$PG_PORT -c unix_socket_directories=$PG_SOCK -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
         start >/dev/null || { tail_log "$PG_LOG"; die "postgres: pg_ctl start failed"; }
+    mark_started postgres
     wait_until "postgres on 127.0.0.1:$PG_PORT" "$PG_LOG" postgres_up
     postgres_provision "$bin" || { tail_log "$PG_LOG"; die "postgres: could not create role/databases"; }
     postgres_check_login "$bin" || die "postgres: role $PG_USER cannot log in"
     log "postgres: ready"
-    STARTED=1
 }
 
 postgres_stop() {
@@ -277,9 +277,9 @@ redis_start() {
     "$bin" --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
         --daemonize yes --pidfile "$pidf" --logfile "$logf" --dir "$dir" \
         || { tail_log "$logf"; die "redis: redis-server failed to start"; }
+    mark_started redis
     wait_until "redis on 127.0.0.1:$REDIS_PORT" "$logf" redis_up
     log "redis: ready"
-    STARTED=1
 }
 
 redis_stop() {
@@ -306,6 +306,14 @@ redis_env() {
 }
 
 # ---------------------------------------------------------------- dispatch
+RECORD=""
+# Called by <svc>_start right after it launched a server (never when it found one answering), before
+# waiting for it, so a server that comes up badly is still stopped by `stop`.
+mark_started() {
+    echo "$1" >>"$STARTED_LIST"
+    [[ -z "$RECORD" ]] || echo "$1" >>"$RECORD"
+}
+
 check_service() {
     local s
     for s in "${SERVICES[@]}"; do [[ "$s" == "$1" ]] && return 0; done
@@ -329,16 +337,8 @@ cmd_start() {
     for s in "${names[@]}"; do check_service "$s"; done
     cmd_install "${names[@]}"
     mkdir -p "$STATE"
-    for s in "${names[@]}"; do
-        # <svc>_start sets STARTED=1 only when this call launched the server (not when it found
-        # one answering). It is not called inside `if`, so `set -e` stays in force within it.
-        STARTED=0
-        "${s}_start"
-        if ((STARTED)); then
-            echo "$s" >>"$STARTED_LIST"
-            [[ -z "$record" ]] || echo "$s" >>"$record"
-        fi
-    done
+    RECORD="$record"
+    for s in "${names[@]}"; do "${s}_start"; done
 }
 
 cmd_stop() {
