@@ -280,6 +280,7 @@ class ParquetOfflineStore:
         return manifest
 
     def _store_manifest(self, view_dir: Path, manifest: _Manifest) -> None:
+        view_dir.mkdir(parents=True, exist_ok=True)
         tmp = view_dir / f"{MANIFEST}.tmp-{uuid.uuid4().hex}"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(manifest.to_json(), f, indent=1)
@@ -405,7 +406,7 @@ class ParquetOfflineStore:
                 for f in new_files:  # a file vacuumed during a very slow write must not be committed
                     if not (view_dir / f.path).exists():
                         raise InvalidInputError(f"view {view!r}: data file {f.path} vanished before commit "
-                                                f"(vacuum grace period shorter than the write?)")
+                                                f"(the view was deleted or vacuumed meanwhile); retry the write")
                 files = list(current.files) if current else []
                 kept_rows: dict[date, list[pa.Table]] = {}
                 if interval is not None:
