@@ -153,7 +153,7 @@ def normalise_timestamps(table: pa.Table, column: str) -> pa.Table:
     """Entity times as UTC microseconds (naive times are UTC); nulls and non-times are errors."""
     col = table.column(column)
     t = col.type
-    if pa.types.is_date(t):
+    if pa.types.is_date(t) or (pa.types.is_null(t) and len(col) == 0):
         col = col.cast(pa.timestamp("us"))
         t = col.type
     if not pa.types.is_timestamp(t):
@@ -174,14 +174,14 @@ def check_keys(table: pa.Table, requests: list[ViewRequest]) -> None:
             found = table.schema.field(key).type
             if pa.types.is_null(found):
                 continue
+            want = fstypes.from_arrow(arrow_type)
             try:
-                family = fstypes.from_arrow(found).family
+                have = fstypes.from_arrow(found)
             except DefinitionError:
-                family = str(found)
-            want = fstypes.from_arrow(arrow_type).family
-            if family != want:
-                raise InvalidInputError(f"join key {key!r} is {found} in entity_df but feature view "
-                                        f"{req.name!r} keys it as {arrow_type}")
+                have = None
+            if have is None or have.family != want.family:
+                raise InvalidInputError(f"join key {key!r} is {have or found} in entity_df but feature view "
+                                        f"{req.name!r} keys it as {want}")
 
 
 def output_names(requests: list[ViewRequest], full_feature_names: bool, entity_columns: list[str]

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurestore import FeatureStore
-from featurestore.errors import FeatureNotFound, FeatureViewNotFound, InvalidInputError
+from featurestore.errors import FeatureNotFound, FeatureViewNotFound, InvalidInputError, NotFoundError
 from tests.repo_helpers import write_repo
 
 UTC = timezone.utc
@@ -120,12 +120,13 @@ def test_naive_timestamps_are_utc(store):
 @pytest.mark.parametrize("df, features, error, words", [
     (entities([(1, h(1))]), ["nope:trips"], FeatureViewNotFound, "feature view 'nope'"),
     (entities([(1, h(1))]), ["hourly:nope"], FeatureNotFound, "has no feature 'nope'"),
-    (entities([(1, h(1))]), ["hourly"], Exception, "feature service 'hourly' is not in the registry"),
+    (entities([(1, h(1))]), ["hourly"], InvalidInputError, "'hourly' is not of the form 'view:feature'"),
+    (entities([(1, h(1))]), "hourly", NotFoundError, "feature service 'hourly' is not in the registry"),
     (pd.DataFrame({"event_timestamp": [h(1)]}), ["hourly:trips"], InvalidInputError,
      "missing join key column 'driver_id'"),
     (pd.DataFrame({"driver_id": [1]}), ["hourly:trips"], InvalidInputError, "no timestamp column"),
     (pd.DataFrame({"driver_id": ["1"], "event_timestamp": [h(1)]}), ["hourly:trips"], InvalidInputError,
-     "join key 'driver_id' is string in entity_df but feature view 'hourly' keys it as int64"),
+     "join key 'driver_id' is String in entity_df but feature view 'hourly' keys it as Int64"),
     (pd.DataFrame({"driver_id": [1], "event_timestamp": [h(1)], "trips": [0]}), ["hourly:trips"],
      InvalidInputError, "'trips' is also a column of entity_df"),
 ])
