@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Iterator, Sequence
 
+from featurestore import types as fstypes
 from featurestore.engines.base import CREATED_TS, EVENT_TS
 from featurestore.errors import FeatureViewNotFound, InvalidInputError
 from featurestore.retrieval import MIN_TIME, key_columns, source_data
 from featurestore.sources import source_from_spec
-from featurestore import types as fstypes
 
 if TYPE_CHECKING:
     from featurestore.store import FeatureStore

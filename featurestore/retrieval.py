@@ -23,8 +23,13 @@ import pyarrow.parquet as pq
 from featurestore import types as fstypes
 from featurestore.definitions import FeatureService
 from featurestore.engines.base import CREATED_TS, EVENT_TS, ViewData, ViewJoin
-from featurestore.errors import (DefinitionError, FeatureNotFound, FeatureViewNotFound, InvalidInputError,
-                                 NotFoundError)
+from featurestore.errors import (
+    DefinitionError,
+    FeatureNotFound,
+    FeatureViewNotFound,
+    InvalidInputError,
+    NotFoundError,
+)
 from featurestore.sources import FileSource, SqlSource, source_from_spec
 
 if TYPE_CHECKING:
