@@ -423,6 +423,38 @@ def test_concurrent_writers_from_processes_all_land(tmp_path: Path) -> None:
     assert disk_files(store, "trips") == set(store.files("trips"))
 
 
+def test_readers_see_whole_commits_while_a_writer_rewrites(store: ParquetOfflineStore) -> None:
+    import threading
+
+    n = 500
+    hours_ = [i * 47.0 / n for i in range(n)]
+
+    def generation(g: int) -> pa.Table:
+        t = rows(hours_, base_id=g * n)
+        return t.set_column(2, "trips", pa.array([float(g)] * n))
+
+    store.write("trips", generation(0), H(0), H(48), "event_timestamp")
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for g in range(1, 25):
+                store.write("trips", generation(g), H(0), H(48), "event_timestamp")
+        except BaseException as exc:  # pragma: no cover - surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    while thread.is_alive():
+        table = store.read("trips", H(0), H(48))
+        gens = set(table.column("trips").to_pylist())
+        assert len(gens) == 1 and table.num_rows == n, (gens, table.num_rows)
+    thread.join()
+    assert not errors
+    assert set(store.read("trips").column("trips").to_pylist()) == {24.0}
+    assert disk_files(store, "trips") == set(store.files("trips"))
+
+
 # -- model-based property test --------------------------------------------------------------------------
 hours = st.integers(min_value=0, max_value=24 * 4)  # whole hours over 4 days; rows at quarter hours
 
