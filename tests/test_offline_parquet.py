@@ -502,3 +502,12 @@ def test_reads_match_in_memory_model(ops, lo, span) -> None:
         assert store.covers("v", start, end) == any(a <= start and end < b for a, b in covered)
         live = set(store.files("v"))
         assert {str(p) for p in Path(store.root / "v").rglob("*.parquet")} == live
+
+
+def test_a_column_named_date_survives_the_partition_layout(store: ParquetOfflineStore) -> None:
+    # read() opens files without hive partitioning, so the ``date=`` directory never shadows a column.
+    # (DuckDB's read_parquet auto-detects hive partitions: engines scanning files() should pass
+    # hive_partitioning = false.)
+    t = rows([1]).append_column("date", pa.array(["not-a-partition"]))
+    store.write("trips", t, H(0), H(24), "event_timestamp")
+    assert store.read("trips").column("date").to_pylist() == ["not-a-partition"]
