@@ -12,9 +12,9 @@
 
 from featurestore.definitions import Entity, FeatureService, FeatureView, Field
 from featurestore.errors import FeatureStoreError
-from featurestore.sources import FileSource, SqlSource
+from featurestore.sources import FileSource, PushSource, SqlSource
 from featurestore.store import FeatureStore
 
-__all__ = ["Entity", "Field", "FeatureView", "FeatureService", "FileSource", "SqlSource", "FeatureStore",
+__all__ = ["Entity", "Field", "FeatureView", "FeatureService", "FileSource", "SqlSource", "PushSource", "FeatureStore",
            "FeatureStoreError"]
 __version__ = "0.1.0"

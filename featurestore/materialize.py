@@ -17,7 +17,7 @@ from featurestore import types as fstypes
 from featurestore.engines.base import CREATED_TS, EVENT_TS
 from featurestore.errors import FeatureViewNotFound, InvalidInputError
 from featurestore.retrieval import MIN_TIME, key_columns, source_data
-from featurestore.sources import source_from_spec
+from featurestore.sources import batch_source_of, source_from_spec
 
 if TYPE_CHECKING:
     from featurestore.store import FeatureStore
@@ -90,7 +90,7 @@ def _progress(enabled: bool | None):
 
 def materialize_view(store: "FeatureStore", spec: dict, start: datetime, end: datetime, *, online: bool,
                      progress=None) -> ViewResult:
-    source = source_from_spec(spec["source"])
+    source = batch_source_of(source_from_spec(spec["source"]))
     keys = key_columns(spec)
     key_names = {k for k, _ in keys}
     inverse = {v: k for k, v in source.field_mapping.items()}

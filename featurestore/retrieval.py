@@ -30,7 +30,7 @@ from featurestore.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from featurestore.sources import FileSource, SqlSource, source_from_spec
+from featurestore.sources import FileSource, SqlSource, batch_source_of, source_from_spec
 
 if TYPE_CHECKING:
     from featurestore.store import FeatureStore
@@ -229,7 +229,7 @@ def plan_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: 
         key_col = {k: k for k, _ in keys}
         read_from, fingerprint = "offline_store", offline.fingerprint(req.name)
     else:
-        source = source_from_spec(spec["source"])
+        source = batch_source_of(source_from_spec(spec["source"]))
         inverse = {v: k for k, v in source.field_mapping.items()}
         data_col = {f: inverse.get(f, f) for f in req.features}
         key_col = {k: inverse.get(k, k) for k, _ in keys}

@@ -106,7 +106,39 @@ class SqlSource(DataSource):
         return {"url": self.url, "table": self.table, "query": self.query}
 
 
-_SOURCE_KINDS: dict[str, type[DataSource]] = {"file": FileSource, "sql": SqlSource}
+@dataclass(frozen=True)
+class PushSource(DataSource):
+    """Rows pushed by clients (``POST /push`` or ``store.push``) straight to the stores.
+
+    ``batch_source`` holds the same rows' history for exports and backfills; the push source takes its
+    timestamp fields from it unless given.
+    """
+
+    kind: ClassVar[str] = "push"
+    batch_source: DataSource | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.batch_source, DataSource) or isinstance(self.batch_source, PushSource):
+            raise DefinitionError(f"PushSource {self.name!r} needs a batch_source (FileSource, SqlSource)",
+                                  obj=self.name, field="batch_source")
+        if self.timestamp_field == "event_timestamp":
+            object.__setattr__(self, "timestamp_field", self.batch_source.timestamp_field)
+        if self.created_timestamp_field is None:
+            object.__setattr__(self, "created_timestamp_field", self.batch_source.created_timestamp_field)
+        super().__post_init__()
+
+    def _extra_spec(self) -> dict[str, Any]:
+        return {"batch_source": self.batch_source.to_spec() if self.batch_source else None}
+
+
+def batch_source_of(source: DataSource) -> DataSource:
+    """The source batch reads (exports, materialization) use: a push source's history."""
+    if isinstance(source, PushSource):
+        return source.batch_source  # type: ignore[return-value]
+    return source
+
+
+_SOURCE_KINDS: dict[str, type[DataSource]] = {"file": FileSource, "sql": SqlSource, "push": PushSource}
 
 
 def register_source_kind(cls: type[DataSource]) -> type[DataSource]:
@@ -120,6 +152,8 @@ def source_from_spec(spec: dict[str, Any] | None) -> DataSource | None:
         return None
     spec = dict(spec)
     kind = spec.pop("kind")
+    if isinstance(spec.get("batch_source"), dict):
+        spec["batch_source"] = source_from_spec(spec["batch_source"])
     cls = _SOURCE_KINDS.get(kind)
     if cls is None:
         raise DefinitionError(f"unknown source kind {kind!r}", obj=spec.get("name"))

@@ -107,6 +107,26 @@ class FeatureStore:
             raise FeatureViewNotFound(f"feature view {name!r} is not in the registry")
         return FeatureView.from_spec(spec)
 
+    # -- online ------------------------------------------------------------------------------------
+    @cached_property
+    def online_reader(self):
+        from featurestore.online_read import OnlineReader
+
+        return OnlineReader(self)
+
+    def get_online_features(self, features: Sequence[str] | FeatureService | str, entity_rows: Any,
+                            full_feature_names: bool = False):
+        """Latest values for some entities: ``entity_rows`` is a list of ``{join_key: value}`` dicts
+        (or a dict of lists). Returns an OnlineResponse (``to_dict()``, ``to_pandas()``)."""
+        return self.online_reader.read(features, entity_rows, full_feature_names)
+
+    def push(self, name: str, rows: Any, to: str = "online"):
+        """Write rows for a push source (or a feature view) to the online store, the offline store or
+        both (``to`` = "online" | "offline" | "online_and_offline"), through the monotonic write path."""
+        from featurestore import push
+
+        return push.push(self, name, rows, to)
+
     # -- offline -----------------------------------------------------------------------------------
     def get_historical_features(self, entity_df: Any, features: Sequence[str] | FeatureService | str,
                                 full_feature_names: bool = False, *, timestamp_field: str | None = None):

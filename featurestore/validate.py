@@ -15,7 +15,7 @@ from featurestore import types as fstypes
 from featurestore.definitions import Entity, FeatureService, FeatureView, Field
 from featurestore.engines.base import CREATED_TS, EVENT_TS
 from featurestore.errors import DefinitionError, FeatureStoreError
-from featurestore.sources import DataSource, FileSource, SqlSource
+from featurestore.sources import DataSource, FileSource, SqlSource, batch_source_of
 
 RESERVED_COLUMNS = {EVENT_TS, CREATED_TS}
 
@@ -40,6 +40,7 @@ class Problems:
 
 def source_schema(source: DataSource, repo_path: Path) -> pa.Schema:
     """The columns a source provides, after its field mapping is applied."""
+    source = batch_source_of(source)
     if isinstance(source, FileSource):
         from connectors import file_source
 

@@ -89,7 +89,7 @@ class LocalEngine(Engine):
         params[alias + "_files"] = list(data.files)
         if data.file_format == "csv":
             return f"read_csv(${alias}_files, union_by_name = true)"
-        return f"read_parquet(${alias}_files, union_by_name = true)"
+        return f"read_parquet(${alias}_files, union_by_name = true, hive_partitioning = false)"
 
     @staticmethod
     def _ts(column: str) -> str:

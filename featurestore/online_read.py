@@ -1,0 +1,225 @@
+"""Online lookups: the latest value per entity, with Feast's statuses.
+
+``PRESENT`` a fresh value; ``NULL_VALUE`` a fresh row whose value is null; ``NOT_FOUND`` no row for the
+entity; ``OUTSIDE_MAX_AGE`` a row older than the view's TTL at read time (its value is not served).
+Resolved feature references are cached per registry version, so a lookup costs one online-store read
+per view and a little Python.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Sequence
+
+import pyarrow as pa
+
+from featurestore import types as fstypes
+from featurestore.definitions import FeatureService
+from featurestore.errors import InvalidInputError
+from featurestore.retrieval import ViewRequest, key_columns, output_names, resolve_features
+
+if TYPE_CHECKING:
+    from featurestore.store import FeatureStore
+
+UTC = timezone.utc
+PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE = "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"
+
+
+@dataclass
+class OnlineResponse:
+    """Column-major lookup results: entity key columns first, then features, in request order."""
+
+    feature_names: list[str]
+    values: dict[str, list]
+    statuses: dict[str, list[str]]
+    event_timestamps: dict[str, list[datetime | None]]
+
+    def to_dict(self) -> dict[str, list]:
+        return {name: self.values[name] for name in self.feature_names}
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.to_dict(), columns=self.feature_names)
+
+    def to_rest(self) -> dict[str, Any]:
+        """Feast's ``/get-online-features`` response shape."""
+        results = []
+        for name in self.feature_names:
+            results.append({
+                "values": [_jsonable(v) for v in self.values[name]],
+                "statuses": self.statuses[name],
+                "event_timestamps": [_iso(t) for t in self.event_timestamps[name]],
+            })
+        return {"metadata": {"feature_names": self.feature_names}, "results": results}
+
+
+_EPOCH = "1970-01-01T00:00:00Z"
+
+
+def _iso(t: datetime | None) -> str:
+    if t is None:
+        return _EPOCH
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return _iso(v)
+    if isinstance(v, bytes):
+        import base64
+
+        return base64.b64encode(v).decode()
+    if isinstance(v, float) and v != v:
+        return None  # NaN is not JSON
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+@dataclass
+class _Plan:
+    """A resolved request: views to read, key columns, output names."""
+
+    requests: list[ViewRequest]
+    names: dict[tuple[str, str], str]
+    keys: dict[str, list[tuple[str, pa.DataType]]]
+    types: dict[str, dict[str, pa.DataType]]
+    ttl: dict[str, float | None]
+    entity_columns: list[str] = field(default_factory=list)
+
+
+class OnlineReader:
+    """Serves lookups for one FeatureStore; thread-safe; re-reads the registry when it changes."""
+
+    def __init__(self, store: "FeatureStore", registry_ttl_seconds: float = 1.0):
+        self.store = store
+        self.registry_ttl = registry_ttl_seconds
+        self._lock = threading.Lock()
+        self._snapshot: dict | None = None
+        self._version = -1
+        self._checked = 0.0
+        self._plans: dict[tuple, _Plan] = {}
+
+    def snapshot(self) -> dict:
+        now = time.monotonic()
+        if self._snapshot is None or now - self._checked > self.registry_ttl:
+            with self._lock:
+                if self._snapshot is None or now - self._checked > self.registry_ttl:
+                    version = self.store.registry.version()
+                    if version != self._version or self._snapshot is None:
+                        with self.store.registry.read() as reader:
+                            self._version, self._snapshot = reader.version(), reader.snapshot()
+                        self._plans = {}
+                    self._checked = now
+        return self._snapshot
+
+    def plan(self, features, full_feature_names: bool) -> _Plan:
+        snapshot = self.snapshot()
+        cache_key = (features.name if isinstance(features, FeatureService) else
+                     features if isinstance(features, str) else tuple(features), full_feature_names)
+        cached = self._plans.get(cache_key)
+        if cached is not None:
+            return cached
+        _, requests, _ = resolve_features(snapshot, features)
+        keys = {r.name: key_columns(r.spec) for r in requests}
+        entity_columns = list(dict.fromkeys(k for r in requests for k, _ in keys[r.name]))
+        plan = _Plan(
+            requests=requests,
+            names=output_names(requests, full_feature_names, entity_columns),
+            keys=keys,
+            types={r.name: {f["name"]: fstypes.from_spec(f["dtype"]).to_arrow() for f in r.spec["schema"]}
+                   for r in requests},
+            ttl={r.name: r.spec.get("ttl_seconds") for r in requests},
+            entity_columns=entity_columns,
+        )
+        self._plans[cache_key] = plan
+        return plan
+
+    def read(self, features: Sequence[str] | FeatureService | str, entity_rows: Any,
+             full_feature_names: bool = False, now: datetime | None = None) -> OnlineResponse:
+        plan = self.plan(features, full_feature_names)
+        columns = _columns(entity_rows)
+        n = _row_count(columns)
+        now = now or datetime.now(UTC)
+        values: dict[str, list] = {}
+        statuses: dict[str, list[str]] = {}
+        stamps: dict[str, list] = {}
+        for col in plan.entity_columns:
+            if col not in columns:
+                raise InvalidInputError(f"entities: missing join key {col!r}")
+            values[col] = columns[col]
+            statuses[col] = [PRESENT] * n
+            stamps[col] = [None] * n
+        for req in plan.requests:
+            keys = plan.keys[req.name]
+            key_lists = [_coerce_keys(name, columns[name], t) for name, t in keys]
+            key_tuples = list(zip(*key_lists)) if key_lists else [()] * n
+            result = self.store.online_store.read(req.name, [k for k, _ in keys], key_tuples, req.features,
+                                                  {f: plan.types[req.name][f] for f in req.features})
+            ttl = plan.ttl[req.name]
+            fresh = [t is not None and (ttl is None or (now - t).total_seconds() <= ttl)
+                     for t in result.event_timestamps]
+            for feature in req.features:
+                out = plan.names[(req.name, feature)]
+                raw = result.values[feature]
+                vals, sts = [], []
+                for value, ts, ok in zip(raw, result.event_timestamps, fresh):
+                    if ts is None:
+                        vals.append(None)
+                        sts.append(NOT_FOUND)
+                    elif not ok:
+                        vals.append(None)
+                        sts.append(OUTSIDE_MAX_AGE)
+                    else:
+                        vals.append(value)
+                        sts.append(PRESENT if value is not None else NULL_VALUE)
+                values[out], statuses[out], stamps[out] = vals, sts, list(result.event_timestamps)
+        names = plan.entity_columns + [plan.names[(r.name, f)] for r in plan.requests for f in r.features]
+        return OnlineResponse(names, values, statuses, stamps)
+
+
+def _columns(entity_rows: Any) -> dict[str, list]:
+    """Entity rows as columns: accepts a list of dicts or a dict of lists (the REST shape)."""
+    if isinstance(entity_rows, dict):
+        return {k: list(v) for k, v in entity_rows.items()}
+    if isinstance(entity_rows, (list, tuple)):
+        cols: dict[str, list] = {}
+        for i, row in enumerate(entity_rows):
+            if not isinstance(row, dict):
+                raise InvalidInputError(f"entity_rows[{i}] must be a mapping of join key to value")
+            if i and set(row) != set(cols):
+                raise InvalidInputError(f"entity_rows[{i}] has keys {sorted(row)}, expected {sorted(cols)}")
+            for k, v in row.items():
+                cols.setdefault(k, []).append(v)
+        return cols
+    raise InvalidInputError("entity_rows must be a list of mappings or a mapping of lists")
+
+
+def _row_count(columns: dict[str, list]) -> int:
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) > 1:
+        raise InvalidInputError(f"entities: columns have different lengths {sorted(lengths)}")
+    return lengths.pop() if lengths else 0
+
+
+def _coerce_keys(name: str, values: list, arrow_type: pa.DataType) -> list:
+    if pa.types.is_integer(arrow_type):
+        out = []
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int):
+                if isinstance(v, str) and v.lstrip("-").isdigit():
+                    v = int(v)
+                else:
+                    raise InvalidInputError(f"entities: join key {name!r} takes integers, got {v!r}")
+            out.append(v)
+        return out
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        for v in values:
+            if not isinstance(v, str):
+                raise InvalidInputError(f"entities: join key {name!r} takes strings, got {v!r}")
+        return values
+    return values

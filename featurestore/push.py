@@ -1,0 +1,145 @@
+"""Push: rows sent by clients go to the online store, the offline store or both.
+
+The rows are validated against the view (unknown or missing columns, values of the wrong type are an
+error naming the column; nothing is written then) and written through the same event-time monotonic
+path as materialization, so a late or replayed push never overwrites a newer value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from featurestore import types as fstypes
+from featurestore.engines.base import CREATED_TS, EVENT_TS
+from featurestore.errors import InvalidInputError, NotFoundError
+from featurestore.retrieval import key_columns
+
+if TYPE_CHECKING:
+    from featurestore.store import FeatureStore
+
+TARGETS = ("online", "offline", "online_and_offline")
+
+
+@dataclass
+class PushResult:
+    views: list[str]
+    rows: int
+    online_written: int = 0
+    online_skipped: int = 0
+
+
+def views_for(snapshot: dict, name: str) -> list[dict]:
+    """Views fed by push source ``name`` (or the view called ``name``)."""
+    views = snapshot.get("feature_view", {})
+    fed = [v for v in views.values() if v["source"]["kind"] == "push" and v["source"]["name"] == name]
+    if not fed and name in views:
+        fed = [views[name]]
+    if not fed:
+        raise NotFoundError(f"no push source or feature view named {name!r}")
+    return fed
+
+
+def as_table(rows: Any) -> pa.Table:
+    if isinstance(rows, pa.Table):
+        return rows
+    if isinstance(rows, dict):
+        lengths = {len(v) for v in rows.values()}
+        if len(lengths) > 1:
+            raise InvalidInputError(f"push: columns have different lengths {sorted(lengths)}")
+        return pa.table({k: pa.array(list(v)) if not isinstance(v, pa.Array) else v for k, v in rows.items()})
+    if isinstance(rows, list):
+        return pa.Table.from_pylist(rows)
+    import pandas as pd
+
+    if isinstance(rows, pd.DataFrame):
+        return pa.Table.from_pandas(rows, preserve_index=False)
+    raise InvalidInputError(f"push takes a DataFrame, an Arrow table, a dict of lists or a list of dicts, "
+                            f"got {type(rows).__name__}")
+
+
+def conform(view: dict, table: pa.Table) -> pa.Table:
+    """The pushed rows as the view's typed columns plus canonical timestamps, or an error naming what
+    is wrong."""
+    source = view["source"]
+    ts_field, created_field = source["timestamp_field"], source.get("created_timestamp_field")
+    keys = key_columns(view)
+    key_names = {k for k, _ in keys}
+    features = [(f["name"], fstypes.from_spec(f["dtype"]).to_arrow()) for f in view["schema"]
+                if f["name"] not in key_names]
+    expected = {k: t for k, t in keys} | dict(features)
+    expected[ts_field] = pa.timestamp("us", tz="UTC")
+    if created_field:
+        expected[created_field] = pa.timestamp("us", tz="UTC")
+    unknown = [c for c in table.column_names if c not in expected]
+    if unknown:
+        raise InvalidInputError(f"push to {view['name']!r}: unknown columns {unknown}")
+    missing = [c for c in [k for k, _ in keys] + [ts_field] if c not in table.column_names]
+    if missing:
+        raise InvalidInputError(f"push to {view['name']!r}: missing columns {missing}")
+    arrays, names = [], []
+    for name, want in list(expected.items()):
+        if name not in table.column_names:
+            if name == created_field:
+                continue
+            arrays.append(pa.nulls(table.num_rows, want))  # a feature not pushed is null
+        else:
+            col = table.column(name)
+            if pa.types.is_timestamp(want) and pa.types.is_string(col.type):
+                col = _parse_times(view["name"], name, col)
+            try:
+                col = col.cast(want) if col.type != want else col
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+                raise InvalidInputError(f"push to {view['name']!r}: column {name!r} should be "
+                                        f"{fstypes.from_arrow(want)}, got {col.type} ({exc})") from None
+            arrays.append(col)
+        names.append(EVENT_TS if name == ts_field else CREATED_TS if name == created_field else name)
+    if CREATED_TS not in names:
+        arrays.append(pa.nulls(table.num_rows, pa.timestamp("us", tz="UTC")))
+        names.append(CREATED_TS)
+    out = pa.Table.from_arrays(arrays, names=names)
+    for k, _ in keys:
+        if out.column(k).null_count:
+            raise InvalidInputError(f"push to {view['name']!r}: join key {k!r} has null values")
+    if out.column(EVENT_TS).null_count:
+        raise InvalidInputError(f"push to {view['name']!r}: column {ts_field!r} has null values")
+    return out
+
+
+def _parse_times(view: str, name: str, col) -> pa.ChunkedArray:
+    import pyarrow.compute as pc
+
+    try:
+        parsed = pc.strptime(pc.replace_substring_regex(col, r"Z$|\+00:?00$", ""),
+                             format="%Y-%m-%dT%H:%M:%S", unit="us", error_is_null=False)
+    except pa.ArrowInvalid:
+        try:
+            return col.cast(pa.timestamp("us", tz="UTC"))
+        except pa.ArrowInvalid as exc:
+            raise InvalidInputError(f"push to {view!r}: column {name!r} has a value that is not an ISO "
+                                    f"timestamp ({exc})") from None
+    return parsed.cast(pa.timestamp("us", tz="UTC"))
+
+
+def push(store: "FeatureStore", name: str, rows: Any, to: str = "online") -> PushResult:
+    if to not in TARGETS:
+        raise InvalidInputError(f"push: 'to' must be one of {TARGETS}, got {to!r}")
+    snapshot = store.online_reader.snapshot()
+    views = views_for(snapshot, name)
+    table = as_table(rows)
+    conformed = [(v, conform(v, table)) for v in views]  # validate every view before writing any
+    result = PushResult([v["name"] for v in views], table.num_rows)
+    for view, data in conformed:
+        if to in ("online", "online_and_offline"):
+            ttl = view.get("ttl_seconds")
+            written = store.online_store.write(view["name"], [k for k, _ in key_columns(view)], data,
+                                               event_ts_column=EVENT_TS, created_ts_column=CREATED_TS,
+                                               ttl=None if ttl is None else timedelta(seconds=ttl))
+            result.online_written += written.written
+            result.online_skipped += written.skipped_stale
+        if to in ("offline", "online_and_offline"):
+            store.offline_store.append(view["name"], data, EVENT_TS)
+    return result
