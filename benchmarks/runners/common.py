@@ -83,6 +83,8 @@ def run(export: Callable[[argparse.Namespace, object], object],
         df = load_entities(args.entities)
         metrics["rows_in"] = len(df)
         metrics["rss_before_export_mb"] = peak_rss_mb()
+        # if the parent has to kill us mid-export, this tells it when the export started
+        args.metrics.write_text(json.dumps(dict(metrics, export_started_unix=time.time())) + "\n")
         t0 = time.perf_counter()
         result = export(args, df)
         metrics["seconds"] = time.perf_counter() - t0
