@@ -1,0 +1,494 @@
+"""Binary encoding of online rows and entity keys, shared by the Redis and SQLite online stores.
+
+Entity key (``encode_key``): the key tuple in join-key order, each part ``<tag><byte length>:<payload>``
+with tag ``i`` (int, decimal ASCII), ``s`` (str, UTF-8) or ``b`` (bytes, raw); e.g. ``(1001, "us")`` is
+``i4:1001s2:us``. Every part says its own length, so the encoding is unambiguous and needs no escaping.
+
+Row (``encode_rows`` / ``RowDecoder``), one byte string per (view, entity)::
+
+    0     u8      FORMAT (1)
+    1     >i8     event timestamp, microseconds since the epoch (UTC)
+    9     >i8     created timestamp in microseconds, or INT64_MIN when there is none
+    17    >u2     S = length of the schema section
+    19    S       schema: per feature  u8 type code, >u2 name length, UTF-8 name
+    19+S  NB      null bitmap, NB = ceil(n_features / 8); bit i set = feature i is null
+    ...   fixed   per feature, in schema order, little-endian: the value of a fixed-width scalar
+                  (int64 q, int32 i, float32 f, float64 d, bool ?, timestamp q in microseconds)
+                  or the u32 byte length of the blob of a variable-width feature
+    ...   blobs   the blobs of the variable-width features, in schema order
+
+Blobs: string = UTF-8, bytes = raw; list of a fixed-width type = u32 count, the packed values, then
+(only when some element is null) one validity byte per element; list of string/bytes = u32 count, one
+i32 length per element (-1 = null element), the concatenated payloads.
+
+The timestamps lead the row, big-endian, so the Redis compare-and-set script reads them with
+``struct.unpack('>i4I4i4I4', row, 2)`` without decoding the rest. The schema travels with every row:
+rows written before a view gained or changed a feature still decode (a feature a row does not hold
+reads as None), and nothing outside the row (which Redis might evict) is needed to read it.
+
+Writing is column-wise: fixed-width parts are built as one numpy record array, variable-width parts
+as Arrow binary arrays that share the source buffers, and ``binary_join_element_wise`` glues the
+pieces into one byte string per row. Only long-stable pyarrow/numpy APIs are used (pyarrow >= 16).
+"""
+
+from __future__ import annotations
+
+import struct
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from operator import itemgetter
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featurestore import types as fstypes
+from featurestore.errors import DefinitionError, InvalidInputError
+
+FORMAT = 1
+INT64_MIN = -(2**63)
+UTC = timezone.utc
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+TS_US = pa.timestamp("us", tz="UTC")
+
+HEADER = struct.Struct(">BqqH")  # format, event_ts, created_ts, schema length
+HEADER_SIZE = HEADER.size  # 19
+
+# type codes
+NULL, INT64, INT32, FLOAT32, FLOAT64, BOOL, STRING, BYTES, TIMESTAMP = range(9)
+LIST = 0x10  # LIST | element code
+
+_FIXED_CHAR = {INT64: "q", INT32: "i", FLOAT32: "f", FLOAT64: "d", BOOL: "?", TIMESTAMP: "q"}
+_FIXED_NP = {INT64: "<i8", INT32: "<i4", FLOAT32: "<f4", FLOAT64: "<f8", BOOL: "u1", TIMESTAMP: "<i8"}
+_VAR_SCALARS = (STRING, BYTES)
+_CODE_OF_TYPE = {"Int64": INT64, "Int32": INT32, "Float32": FLOAT32, "Float64": FLOAT64, "Bool": BOOL,
+                 "String": STRING, "Bytes": BYTES, "Timestamp": TIMESTAMP}
+# Codes in one family decode for each other (a view whose Int32 feature became Int64 still reads).
+_FAMILY = {INT64: 1, INT32: 1, FLOAT32: 2, FLOAT64: 2, BOOL: 3, STRING: 4, BYTES: 5, TIMESTAMP: 6}
+_LARGE_EMPTY = pa.scalar(b"", pa.large_binary())
+
+
+# --------------------------------------------------------------------------------------- types
+@lru_cache(maxsize=1024)
+def type_code(arrow_type: pa.DataType) -> int:
+    """The row type code of an Arrow type (after mapping it to a product type)."""
+    if pa.types.is_null(arrow_type):
+        return NULL
+    try:
+        product = fstypes.from_arrow(arrow_type)
+    except DefinitionError as exc:
+        raise InvalidInputError(str(exc)) from None
+    if isinstance(product, fstypes.Array):
+        return LIST | _CODE_OF_TYPE[product.element.name]
+    return _CODE_OF_TYPE[product.name]
+
+
+def _code_arrow(code: int) -> pa.DataType:
+    names = {v: k for k, v in _CODE_OF_TYPE.items()}
+    if code & LIST:
+        return pa.list_(fstypes.from_spec(names[code & ~LIST]).to_arrow())
+    return fstypes.from_spec(names[code]).to_arrow()
+
+
+def _compatible(stored: int, wanted: int) -> bool:
+    if stored == wanted:
+        return True
+    if (stored & LIST) != (wanted & LIST) or stored == NULL or wanted == NULL:
+        return False
+    return _FAMILY[stored & ~LIST] == _FAMILY[wanted & ~LIST]
+
+
+# ----------------------------------------------------------------------------------- entity keys
+def _key_part(value: Any) -> bytes:
+    if isinstance(value, bool) or value is None:
+        raise InvalidInputError(f"entity key values are int, str or bytes, got {value!r}")
+    if isinstance(value, int):
+        payload = b"%d" % value
+        tag = b"i"
+    elif isinstance(value, str):
+        payload = value.encode("utf-8")
+        tag = b"s"
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        payload = bytes(value)
+        tag = b"b"
+    elif isinstance(value, np.integer):
+        payload = b"%d" % int(value)
+        tag = b"i"
+    else:
+        raise InvalidInputError(f"entity key values are int, str or bytes, got {type(value).__name__}")
+    return b"%s%d:%s" % (tag, len(payload), payload)
+
+
+def encode_key(key: tuple | list) -> bytes:
+    """The unambiguous byte encoding of one key tuple (see the module docstring)."""
+    return b"".join([_key_part(v) for v in key])
+
+
+def encode_key_column(table: pa.Table, join_keys: list[str]) -> pa.Array:
+    """``encode_key`` of every row of ``table``, vectorised: a large_binary array."""
+    pieces: list[Any] = []
+    for name in join_keys:
+        if name not in table.column_names:
+            raise InvalidInputError(f"join key column {name!r} is missing from the rows")
+        col = _combined(table.column(name))
+        if col.null_count:
+            raise InvalidInputError(f"join key column {name!r} has null values")
+        t = col.type
+        if pa.types.is_dictionary(t):
+            col = col.cast(t.value_type)
+            t = col.type
+        if pa.types.is_integer(t):
+            payload, tag = col.cast(pa.int64()).cast(pa.string()).cast(pa.large_binary()), b"i"
+        elif pa.types.is_string(t) or pa.types.is_large_string(t):
+            payload, tag = col.cast(pa.large_binary()), b"s"
+        elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+            payload, tag = col.cast(pa.large_binary()), b"b"
+        else:
+            raise InvalidInputError(f"join key column {name!r} has type {t}; keys are int, str or bytes")
+        length = pc.binary_length(payload).cast(pa.string()).cast(pa.large_binary())
+        pieces += [pa.scalar(tag, pa.large_binary()), length, pa.scalar(b":", pa.large_binary()), payload]
+    if len(pieces) == 0:
+        raise InvalidInputError("a view needs at least one join key")
+    return pc.binary_join_element_wise(*pieces, _LARGE_EMPTY)
+
+
+# ---------------------------------------------------------------------------------- timestamps
+def timestamps_us(column: pa.Array | pa.ChunkedArray, *, name: str, nullable: bool) -> np.ndarray:
+    """A timestamp column as int64 microseconds since the epoch (nulls -> INT64_MIN if allowed)."""
+    col = _combined(column)
+    t = col.type
+    if pa.types.is_date(t):
+        col = col.cast(pa.timestamp("us"))
+    elif not pa.types.is_timestamp(t):
+        raise InvalidInputError(f"column {name!r} must be a timestamp, got {t}")
+    col = pc.cast(col, pa.timestamp("us", tz=col.type.tz or "UTC"), safe=False).cast(pa.int64())
+    if col.null_count:
+        if not nullable:
+            raise InvalidInputError(f"timestamp column {name!r} has null values")
+        col = col.fill_null(INT64_MIN)
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def us_to_datetime(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+# ------------------------------------------------------------------------------------- encoding
+def _combined(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(column, pa.ChunkedArray):
+        if column.num_chunks == 1:
+            return column.chunk(0)
+        if column.num_chunks == 0:
+            return pa.array([], type=column.type)
+        return column.combine_chunks()
+    return column
+
+
+def _binary_from(offsets: np.ndarray, data: pa.Buffer) -> pa.Array:
+    """A large_binary array over ``data`` whose row i is data[offsets[i]:offsets[i+1]] (no copy)."""
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    return pa.Array.from_buffers(pa.large_binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), data])
+
+
+def _numpy_values(arr: pa.Array, code: int) -> np.ndarray:
+    """Values of a non-list fixed-width array as numpy (nulls as zero), in its little-endian layout."""
+    if code == TIMESTAMP:
+        arr = pc.cast(arr, TS_US, safe=False).cast(pa.int64())
+    elif code == BOOL:
+        arr = arr.cast(pa.uint8())
+    else:
+        arr = arr.cast(_code_arrow(code))
+    if arr.null_count:
+        arr = arr.fill_null(0)
+    return np.asarray(arr.to_numpy(zero_copy_only=False)).astype(_FIXED_NP[code], copy=False)
+
+
+def _valid_mask(arr: pa.Array) -> np.ndarray:
+    if arr.null_count == 0:
+        return np.ones(len(arr), dtype=bool)
+    return np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _var_blob(arr: pa.Array, code: int) -> tuple[list[pa.Array], np.ndarray]:
+    """Pieces (binary arrays) whose row-wise concatenation is each row's blob, and the blob lengths."""
+    n = len(arr)
+    if code in _VAR_SCALARS:
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.cast(arr.type.value_type)
+        b = arr.cast(pa.large_binary())
+        if b.null_count:
+            b = b.fill_null(b"")
+        lengths = np.asarray(pc.binary_length(b).to_numpy(zero_copy_only=False), dtype=np.int64)
+        return [b], lengths
+    elem = code & ~LIST
+    arr = arr.cast(_code_arrow(code)) if elem != TIMESTAMP else arr
+    counts = pc.list_value_length(arr)
+    counts = np.asarray((counts.fill_null(0) if counts.null_count else counts).to_numpy(
+        zero_copy_only=False), dtype=np.int64)
+    elem_off = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=elem_off[1:])
+    flat = pc.list_flatten(arr)
+    count_piece = _binary_from(np.arange(n + 1, dtype=np.int64) * 4,
+                               pa.py_buffer(counts.astype("<u4").tobytes()))
+    if elem in _VAR_SCALARS:
+        fb = flat.cast(pa.large_binary())
+        flens = pc.binary_length(fb)
+        flens = np.asarray((flens.fill_null(-1) if flens.null_count else flens).to_numpy(
+            zero_copy_only=False), dtype="<i4")
+        len_piece = _binary_from(elem_off * 4, pa.py_buffer(flens.tobytes()))
+        if fb.null_count:
+            fb = fb.fill_null(b"")
+        # Absolute offsets of fb's values in its data buffer, then the byte range of each row's list.
+        str_off = np.frombuffer(fb.buffers()[1], dtype=np.int64, count=fb.offset + len(fb) + 1)[fb.offset:]
+        data_buf = fb.buffers()[2] or pa.py_buffer(b"")
+        data_piece = _binary_from(str_off[elem_off], data_buf)
+        lengths = 4 + 4 * counts + (str_off[elem_off[1:]] - str_off[elem_off[:-1]])
+        return [count_piece, len_piece, data_piece], lengths
+    size = np.dtype(_FIXED_NP[elem]).itemsize
+    values = _numpy_values(flat, elem)
+    pieces = [count_piece, _binary_from(elem_off * size, pa.py_buffer(values.tobytes()))]
+    lengths = 4 + counts * size
+    if flat.null_count:
+        valid = _valid_mask(flat).astype(np.uint8)
+        pieces.append(_binary_from(elem_off, pa.py_buffer(valid.tobytes())))
+        lengths = lengths + counts
+    return pieces, lengths
+
+
+def schema_bytes(features: list[tuple[str, int]]) -> bytes:
+    parts = []
+    for name, code in features:
+        raw = name.encode("utf-8")
+        parts.append(struct.pack(">BH", code, len(raw)) + raw)
+    return b"".join(parts)
+
+
+def encode_rows(columns: list[tuple[str, pa.Array | pa.ChunkedArray]], event_us: np.ndarray,
+                created_us: np.ndarray) -> pa.Array:
+    """Encode rows column-wise: ``columns`` are (feature name, values); returns a large_binary array."""
+    n = len(event_us)
+    feats: list[tuple[str, int, pa.Array]] = []
+    for name, col in columns:
+        arr = _combined(col)
+        if len(arr) != n:
+            raise InvalidInputError(f"column {name!r} has {len(arr)} rows, expected {n}")
+        feats.append((name, type_code(arr.type), arr))
+    schema = schema_bytes([(name, code) for name, code, _ in feats])
+    nb = (len(feats) + 7) // 8
+    fields: list[tuple[str, str]] = [("fmt", "u1"), ("ev", ">i8"), ("cr", ">i8"), ("slen", ">u2")]
+    if schema:
+        fields.append(("schema", f"V{len(schema)}"))
+    fields += [(f"nb{j}", "u1") for j in range(nb)]
+    var_pieces: list[pa.Array] = []
+    fixed_values: list[tuple[str, np.ndarray]] = []
+    bitmap = np.zeros((nb, n), dtype=np.uint8)
+    for i, (_name, code, arr) in enumerate(feats):
+        field = f"f{i}"
+        if code == NULL:
+            bitmap[i // 8] |= np.uint8(1 << (i % 8))
+            continue
+        if arr.null_count:
+            bitmap[i // 8] |= (~_valid_mask(arr)).astype(np.uint8) << np.uint8(i % 8)
+        if code in _FIXED_NP:
+            fields.append((field, _FIXED_NP[code]))
+            fixed_values.append((field, _numpy_values(arr, code)))
+        else:
+            pieces, lengths = _var_blob(arr, code)
+            fields.append((field, "<u4"))
+            fixed_values.append((field, lengths))
+            var_pieces += pieces
+    rec = np.zeros(n, dtype=np.dtype(fields))
+    rec["fmt"] = FORMAT
+    rec["ev"] = event_us
+    rec["cr"] = created_us
+    rec["slen"] = len(schema)
+    if schema:
+        rec["schema"] = np.void(schema)
+    for j in range(nb):
+        rec[f"nb{j}"] = bitmap[j]
+    for field, values in fixed_values:
+        rec[field] = values
+    size = rec.dtype.itemsize
+    base = _binary_from(np.arange(n + 1, dtype=np.int64) * size, pa.py_buffer(rec.tobytes()))
+    if not var_pieces:
+        return base
+    return pc.binary_join_element_wise(base, *var_pieces, _LARGE_EMPTY)
+
+
+# ------------------------------------------------------------------------------------- decoding
+@lru_cache(maxsize=4096)
+def _struct(fmt: str) -> struct.Struct:
+    return struct.Struct(fmt)
+
+
+def _list_fixed(char: str, size: int, convert: Callable | None) -> Callable[[bytes], list]:
+    def decode(blob: bytes) -> list:
+        (count,) = _U32.unpack_from(blob, 0)
+        values = list(_struct(f"<{count}{char}").unpack_from(blob, 4))
+        if convert is not None:
+            values = [convert(v) for v in values]
+        if len(blob) > 4 + count * size:
+            valid = blob[4 + count * size:]
+            values = [v if ok else None for v, ok in zip(values, valid)]
+        return values
+
+    return decode
+
+
+def _list_var(is_str: bool) -> Callable[[bytes], list]:
+    def decode(blob: bytes) -> list:
+        (count,) = _U32.unpack_from(blob, 0)
+        lengths = _struct(f"<{count}i").unpack_from(blob, 4)
+        pos = 4 + 4 * count
+        out: list = []
+        for length in lengths:
+            if length < 0:
+                out.append(None)
+                continue
+            chunk = blob[pos:pos + length]
+            out.append(chunk.decode("utf-8") if is_str else chunk)
+            pos += length
+        return out
+
+    return decode
+
+
+_U32 = struct.Struct("<I")
+
+
+def _decode_utf8(blob: bytes) -> str:
+    return blob.decode("utf-8")
+
+
+def _converter(code: int) -> Callable | None:
+    if code == TIMESTAMP:
+        return us_to_datetime
+    if code == STRING:
+        return _decode_utf8
+    if code & LIST:
+        elem = code & ~LIST
+        if elem in _VAR_SCALARS:
+            return _list_var(elem == STRING)
+        return _list_fixed(_FIXED_CHAR[elem], struct.calcsize("<" + _FIXED_CHAR[elem]),
+                           us_to_datetime if elem == TIMESTAMP else None)
+    return None
+
+
+class _Plan:
+    """How to pull the requested features out of rows written with one schema."""
+
+    __slots__ = ("fixed", "nb", "zero_bitmap", "var_slots", "null_slots", "getter", "converts")
+
+    def __init__(self, schema: bytes, wanted: tuple[tuple[str, int], ...]):
+        feats: list[tuple[str, int]] = []
+        pos = 0
+        while pos < len(schema):
+            code, length = struct.unpack_from(">BH", schema, pos)
+            pos += 3
+            feats.append((schema[pos:pos + length].decode("utf-8"), code))
+            pos += length
+        self.nb = (len(feats) + 7) // 8
+        self.zero_bitmap = bytes(self.nb)
+        fmt = "<"
+        slot_of: dict[str, tuple[int, int]] = {}
+        var_slots: list[int] = []
+        null_slots: list[tuple[int, int, int]] = []  # (bitmap byte, bit mask, value slot)
+        slot = 0
+        for i, (name, code) in enumerate(feats):
+            if code == NULL:
+                slot_of[name] = (code, -1)
+                continue
+            if code in _FIXED_CHAR:
+                fmt += _FIXED_CHAR[code]
+            else:
+                fmt += "I"
+                var_slots.append(slot)
+            slot_of[name] = (code, slot)
+            null_slots.append((i >> 3, 1 << (i & 7), slot))
+            slot += 1
+        self.fixed = _struct(fmt)
+        self.var_slots = var_slots
+        self.null_slots = null_slots
+        # The decoded values list gets one extra None at index ``slot`` for features the row lacks.
+        missing = slot
+        slots, converts = [], []
+        for j, (name, want) in enumerate(wanted):
+            code, at = slot_of.get(name, (NULL, -1))
+            if at < 0 or not _compatible(code, want):
+                slots.append(missing)
+                continue
+            slots.append(at)
+            convert = _converter(code)
+            if convert is not None:
+                converts.append((j, convert))
+        if len(slots) == 1:
+            only = slots[0]
+            self.getter = lambda values: [values[only]]
+        elif slots:
+            self.getter = itemgetter(*slots)
+        else:
+            self.getter = lambda values: ()
+        self.converts = converts
+
+
+class RowDecoder:
+    """Decodes stored rows into per-feature Python values; plans are cached per (schema, request)."""
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[bytes, tuple], _Plan] = {}
+
+    def decode(self, rows: list[bytes | None], features: list[str],
+               feature_types: dict[str, pa.DataType]) -> tuple[dict[str, list], list[datetime | None]]:
+        wanted = tuple((f, type_code(feature_types[f])) for f in features)
+        plans = self._plans
+        out_rows: list = []
+        stamps: list[datetime | None] = []
+        empty = (None,) * len(wanted)
+        unpack_header = HEADER.unpack_from
+        for row in rows:
+            if row is None or len(row) < HEADER_SIZE or row[0] != FORMAT:
+                out_rows.append(empty)
+                stamps.append(None)
+                continue
+            _, ev, _, slen = unpack_header(row, 0)
+            stamps.append(EPOCH + timedelta(microseconds=ev))
+            pos = HEADER_SIZE + slen
+            schema = row[HEADER_SIZE:pos]
+            plan = plans.get((schema, wanted))
+            if plan is None:
+                if len(plans) > 1024:
+                    plans.clear()
+                plan = plans[(schema, wanted)] = _Plan(schema, wanted)
+            bitmap = row[pos:pos + plan.nb]
+            pos += plan.nb
+            values = list(plan.fixed.unpack_from(row, pos))
+            pos += plan.fixed.size
+            for slot in plan.var_slots:
+                length = values[slot]
+                values[slot] = row[pos:pos + length]
+                pos += length
+            values.append(None)
+            if bitmap != plan.zero_bitmap:
+                for byte, mask, slot in plan.null_slots:
+                    if bitmap[byte] & mask:
+                        values[slot] = None
+            picked = plan.getter(values)
+            if plan.converts:
+                picked = list(picked)
+                for j, convert in plan.converts:
+                    value = picked[j]
+                    if value is not None:
+                        picked[j] = convert(value)
+            out_rows.append(picked)
+        if not wanted:
+            return {}, stamps
+        if not out_rows:
+            return {f: [] for f in features}, stamps
+        return {f: list(col) for f, col in zip(features, zip(*out_rows))}, stamps
+
+
+def row_timestamps(row: bytes) -> tuple[int, int]:
+    """(event_us, created_us) of an encoded row."""
+    _, ev, cr, _ = HEADER.unpack_from(row, 0)
+    return ev, cr
