@@ -9,6 +9,7 @@ event-time monotonic (so reruns and overlapping runs change nothing).
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Iterator, Sequence
@@ -78,14 +79,18 @@ def _views(store: "FeatureStore", names: Sequence[str] | None) -> list[dict]:
     return [specs[n] for n in names]
 
 
+@contextmanager
 def _progress(enabled: bool | None):
+    """A rich progress bar on a terminal (or when asked), nothing otherwise."""
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
-        return None
+        yield None
+        return
     from rich.progress import Progress
 
-    return Progress(transient=False)
+    with Progress(transient=False) as bar:
+        yield bar
 
 
 def materialize_view(store: "FeatureStore", spec: dict, start: datetime, end: datetime, *, online: bool,
@@ -129,16 +134,10 @@ def materialize(store: "FeatureStore", start_date, end_date, feature_views: Sequ
     if end is None or end <= start:
         raise InvalidInputError(f"materialize needs start < end, got {start_date} .. {end_date}")
     out = MaterializeResult()
-    bar = _progress(progress)
-    if bar:
-        bar.start()
-    try:
+    with _progress(progress) as bar:
         for spec in _views(store, feature_views):
             out.views.append(materialize_view(store, spec, start, end, online=online, progress=bar))
             _set_watermark(store, spec["name"], end)
-    finally:
-        if bar:
-            bar.stop()
     return out
 
 
@@ -146,10 +145,7 @@ def materialize_incremental(store: "FeatureStore", end_date, feature_views: Sequ
                             online: bool = True, progress: bool | None = None) -> MaterializeResult:
     end = as_utc(end_date)
     out = MaterializeResult()
-    bar = _progress(progress)
-    if bar:
-        bar.start()
-    try:
+    with _progress(progress) as bar:
         for spec in _views(store, feature_views):
             start = get_watermark(store, spec["name"])
             if start is None:
@@ -159,9 +155,6 @@ def materialize_incremental(store: "FeatureStore", end_date, feature_views: Sequ
                 continue
             out.views.append(materialize_view(store, spec, start, end, online=online, progress=bar))
             _set_watermark(store, spec["name"], end)
-    finally:
-        if bar:
-            bar.stop()
     return out
 
 
@@ -172,6 +165,6 @@ def get_watermark(store: "FeatureStore", view: str) -> datetime | None:
 
 def _set_watermark(store: "FeatureStore", view: str, end: datetime) -> None:
     with store.registry.write() as tx:
-        current = tx.get_state(WATERMARK_SCOPE, view) if hasattr(tx, "get_state") else None
+        current = tx.get_state(WATERMARK_SCOPE, view)
         if current is None or datetime.fromisoformat(current) < end:
             tx.set_state(WATERMARK_SCOPE, view, end.isoformat())
