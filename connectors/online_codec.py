@@ -492,3 +492,61 @@ def row_timestamps(row: bytes) -> tuple[int, int]:
     """(event_us, created_us) of an encoded row."""
     _, ev, cr, _ = HEADER.unpack_from(row, 0)
     return ev, cr
+
+
+# ------------------------------------------------------------------------------ write batches
+class WriteBatch:
+    """One ``write`` call's rows, validated, reduced to the newest row per entity key, and encoded.
+
+    ``keys`` are the encoded entity keys (``encode_key``), ``rows`` the encoded rows, ``event_us`` and
+    ``created_us`` their timestamps; ``dropped`` counts input rows that lost to a newer row (or to an
+    earlier row with equal timestamps) of the same key in this batch.
+    """
+
+    __slots__ = ("keys", "event_us", "created_us", "_columns", "dropped")
+
+    def __init__(self, table: pa.Table, join_keys: list[str], event_ts_column: str,
+                 created_ts_column: str | None) -> None:
+        if event_ts_column not in table.column_names:
+            raise InvalidInputError(f"event timestamp column {event_ts_column!r} is missing from the rows")
+        if len(set(join_keys)) != len(join_keys) or not join_keys:
+            raise InvalidInputError(f"join keys must be distinct and non-empty, got {join_keys!r}")
+        n = table.num_rows
+        keys = encode_key_column(table, join_keys)
+        event_us = timestamps_us(table.column(event_ts_column), name=event_ts_column, nullable=False)
+        if created_ts_column and created_ts_column in table.column_names:
+            created_us = timestamps_us(table.column(created_ts_column), name=created_ts_column, nullable=True)
+        else:
+            created_us = np.full(n, INT64_MIN, dtype=np.int64)
+        skip = set(join_keys) | {event_ts_column} | ({created_ts_column} if created_ts_column else set())
+        columns = [(name, table.column(name)) for name in table.column_names if name not in skip]
+        self.dropped = 0
+        if n > 1 and pc.count_distinct(keys).as_py() != n:
+            codes = np.asarray(pc.dictionary_encode(keys).indices.to_numpy(zero_copy_only=False))
+            # Per key: newest (event, created) first; on a full tie the earliest row in the batch.
+            order = np.lexsort((np.arange(n), ~created_us, ~event_us, codes))
+            first = np.ones(n, dtype=bool)
+            first[1:] = codes[order[1:]] != codes[order[:-1]]
+            keep = np.sort(order[first])
+            self.dropped = n - len(keep)
+            take = pa.array(keep)
+            keys = keys.take(take)
+            event_us, created_us = event_us[keep], created_us[keep]
+            columns = [(name, col.take(take)) for name, col in columns]
+        self.keys = keys
+        self.event_us = event_us
+        self.created_us = created_us
+        self._columns = columns
+
+    def __len__(self) -> int:
+        return len(self.event_us)
+
+    def select(self, mask: np.ndarray) -> None:
+        """Keep only the rows where ``mask`` is true."""
+        take = pa.array(np.flatnonzero(mask))
+        self.keys = self.keys.take(take)
+        self.event_us, self.created_us = self.event_us[mask], self.created_us[mask]
+        self._columns = [(name, col.take(take)) for name, col in self._columns]
+
+    def encoded_rows(self) -> pa.Array:
+        return encode_rows(self._columns, self.event_us, self.created_us)

@@ -1,0 +1,235 @@
+"""The Redis online store: the latest row per entity, one Redis string per (view, entity).
+
+Key layout (the one place it is defined)::
+
+    {key_prefix}:{project}:{view}:{entity key}
+
+``key_prefix`` comes from the config (default ``fs``); project and view names are letters, digits,
+``_`` and ``-`` (no ``:``); the entity key is ``online_codec.encode_key`` of the key tuple in join-key
+order, each part ``<tag><byte length>:<payload>`` (tag ``i`` int, ``s`` str, ``b`` bytes). Example:
+driver 1001 of view ``driver_hourly_stats`` in project ``demo`` is ``fs:demo:driver_hourly_stats:i4:1001``;
+the composite key ``(1001, "us")`` ends in ``i4:1001s2:us``. The value is the encoded row
+(``online_codec``): timestamps, the row's schema and every feature, so a lookup of N entities is one
+``MGET``. With a TTL the key expires at ``event_ts + ttl`` (``SET ... PXAT``; needs Redis >= 6.2).
+
+Writes are event-time monotonic and atomic: a Lua script (``_UPSERT_LUA``, run with EVALSHA on up to
+``batch_size`` keys per call, many calls per pipeline) reads the stored rows with one MGET, compares the
+big-endian ``(event_ts, created_ts)`` that lead each row, and sets only strictly newer rows. Redis runs a
+script without interleaving other commands, so concurrent writers keep the newest row per key. Keys
+of one call must live on one server: Redis Cluster is not supported.
+
+Connection failures and timeouts become ``BackendUnavailableError`` within about ``socket_timeout``
+(connect and reply); the pool drops broken connections, so the first call after Redis is back works.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import pathlib
+import re
+import time
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field
+
+from connectors import online_codec as codec
+from featurestore.errors import BackendUnavailableError, InvalidInputError, MissingDependencyError
+from featurestore.online_store import (
+    CAP_MULTI_PROCESS,
+    CAP_REMOTE,
+    CAP_TTL_EXPIRY,
+    OnlineStore,
+    ReadResult,
+    WriteResult,
+)
+
+# KEYS: entity keys. ARGV[1]: '1' when every row is followed by its expiry (unix ms), else '0';
+# then per key: row [, pxat]. Returns how many rows were stored.
+_UPSERT_LUA = """
+local with_ttl = ARGV[1] == '1'
+local stride = with_ttl and 2 or 1
+local stored = redis.call('MGET', unpack(KEYS))
+local written = 0
+local mset = {}
+for i = 1, #KEYS do
+    local at = 2 + (i - 1) * stride
+    local row = ARGV[at]
+    local old = stored[i]
+    local newer = true
+    if old and #old >= 17 and string.byte(old, 1) == %(format)d then
+        local a1, a2, a3, a4 = struct.unpack('>i4I4i4I4', row, 2)
+        local b1, b2, b3, b4 = struct.unpack('>i4I4i4I4', old, 2)
+        if a1 ~= b1 then newer = a1 > b1
+        elseif a2 ~= b2 then newer = a2 > b2
+        elseif a3 ~= b3 then newer = a3 > b3
+        else newer = a4 > b4 end
+    end
+    if newer then
+        written = written + 1
+        if with_ttl then
+            redis.call('SET', KEYS[i], row, 'PXAT', ARGV[at + 1])
+        else
+            mset[#mset + 1] = KEYS[i]
+            mset[#mset + 1] = row
+        end
+    end
+end
+if #mset > 0 then redis.call('MSET', unpack(mset)) end
+return written
+""" % {"format": codec.FORMAT}
+
+_MAX_KEYS_PER_CALL = 2000  # Lua's unpack() stack limit is about 8000 values
+_CALLS_PER_PIPELINE = 50
+_NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
+_UNAVAILABLE_REPLIES = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "BUSY", "CLUSTERDOWN", "TRYAGAIN")
+
+
+class RedisOnlineStoreConfig(BaseModel):
+    """``online_store: {type: redis, url: redis://127.0.0.1:6379/0}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["redis"] = "redis"
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "fs"
+    socket_timeout: float = Field(0.5, gt=0)
+    batch_size: int = Field(1000, ge=1)
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+class RedisOnlineStore(OnlineStore):
+    capabilities = frozenset({CAP_TTL_EXPIRY, CAP_MULTI_PROCESS, CAP_REMOTE})
+
+    def __init__(self, config: RedisOnlineStoreConfig, repo_path: pathlib.Path, project: str) -> None:
+        if isinstance(config, dict):
+            config = RedisOnlineStoreConfig.model_validate(config)
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError as exc:
+            raise MissingDependencyError("redis", "redis") from exc
+        self.config = config
+        self.project = project
+        self._exc = redis.exceptions
+        self._unavailable = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+        try:
+            self._client = redis.Redis.from_url(
+                config.url,
+                socket_timeout=config.socket_timeout,
+                socket_connect_timeout=config.socket_timeout,
+                # One immediate retry on a dropped connection (a pooled socket Redis closed while it
+                # restarted), none on timeouts: a hung server costs one socket_timeout, not several.
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+                retry_on_timeout=False,
+            )
+        except ValueError as exc:
+            raise InvalidInputError(f"invalid Redis URL {config.url!r}: {exc}") from None
+        self._upsert = self._client.register_script(_UPSERT_LUA)
+        self._decoder = codec.RowDecoder()
+        self._per_call = max(1, min(config.batch_size, _MAX_KEYS_PER_CALL))
+
+    # -- keys ------------------------------------------------------------------------------------
+    def _view_prefix(self, view: str) -> bytes:
+        if not _NAME.match(view):
+            raise InvalidInputError(f"view name {view!r}: letters, digits, '_' and '-' only")
+        return f"{self.config.key_prefix}:{self.project}:{view}:".encode()
+
+    def _unavailable_error(self, exc: Exception, what: str) -> BackendUnavailableError:
+        return BackendUnavailableError(f"Redis at {self.config.url} is unavailable ({what}): {exc}")
+
+    def _call(self, what: str, fn, *args, **kwargs) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except self._unavailable as exc:
+            raise self._unavailable_error(exc, what) from exc
+        except self._exc.ResponseError as exc:
+            if str(exc).startswith(_UNAVAILABLE_REPLIES):
+                raise self._unavailable_error(exc, what) from exc
+            raise
+
+    # -- the contract ----------------------------------------------------------------------------
+    def write(self, view: str, join_keys: list[str], table: pa.Table, *, event_ts_column: str,
+              created_ts_column: str | None = None, ttl: datetime.timedelta | None = None) -> WriteResult:
+        total = table.num_rows
+        prefix = self._view_prefix(view)
+        if total == 0:
+            return WriteResult(0, 0)
+        batch = codec.WriteBatch(table, join_keys, event_ts_column, created_ts_column)
+        pxat: list[int] | None = None
+        if ttl is not None:
+            ttl_us = ttl // datetime.timedelta(microseconds=1)
+            # Expire just after event_ts + ttl (ms, rounded up); rows already past it are not written.
+            expire_ms = -((-(batch.event_us + ttl_us)) // 1000)
+            alive = expire_ms > math.floor(time.time() * 1000)
+            if not alive.all():
+                batch.select(alive)
+                expire_ms = expire_ms[alive]
+            pxat = expire_ms.tolist()
+        if len(batch) == 0:
+            return WriteResult(0, total)
+        rows = batch.encoded_rows().to_pylist()
+        keys = pc.binary_join_element_wise(pa.scalar(prefix, pa.large_binary()), batch.keys,
+                                           pa.scalar(b"", pa.large_binary())).to_pylist()
+        written = self._call("write", self._run_upserts, keys, rows, pxat)
+        return WriteResult(written=written, skipped_stale=total - written)
+
+    def _run_upserts(self, keys: list[bytes], rows: list[bytes], pxat: list[int] | None) -> int:
+        written = 0
+        step = self._per_call
+        pipe = self._client.pipeline(transaction=False)
+        queued = 0
+        for start in range(0, len(keys), step):
+            chunk_rows = rows[start:start + step]
+            if pxat is None:
+                args = [b"0", *chunk_rows]
+            else:
+                args = [b"1"] + [None] * (2 * len(chunk_rows))
+                args[1::2] = chunk_rows
+                args[2::2] = pxat[start:start + step]
+            self._upsert(keys=keys[start:start + step], args=args, client=pipe)
+            queued += 1
+            if queued == _CALLS_PER_PIPELINE:
+                written += sum(pipe.execute())
+                queued = 0
+        if queued:
+            written += sum(pipe.execute())
+        return written
+
+    def read(self, view: str, join_keys: list[str], keys: list[tuple], features: list[str],
+             feature_types: dict[str, pa.DataType]) -> ReadResult:
+        prefix = self._view_prefix(view)
+        redis_keys = []
+        for key in keys:
+            if len(key) != len(join_keys):
+                raise InvalidInputError(f"key {key!r} does not match join keys {join_keys!r}")
+            redis_keys.append(prefix + codec.encode_key(key))
+        rows = self._call("read", self._client.mget, redis_keys) if redis_keys else []
+        values, stamps = self._decoder.decode(rows, features, feature_types)
+        return ReadResult(values=values, event_timestamps=stamps)
+
+    def delete_view(self, view: str) -> None:
+        pattern = _glob_escape(self._view_prefix(view).decode()) + "*"
+        self._call("delete_view", self._delete_matching, pattern)
+
+    def _delete_matching(self, pattern: str) -> None:
+        doomed: list[bytes] = []
+        for key in self._client.scan_iter(match=pattern, count=1000):
+            doomed.append(key)
+            if len(doomed) >= 1000:
+                self._client.unlink(*doomed)
+                doomed = []
+        if doomed:
+            self._client.unlink(*doomed)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+__all__ = ["RedisOnlineStore", "RedisOnlineStoreConfig"]
