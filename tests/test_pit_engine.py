@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -83,3 +84,24 @@ def test_duplicates_and_order_are_kept():
     entity = [{"a": k, "b": "x", "event_timestamp": T0 + timedelta(hours=1)} for k in (3, 1, 3, 2, 99, 1)]
     got, _ = _join(LocalEngine(), entity, rows, None)
     assert got == [30, 10, 30, 20, None, 10]
+
+
+@pytest.fixture(scope="module")
+def spark_engine():
+    pytest.importorskip("pyspark")
+    from featurestore.engines.spark import SparkEngine, SparkEngineConfig
+
+    return SparkEngine(SparkEngineConfig(master="local[2]", conf={"spark.sql.shuffle.partitions": "2"}))
+
+
+@pytest.mark.slow
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(entity_rows=st.lists(entity_row, min_size=1, max_size=15), feature_rows=st.lists(feature_row, max_size=20),
+       ttl=ttls, composite=st.booleans())
+def test_spark_engine_matches_local_engine(spark_engine, entity_rows, feature_rows, ttl, composite):
+    got, keys = _join(spark_engine, entity_rows, feature_rows, ttl, composite)
+    want = reference_join(entity_rows, feature_rows, keys, ["v"], ttl)
+    assert len(got) == len(entity_rows)
+    for i, (value, acceptable) in enumerate(zip(got, want)):
+        assert value in acceptable[0], (i, entity_rows[i], value, acceptable)

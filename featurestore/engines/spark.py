@@ -1,0 +1,190 @@
+"""The Spark engine: the same joins and reads as the local engine, computed by a Spark cluster.
+
+The point-in-time join is a sort-based as-of join that needs no driver-side data: entity rows and
+feature rows are unioned, partitioned by the join keys and ordered by (time, feature-before-entity,
+created time); the last non-null feature row at or before each entity row is its match. The TTL then
+nulls stale matches, exactly as the local engine does.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from featurestore.engines.base import CREATED_TS, EVENT_TS, Engine, ViewData, ViewJoin
+from featurestore.errors import MissingDependencyError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+_ROW = "__fs_row"
+
+
+class SparkEngineConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["spark"] = "spark"
+    master: str = "local[2]"
+    app_name: str = "featurestore"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+_SESSION: "SparkSession | None" = None
+
+
+def spark_session(config: SparkEngineConfig) -> "SparkSession":
+    """One session per process (Spark allows one active context)."""
+    global _SESSION
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise MissingDependencyError("pyspark", "spark") from exc
+    if _SESSION is not None and not _SESSION.sparkContext._jsc.sc().isStopped():
+        return _SESSION
+    builder = (SparkSession.builder.master(config.master).appName(config.app_name)
+               .config("spark.sql.session.timeZone", "UTC")
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+               .config("spark.sql.shuffle.partitions", "4")
+               .config("spark.ui.enabled", "false"))
+    for key, value in config.conf.items():
+        builder = builder.config(key, value)
+    _SESSION = builder.getOrCreate()
+    return _SESSION
+
+
+def spark_type(t: pa.DataType):
+    from pyspark.sql import types as T
+
+    if pa.types.is_timestamp(t):
+        return T.TimestampType()
+    mapping = {"int32": T.IntegerType(), "int64": T.LongType(), "float": T.FloatType(),
+               "double": T.DoubleType(), "string": T.StringType(), "large_string": T.StringType(),
+               "bool": T.BooleanType(), "binary": T.BinaryType()}
+    return mapping.get(str(t))
+
+
+class SparkEngine(Engine):
+    name = "spark"
+
+    def __init__(self, config: SparkEngineConfig | None = None, repo_path: Any = None):
+        self.config = config or SparkEngineConfig()
+
+    @property
+    def spark(self) -> "SparkSession":
+        return spark_session(self.config)
+
+    def frame(self, data: ViewData) -> "DataFrame":
+        """A Spark DataFrame over a view's data (files are read by the executors)."""
+        if data.table is not None:
+            return self.spark.createDataFrame(data.table)
+        reader = self.spark.read
+        if data.file_format == "csv":
+            return reader.option("header", "true").option("inferSchema", "true").csv(list(data.files))
+        return reader.option("mergeSchema", "true").parquet(*data.files)
+
+    @staticmethod
+    def _cast(column, t: pa.DataType):
+        target = spark_type(t)
+        return column.cast(target) if target is not None else column
+
+    def point_in_time_join(self, entity: pa.Table, timestamp_column: str,
+                           joins: list[ViewJoin]) -> pa.Table:
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        n = entity.num_rows
+        key_columns = sorted({k for j in joins for k, _, _ in j.keys})
+        left = entity.select(key_columns + [timestamp_column]).append_column(
+            _ROW, pa.array(range(n), pa.int64()))
+        ent = self.spark.createDataFrame(left).withColumn(
+            "__fs_t", F.col(timestamp_column).cast("timestamp"))
+        result = ent.select(_ROW)
+        for i, join in enumerate(joins):
+            data = join.data
+            feats = self.frame(data)
+            key_exprs = [self._cast(F.col(dcol), t).alias(f"__k{j}") for j, (_, dcol, t) in enumerate(join.keys)]
+            created = (F.coalesce(F.col(data.created_column).cast("timestamp"), F.lit(datetime(1, 1, 1)))
+                       if data.created_column else F.lit(datetime(1, 1, 1)).cast("timestamp"))
+            payload = F.struct(F.col(data.timestamp_column).cast("timestamp").alias("ts"),
+                               *[F.col(dcol).alias(f"f{j}") for j, (dcol, _, _) in enumerate(join.features)])
+            right = feats.select(*key_exprs, F.col(data.timestamp_column).cast("timestamp").alias("__fs_t"),
+                                 F.lit(0).alias("__side"), created.alias("__cr"), payload.alias("__p"),
+                                 F.lit(None).cast("long").alias(_ROW))
+            lkeys = [self._cast(F.col(ecol), t).alias(f"__k{j}") for j, (ecol, _, t) in enumerate(join.keys)]
+            lft = ent.select(*lkeys, "__fs_t", F.lit(1).alias("__side"),
+                             F.lit(None).cast("timestamp").alias("__cr"),
+                             F.lit(None).cast(right.schema["__p"].dataType).alias("__p"), _ROW)
+            keys = [f"__k{j}" for j in range(len(join.keys))]
+            window = (Window.partitionBy(*keys).orderBy("__fs_t", "__side", "__cr")
+                      .rowsBetween(Window.unboundedPreceding, Window.currentRow))
+            matched = (right.unionByName(lft)
+                       .withColumn("__m", F.last("__p", ignorenulls=True).over(window))
+                       .where(F.col("__side") == 1))
+            # A null key never matches (SQL equality), though the window groups nulls together.
+            for k in keys:
+                matched = matched.withColumn("__m", F.when(F.col(k).isNotNull(), F.col("__m")))
+            fresh = F.col("__m.ts").isNotNull()
+            if join.ttl_seconds is not None:
+                micros = int(join.ttl_seconds * 1_000_000)
+                fresh = fresh & (F.col("__m.ts") >= F.col("__fs_t") - F.expr(f"INTERVAL {micros} MICROSECONDS"))
+            outs = [self._cast(F.when(fresh, F.col(f"__m.f{j}")), t).alias(f"__o{i}_{j}")
+                    for j, (_, _, t) in enumerate(join.features)]
+            result = result.join(matched.select(_ROW, *outs), on=_ROW, how="left")
+        table = result.orderBy(_ROW).toArrow()
+        arrays, names = [], []
+        for i, join in enumerate(joins):
+            for j, (_, out, ftype) in enumerate(join.features):
+                col = table.column(f"__o{i}_{j}")
+                arrays.append(col.cast(ftype, safe=False) if col.type != ftype else col)
+                names.append(out)
+        return pa.Table.from_arrays(arrays, names=names)
+
+    def _filtered(self, data: ViewData, start: datetime | None, end: datetime | None) -> "DataFrame":
+        from pyspark.sql import functions as F
+
+        frame = self.frame(data)
+        ts = F.col(data.timestamp_column).cast("timestamp")
+        if start is not None:
+            frame = frame.where(ts >= F.lit(start))
+        if end is not None:
+            frame = frame.where(ts < F.lit(end))
+        return frame
+
+    def time_bounds(self, data: ViewData, start: datetime | None, end: datetime | None
+                    ) -> tuple[datetime | None, datetime | None]:
+        from pyspark.sql import functions as F
+
+        ts = F.col(data.timestamp_column).cast("timestamp")
+        row = self._filtered(data, start, end).agg(F.min(ts), F.max(ts)).collect()[0]
+        return _utc(row[0]), _utc(row[1])
+
+    def read_frame(self, data: ViewData, keys: list[tuple[str, pa.DataType]],
+                   features: list[tuple[str, str, pa.DataType]], start: datetime | None,
+                   end: datetime | None) -> "DataFrame":
+        """The rows of ``read_rows`` as a Spark DataFrame, for writes done by the executors."""
+        from pyspark.sql import functions as F
+
+        frame = self._filtered(data, start, end)
+        cols = [self._cast(F.col(k), t).alias(k) for k, t in keys]
+        cols += [self._cast(F.col(src), t).alias(out) for src, out, t in features]
+        cols.append(F.col(data.timestamp_column).cast("timestamp").alias(EVENT_TS))
+        created = F.col(data.created_column).cast("timestamp") if data.created_column else F.lit(None).cast("timestamp")
+        cols.append(created.alias(CREATED_TS))
+        return frame.select(*cols)
+
+    def read_rows(self, data: ViewData, keys: list[tuple[str, pa.DataType]],
+                  features: list[tuple[str, str, pa.DataType]], start: datetime | None,
+                  end: datetime | None) -> pa.Table:
+        from featurestore.engines.local import _normalise
+
+        return _normalise(self.read_frame(data, keys, features, start, end).toArrow(), keys, features)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    from datetime import timezone
+
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
