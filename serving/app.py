@@ -1,0 +1,92 @@
+"""The FastAPI app factory.
+
+>>> from featurestore import FeatureStore                      # doctest: +SKIP
+>>> app = create_app(FeatureStore("path/to/repo"))           # doctest: +SKIP
+>>> # uvicorn.run(app, port=6566)  or  featurestore serve --port 6566
+
+Routes: ``POST /get-online-features``, ``POST /push``, ``GET /registry/...``, ``GET /health``,
+``GET /metrics``; OpenAPI at ``/openapi.json``, docs at ``/docs``. Lookups and pushes call the store
+synchronously in Starlette's thread pool (the store's calls are blocking I/O).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from fastapi import Depends, FastAPI  # noqa: TID253
+
+from featurestore import __version__
+from serving import errors
+from serving.auth import ENV_VAR as API_KEYS_ENV
+from serving.auth import ApiKeyAuth, parse_api_keys
+from serving.metrics import ServingMetrics
+from serving.middleware import ServingMiddleware
+from serving.responses import JSONBytesResponse
+from serving.routers import admin, online, push, registry
+from serving.state import ServingState
+
+if TYPE_CHECKING:
+    from featurestore.store import FeatureStore
+
+log = logging.getLogger("featurestore.serving")
+
+REPO_ENV = "FEATURESTORE_REPO"
+DESCRIPTION = """Online feature lookups, pushes and a read-only registry view of one feature repo.
+
+`/get-online-features` and `/push` take and return Feast's shapes. Errors are
+`{"error": {"type": ..., "message": ...}}`. With API keys configured, send `X-API-Key: <key>` or
+`Authorization: Bearer <key>`: lookups and the registry need the `read` scope, `/push` needs `write`.
+"""
+
+
+def create_app(store: "FeatureStore", *, api_keys: dict[str, set[str]] | None = None,
+               max_body_bytes: int = 1_000_000, max_entities: int = 10_000,
+               close_store: bool = False) -> FastAPI:
+    """A FastAPI app serving ``store``.
+
+    ``api_keys`` maps key -> scopes (``{"read"}``, ``{"read", "write"}``); None leaves the API open.
+    ``max_body_bytes`` and ``max_entities`` (entity rows of a lookup, rows of a push) bound requests
+    (413 beyond). ``close_store`` closes the store when the app shuts down.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        try:  # warm up: registry snapshot and the online store connection, if they answer
+            store.online_reader.snapshot()
+            store.online_store  # noqa: B018 - opens the backend
+        except Exception as exc:  # noqa: BLE001 - a server must start even if a backend is down
+            log.warning("warm-up failed (%s: %s); serving anyway", type(exc).__name__, exc)
+        try:
+            yield
+        finally:
+            if close_store:
+                store.close()
+
+    metrics = ServingMetrics()
+    app = FastAPI(title="featurestore feature server", version=__version__, description=DESCRIPTION,
+                  default_response_class=JSONBytesResponse, lifespan=lifespan)
+    app.state.serving = ServingState(store=store, metrics=metrics, max_entities=max_entities,
+                                     max_body_bytes=max_body_bytes)
+    errors.install(app, metrics)
+    read_deps, write_deps = [], []
+    if api_keys is not None:
+        auth = ApiKeyAuth(api_keys)
+        read_deps, write_deps = [Depends(auth.require("read"))], [Depends(auth.require("write"))]
+    app.include_router(online.router, dependencies=read_deps)
+    app.include_router(push.router, dependencies=write_deps)
+    app.include_router(registry.router, dependencies=read_deps)
+    app.include_router(admin.router)
+    app.add_middleware(ServingMiddleware, max_body_bytes=max_body_bytes, metrics=metrics)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app ``featurestore serve`` runs (a factory, so each uvicorn worker opens its own store):
+    the repo from ``FEATURESTORE_REPO``, API keys from ``FEATURESTORE_API_KEYS``."""
+    from featurestore.store import FeatureStore
+
+    store = FeatureStore(repo_path=os.environ.get(REPO_ENV, "."))
+    return create_app(store, api_keys=parse_api_keys(os.environ.get(API_KEYS_ENV)), close_store=True)

@@ -1,0 +1,167 @@
+"""The HTTP face of the product's error tree, in one place.
+
+Every error body is ``{"error": {"type": ..., "message": ...}}`` (validation errors add ``field`` and
+``details``). The core raises :mod:`featurestore.errors`; this module decides the status:
+
+========================================  ======
+``NotFoundError`` (view, feature, ...)     404
+``InvalidInputError``, ``DefinitionError``  422 (request validation too, naming the field)
+``ConflictError``                           409
+body over ``max_body_bytes``, too many rows 413
+``BackendUnavailableError``                 503 (with ``Retry-After``)
+``ConfigError``, ``MissingDependencyError``  500 with the message
+anything unexpected                         500 naming only the error type (the traceback goes to the log)
+========================================  ======
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from featurestore.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    ConflictError,
+    DefinitionError,
+    FeatureStoreError,
+    InvalidInputError,
+    MissingDependencyError,
+    NotFoundError,
+)
+from serving.responses import JSONBytesResponse
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from serving.metrics import ServingMetrics
+
+log = logging.getLogger("featurestore.serving")
+
+_STATUS: dict[type, int] = {
+    NotFoundError: 404,
+    InvalidInputError: 422,
+    DefinitionError: 422,
+    ConflictError: 409,
+    BackendUnavailableError: 503,
+    MissingDependencyError: 500,
+    ConfigError: 500,
+    FeatureStoreError: 500,
+}
+
+_HTTP_TYPES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+               405: "MethodNotAllowed", 413: "RequestTooLarge", 415: "UnsupportedMediaType",
+               422: "ValidationError", 500: "InternalServerError", 503: "ServiceUnavailable"}
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="Error class, e.g. FeatureViewNotFound, ValidationError, RequestTooLarge")
+    message: str
+    field: str | None = Field(default=None, description="The offending request field (validation errors)")
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    text = {401: "Missing or invalid API key", 403: "The API key lacks the needed scope",
+            404: "Unknown feature view, feature, service or push source", 409: "Conflict",
+            413: "Request body or entity count over the limit", 422: "Invalid request (names the field)",
+            500: "Server error (names the error type only)",
+            503: "The online store (e.g. Redis) is unreachable"}
+    return {s: {"model": ErrorResponse, "description": text[s]} for s in statuses}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for the error statuses a route can answer (plus 413/500 everywhere)."""
+    return _responses(*sorted({*statuses, 413, 500}))
+
+
+class RequestTooLarge(StarletteHTTPException):
+    """413: the body is over ``max_body_bytes`` or a request has too many entity rows."""
+
+    def __init__(self, message: str):
+        super().__init__(status_code=413, detail=message)
+
+
+def body(type_: str, message: str, **extra: Any) -> dict[str, Any]:
+    err = {"type": type_, "message": message}
+    err.update({k: v for k, v in extra.items() if v is not None})
+    return {"error": err}
+
+
+def status_for(exc: FeatureStoreError) -> int:
+    for cls in type(exc).__mro__:
+        status = _STATUS.get(cls)
+        if status is not None:
+            return status
+    return 500
+
+
+def store_error_response(exc: FeatureStoreError) -> JSONBytesResponse:
+    status = status_for(exc)
+    field = getattr(exc, "field", None) if isinstance(exc, DefinitionError) else None
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONBytesResponse(body(type(exc).__name__, str(exc), field=field), status_code=status,
+                             headers=headers)
+
+
+def unexpected_error_response(exc: BaseException) -> JSONBytesResponse:
+    name = type(exc).__name__
+    return JSONBytesResponse(body(name, f"internal error ({name}); the server log has the details"),
+                             status_code=500)
+
+
+def _field(loc: tuple | list) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] or parts
+    return ".".join(parts) or "body"
+
+
+def validation_error_response(errors: list[dict[str, Any]]) -> JSONBytesResponse:
+    details = [{"field": _field(e.get("loc", ())), "message": e.get("msg", ""), "kind": e.get("type", "")}
+               for e in errors]
+    if details:
+        first = details[0]
+        more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+        message = f"field {first['field']!r}: {first['message']}{more}"
+    else:
+        first, message = {"field": "body"}, "invalid request"
+    return JSONBytesResponse(body("ValidationError", message, field=first["field"], details=details),
+                             status_code=422)
+
+
+def http_error_response(exc: StarletteHTTPException) -> JSONBytesResponse:
+    status = exc.status_code
+    type_ = _HTTP_TYPES.get(status, "HTTPError")
+    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    return JSONBytesResponse(body(type_, message), status_code=status, headers=getattr(exc, "headers", None))
+
+
+def install(app: "FastAPI", metrics: "ServingMetrics") -> None:
+    """Register the handlers on ``app``; unexpected errors are caught by ``ServingMiddleware``."""
+    from fastapi.exceptions import RequestValidationError  # noqa: TID253
+
+    async def on_store_error(request, exc: FeatureStoreError):
+        metrics.store_error(type(exc).__name__)
+        if status_for(exc) >= 500:
+            log.warning("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
+        return store_error_response(exc)
+
+    async def on_validation_error(request, exc: RequestValidationError):
+        return validation_error_response(list(exc.errors()))
+
+    async def on_http_error(request, exc: StarletteHTTPException):
+        return http_error_response(exc)
+
+    app.add_exception_handler(FeatureStoreError, on_store_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)

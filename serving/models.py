@@ -1,0 +1,149 @@
+"""Request and response models of the REST API (Feast-compatible where Feast has the route).
+
+Requests are validated strictly (``extra="forbid"``: a misspelt key is a 422 naming it). Responses are
+rendered by orjson straight from the store's results; these models document them in OpenAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
+
+Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+EntityValue = Union[Int64, StrictStr]
+Status = Literal["PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"]
+Scalar = Union[Int64, StrictFloat, StrictStr, StrictBool, None]
+PushValue = Union[Scalar, list[Scalar]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GetOnlineFeaturesRequest(_Strict):
+    """Give exactly one of ``features`` (``"view:feature"`` references) or ``feature_service``."""
+
+    features: Optional[list[StrictStr]] = Field(
+        default=None, min_length=1, examples=[["driver_hourly_stats:conv_rate", "driver_hourly_stats:acc_rate"]])
+    feature_service: Optional[StrictStr] = Field(default=None, min_length=1, examples=["model_v1"])
+    entities: dict[StrictStr, list[EntityValue]] = Field(
+        description="Join key -> values, one per entity row (column-major, like Feast)",
+        examples=[{"driver_id": [1001, 1002]}])
+    full_feature_names: StrictBool = Field(default=False, description="Name features view__feature")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "GetOnlineFeaturesRequest":
+        if (self.features is None) == (self.feature_service is None):
+            raise ValueError("give exactly one of 'features' or 'feature_service'")
+        return self
+
+
+class OnlineFeaturesMetadata(BaseModel):
+    feature_names: list[str]
+
+
+class FeatureVector(BaseModel):
+    values: list[Any]
+    statuses: list[Status]
+    event_timestamps: list[str] = Field(description="ISO 8601 UTC; 1970-01-01T00:00:00Z when there is none")
+
+
+class OnlineFeaturesResponse(BaseModel):
+    """Column-major: one entry of ``results`` per name in ``metadata.feature_names`` (entity keys first)."""
+
+    metadata: OnlineFeaturesMetadata
+    results: list[FeatureVector]
+
+
+class PushRequest(_Strict):
+    push_source_name: StrictStr = Field(min_length=1, examples=["driver_stats_push"])
+    df: dict[StrictStr, list[PushValue]] = Field(
+        description="Column -> values (join keys, the timestamp field, features)",
+        examples=[{"driver_id": [1001], "event_timestamp": ["2024-01-01T00:00:00Z"], "conv_rate": [0.5]}])
+    to: Literal["online", "offline", "online_and_offline"] = "online"
+    allow_registry_cache: StrictBool = Field(default=True, description="Accepted for Feast compatibility")
+    transform_on_write: StrictBool = Field(default=True, description="Accepted for Feast compatibility")
+
+
+class PushResponse(BaseModel):
+    push_source_name: str
+    to: str
+    views: list[str]
+    rows: int
+    online_written: int = Field(description="Rows stored online (newer than what was there)")
+    online_skipped: int = Field(description="Rows not stored online because a newer value exists")
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "unavailable"]
+    online_store: str
+    registry_version: Optional[int] = None
+    error: Optional[dict[str, Any]] = None
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class EntitySpec(_Spec):
+    join_keys: list[str]
+    description: str = ""
+    tags: dict[str, str] = {}
+
+
+class ColumnSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    dtype: str
+
+
+class FeatureViewSpec(_Spec):
+    entities: list[str]
+    entity_columns: list[ColumnSpec]
+    schema_: list[ColumnSpec] = Field(alias="schema")
+    ttl_seconds: Optional[float] = None
+    source: dict[str, Any]
+
+
+class FeatureServiceSpec(_Spec):
+    features: list[dict[str, Any]]
+
+
+class DataSourceSpec(_Spec):
+    kind: str
+
+
+class EntityList(BaseModel):
+    entities: list[EntitySpec]
+
+
+class FeatureViewList(BaseModel):
+    feature_views: list[FeatureViewSpec]
+
+
+class FeatureServiceList(BaseModel):
+    feature_services: list[FeatureServiceSpec]
+
+
+class DataSourceList(BaseModel):
+    data_sources: list[DataSourceSpec]
+
+
+class RegistrySummary(BaseModel):
+    project: str
+    version: int
+    entities: list[str]
+    feature_views: list[str]
+    feature_services: list[str]
+    data_sources: list[str]

@@ -1,0 +1,1 @@
+"""One router per resource: ``online`` (lookups), ``push``, ``registry`` (read-only), ``admin``."""

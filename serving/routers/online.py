@@ -1,0 +1,66 @@
+"""``POST /get-online-features``: Feast's request and response shape.
+
+The response is rendered by orjson straight from the store's columns (timestamps, bytes, NaN handled
+by :mod:`serving.responses`), equal to ``OnlineResponse.to_rest()`` without a Python pass per value.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Request  # noqa: TID253
+
+from featurestore.errors import NotFoundError
+from serving.errors import RequestTooLarge, error_responses
+from serving.models import GetOnlineFeaturesRequest, OnlineFeaturesResponse
+from serving.responses import RawJSONResponse, dumps
+from serving.state import state_of
+
+if TYPE_CHECKING:
+    from featurestore.online_read import OnlineResponse
+
+router = APIRouter(tags=["online"])
+
+EPOCH = "1970-01-01T00:00:00Z"  # Feast's event timestamp for "no value"
+
+
+def rest_json(response: "OnlineResponse") -> bytes:
+    """``response.to_rest()`` as JSON bytes."""
+    values, statuses, stamps = response.values, response.statuses, response.event_timestamps
+    results = []
+    for name in response.feature_names:
+        ts = stamps[name]
+        if None in ts:
+            ts = [EPOCH if t is None else t for t in ts]
+        results.append({"values": values[name], "statuses": statuses[name], "event_timestamps": ts})
+    return dumps({"metadata": {"feature_names": response.feature_names}, "results": results})
+
+
+@router.post("/get-online-features", response_model=OnlineFeaturesResponse,
+             responses=error_responses(401, 403, 404, 422, 503),
+             summary="Latest feature values for entities (Feast-compatible)")
+def get_online_features(body: GetOnlineFeaturesRequest, request: Request) -> RawJSONResponse:
+    state = state_of(request)
+    rows = max(map(len, body.entities.values()), default=0)
+    if rows > state.max_entities:
+        raise RequestTooLarge(f"entities: {rows} rows, at most {state.max_entities} per request")
+    if body.feature_service is not None:
+        if ":" in body.feature_service:  # the core would read a "view:feature" string as a reference
+            raise NotFoundError(f"feature service {body.feature_service!r} is not in the registry")
+        features = body.feature_service
+    else:
+        features = body.features
+    store = state.store
+    response = store.get_online_features(features, body.entities, body.full_feature_names)
+    content = rest_json(response)
+    state.metrics.lookup(rows, _newest_by_view(store, features, body.full_feature_names, response))
+    return RawJSONResponse(content)
+
+
+def _newest_by_view(store, features, full_feature_names: bool, response: "OnlineResponse") -> dict:
+    plan = store.online_reader.plan(features, full_feature_names)  # cached per registry version
+    newest = {}
+    for req in plan.requests:
+        stamps = response.event_timestamps[plan.names[(req.name, req.features[0])]]
+        newest[req.name] = max((t for t in stamps if t is not None), default=None)
+    return newest
