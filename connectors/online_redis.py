@@ -25,12 +25,14 @@ Connection failures and timeouts become ``BackendUnavailableError`` within about
 from __future__ import annotations
 
 import datetime
+import inspect
 import math
 import pathlib
 import re
 import time
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
@@ -99,6 +101,25 @@ class RedisOnlineStoreConfig(BaseModel):
     batch_size: int = Field(1000, ge=1)
 
 
+_EMPTY = pa.scalar(b"", pa.large_binary())
+_CRLF = pa.scalar(b"\r\n", pa.large_binary())
+_DOLLAR = pa.scalar(b"$", pa.large_binary())
+
+
+def _resp_bulk(values: pa.Array) -> pa.Array:
+    """Each value as a RESP bulk string, ``$<len>\\r\\n<bytes>\\r\\n`` (large_binary)."""
+    values = values.cast(pa.large_binary())
+    length = pc.binary_length(values).cast(pa.string()).cast(pa.large_binary())
+    return pc.binary_join_element_wise(_DOLLAR, length, _CRLF, values, _CRLF, _EMPTY)
+
+
+def _data_and_offsets(arr: pa.Array) -> tuple[memoryview, np.ndarray]:
+    """The data buffer of a large_binary array and its value offsets (rows i..j = data[off[i]:off[j]])."""
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=arr.offset + len(arr) + 1)[arr.offset:]
+    data = arr.buffers()[2]
+    return memoryview(data if data is not None else b""), offsets
+
+
 def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
@@ -131,7 +152,10 @@ class RedisOnlineStore(OnlineStore):
             )
         except ValueError as exc:
             raise InvalidInputError(f"invalid Redis URL {config.url!r}: {exc}") from None
-        self._upsert = self._client.register_script(_UPSERT_LUA)
+        # redis-py < 5.3 wants a command name for get_connection(); later versions deprecate it.
+        params = inspect.signature(self._client.connection_pool.get_connection).parameters
+        command_name = params.get("command_name")
+        self._bare_get_connection = command_name is None or command_name.default is not inspect.Parameter.empty
         self._decoder = codec.RowDecoder()
         self._per_call = max(1, min(config.batch_size, _MAX_KEYS_PER_CALL))
 
@@ -174,32 +198,60 @@ class RedisOnlineStore(OnlineStore):
             pxat = expire_ms.tolist()
         if len(batch) == 0:
             return WriteResult(0, total)
-        rows = batch.encoded_rows().to_pylist()
-        keys = pc.binary_join_element_wise(pa.scalar(prefix, pa.large_binary()), batch.keys,
-                                           pa.scalar(b"", pa.large_binary())).to_pylist()
+        rows = batch.encoded_rows()
+        keys = pc.binary_join_element_wise(pa.scalar(prefix, pa.large_binary()), batch.keys, _EMPTY)
         written = self._call("write", self._run_upserts, keys, rows, pxat)
         return WriteResult(written=written, skipped_stale=total - written)
 
-    def _run_upserts(self, keys: list[bytes], rows: list[bytes], pxat: list[int] | None) -> int:
-        written = 0
+    def _run_upserts(self, keys: pa.Array, rows: pa.Array, pxat: list[int] | None) -> int:
+        """Run the upsert script over all rows, pipelined; idempotent, so one retry on a lost connection."""
+        try:
+            return self._run_upserts_once(keys, rows, pxat)
+        except self._exc.ConnectionError:
+            return self._run_upserts_once(keys, rows, pxat)
+
+    def _run_upserts_once(self, keys: pa.Array, rows: pa.Array, pxat: list[int] | None) -> int:
+        # EVALSHA commands are packed here, column-wise, instead of by redis-py per argument: each
+        # argument becomes "$<len>\r\n<bytes>\r\n" through Arrow, and a call's keys (then its
+        # arguments) are one contiguous slice of the packed column's data buffer.
+        sha = self._client.script_load(_UPSERT_LUA).encode()
+        packed_keys = _resp_bulk(keys)
+        if pxat is None:
+            packed_args = _resp_bulk(rows)
+        else:
+            packed_args = pc.binary_join_element_wise(
+                _resp_bulk(rows), _resp_bulk(pa.array(pxat, pa.int64()).cast(pa.string())), _EMPTY)
+        key_view, key_off = _data_and_offsets(packed_keys)
+        arg_view, arg_off = _data_and_offsets(packed_args)
+        per_row_args = 1 if pxat is None else 2
+        flag = b"$1\r\n1\r\n" if pxat is not None else b"$1\r\n0\r\n"
+        n = len(keys)
         step = self._per_call
-        pipe = self._client.pipeline(transaction=False)
-        queued = 0
-        for start in range(0, len(keys), step):
-            chunk_rows = rows[start:start + step]
-            if pxat is None:
-                args = [b"0", *chunk_rows]
-            else:
-                args = [b"1"] + [None] * (2 * len(chunk_rows))
-                args[1::2] = chunk_rows
-                args[2::2] = pxat[start:start + step]
-            self._upsert(keys=keys[start:start + step], args=args, client=pipe)
-            queued += 1
-            if queued == _CALLS_PER_PIPELINE:
-                written += sum(pipe.execute())
-                queued = 0
-        if queued:
-            written += sum(pipe.execute())
+        commands: list[list] = []
+        for start in range(0, n, step):
+            stop = min(n, start + step)
+            count = stop - start
+            head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%d\r\n" % (
+                3 + count + 1 + count * per_row_args, sha, len(b"%d" % count), count)
+            commands.append([head, key_view[key_off[start]:key_off[stop]], flag,
+                             arg_view[arg_off[start]:arg_off[stop]]])
+        pool = self._client.connection_pool
+        conn = pool.get_connection() if self._bare_get_connection else pool.get_connection("EVALSHA")
+        written = 0
+        try:
+            for first in range(0, len(commands), _CALLS_PER_PIPELINE):
+                group = commands[first:first + _CALLS_PER_PIPELINE]
+                conn.send_packed_command([part for command in group for part in command])
+                replies = [conn.read_response() for _ in group]
+                for reply in replies:
+                    if isinstance(reply, Exception):
+                        raise reply
+                    written += int(reply)
+        except BaseException:
+            conn.disconnect()  # replies may be pending: never hand this socket to someone else
+            raise
+        finally:
+            pool.release(conn)
         return written
 
     def read(self, view: str, join_keys: list[str], keys: list[tuple], features: list[str],

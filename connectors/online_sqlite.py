@@ -18,6 +18,7 @@ import datetime
 import pathlib
 import sqlite3
 import threading
+import time
 import uuid
 from typing import Literal
 
@@ -94,19 +95,37 @@ class SqliteOnlineStore(OnlineStore):
             return conn
         if self._closed:
             raise InvalidInputError("the SQLite online store is closed")
-        try:
-            conn = sqlite3.connect(self._target, uri=self._uri, timeout=_BUSY_TIMEOUT_S,
-                                   isolation_level=None, check_same_thread=False)
-            if not self._uri:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise BackendUnavailableError(f"cannot open the SQLite online store {self._target}: {exc}") from exc
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while True:
+            try:
+                conn = sqlite3.connect(self._target, uri=self._uri, timeout=_BUSY_TIMEOUT_S,
+                                       isolation_level=None, check_same_thread=False)
+                try:
+                    self._setup(conn)
+                except BaseException:
+                    conn.close()
+                    raise
+                break
+            except sqlite3.OperationalError as exc:
+                # Switching to WAL needs a moment alone with the file and does not always wait for
+                # the busy handler; another process opening the same new file at once can cause it.
+                if "locked" in str(exc) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
+                raise BackendUnavailableError(f"cannot open the SQLite online store {self._target}: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise BackendUnavailableError(f"cannot open the SQLite online store {self._target}: {exc}") from exc
         self._local.conn = conn
         with self._lock:
             self._connections.append(conn)
         return conn
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        if not self._uri:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(_SCHEMA)
 
     # -- the contract ----------------------------------------------------------------------------
     def write(self, view: str, join_keys: list[str], table: pa.Table, *, event_ts_column: str,
