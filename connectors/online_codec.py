@@ -101,6 +101,9 @@ def _compatible(stored: int, wanted: int) -> bool:
 
 # ----------------------------------------------------------------------------------- entity keys
 def _key_part(value: Any) -> bytes:
+    if type(value) is int:  # the common case, first
+        payload = b"%d" % value
+        return b"i%d:%s" % (len(payload), payload)
     if isinstance(value, bool) or value is None:
         raise InvalidInputError(f"entity key values are int, str or bytes, got {value!r}")
     if isinstance(value, int):
@@ -122,6 +125,8 @@ def _key_part(value: Any) -> bytes:
 
 def encode_key(key: tuple | list) -> bytes:
     """The unambiguous byte encoding of one key tuple (see the module docstring)."""
+    if len(key) == 1:
+        return _key_part(key[0])
     return b"".join([_key_part(v) for v in key])
 
 
@@ -357,15 +362,11 @@ def _list_var(is_str: bool) -> Callable[[bytes], list]:
 _U32 = struct.Struct("<I")
 
 
-def _decode_utf8(blob: bytes) -> str:
-    return blob.decode("utf-8")
-
-
 def _converter(code: int) -> Callable | None:
     if code == TIMESTAMP:
         return us_to_datetime
     if code == STRING:
-        return _decode_utf8
+        return bytes.decode  # UTF-8
     if code & LIST:
         elem = code & ~LIST
         if elem in _VAR_SCALARS:
@@ -436,12 +437,16 @@ class RowDecoder:
     """Decodes stored rows into per-feature Python values; plans are cached per (schema, request)."""
 
     def __init__(self) -> None:
-        self._plans: dict[tuple[bytes, tuple], _Plan] = {}
+        self._plans: dict[tuple, dict[bytes, _Plan]] = {}  # request -> row schema -> plan
 
     def decode(self, rows: list[bytes | None], features: list[str],
                feature_types: dict[str, pa.DataType]) -> tuple[dict[str, list], list[datetime | None]]:
         wanted = tuple((f, type_code(feature_types[f])) for f in features)
-        plans = self._plans
+        plans = self._plans.get(wanted)
+        if plans is None:
+            if len(self._plans) > 256:
+                self._plans.clear()
+            plans = self._plans[wanted] = {}
         out_rows: list = []
         stamps: list[datetime | None] = []
         empty = (None,) * len(wanted)
@@ -455,11 +460,11 @@ class RowDecoder:
             stamps.append(EPOCH + timedelta(microseconds=ev))
             pos = HEADER_SIZE + slen
             schema = row[HEADER_SIZE:pos]
-            plan = plans.get((schema, wanted))
+            plan = plans.get(schema)
             if plan is None:
-                if len(plans) > 1024:
+                if len(plans) > 256:
                     plans.clear()
-                plan = plans[(schema, wanted)] = _Plan(schema, wanted)
+                plan = plans[schema] = _Plan(schema, wanted)
             bitmap = row[pos:pos + plan.nb]
             pos += plan.nb
             values = list(plan.fixed.unpack_from(row, pos))
