@@ -441,7 +441,10 @@ class RowDecoder:
 
     def decode(self, rows: list[bytes | None], features: list[str],
                feature_types: dict[str, pa.DataType]) -> tuple[dict[str, list], list[datetime | None]]:
-        wanted = tuple((f, type_code(feature_types[f])) for f in features)
+        try:
+            wanted = tuple((f, type_code(feature_types[f])) for f in features)
+        except KeyError as exc:
+            raise InvalidInputError(f"no type given for feature {exc.args[0]!r}") from None
         plans = self._plans.get(wanted)
         if plans is None:
             if len(self._plans) > 256:

@@ -187,7 +187,9 @@ class RedisOnlineStore(OnlineStore):
             return WriteResult(0, 0)
         batch = codec.WriteBatch(table, join_keys, event_ts_column, created_ts_column)
         pxat: list[int] | None = None
-        if ttl is not None:
+        if ttl is not None and ttl < datetime.timedelta(0):
+            raise InvalidInputError(f"ttl must not be negative, got {ttl}")
+        if ttl:  # a zero TTL means no TTL, as in the view definitions
             ttl_us = ttl // datetime.timedelta(microseconds=1)
             # Expire just after event_ts + ttl (ms, rounded up); rows already past it are not written.
             expire_ms = -((-(batch.event_us + ttl_us)) // 1000)

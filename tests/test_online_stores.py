@@ -369,6 +369,34 @@ def test_ttl_rows_are_returned_with_their_event_time(store):
     assert got.values["x"] == [1] and got.event_timestamps == [now]
 
 
+def test_input_types_are_normalised_to_the_product_types(store):
+    from decimal import Decimal
+
+    naive = datetime(2024, 5, 6, 7, 8, 9, 123456)
+    features = {
+        "large": pa.array(["a", None], pa.large_string()),
+        "dict": pa.array(["x", "y"]).dictionary_encode(),
+        "i8": pa.array([-3, None], pa.int8()),
+        "u32": pa.array([2**32 - 1, 0], pa.uint32()),
+        "ns": pa.array([naive, None], pa.timestamp("ns")),
+        "dec": pa.array([Decimal("1.25"), None], pa.decimal128(5, 2)),
+        "f16": pa.array([np.float16(0.5), None], pa.float16()),
+    }
+    tbl = table({"id": pa.array([1, 2], pa.int32())}, features, [t(0), t(0)])
+    # event times given as naive nanoseconds are taken as UTC
+    tbl = tbl.set_column(tbl.schema.get_field_index(EV), EV, pa.array([naive, naive], pa.timestamp("ns")))
+    assert write(store, "v", tbl).written == 2
+    types = {"large": pa.string(), "dict": pa.string(), "i8": pa.int32(), "u32": pa.int64(), "ns": TS,
+             "dec": pa.float64(), "f16": pa.float32()}
+    got = read(store, "v", [1, 2], types)
+    aware = naive.replace(tzinfo=UTC)
+    assert got.values == {"large": ["a", None], "dict": ["x", "y"], "i8": [-3, None], "u32": [2**32 - 1, 0],
+                          "ns": [aware, None], "dec": [1.25, None], "f16": [0.5, None]}
+    assert got.event_timestamps == [aware, aware]
+    with pytest.raises(InvalidInputError):
+        store.read("v", ["id"], [(1,)], ["large"], {})
+
+
 # ------------------------------------------------------------------------------- configs
 def test_configs_forbid_unknown_keys_and_resolve_relative_paths(tmp_path):
     from pydantic import ValidationError
@@ -456,6 +484,9 @@ def test_redis_ttl_expires_keys_and_skips_expired_rows(redis_store, redis_url):
     assert abs(client.pexpiretime(key) - expected_at) <= 1
     assert read(redis_store, "v", [1], {"x": pa.int64()}).values["x"] == [1]
     # already expired when written: skipped, nothing stored
+    # a zero TTL means none: no expiry
+    write(redis_store, "z", table({"id": [1]}, {"x": [1]}, [t(0)]), ttl=timedelta(0))
+    assert client.pttl(f"{prefix}:proj:z:i1:1") == -1
     old = table({"id": [2, 3]}, {"x": [2, 3]}, [now - timedelta(hours=2), now])
     assert write(redis_store, "v", old, ttl=timedelta(hours=1)) == WriteResult(1, 1)
     assert client.exists(f"{prefix}:proj:v:i1:2") == 0
