@@ -1,0 +1,111 @@
+"""Engines under test for the shared conformance suite.
+
+``engine`` is parametrised over ``duckdb`` and ``spark`` (the latter marked ``slow``). Each adapter
+runs a view or an aggregation on Arrow tables and hands back Python rows; the engines run with a
+non-UTC session time zone on purpose (results must not depend on it). One SparkSession serves the
+whole test session (local[2], 2 shuffle partitions).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pytest
+
+SESSION_TZ = "America/New_York"
+
+
+def _rows_to_table(rows: list[dict], arrow_schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=arrow_schema)
+
+
+class DuckDBEngine:
+    name = "duckdb"
+    examples = 60
+
+    def __init__(self):
+        import duckdb
+
+        self.con = duckdb.connect()
+        self.con.execute(f"SET TimeZone='{SESSION_TZ}'")
+
+    def view(self, rows, arrow_schema, transform, filter, passthrough, schema):
+        from transforms.compile_duckdb import compile_view
+
+        self.con.register("__src", _rows_to_table(rows, arrow_schema))
+        try:
+            sql, params = compile_view("SELECT * FROM __src", transform, filter, passthrough, schema=schema)
+            return self.con.sql(sql, params=params).to_arrow_table().to_pylist()
+        finally:
+            self.con.unregister("__src")
+
+    def aggregate(self, events, ev_schema, points, pt_schema, keys, ts_col, aggregations, created_col, schema):
+        from transforms.compile_duckdb import aggregate_at_points_sql
+
+        self.con.register("__ev", _rows_to_table(events, ev_schema))
+        self.con.register("__pt", _rows_to_table(points, pt_schema))
+        try:
+            sql = aggregate_at_points_sql(
+                "SELECT * FROM __ev", "SELECT * FROM __pt", keys, ts_col, aggregations, created_col,
+                schema=schema,
+            )
+            rows = self.con.sql(sql).to_arrow_table().to_pylist()
+        finally:
+            self.con.unregister("__ev")
+            self.con.unregister("__pt")
+        return rows
+
+
+class SparkEngine:
+    name = "spark"
+    examples = 8
+
+    def __init__(self, spark):
+        self.spark = spark
+
+    def _df(self, rows, arrow_schema):
+        return self.spark.createDataFrame(_rows_to_table(rows, arrow_schema))
+
+    def view(self, rows, arrow_schema, transform, filter, passthrough, schema):
+        from transforms.compile_spark import apply_view
+
+        df = apply_view(self._df(rows, arrow_schema), transform, filter, passthrough)
+        return df.toArrow().to_pylist()
+
+    def aggregate(self, events, ev_schema, points, pt_schema, keys, ts_col, aggregations, created_col, schema):
+        from transforms.compile_spark import aggregate_at_points
+
+        df = aggregate_at_points(
+            self._df(events, ev_schema), self._df(points, pt_schema), keys, ts_col, aggregations, created_col
+        )
+        return df.toArrow().to_pylist()
+
+
+@pytest.fixture(scope="session")
+def spark_session():
+    pytest.importorskip("pyspark")
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
+    spark = (
+        SparkSession.builder.master("local[2]")
+        .appName("featurestore-conformance")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.default.parallelism", "2")
+        .config("spark.sql.session.timeZone", SESSION_TZ)
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", "1g")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    yield spark
+    spark.stop()
+
+
+@pytest.fixture(scope="session", params=["duckdb", pytest.param("spark", marks=pytest.mark.slow)])
+def engine(request):
+    if request.param == "duckdb":
+        return DuckDBEngine()
+    return SparkEngine(request.getfixturevalue("spark_session"))
