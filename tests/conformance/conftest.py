@@ -59,7 +59,7 @@ class DuckDBEngine:
 
 class SparkEngine:
     name = "spark"
-    examples = 8
+    examples = 15
 
     def __init__(self, spark):
         self.spark = spark
