@@ -151,5 +151,37 @@ def materialize_incremental(ctx: click.Context, end: str, views: str | None) -> 
         click.echo(f"{v.view}: {v.start.isoformat()} .. {v.end.isoformat()}: {v.rows} rows")
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", "-p", default=6566, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", "-w", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes (each opens its own store connections).")
+@click.option("--access-log/--no-access-log", default=False, show_default=True,
+              help="Log every request (costs latency).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, workers: int, access_log: bool, log_level: str) -> None:
+    """Serve online lookups, pushes and the registry over REST (FastAPI on uvicorn).
+
+    API keys come from FEATURESTORE_API_KEYS="key1:read,key2:read+write" (unset: no auth).
+    """
+    import os
+
+    from featurestore.config import load_config
+    from featurestore.errors import MissingDependencyError
+
+    try:
+        from serving import server
+        from serving.auth import ENV_VAR, parse_api_keys
+    except ImportError as exc:
+        raise MissingDependencyError(getattr(exc, "name", None) or "fastapi", "serving") from None
+    repo = Path(ctx.obj["repo"]).resolve()
+    load_config(repo)  # a broken featurestore.yaml fails here, not in every worker
+    parse_api_keys(os.environ.get(ENV_VAR))
+    click.echo(f"Serving {repo} on http://{host}:{port} (docs: /docs)", err=True)
+    server.run(str(repo), host=host, port=port, workers=workers, access_log=access_log, log_level=log_level)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import orjson
 from fastapi import APIRouter, Request  # noqa: TID253
 
 from featurestore.errors import NotFoundError
@@ -25,14 +26,22 @@ EPOCH = "1970-01-01T00:00:00Z"  # Feast's event timestamp for "no value"
 
 
 def rest_json(response: "OnlineResponse") -> bytes:
-    """``response.to_rest()`` as JSON bytes."""
+    """``response.to_rest()`` as JSON bytes.
+
+    Features of one view share their entities' event timestamps (equal lists of the same datetime
+    objects), so each distinct list is rendered once and embedded as an ``orjson.Fragment``.
+    """
     values, statuses, stamps = response.values, response.statuses, response.event_timestamps
+    rendered: list[tuple[list, orjson.Fragment]] = []
     results = []
     for name in response.feature_names:
         ts = stamps[name]
-        if None in ts:
-            ts = [EPOCH if t is None else t for t in ts]
-        results.append({"values": values[name], "statuses": statuses[name], "event_timestamps": ts})
+        # list == compares identity first per element: cheap for the shared datetimes
+        fragment = next((f for source, f in rendered if source == ts), None)
+        if fragment is None:
+            fragment = orjson.Fragment(dumps([EPOCH if t is None else t for t in ts] if None in ts else ts))
+            rendered.append((ts, fragment))
+        results.append({"values": values[name], "statuses": statuses[name], "event_timestamps": fragment})
     return dumps({"metadata": {"feature_names": response.feature_names}, "results": results})
 
 
