@@ -152,9 +152,10 @@ def main(argv: list[str] | None = None) -> int:
           f"chunks of {args.chunk:,}" + (f", ttl {args.ttl:g}s" if args.ttl else ""))
     chunks = make_chunks(args.rows, args.chunk, args.features)
     ttl = timedelta(seconds=args.ttl) if args.ttl else None
-    # Event times are in 2025; with a TTL they must still be alive, so shift them to now.
+    # Event times span one day of 2025; with a TTL they must stay alive while the runs last, so
+    # shift them to end an hour from now (and use a TTL of a day or more).
     if ttl is not None:
-        shift = int(time.time() * 1e6) - BASE_US - 86_400_000_000
+        shift = int(time.time() * 1e6) - BASE_US - 86_400_000_000 + 3_600_000_000
         chunks = [t.set_column(t.schema.get_field_index(EV), EV,
                                pa.array(t.column(EV).cast(pa.int64()).to_numpy() + shift,
                                         pa.timestamp("us", tz="UTC"))) for t in chunks]
