@@ -10,7 +10,9 @@ order, each part ``<tag><byte length>:<payload>`` (tag ``i`` int, ``s`` str, ``b
 driver 1001 of view ``driver_hourly_stats`` in project ``demo`` is ``fs:demo:driver_hourly_stats:i4:1001``;
 the composite key ``(1001, "us")`` ends in ``i4:1001s2:us``. The value is the encoded row
 (``online_codec``): timestamps, the row's schema and every feature, so a lookup of N entities is one
-``MGET``. With a TTL the key expires at ``event_ts + ttl`` (``SET ... PXAT``; needs Redis >= 6.2).
+``MGET``. With a TTL the key expires at ``event_ts + ttl + expiry_grace_seconds`` (``SET ... PXAT``;
+needs Redis >= 6.2): during the grace a read still finds the row, so the server reports it as
+``OUTSIDE_MAX_AGE`` rather than ``NOT_FOUND``; after it the key is gone, so dead entities do not pile up.
 
 Writes are event-time monotonic and atomic: a Lua script (``_UPSERT_LUA``, run with EVALSHA on up to
 ``batch_size`` keys per call, many calls per pipeline) reads the stored rows with one MGET, compares the
@@ -99,6 +101,8 @@ class RedisOnlineStoreConfig(BaseModel):
     key_prefix: str = "fs"
     socket_timeout: float = Field(0.5, gt=0)
     batch_size: int = Field(1000, ge=1)
+    # Keys outlive their TTL by this much, so expired values read as OUTSIDE_MAX_AGE before vanishing.
+    expiry_grace_seconds: float = Field(3600.0, ge=0)
 
 
 _EMPTY = pa.scalar(b"", pa.large_binary())
@@ -190,8 +194,8 @@ class RedisOnlineStore(OnlineStore):
         if ttl is not None and ttl < datetime.timedelta(0):
             raise InvalidInputError(f"ttl must not be negative, got {ttl}")
         if ttl:  # a zero TTL means no TTL, as in the view definitions
-            ttl_us = ttl // datetime.timedelta(microseconds=1)
-            # Expire just after event_ts + ttl (ms, rounded up); rows already past it are not written.
+            ttl_us = ttl // datetime.timedelta(microseconds=1) + int(self.config.expiry_grace_seconds * 1_000_000)
+            # Expire just after event_ts + ttl + grace (ms, rounded up); rows already past it are not written.
             expire_ms = -((-(batch.event_us + ttl_us)) // 1000)
             alive = expire_ms > math.floor(time.time() * 1000)
             if not alive.all():

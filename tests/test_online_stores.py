@@ -438,11 +438,32 @@ def test_sqlite_in_memory_is_shared_across_threads():
 @pytest.fixture
 def redis_store(redis_url):
     prefix = f"fst{uuid.uuid4().hex[:12]}"
-    s = RedisOnlineStore(RedisOnlineStoreConfig(url=redis_url, key_prefix=prefix, batch_size=7), pathlib.Path("."),
-                         "proj")
+    s = RedisOnlineStore(RedisOnlineStoreConfig(url=redis_url, key_prefix=prefix, batch_size=7,
+                                                expiry_grace_seconds=0), pathlib.Path("."), "proj")
     yield s
     s.close()
     _redis_cleanup(redis_url, prefix)
+
+
+@pytest.mark.redis
+def test_redis_keys_outlive_ttl_by_the_grace(redis_url):
+    import redis
+
+    prefix = f"fst{uuid.uuid4().hex[:12]}"
+    store = RedisOnlineStore(RedisOnlineStoreConfig(url=redis_url, key_prefix=prefix, expiry_grace_seconds=60),
+                             pathlib.Path("."), "proj")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        now = datetime.now(UTC)
+        old = table({"id": [1, 2]}, {"x": [1, 2]}, [now - timedelta(seconds=30), now - timedelta(seconds=90)])
+        # 30 s old with a 10 s TTL: expired but inside the grace, so kept; 90 s old: gone for good
+        assert write(store, "v", old, ttl=timedelta(seconds=10)) == WriteResult(1, 1)
+        assert 0 < client.pttl(f"{prefix}:proj:v:i1:1") <= 40_000
+        assert read(store, "v", [1, 2], {"x": pa.int64()}).values["x"] == [1, None]
+    finally:
+        store.close()
+        client.close()
+        _redis_cleanup(redis_url, prefix)
 
 
 @pytest.mark.redis
