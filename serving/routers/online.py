@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import orjson
+import pyarrow as pa
 from fastapi import APIRouter, Request  # noqa: TID253
 
-from featurestore.errors import NotFoundError
+from featurestore.errors import InvalidInputError, NotFoundError
 from serving.errors import RequestTooLarge, error_responses
 from serving.models import GetOnlineFeaturesRequest, OnlineFeaturesResponse
 from serving.responses import RawJSONResponse, dumps
@@ -60,10 +61,27 @@ def get_online_features(body: GetOnlineFeaturesRequest, request: Request) -> Raw
     else:
         features = body.features
     store = state.store
-    response = store.get_online_features(features, body.entities, body.full_feature_names)
+    try:
+        response = store.get_online_features(features, body.entities, body.full_feature_names)
+    except ValueError:
+        _raise_if_bad_integer_key(store, features, body)
+        raise
     content = rest_json(response)
     state.metrics.lookup(rows, _newest_by_view(store, features, body.full_feature_names, response))
     return RawJSONResponse(content)
+
+
+def _raise_if_bad_integer_key(store, features, body: GetOnlineFeaturesRequest) -> None:
+    """Work around the core turning a string of non-ASCII digits (``"²"``: ``str.isdigit()`` but not
+    ``int()``-able) for an integer join key into a bare ValueError: it is the client's input, a 422."""
+    plan = store.online_reader.plan(features, body.full_feature_names)
+    for req in plan.requests:
+        for name, arrow_type in plan.keys[req.name]:
+            if not pa.types.is_integer(arrow_type):
+                continue
+            for value in body.entities.get(name, ()):
+                if isinstance(value, str) and not (value.isascii() and value.lstrip("-").isdigit()):
+                    raise InvalidInputError(f"entities: join key {name!r} takes integers, got {value!r}")
 
 
 def _newest_by_view(store, features, full_feature_names: bool, response: "OnlineResponse") -> dict:
