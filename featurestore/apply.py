@@ -16,7 +16,7 @@ from featurestore.definitions import Entity, FeatureService, FeatureView
 from featurestore.errors import IncompatibleChangeError
 from featurestore.repo import RepoContents, origin_of
 from featurestore.sources import DataSource
-from featurestore.validate import Problems, check_service, check_unique, resolve_view
+from featurestore.validate import Problems, check_engine, check_service, check_unique, resolve_view
 
 KINDS = ("entity", "data_source", "feature_view", "feature_service")
 Specs = dict[str, dict[str, dict]]
@@ -53,7 +53,8 @@ class Plan:
         return "\n".join(lines)
 
 
-def desired_state(contents: RepoContents, repo_path: Path, stored: Specs | None = None) -> Specs:
+def desired_state(contents: RepoContents, repo_path: Path, stored: Specs | None = None,
+                  engine_type: str = "local") -> Specs:
     """Validated specs for everything in ``contents``; entities and views not in ``contents`` are
     looked up in ``stored`` (for a partial apply)."""
     problems = Problems()
@@ -66,6 +67,8 @@ def desired_state(contents: RepoContents, repo_path: Path, stored: Specs | None 
     for name, spec in (stored or {}).get("entity", {}).items():
         entity_map.setdefault(name, Entity.from_spec(spec))
     resolved_views = [r for v in views if (r := resolve_view(v, entity_map, repo_path, problems))]
+    for view in resolved_views:
+        check_engine(view, engine_type, problems)
     view_specs = {v.name: v.to_spec() for v in resolved_views}
     known_views = dict((stored or {}).get("feature_view", {})) | view_specs
     for svc in services:

@@ -8,11 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from featurestore import types as fstypes
 from featurestore.errors import DefinitionError
 from featurestore.sources import DataSource, source_from_spec
+
+if TYPE_CHECKING:
+    from transforms.aggregation import Aggregation
+    from transforms.ir import Expr
+
+
+def _transforms():
+    """The transforms package, imported on use: it imports featurestore.types, so a module-level import
+    here would be circular when ``transforms`` is imported first."""
+    from transforms import aggregation, ir
+
+    return ir, aggregation.Aggregation
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
@@ -112,6 +124,15 @@ class FeatureView:
     owner: str = ""
     # Key column types, resolved from the source at apply time when the schema does not give them.
     entity_columns: Sequence[Field] = ()
+    # Declarative transforms: ``filter`` keeps source rows where it is True (evaluated on the source's
+    # columns), ``transform`` adds or replaces columns (each expression named with .alias()), and
+    # ``aggregations`` turn the resulting events into windowed features (the view's features are then
+    # the aggregations, named e.g. ``amount_sum_1h``).
+    transform: Sequence["Expr"] = ()
+    filter: "Expr | None" = None
+    aggregations: Sequence["Aggregation"] = ()
+    # Types of the columns the aggregations read, resolved at apply time.
+    event_columns: Sequence[Field] = ()
 
     def __post_init__(self) -> None:
         check_name("FeatureView", self.name)
@@ -127,6 +148,26 @@ class FeatureView:
         object.__setattr__(self, "entities", tuple(self.entities))
         object.__setattr__(self, "schema", tuple(self.schema))
         object.__setattr__(self, "entity_columns", tuple(self.entity_columns))
+        object.__setattr__(self, "transform", tuple(self.transform))
+        object.__setattr__(self, "aggregations", tuple(self.aggregations))
+        object.__setattr__(self, "event_columns", tuple(self.event_columns))
+        ir, Aggregation = _transforms()
+        for e in self.transform:
+            if not isinstance(e, ir.Expr):
+                raise DefinitionError(f"FeatureView {self.name!r}: transform takes expressions (col(...)...), "
+                                      f"got {e!r}", obj=self.name, field="transform")
+        if self.filter is not None and not isinstance(self.filter, ir.Expr):
+            raise DefinitionError(f"FeatureView {self.name!r}: filter must be an expression, got {self.filter!r}",
+                                  obj=self.name, field="filter")
+        for a in self.aggregations:
+            if not isinstance(a, Aggregation):
+                raise DefinitionError(f"FeatureView {self.name!r}: aggregations takes Aggregation objects, "
+                                      f"got {a!r}", obj=self.name, field="aggregations")
+        agg_names = [a.name for a in self.aggregations]
+        dupes = sorted({n for n in agg_names if agg_names.count(n) > 1})
+        if dupes:
+            raise DefinitionError(f"FeatureView {self.name!r}: aggregation {dupes[0]!r} is declared twice",
+                                  obj=self.name, field=dupes[0])
         for f in self.schema:
             if not isinstance(f, Field):
                 raise DefinitionError(f"FeatureView {self.name!r}: schema takes Field objects, got {f!r}",
@@ -171,7 +212,7 @@ class FeatureView:
         """``view[["a", "b"]]`` selects some features, e.g. for a FeatureService."""
         if isinstance(features, str):
             features = [features]
-        known = {f.name for f in self.features}
+        known = {f.name for f in self.features} | {a.name for a in self.aggregations}
         for f in features:
             if f not in known:
                 raise DefinitionError(f"FeatureView {self.name!r} has no feature {f!r}", obj=self.name,
@@ -180,6 +221,7 @@ class FeatureView:
 
     # -- specs ----------------------------------------------------------------------------------
     def to_spec(self) -> dict[str, Any]:
+        ir, _ = _transforms()
         return {
             "name": self.name,
             "entities": list(self.entity_names),
@@ -191,11 +233,17 @@ class FeatureView:
             "description": self.description,
             "tags": dict(self.tags),
             "owner": self.owner,
+            "transform": [ir.to_spec(e) for e in self.transform],
+            "filter": None if self.filter is None else ir.to_spec(self.filter),
+            "aggregations": [a.to_spec() for a in self.aggregations],
+            "event_columns": [f.to_spec() for f in self.event_columns],
         }
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> "FeatureView":
         ttl = spec.get("ttl_seconds")
+        flt = spec.get("filter")
+        ir, Aggregation = _transforms()
         return cls(
             name=spec["name"],
             entities=tuple(spec["entities"]),
@@ -207,6 +255,10 @@ class FeatureView:
             description=spec.get("description", ""),
             tags=spec.get("tags", {}),
             owner=spec.get("owner", ""),
+            transform=[ir.from_spec(e) for e in spec.get("transform", [])],
+            filter=None if flt is None else ir.from_spec(flt),
+            aggregations=[Aggregation.from_spec(a) for a in spec.get("aggregations", [])],
+            event_columns=[Field.from_spec(f) for f in spec.get("event_columns", [])],
         )
 
     def with_entity_columns(self, columns: Sequence[Field]) -> "FeatureView":

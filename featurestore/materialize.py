@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from featurestore import types as fstypes
 from featurestore.engines.base import CREATED_TS, EVENT_TS
 from featurestore.errors import FeatureViewNotFound, InvalidInputError
-from featurestore.retrieval import MIN_TIME, key_columns, source_data
+from featurestore.retrieval import MIN_TIME, source_data, stored_columns
 from featurestore.sources import batch_source_of, source_from_spec
 
 if TYPE_CHECKING:
@@ -96,34 +95,35 @@ def _progress(enabled: bool | None):
 def materialize_view(store: "FeatureStore", spec: dict, start: datetime, end: datetime, *, online: bool,
                      progress=None) -> ViewResult:
     source = batch_source_of(source_from_spec(spec["source"]))
-    keys = key_columns(spec)
-    key_names = {k for k, _ in keys}
-    inverse = {v: k for k, v in source.field_mapping.items()}
-    features = [(inverse.get(f["name"], f["name"]), f["name"], fstypes.from_spec(f["dtype"]).to_arrow())
-                for f in spec["schema"] if f["name"] not in key_names]
-    data_keys = [(inverse.get(k, k), t) for k, t in keys]
-    columns = [k for k, _ in data_keys] + [src for src, _, _ in features]
-    data, _ = source_data(store, source, columns, start, end)
+    keys, stored = stored_columns(spec)
+    features = [(c, c, t) for c, t in stored]
+    data, _ = source_data(store, spec, source, [k for k, _ in keys] + [c for c, _ in stored], start, end)
     result = ViewResult(spec["name"], start, end)
     lo, hi = store.engine.time_bounds(data, start, end)
     chunks = list(_chunks(lo, hi, start, end)) if lo is not None else [(start, end)]
     task = progress.add_task(spec["name"], total=len(chunks)) if progress else None
     ttl = spec.get("ttl_seconds")
+    ttl = None if ttl is None else timedelta(seconds=ttl)
+    aggregated = bool(spec.get("aggregations"))
     for chunk_start, chunk_end in chunks:
-        rows = store.engine.read_rows(data, data_keys, features, chunk_start, chunk_end)
-        rename = {src: out for src, out in zip([k for k, _ in data_keys], [k for k, _ in keys])}
-        if rename and any(a != b for a, b in rename.items()):
-            rows = rows.rename_columns([rename.get(c, c) for c in rows.column_names])
+        rows = store.engine.read_rows(data, keys, features, chunk_start, chunk_end)
         store.offline_store.write(spec["name"], rows, chunk_start, chunk_end, EVENT_TS)
         result.rows += rows.num_rows
-        if online and spec.get("online", True) and rows.num_rows:
-            written = store.online_store.write(
-                spec["name"], [k for k, _ in keys], rows, event_ts_column=EVENT_TS,
-                created_ts_column=CREATED_TS, ttl=None if ttl is None else timedelta(seconds=ttl))
+        if online and spec.get("online", True) and rows.num_rows and not aggregated:
+            written = store.online_store.write(spec["name"], [k for k, _ in keys], rows, event_ts_column=EVENT_TS,
+                                               created_ts_column=CREATED_TS, ttl=ttl)
             result.online_written += written.written
             result.online_skipped += written.skipped_stale
         if progress:
             progress.advance(task)
+    if online and spec.get("online", True) and aggregated and lo is not None:
+        from featurestore.online_aggregate import aggregation_state
+
+        for state in aggregation_state(store, spec, data, start, end):
+            written = store.online_store.write(spec["name"], [k for k, _ in keys], state, event_ts_column=EVENT_TS,
+                                               created_ts_column=CREATED_TS, ttl=ttl)
+            result.online_written += written.written
+            result.online_skipped += written.skipped_stale
     return result
 
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 from featurestore import types as fstypes
 from featurestore.definitions import FeatureService
 from featurestore.errors import InvalidInputError
+from featurestore.online_aggregate import aggregations_of, finish, state_types
 from featurestore.retrieval import ViewRequest, key_columns, output_names, resolve_features
 
 if TYPE_CHECKING:
@@ -90,6 +91,9 @@ class _Plan:
     types: dict[str, dict[str, pa.DataType]]
     ttl: dict[str, float | None]
     entity_columns: list[str] = field(default_factory=list)
+    # Aggregation views: their aggregations by name, and the stored state's column types.
+    aggregations: dict[str, dict] = field(default_factory=dict)
+    state: dict[str, dict[str, pa.DataType]] = field(default_factory=dict)
 
 
 class OnlineReader:
@@ -136,6 +140,10 @@ class OnlineReader:
             ttl={r.name: r.spec.get("ttl_seconds") for r in requests},
             entity_columns=entity_columns,
         )
+        for r in requests:
+            if r.spec.get("aggregations"):
+                plan.aggregations[r.name] = {a.name: a for a in aggregations_of(r.spec)}
+                plan.state[r.name] = state_types(r.spec)
         self._plans[cache_key] = plan
         return plan
 
@@ -158,8 +166,11 @@ class OnlineReader:
             keys = plan.keys[req.name]
             key_lists = [_coerce_keys(name, columns[name], t) for name, t in keys]
             key_tuples = list(zip(*key_lists)) if key_lists else [()] * n
-            result = self.store.online_store.read(req.name, [k for k, _ in keys], key_tuples, req.features,
-                                                  {f: plan.types[req.name][f] for f in req.features})
+            if req.name in plan.aggregations:
+                result = self._read_aggregates(plan, req, keys, key_tuples, now)
+            else:
+                result = self.store.online_store.read(req.name, [k for k, _ in keys], key_tuples, req.features,
+                                                      {f: plan.types[req.name][f] for f in req.features})
             ttl = plan.ttl[req.name]
             fresh = [t is not None and (ttl is None or (now - t).total_seconds() <= ttl)
                      for t in result.event_timestamps]
@@ -180,6 +191,30 @@ class OnlineReader:
                 values[out], statuses[out], stamps[out] = vals, sts, list(result.event_timestamps)
         names = plan.entity_columns + [plan.names[(r.name, f)] for r in plan.requests for f in r.features]
         return OnlineResponse(names, values, statuses, stamps)
+
+    def _read_aggregates(self, plan: _Plan, req: ViewRequest, keys, key_tuples: list, now: datetime):
+        state = plan.state[req.name]
+        raw = self.store.online_store.read(req.name, [k for k, _ in keys], key_tuples, list(state), state)
+        return _finish_all(plan, req, raw, len(key_tuples), now)
+
+
+class _Aggregated:
+    """A ReadResult-shaped holder for aggregation values finished at read time."""
+
+    def __init__(self, values: dict[str, list], event_timestamps: list):
+        self.values = values
+        self.event_timestamps = event_timestamps
+
+
+def _finish_all(plan: "_Plan", req: ViewRequest, raw, n: int, now: datetime) -> _Aggregated:
+    aggs = plan.aggregations[req.name]
+    names = list(plan.state[req.name])
+    values: dict[str, list] = {f: [] for f in req.features}
+    for i in range(n):
+        state = {name: raw.values[name][i] for name in names}
+        for f in req.features:
+            values[f].append(finish(aggs[f], state, now) if raw.event_timestamps[i] is not None else None)
+    return _Aggregated(values, list(raw.event_timestamps))
 
 
 def _columns(entity_rows: Any) -> dict[str, list]:

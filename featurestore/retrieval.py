@@ -215,52 +215,114 @@ class PlannedRead:
     fingerprint: str
 
 
+def needed_from(spec: dict, lo: datetime | None) -> datetime | None:
+    """The earliest event time an export with entity times >= lo + ttl can need (None: all history).
+
+    Plain views need [t - ttl, t]; aggregation views need their longest window too, and all history
+    for a lifetime aggregation or when there is no TTL (the latest event decides freshness)."""
+    aggs = spec.get("aggregations") or []
+    if not aggs:
+        return lo
+    ttl = spec.get("ttl_seconds")
+    windows = [a["window_seconds"] for a in aggs]
+    if lo is None or ttl is None or any(w is None for w in windows):
+        return None
+    return lo + timedelta(seconds=ttl) - timedelta(seconds=max(max(windows), ttl))
+
+
+def stored_columns(spec: dict) -> tuple[list[tuple[str, pa.DataType]], list[tuple[str, pa.DataType]]]:
+    """(key columns, stored columns) of a view's rows: the features, or for an aggregation view the
+    event columns its aggregations read."""
+    keys = key_columns(spec)
+    if spec.get("aggregations"):
+        stored = [(c["name"], fstypes.from_spec(c["dtype"]).to_arrow()) for c in spec["event_columns"]]
+    else:
+        names = {k for k, _ in keys}
+        stored = [(f["name"], fstypes.from_spec(f["dtype"]).to_arrow()) for f in spec["schema"]
+                  if f["name"] not in names]
+    return keys, stored
+
+
 def plan_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: datetime,
               names: dict[tuple[str, str], str]) -> PlannedRead:
     spec = req.spec
     ftypes = _feature_types(spec)
-    keys = key_columns(spec)
+    keys, stored = stored_columns(spec)
     offline = store.offline_store
+    lo = needed_from(spec, lo)
     if offline.covers(req.name, lo or MIN_TIME, hi):
         files = offline.files(req.name, lo, hi)
         data = (ViewData(EVENT_TS, CREATED_TS, files=tuple(files)) if files
                 else ViewData(EVENT_TS, CREATED_TS, table=offline.read(req.name, lo, hi)))
-        data_col = {f: f for f in req.features}
-        key_col = {k: k for k, _ in keys}
         read_from, fingerprint = "offline_store", offline.fingerprint(req.name)
     else:
-        source = batch_source_of(source_from_spec(spec["source"]))
-        inverse = {v: k for k, v in source.field_mapping.items()}
-        data_col = {f: inverse.get(f, f) for f in req.features}
-        key_col = {k: inverse.get(k, k) for k, _ in keys}
-        data, fingerprint = source_data(store, source, list(key_col.values()) + list(data_col.values()), lo, hi)
+        source = source_from_spec(spec["source"])
+        data, fingerprint = source_data(store, spec, batch_source_of(source),
+                                        [k for k, _ in keys] + [c for c, _ in stored], lo, hi)
         read_from = "source"
+    aggregations = ()
+    if spec.get("aggregations"):
+        from transforms.aggregation import Aggregation
+
+        aggregations = tuple(Aggregation.from_spec(a) for a in spec["aggregations"])
+    event_columns = tuple((c["name"], fstypes.from_spec(c["dtype"])) for c in spec.get("event_columns", []))
     join = ViewJoin(
         name=req.name,
-        keys=tuple((k, key_col[k], t) for k, t in keys),
-        features=tuple((data_col[f], names[(req.name, f)], ftypes[f]) for f in req.features),
+        keys=tuple((k, k, t) for k, t in keys),
+        features=tuple((f, names[(req.name, f)], ftypes[f]) for f in req.features),
         ttl_seconds=spec.get("ttl_seconds"),
         data=data,
+        aggregations=aggregations,
+        event_columns=event_columns,
     )
     return PlannedRead(join, read_from, fingerprint)
 
 
-def source_data(store: "FeatureStore", source, columns: list[str], lo: datetime | None,
+def pipeline(store: "FeatureStore", spec: dict, source) -> dict[str, Any]:
+    """The ViewData pipeline fields of a view over ``source``: field mapping, filter, transforms."""
+    from transforms import ir
+
+    out: dict[str, Any] = {}
+    if source.field_mapping:
+        out["rename"] = tuple(source.field_mapping.items())
+    if spec.get("filter") is not None:
+        out["filter"] = ir.from_spec(spec["filter"])
+    if spec.get("transform"):
+        out["transform"] = tuple(ir.from_spec(e) for e in spec["transform"])
+    if "filter" in out or "transform" in out:
+        from featurestore.validate import source_schema
+
+        types = {}
+        for f in source_schema(source, store.repo_path):
+            try:
+                types[f.name] = fstypes.from_arrow(f.type)
+            except DefinitionError:
+                continue
+        out["schema"] = tuple(types.items())
+    return out
+
+
+def source_data(store: "FeatureStore", spec: dict, source, columns: list[str], lo: datetime | None,
                 hi: datetime | None) -> tuple[ViewData, str]:
-    """A source's rows as engine input, with the source's fingerprint."""
+    """A view's source rows as engine input (with the view's pipeline), and the source's fingerprint."""
     created = source.created_timestamp_field
+    steps = pipeline(store, spec, source)
     if isinstance(source, FileSource):
         from connectors import file_source
 
         files = file_source.resolve_paths(source, store.repo_path)
-        return (ViewData(source.timestamp_field, created, files=tuple(files), file_format=source.file_format),
-                file_source.fingerprint(source, store.repo_path))
+        return (ViewData(source.timestamp_field, created, files=tuple(files), file_format=source.file_format,
+                         **steps), file_source.fingerprint(source, store.repo_path))
     if isinstance(source, SqlSource):
         from connectors import sql_source
 
-        wanted = list(dict.fromkeys(columns + [source.timestamp_field] + ([created] if created else [])))
+        wanted = None
+        if "filter" not in steps and "transform" not in steps:
+            inverse = {v: k for k, v in source.field_mapping.items()}
+            wanted = list(dict.fromkeys([inverse.get(c, c) for c in columns] + [source.timestamp_field]
+                                        + ([created] if created else [])))
         table = sql_source.read_arrow(source, wanted, lo, hi)
-        return ViewData(source.timestamp_field, created, table=table), sql_source.fingerprint(source)
+        return ViewData(source.timestamp_field, created, table=table, **steps), sql_source.fingerprint(source)
     raise InvalidInputError(f"source {source.name!r} of kind {source.kind!r} cannot be read in batch")
 
 

@@ -85,10 +85,11 @@ class FeatureStore:
         from featurestore import apply as apply_mod
         from featurestore.repo import load_repo
 
+        engine = self.config.engine.get("type", "local")
         if objects is None:
-            return apply_mod.desired_state(load_repo(self.repo_path), self.repo_path), True
+            return apply_mod.desired_state(load_repo(self.repo_path), self.repo_path, engine_type=engine), True
         contents = apply_mod.contents_of(objects)
-        return apply_mod.desired_state(contents, self.repo_path, self.registry.snapshot()), False
+        return apply_mod.desired_state(contents, self.repo_path, self.registry.snapshot(), engine), False
 
     def list_entities(self) -> list[Entity]:
         return [Entity.from_spec(s) for s in self.registry.list("entity").values()]

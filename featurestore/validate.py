@@ -56,11 +56,7 @@ def source_schema(source: DataSource, repo_path: Path) -> pa.Schema:
     return schema
 
 
-def _compatible(declared: fstypes.DataType, found: pa.DataType) -> bool:
-    try:
-        actual = fstypes.from_arrow(found)
-    except DefinitionError:
-        return False
+def _compatible_types(declared: fstypes.DataType, actual: fstypes.DataType) -> bool:
     if actual.family == declared.family:
         return True
     # Integers widen into floats; a CSV can give a timestamp as text that the engine parses.
@@ -109,41 +105,122 @@ def resolve_view(view: FeatureView, entities: dict[str, Entity], repo_path: Path
         if column is not None and column not in found:
             problems.add(f"FeatureView {view.name!r}: source {src.name!r} has no {label} column {column!r}",
                          obj=view.name, field_name=column)
+    columns = view_columns(view, found, problems)
+    if columns is None:
+        return None
     declared = {f.name: f for f in view.schema}
     key_fields = []
     for key in keys:
-        if key not in found:
+        if key not in columns:
             problems.add(f"FeatureView {view.name!r}: join key {key!r} is not a column of source "
                          f"{src.name!r}", obj=view.name, field_name=key)
             continue
-        dtype = declared[key].dtype if key in declared else fstypes.from_arrow(found[key])
-        key_fields.append(Field(name=key, dtype=dtype))
-    schema_fields = list(view.schema)
-    if not schema_fields:  # no schema: every other column of the source is a feature
-        skip = set(keys) | {src.timestamp_field, src.created_timestamp_field}
-        for name, arrow_type in found.items():
-            if name not in skip:
-                try:
-                    schema_fields.append(Field(name=name, dtype=fstypes.from_arrow(arrow_type)))
-                except DefinitionError:
-                    problems.add(f"FeatureView {view.name!r}: source column {name!r} has unsupported type "
-                                 f"{arrow_type}", obj=view.name, field_name=name)
-    for f in schema_fields:
-        if f.name in keys:
-            continue
-        if f.name not in found:
-            problems.add(f"FeatureView {view.name!r}: schema field {f.name!r} is not a column of source "
-                         f"{src.name!r} (columns: {', '.join(found)})", obj=view.name, field_name=f.name)
-        elif not _compatible(f.dtype, found[f.name]):
-            problems.add(f"FeatureView {view.name!r}: field {f.name!r} is declared {f.dtype!r} but source "
-                         f"{src.name!r} has {found[f.name]}", obj=view.name, field_name=f.name)
+        key_fields.append(Field(name=key, dtype=declared[key].dtype if key in declared else columns[key]))
+    event_fields: list[Field] = []
+    if view.aggregations:
+        schema_fields, event_fields = _aggregation_fields(view, columns, problems)
+    else:
+        schema_fields = _plain_fields(view, keys, columns, found, problems)
     if len(problems.items) > before:
         return None
-    resolved = FeatureView(
+    return FeatureView(
         name=view.name, entities=view.entities, schema=schema_fields, source=view.source, ttl=view.ttl,
         online=view.online, description=view.description, tags=view.tags, owner=view.owner,
-        entity_columns=key_fields)
-    return resolved
+        entity_columns=key_fields, transform=view.transform, filter=view.filter,
+        aggregations=view.aggregations, event_columns=event_fields)
+
+
+def view_columns(view: FeatureView, found: dict[str, pa.DataType], problems: Problems
+                 ) -> dict[str, fstypes.DataType] | None:
+    """The columns a view's rows have: the source's (after field mapping) with the filter applied and
+    the transforms' outputs added or replacing; None (and a problem) when an expression is invalid."""
+    from transforms import infer_type, output_name
+
+    columns: dict[str, fstypes.DataType] = {}
+    for name, arrow_type in found.items():
+        try:
+            columns[name] = fstypes.from_arrow(arrow_type)
+        except DefinitionError:
+            continue  # unusable types are reported only if a feature uses them
+    try:
+        if view.filter is not None:
+            kind = infer_type(view.filter, columns, obj=view.name)
+            if kind != fstypes.Bool:
+                problems.add(f"FeatureView {view.name!r}: filter must be a Bool expression, got {kind!r}",
+                             obj=view.name, field_name="filter")
+                return None
+        produced = {}
+        for expr in view.transform:
+            produced[output_name(expr)] = infer_type(expr, columns, obj=view.name)
+    except DefinitionError as exc:
+        problems.add(f"FeatureView {view.name!r}: {exc}", obj=view.name, field_name=exc.field or "transform")
+        return None
+    return columns | produced
+
+
+def _plain_fields(view: FeatureView, keys: list[str], columns: dict[str, fstypes.DataType],
+                  found: dict[str, pa.DataType], problems: Problems) -> list[Field]:
+    src = view.source
+    fields = list(view.schema)
+    if not fields:  # no schema: every other column is a feature
+        skip = set(keys) | {src.timestamp_field, src.created_timestamp_field}
+        for name in list(found) + [n for n in columns if n not in found]:
+            if name in skip:
+                continue
+            if name not in columns:
+                problems.add(f"FeatureView {view.name!r}: source column {name!r} has unsupported type "
+                             f"{found[name]}", obj=view.name, field_name=name)
+            else:
+                fields.append(Field(name=name, dtype=columns[name]))
+    for f in fields:
+        if f.name in keys:
+            continue
+        if f.name not in columns:
+            problems.add(f"FeatureView {view.name!r}: schema field {f.name!r} is not a column of source "
+                         f"{src.name!r} (columns: {', '.join(columns)})", obj=view.name, field_name=f.name)
+        elif not _compatible_types(f.dtype, columns[f.name]):
+            problems.add(f"FeatureView {view.name!r}: field {f.name!r} is declared {f.dtype!r} but source "
+                         f"{src.name!r} has {found.get(f.name, columns[f.name])}", obj=view.name,
+                         field_name=f.name)
+    return fields
+
+
+def _aggregation_fields(view: FeatureView, columns: dict[str, fstypes.DataType], problems: Problems
+                        ) -> tuple[list[Field], list[Field]]:
+    """(features, event columns) of an aggregation view; declared schema fields must name aggregations."""
+    features, events = [], []
+    for agg in view.aggregations:
+        if agg.column not in columns:
+            problems.add(f"FeatureView {view.name!r}: aggregation {agg.name!r} reads unknown column "
+                         f"{agg.column!r}", obj=view.name, field_name=agg.column)
+            continue
+        try:
+            features.append(Field(name=agg.name, dtype=agg.output_type(columns, obj=view.name)))
+        except DefinitionError as exc:
+            problems.add(str(exc), obj=view.name, field_name=agg.name)
+            continue
+        if agg.column not in {f.name for f in events}:
+            events.append(Field(name=agg.column, dtype=columns[agg.column]))
+    names = {f.name for f in features}
+    for f in view.schema:
+        if f.name not in names and f.name not in {k for e in view.entities if not isinstance(e, str)
+                                                   for k in e.join_keys}:
+            problems.add(f"FeatureView {view.name!r}: schema field {f.name!r} is not one of its aggregations "
+                         f"({', '.join(a.name for a in view.aggregations)})", obj=view.name, field_name=f.name)
+    return features, events
+
+
+def check_engine(view: FeatureView, engine_type: str, problems: Problems) -> None:
+    """An engine that cannot run a node says so at plan time, never mid-job."""
+    if engine_type == "spark":
+        from transforms.compile_spark import SparkCompiler as compiler
+    else:
+        from transforms.compile_duckdb import DuckDBCompiler as compiler
+    nodes = list(view.transform) + ([view.filter] if view.filter is not None else []) + list(view.aggregations)
+    try:
+        compiler.check_supported(nodes, view=view.name)
+    except DefinitionError as exc:
+        problems.add(str(exc), obj=view.name, field_name="transform")
 
 
 def check_service(service: FeatureService, views: dict[str, dict], problems: Problems) -> None:

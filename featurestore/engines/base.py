@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 
@@ -27,6 +28,17 @@ class ViewData:
     files: tuple[str, ...] = ()
     file_format: str = "parquet"
     table: pa.Table | None = None
+    # The view's row pipeline, applied in this order: source columns renamed (field mapping), rows
+    # kept where ``filter`` is True, ``transform`` outputs added (or replacing columns). ``schema``
+    # holds the renamed source column types, for exact cast semantics.
+    rename: tuple[tuple[str, str], ...] = ()
+    filter: Any = None
+    transform: tuple[Any, ...] = ()
+    schema: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def has_pipeline(self) -> bool:
+        return bool(self.rename or self.filter is not None or self.transform)
 
     def __post_init__(self) -> None:
         if bool(self.files) == (self.table is not None):
@@ -46,6 +58,10 @@ class ViewJoin:
     features: tuple[tuple[str, str, pa.DataType], ...]
     ttl_seconds: float | None
     data: ViewData
+    # For aggregation views: the aggregations (features are then (aggregation name, output, type)) and
+    # the types of the event columns they read.
+    aggregations: tuple[Any, ...] = ()
+    event_columns: tuple[tuple[str, Any], ...] = ()
 
 
 class Engine(ABC):

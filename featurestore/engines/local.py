@@ -82,14 +82,35 @@ class LocalEngine(Engine):
     # -- scans ---------------------------------------------------------------------------------
     def _scan(self, con: "duckdb.DuckDBPyConnection", data: ViewData, alias: str,
               params: dict[str, Any]) -> str:
-        """A FROM-clause fragment reading ``data``; file lists travel as bound parameters."""
+        """A FROM-clause fragment reading ``data`` through its pipeline; file lists and literals travel
+        as bound parameters."""
         if data.table is not None:
             con.register(alias + "_tbl", data.table)
-            return quote(alias + "_tbl")
-        params[alias + "_files"] = list(data.files)
-        if data.file_format == "csv":
-            return f"read_csv(${alias}_files, union_by_name = true)"
-        return f"read_parquet(${alias}_files, union_by_name = true, hive_partitioning = false)"
+            base = quote(alias + "_tbl")
+        else:
+            params[alias + "_files"] = list(data.files)
+            if data.file_format == "csv":
+                base = f"read_csv(${alias}_files, union_by_name = true)"
+            else:
+                base = f"read_parquet(${alias}_files, union_by_name = true, hive_partitioning = false)"
+        if not data.has_pipeline:
+            return base
+        from transforms import output_name
+        from transforms.compile_duckdb import DuckDBCompiler
+
+        sql = f"SELECT * FROM {base}"
+        if data.rename:
+            renames = ", ".join(f"{quote(a)} AS {quote(b)}" for a, b in data.rename)
+            sql = f"SELECT * RENAME ({renames}) FROM {base}"
+        compiler = DuckDBCompiler(dict(data.schema) or None, params)  # shared params: unique names
+        if data.filter is not None or data.transform:
+            outputs = [(output_name(e), compiler.visit(e)) for e in data.transform]
+            replaced = [name for name, _ in outputs if name in dict(data.schema)]
+            star = f"* EXCLUDE ({', '.join(quote(n) for n in replaced)})" if replaced else "*"
+            items = [star] + [f"{expr} AS {quote(name)}" for name, expr in outputs]
+            where = f" WHERE {compiler.visit(data.filter)}" if data.filter is not None else ""
+            sql = f"SELECT {', '.join(items)} FROM ({sql}) AS {alias}_src{where}"
+        return f"({sql})"
 
     @staticmethod
     def _ts(column: str) -> str:
@@ -124,6 +145,12 @@ class LocalEngine(Engine):
             from_clause = "fs_e"
             for i, join in enumerate(joins):
                 data = join.data
+                if join.aggregations:
+                    cte, clause, outs = self._aggregation_join(con, i, join, bounds, params)
+                    ctes += cte
+                    from_clause += clause
+                    select_cols += outs
+                    continue
                 cols = [f"{self._cast(quote(dcol), ktype)} AS __k{j}"
                         for j, (_, dcol, ktype) in enumerate(join.keys)]
                 cols.append(f"{self._ts(data.timestamp_column)} AS __ts")
@@ -169,6 +196,45 @@ class LocalEngine(Engine):
                 arrays.append(col)
                 names.append(out)
         return pa.Table.from_arrays(arrays, names=names)
+
+    def _aggregation_join(self, con, i: int, join: ViewJoin, bounds, params: dict[str, Any]
+                          ) -> tuple[list[str], str, list[str]]:
+        """CTEs, a join clause and output columns computing a view's windowed aggregations at every
+        entity row: each value covers events in (t - window, t]. A row with no event at or before t
+        (or, with a TTL, whose latest event is older than t - ttl) gets nulls, like a missed join."""
+        from featurestore import types as fstypes
+        from transforms.aggregation import Aggregation
+        from transforms.compile_duckdb import aggregate_at_points_sql
+
+        data = join.data
+        keys = [f"__k{j}" for j in range(len(join.keys))]
+        cols = [f"{self._cast(quote(dcol), ktype)} AS __k{j}" for j, (_, dcol, ktype) in enumerate(join.keys)]
+        cols.append(f"{self._ts(data.timestamp_column)} AS __ts")
+        if data.created_column:
+            cols.append(f"{self._ts(data.created_column)} AS __cr")
+        event_names = [name for name, _ in join.event_columns]
+        cols += [quote(name) for name in event_names]
+        where = ""
+        if bounds[1] is not None:
+            params[f"v{i}_hi"] = bounds[1]
+            where = f" WHERE {self._ts(data.timestamp_column)} <= $v{i}_hi"
+        scan = self._scan(con, data, f"fs_v{i}", params)
+        latest = Aggregation(column="__ts", function="max", window=None, name="__fs_latest")
+        schema = dict(join.event_columns) | {"__ts": fstypes.Timestamp}
+        agg_sql = aggregate_at_points_sql(
+            f"SELECT * FROM fs_v{i}", f"SELECT * FROM fs_p{i}", keys, "__ts",
+            list(join.aggregations) + [latest], "__cr" if data.created_column else None,
+            point_id="__point_id", schema=schema)
+        ctes = [f"fs_v{i} AS (SELECT {', '.join(cols)} FROM {scan}{where})",
+                f"fs_p{i} AS (SELECT {_ROW} AS __point_id, "
+                + ", ".join(f"__e{i}_k{j} AS __k{j}" for j in range(len(keys))) + ", __fs_t AS __ts FROM fs_e)",
+                f"fs_a{i} AS ({agg_sql})"]
+        fresh = f"fs_a{i}.__fs_latest IS NOT NULL"
+        if join.ttl_seconds is not None:
+            fresh += f" AND fs_a{i}.__fs_latest >= fs_e.__fs_t - to_microseconds({int(join.ttl_seconds * 1_000_000)})"
+        outs = [f"CASE WHEN {fresh} THEN {self._cast(f'fs_a{i}.{quote(name)}', ftype)} END AS __o{i}_{j}"
+                for j, (name, _, ftype) in enumerate(join.features)]
+        return ctes, f" LEFT JOIN fs_a{i} ON fs_a{i}.__point_id = fs_e.{_ROW}", outs
 
     # -- bounded reads (materialization) -------------------------------------------------------
     @staticmethod
