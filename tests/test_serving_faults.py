@@ -118,3 +118,31 @@ def test_real_server_stays_up_through_a_redis_crash(redis_backed):
         now = datetime.now(UTC)
         assert fc.push("live_push", {"driver_id": [1], "ts": [now], "speed": [4.5]})["online_written"] == 1
         assert fc.get_online_features(["live:speed"], entities={"driver_id": [1]}).to_dict()["speed"] == [4.5]
+
+
+def test_frozen_redis_under_concurrent_lookups_stays_bounded(redis_backed):
+    """Lookups run on the event loop while Redis answers; once it fails they go to the thread pool, so
+    eight requests waiting on a frozen Redis time out side by side, not one socket timeout after another."""
+    server, store = redis_backed
+    with uvicorn_server(create_app(store)) as url, FeatureClient(url, timeout=10) as fc:
+        assert fc.get_online_features(["stats:trips"], entities={"driver_id": [1]}).to_dict()["trips"] == [10]
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            def one_lookup(_):
+                start = time.perf_counter()
+                with pytest.raises(BackendUnavailableError):
+                    fc.get_online_features(["stats:trips"], entities={"driver_id": [1]})
+                return time.perf_counter() - start
+
+            for _ in range(2):
+                with ThreadPoolExecutor(8) as pool:
+                    durations = list(pool.map(one_lookup, range(8)))
+                assert max(durations) < BOUND_S, durations
+            health, elapsed = timed(fc.health)
+            assert health["status"] == "unavailable" and elapsed < BOUND_S
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        for _ in range(3):  # back on the fast path, with the right values
+            assert fc.get_online_features(["stats:trips", "stats:label"],
+                                          entities={"driver_id": [2, 3]}).to_dict() == \
+                {"driver_id": [2, 3], "trips": [20, 30], "label": ["l2", None]}

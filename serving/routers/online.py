@@ -1,5 +1,10 @@
 """``POST /get-online-features``: Feast's request and response shape.
 
+The endpoint is ``async`` and calls the store through ``ServingState.store_calls``: inline on the event
+loop while the online store is healthy (a thread-pool hop per request cost ~100 us and, with the GIL
+handed between the loop and the workers, long tails under concurrency), in the thread pool while it is
+failing, so that requests waiting on a frozen Redis time out side by side, not one after another.
+
 The response is rendered by orjson straight from the store's columns (timestamps, bytes, NaN handled
 by :mod:`serving.responses`), equal to ``OnlineResponse.to_rest()`` without a Python pass per value.
 """
@@ -49,7 +54,7 @@ def rest_json(response: "OnlineResponse") -> bytes:
 @router.post("/get-online-features", response_model=OnlineFeaturesResponse,
              responses=error_responses(401, 403, 404, 422, 503),
              summary="Latest feature values for entities (Feast-compatible)")
-def get_online_features(body: GetOnlineFeaturesRequest, request: Request) -> RawJSONResponse:
+async def get_online_features(body: GetOnlineFeaturesRequest, request: Request) -> RawJSONResponse:
     state = state_of(request)
     rows = max(map(len, body.entities.values()), default=0)
     if rows > state.max_entities:
@@ -60,6 +65,10 @@ def get_online_features(body: GetOnlineFeaturesRequest, request: Request) -> Raw
         features = body.feature_service
     else:
         features = body.features
+    return RawJSONResponse(await state.store_calls.run(_lookup, state, features, body, rows))
+
+
+def _lookup(state, features, body: GetOnlineFeaturesRequest, rows: int) -> bytes:
     store = state.store
     try:
         response = store.get_online_features(features, body.entities, body.full_feature_names)
@@ -68,7 +77,7 @@ def get_online_features(body: GetOnlineFeaturesRequest, request: Request) -> Raw
         raise
     content = rest_json(response)
     state.metrics.lookup(rows, _newest_by_view(store, features, body.full_feature_names, response))
-    return RawJSONResponse(content)
+    return content
 
 
 def _raise_if_bad_integer_key(store, features, body: GetOnlineFeaturesRequest) -> None:
