@@ -18,7 +18,7 @@ from featurestore.repo import RepoContents, origin_of
 from featurestore.sources import DataSource
 from featurestore.validate import Problems, check_engine, check_service, check_unique, resolve_view
 
-KINDS = ("entity", "data_source", "feature_view", "feature_service")
+KINDS = ("entity", "data_source", "feature_view", "on_demand_feature_view", "feature_service")
 Specs = dict[str, dict[str, dict]]
 
 
@@ -71,13 +71,27 @@ def desired_state(contents: RepoContents, repo_path: Path, stored: Specs | None 
         check_engine(view, engine_type, problems)
     view_specs = {v.name: v.to_spec() for v in resolved_views}
     known_views = dict((stored or {}).get("feature_view", {})) | view_specs
+    odfvs = check_unique("OnDemandFeatureView", contents.on_demand_views, problems, origin_of)
+    odfv_specs = {}
+    for odfv in odfvs:
+        if odfv.name in known_views:
+            problems.add(f"OnDemandFeatureView {odfv.name!r}: a feature view has the same name", obj=odfv.name,
+                         field_name="name")
+        spec = odfv.to_spec(repo_path)
+        for source in spec["sources"]:
+            if source not in known_views:
+                problems.add(f"OnDemandFeatureView {odfv.name!r} reads unknown feature view {source!r}",
+                             obj=odfv.name, field_name="sources")
+        odfv_specs[odfv.name] = spec
+    known = known_views | dict((stored or {}).get("on_demand_feature_view", {})) | odfv_specs
     for svc in services:
-        check_service(svc, known_views, problems)
+        check_service(svc, known, problems)
     problems.raise_if_any()
     return {
         "entity": {e.name: e.to_spec() for e in entities},
         "data_source": {s.name: s.to_spec() for s in sources},
         "feature_view": view_specs,
+        "on_demand_feature_view": odfv_specs,
         "feature_service": {s.name: s.to_spec() for s in services},
     }
 
@@ -130,7 +144,9 @@ def incompatibilities(current: Specs, desired: Specs, plan: Plan) -> list[str]:
 def contents_of(objects: Iterable[object]) -> RepoContents:
     contents = RepoContents()
     for obj in objects:
-        if not isinstance(obj, (Entity, DataSource, FeatureView, FeatureService)):
+        from featurestore.on_demand import OnDemandFeatureView
+
+        if not isinstance(obj, (Entity, DataSource, FeatureView, FeatureService, OnDemandFeatureView)):
             raise TypeError(f"apply takes definitions (Entity, FeatureView, ...), got {obj!r}")
         contents.add(obj, "<apply(objects=...)>")
     return contents

@@ -298,7 +298,7 @@ class FeatureService:
             raise DefinitionError(f"FeatureService {self.name!r} lists no features", obj=self.name,
                                   field="features")
         for item in items:
-            if not isinstance(item, (FeatureView, FeatureViewProjection)):
+            if not isinstance(item, (FeatureView, FeatureViewProjection)) and not hasattr(item, "udf"):
                 raise DefinitionError(f"FeatureService {self.name!r}: features takes feature views or "
                                       f"view[[...]] projections, got {item!r}", obj=self.name,
                                       field="features")
@@ -307,7 +307,7 @@ class FeatureService:
     def projections(self) -> list[dict[str, Any]]:
         out = []
         for item in self.features:
-            if isinstance(item, FeatureView):
+            if not isinstance(item, FeatureViewProjection):  # a whole feature view or on-demand view
                 out.append({"view": item.name, "features": None})  # None: every feature of the view
             else:
                 feats = None if item.features is None else list(item.features)

@@ -20,7 +20,14 @@ from featurestore import types as fstypes
 from featurestore.definitions import FeatureService
 from featurestore.errors import InvalidInputError
 from featurestore.online_aggregate import aggregations_of, finish, state_types
-from featurestore.retrieval import ViewRequest, key_columns, output_names, resolve_features
+from featurestore.retrieval import (
+    ViewRequest,
+    key_columns,
+    on_demand_inputs,
+    output_names,
+    parse_ref,
+    resolve_features,
+)
 
 if TYPE_CHECKING:
     from featurestore.store import FeatureStore
@@ -94,6 +101,8 @@ class _Plan:
     # Aggregation views: their aggregations by name, and the stored state's column types.
     aggregations: dict[str, dict] = field(default_factory=dict)
     state: dict[str, dict[str, pa.DataType]] = field(default_factory=dict)
+    on_demand: list[ViewRequest] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
 
 
 class OnlineReader:
@@ -128,12 +137,16 @@ class OnlineReader:
         cached = self._plans.get(cache_key)
         if cached is not None:
             return cached
-        _, requests, _ = resolve_features(snapshot, features)
+        resolved = resolve_features(snapshot, features)
+        requests = resolved.requests
         keys = {r.name: key_columns(r.spec) for r in requests}
         entity_columns = list(dict.fromkeys(k for r in requests for k, _ in keys[r.name]))
+        names = output_names(requests + resolved.on_demand, full_feature_names, entity_columns)
         plan = _Plan(
             requests=requests,
-            names=output_names(requests, full_feature_names, entity_columns),
+            names=names,
+            on_demand=resolved.on_demand,
+            outputs=[names[parse_ref(r)] for r in dict.fromkeys(resolved.refs)],
             keys=keys,
             types={r.name: {f["name"]: fstypes.from_spec(f["dtype"]).to_arrow() for f in r.spec["schema"]}
                    for r in requests},
@@ -169,12 +182,12 @@ class OnlineReader:
             if req.name in plan.aggregations:
                 result = self._read_aggregates(plan, req, keys, key_tuples, now)
             else:
-                result = self.store.online_store.read(req.name, [k for k, _ in keys], key_tuples, req.features,
-                                                      {f: plan.types[req.name][f] for f in req.features})
+                result = self.store.online_store.read(req.name, [k for k, _ in keys], key_tuples, req.all_features,
+                                                      {f: plan.types[req.name][f] for f in req.all_features})
             ttl = plan.ttl[req.name]
             fresh = [t is not None and (ttl is None or (now - t).total_seconds() <= ttl)
                      for t in result.event_timestamps]
-            for feature in req.features:
+            for feature in req.all_features:
                 out = plan.names[(req.name, feature)]
                 raw = result.values[feature]
                 vals, sts = [], []
@@ -189,8 +202,22 @@ class OnlineReader:
                         vals.append(value)
                         sts.append(PRESENT if value is not None else NULL_VALUE)
                 values[out], statuses[out], stamps[out] = vals, sts, list(result.event_timestamps)
-        names = plan.entity_columns + [plan.names[(r.name, f)] for r in plan.requests for f in r.features]
-        return OnlineResponse(names, values, statuses, stamps)
+        for odfv in plan.on_demand:
+            self._run_on_demand(plan, odfv, columns, values, statuses, stamps, n)
+        return OnlineResponse(plan.entity_columns + plan.outputs, values, statuses, stamps)
+
+    def _run_on_demand(self, plan: _Plan, odfv: ViewRequest, columns: dict, values: dict, statuses: dict,
+                       stamps: dict, n: int) -> None:
+        from featurestore import on_demand
+
+        inputs = on_demand_inputs(odfv, plan.requests, plan.names, lambda name: values[name])
+        inputs |= on_demand.request_inputs(odfv.spec, columns)
+        outputs = on_demand.run(odfv.spec, self.store.repo_path, inputs, n)
+        for feature in odfv.features:
+            out = plan.names[(odfv.name, feature)]
+            values[out] = outputs[feature].to_pylist()
+            statuses[out] = [PRESENT if v is not None else NULL_VALUE for v in values[out]]
+            stamps[out] = [None] * n
 
     def _read_aggregates(self, plan: _Plan, req: ViewRequest, keys, key_tuples: list, now: datetime):
         state = plan.state[req.name]
@@ -209,10 +236,10 @@ class _Aggregated:
 def _finish_all(plan: "_Plan", req: ViewRequest, raw, n: int, now: datetime) -> _Aggregated:
     aggs = plan.aggregations[req.name]
     names = list(plan.state[req.name])
-    values: dict[str, list] = {f: [] for f in req.features}
+    values: dict[str, list] = {f: [] for f in req.all_features}
     for i in range(n):
         state = {name: raw.values[name][i] for name in names}
-        for f in req.features:
+        for f in req.all_features:
             values[f].append(finish(aggs[f], state, now) if raw.event_timestamps[i] is not None else None)
     return _Aggregated(values, list(raw.event_timestamps))
 

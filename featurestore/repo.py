@@ -23,6 +23,7 @@ class RepoContents:
     sources: list[DataSource] = field(default_factory=list)
     feature_views: list[FeatureView] = field(default_factory=list)
     feature_services: list[FeatureService] = field(default_factory=list)
+    on_demand_views: list = field(default_factory=list)
 
     def add(self, obj: object, origin: str) -> None:
         bucket = self._bucket(obj)
@@ -42,6 +43,10 @@ class RepoContents:
             return self.feature_views
         if isinstance(obj, FeatureService):
             return self.feature_services
+        from featurestore.on_demand import OnDemandFeatureView
+
+        if isinstance(obj, OnDemandFeatureView):
+            return self.on_demand_views
         return None
 
 

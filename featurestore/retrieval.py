@@ -41,14 +41,30 @@ MIN_TIME = datetime(1, 1, 1, tzinfo=UTC)
 
 @dataclass
 class ViewRequest:
-    """The features wanted from one view, in request order."""
+    """The features wanted from one view, in request order; ``hidden`` ones are read only as inputs
+    of on-demand views and are not returned."""
 
     spec: dict
     features: list[str] = field(default_factory=list)
+    hidden: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.spec["name"]
+
+    @property
+    def all_features(self) -> list[str]:
+        return self.features + self.hidden
+
+
+@dataclass
+class Resolved:
+    """A request resolved against the registry."""
+
+    refs: list[str]
+    requests: list[ViewRequest]          # feature views to read, in first-seen order
+    on_demand: list[ViewRequest]         # on-demand views to run afterwards
+    service: str | None = None
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -58,10 +74,11 @@ def parse_ref(ref: str) -> tuple[str, str]:
     return view, feature
 
 
-def resolve_features(snapshot: dict, features: Sequence[str] | FeatureService | str
-                     ) -> tuple[list[str], list[ViewRequest], str | None]:
-    """(refs, per-view requests in first-seen order, service name) for a list of refs or a service."""
+def resolve_features(snapshot: dict, features: Sequence[str] | FeatureService | str) -> Resolved:
+    """Refs, per-view requests and on-demand views for a list of refs or a feature service."""
     views = snapshot.get("feature_view", {})
+    odfvs = snapshot.get("on_demand_feature_view", {})
+    known = views | odfvs
     service_name = None
     if isinstance(features, (FeatureService, str)) and not (isinstance(features, str) and ":" in features):
         service_name = features.name if isinstance(features, FeatureService) else features
@@ -73,7 +90,7 @@ def resolve_features(snapshot: dict, features: Sequence[str] | FeatureService | 
                 raise NotFoundError(f"feature service {service_name!r} is not in the registry (run apply?)")
         refs = []
         for proj in spec["features"]:
-            view = views.get(proj["view"])
+            view = known.get(proj["view"])
             if view is None:
                 raise FeatureViewNotFound(f"feature service {service_name!r}: feature view "
                                           f"{proj['view']!r} is not in the registry")
@@ -84,19 +101,35 @@ def resolve_features(snapshot: dict, features: Sequence[str] | FeatureService | 
     if not refs:
         raise InvalidInputError("no features requested")
     requests: dict[str, ViewRequest] = {}
+    on_demand: dict[str, ViewRequest] = {}
     for ref in refs:
         view_name, feature = parse_ref(ref)
-        view = views.get(view_name)
+        view = known.get(view_name)
         if view is None:
             raise FeatureViewNotFound(f"feature view {view_name!r} (from {ref!r}) is not in the registry"
-                                      f"{'; known: ' + ', '.join(sorted(views)) if views else ''}")
+                                      f"{'; known: ' + ', '.join(sorted(known)) if known else ''}")
         if feature not in _feature_names(view):
             raise FeatureNotFound(f"feature view {view_name!r} has no feature {feature!r} "
                                   f"(features: {', '.join(_feature_names(view))})")
-        req = requests.setdefault(view_name, ViewRequest(view))
+        req = (on_demand if view_name in odfvs else requests).setdefault(view_name, ViewRequest(view))
         if feature not in req.features:
             req.features.append(feature)
-    return refs, list(requests.values()), service_name
+    for odfv in on_demand.values():  # the on-demand views' inputs: every feature of their sources
+        for source in odfv.spec["sources"]:
+            req = requests.setdefault(source, ViewRequest(views[source]))
+            req.hidden += [f for f in _feature_names(views[source]) if f not in req.all_features]
+    return Resolved(refs, list(requests.values()), list(on_demand.values()), service_name)
+
+
+def on_demand_inputs(odfv: ViewRequest, requests: list[ViewRequest], names: dict[tuple[str, str], str],
+                     column) -> dict[str, Any]:
+    """The input columns of an on-demand view: its sources' features by feature name."""
+    by_name = {r.name: r for r in requests}
+    inputs = {}
+    for source in odfv.spec["sources"]:
+        for feature in by_name[source].all_features:
+            inputs[feature] = column(names[(source, feature)])
+    return inputs
 
 
 def _feature_names(view_spec: dict) -> list[str]:
@@ -194,6 +227,8 @@ def output_names(requests: list[ViewRequest], full_feature_names: bool, entity_c
     names: dict[tuple[str, str], str] = {}
     seen: dict[str, str] = {}
     for req in requests:
+        for feature in req.hidden:
+            names[(req.name, feature)] = f"__fs_dep__{req.name}__{feature}"
         for feature in req.features:
             out = f"{req.name}__{feature}" if full_feature_names else feature
             if out in seen:
@@ -269,7 +304,7 @@ def plan_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: 
     join = ViewJoin(
         name=req.name,
         keys=tuple((k, k, t) for k, t in keys),
-        features=tuple((f, names[(req.name, f)], ftypes[f]) for f in req.features),
+        features=tuple((f, names[(req.name, f)], ftypes[f]) for f in req.all_features),
         ttl_seconds=spec.get("ttl_seconds"),
         data=data,
         aggregations=aggregations,
@@ -338,13 +373,19 @@ class RetrievalJob:
                  timestamp_field: str | None = None):
         self._store = store
         self._snapshot_version, snapshot = store.registry_snapshot()
-        self._refs, self._requests, self._service = resolve_features(snapshot, features)
+        resolved = resolve_features(snapshot, features)
+        self._refs, self._requests, self._service = resolved.refs, resolved.requests, resolved.service
+        self._on_demand = resolved.on_demand
         table = entity_table(entity_df)
         self._ts_col = timestamp_column(table, timestamp_field)
         self._entity = table
         self._full = full_feature_names
         check_keys(table, self._requests)
-        self._names = output_names(self._requests, full_feature_names, table.column_names)
+        from featurestore.on_demand import request_inputs
+
+        for odfv in self._on_demand:
+            request_inputs(odfv.spec, {c: None for c in table.column_names})  # names a missing field now
+        self._names = output_names(self._requests + self._on_demand, full_feature_names, table.column_names)
         self._result: pa.Table | None = None
         self.manifest: dict[str, Any] = {}
 
@@ -364,7 +405,8 @@ class RetrievalJob:
             features = self._store.engine.point_in_time_join(entity, self._ts_col, [r.join for r in reads])
         else:
             features = pa.table({self._names[(r.name, f)]: pa.array([], _feature_types(r.spec)[f])
-                                 for r in self._requests for f in r.features})
+                                 for r in self._requests for f in r.all_features})
+        features = self._run_on_demand(features)
         ordered = [self._names[(v, f)] for v, f in (parse_ref(r) for r in dict.fromkeys(self._refs))]
         result = self._entity
         for name in ordered:
@@ -383,6 +425,24 @@ class RetrievalJob:
             "views": {r.join.name: {"read_from": r.read_from, "fingerprint": r.fingerprint} for r in reads},
         }
         return result
+
+    def _run_on_demand(self, features: pa.Table) -> pa.Table:
+        """On-demand views over the joined features and the entity frame's request columns: the same
+        function, with the same inputs, as the server runs at request time."""
+        if not self._on_demand:
+            return features
+        from featurestore import on_demand
+
+        n = self._entity.num_rows
+        for odfv in self._on_demand:
+            inputs = on_demand_inputs(odfv, self._requests, self._names,
+                                      lambda name, table=features: table.column(name).to_pylist())
+            inputs |= {k: v.to_pylist() for k, v in on_demand.request_inputs(
+                odfv.spec, {c: self._entity.column(c) for c in self._entity.column_names}).items()}
+            outputs = on_demand.run(odfv.spec, self._store.repo_path, inputs, n)
+            for feature in odfv.features:
+                features = features.append_column(self._names[(odfv.name, feature)], outputs[feature])
+        return features
 
     def to_arrow(self) -> pa.Table:
         return self._compute()

@@ -79,7 +79,9 @@ class FeatureStore:
         from featurestore import apply as apply_mod
 
         desired, deletes = self._desired(objects)
-        return apply_mod.apply_specs(self.registry, desired, deletes=deletes, force=force)
+        plan = apply_mod.apply_specs(self.registry, desired, deletes=deletes, force=force)
+        self.__dict__.pop("online_reader", None)  # this store's lookups see the new definitions at once
+        return plan
 
     def _desired(self, objects: Iterable[object] | None) -> tuple[dict, bool]:
         from featurestore import apply as apply_mod
