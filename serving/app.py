@@ -80,7 +80,21 @@ def create_app(store: "FeatureStore", *, api_keys: dict[str, set[str]] | None = 
     app.include_router(registry.router, dependencies=read_deps)
     app.include_router(admin.router)
     app.add_middleware(ServingMiddleware, max_body_bytes=max_body_bytes, metrics=metrics)
+    _add_openapi_schemas(app, online.OPENAPI_SCHEMAS)
     return app
+
+
+def _add_openapi_schemas(app: FastAPI, schemas: dict) -> None:
+    """Add component schemas of bodies a route parses itself (FastAPI only lists the ones it parses)."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = generate()
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_env() -> FastAPI:

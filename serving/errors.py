@@ -126,9 +126,38 @@ def _field(loc: tuple | list) -> str:
     return ".".join(parts) or "body"
 
 
+def _union_value(error: dict[str, Any]) -> tuple | None:
+    """The loc of the list element a union-member error is about, else None. Unions of the request
+    models are list elements, so their locs end ``..., <index>, "<member tag>"``."""
+    loc = tuple(error.get("loc", ()))
+    if len(loc) >= 2 and isinstance(loc[-1], str) and isinstance(loc[-2], int):
+        return loc[:-1]
+    return None
+
+
+def _collapse_unions(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pydantic reports a value that fits no member of a union once per member
+    (``entities.driver_id.0.constrained-int``, ``entities.driver_id.0.str``): one error on the value."""
+    out: list[dict[str, Any]] = []
+    i = 0
+    while i < len(errors):
+        value = _union_value(errors[i])
+        j = i + 1
+        while value is not None and j < len(errors) and _union_value(errors[j]) == value:
+            j += 1
+        if j - i > 1:
+            msgs = [e.get("msg", "").removeprefix("Input should be ") for e in errors[i:j]]
+            out.append({"loc": value, "msg": "Input should be " + " or ".join(dict.fromkeys(msgs)),
+                        "type": "union"})
+        else:
+            out.append(errors[i])
+        i = j
+    return out
+
+
 def validation_error_response(errors: list[dict[str, Any]]) -> JSONBytesResponse:
     details = [{"field": _field(e.get("loc", ())), "message": e.get("msg", ""), "kind": e.get("type", "")}
-               for e in errors]
+               for e in _collapse_unions(list(errors))]
     if details:
         first = details[0]
         more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""

