@@ -76,13 +76,23 @@ class SparkEngine(Engine):
         return spark_session(self.config)
 
     def frame(self, data: ViewData) -> "DataFrame":
-        """A Spark DataFrame over a view's data (files are read by the executors)."""
+        """A Spark DataFrame over a view's data through its pipeline (files are read by the executors)."""
         if data.table is not None:
-            return self.spark.createDataFrame(data.table)
-        reader = self.spark.read
-        if data.file_format == "csv":
-            return reader.option("header", "true").option("inferSchema", "true").csv(list(data.files))
-        return reader.option("mergeSchema", "true").parquet(*data.files)
+            frame = self.spark.createDataFrame(data.table)
+        elif data.file_format == "csv":
+            frame = self.spark.read.option("header", "true").option("inferSchema", "true").csv(list(data.files))
+        else:
+            frame = self.spark.read.option("mergeSchema", "true").parquet(*data.files)
+        if data.rename:
+            frame = frame.withColumnsRenamed(dict(data.rename))
+        if data.filter is not None or data.transform:
+            from transforms import output_name
+            from transforms.compile_spark import apply_view
+
+            produced = {output_name(e) for e in data.transform}
+            keep = [c for c in frame.columns if c not in produced]
+            frame = apply_view(frame, list(data.transform), data.filter, keep)
+        return frame
 
     @staticmethod
     def _cast(column, t: pa.DataType):
@@ -103,6 +113,9 @@ class SparkEngine(Engine):
         result = ent.select(_ROW)
         for i, join in enumerate(joins):
             data = join.data
+            if join.aggregations:
+                result = result.join(self._aggregation_join(i, join, ent), on=_ROW, how="left")
+                continue
             feats = self.frame(data)
             key_exprs = [self._cast(F.col(dcol), t).alias(f"__k{j}") for j, (_, dcol, t) in enumerate(join.keys)]
             created = (F.coalesce(F.col(data.created_column).cast("timestamp"), F.lit(datetime(1, 1, 1)))
@@ -140,6 +153,36 @@ class SparkEngine(Engine):
                 arrays.append(col.cast(ftype, safe=False) if col.type != ftype else col)
                 names.append(out)
         return pa.Table.from_arrays(arrays, names=names)
+
+    def _aggregation_join(self, i: int, join: ViewJoin, ent: "DataFrame") -> "DataFrame":
+        """Windowed aggregations at every entity row, (t - window, t]; nulls without a fresh event
+        (the local engine's definition, computed by the executors)."""
+        from pyspark.sql import functions as F
+
+        from transforms.aggregation import Aggregation
+        from transforms.compile_spark import aggregate_at_points
+
+        data = join.data
+        keys = [f"__k{j}" for j in range(len(join.keys))]
+        events = self.frame(data).select(
+            *[self._cast(F.col(dcol), t).alias(f"__k{j}") for j, (_, dcol, t) in enumerate(join.keys)],
+            F.col(data.timestamp_column).cast("timestamp").alias("__ts"),
+            *([F.col(data.created_column).cast("timestamp").alias("__cr")] if data.created_column else []),
+            *[F.col(name) for name, _ in join.event_columns])
+        points = ent.select(
+            *[self._cast(F.col(ecol), t).alias(f"__k{j}") for j, (ecol, _, t) in enumerate(join.keys)],
+            F.col("__fs_t").alias("__ts"), F.col(_ROW).alias("__point_id"))
+        latest = Aggregation(column="__ts", function="max", window=None, name="__fs_latest")
+        aggs = aggregate_at_points(events, points, keys, "__ts", list(join.aggregations) + [latest],
+                                   "__cr" if data.created_column else None, point_id="__point_id")
+        aggs = aggs.join(points.select("__point_id", F.col("__ts").alias("__t")), on="__point_id")
+        fresh = F.col("__fs_latest").isNotNull()
+        if join.ttl_seconds is not None:
+            micros = int(join.ttl_seconds * 1_000_000)
+            fresh = fresh & (F.col("__fs_latest") >= F.col("__t") - F.expr(f"INTERVAL {micros} MICROSECONDS"))
+        outs = [self._cast(F.when(fresh, F.col(f"`{name}`")), t).alias(f"__o{i}_{j}")
+                for j, (name, _, t) in enumerate(join.features)]
+        return aggs.select(F.col("__point_id").alias(_ROW), *outs)
 
     def _filtered(self, data: ViewData, start: datetime | None, end: datetime | None) -> "DataFrame":
         from pyspark.sql import functions as F
