@@ -454,26 +454,54 @@ def run_floor(redis: RedisServer, args) -> dict:
     return out
 
 
-def profile_server(svc: Service, port: int, run_dir: Path, args) -> dict:
-    """py-spy on our server (every process of its group) while wrk drives each load phase."""
+def _cpu_seconds(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _machine_busy() -> tuple[float, float]:
+    with open("/proc/stat") as f:
+        vals = [int(v) for v in f.readline().split()[1:]]
+    idle = vals[3] + vals[4]
+    return sum(vals) - idle, sum(vals)
+
+
+def profile_server(svc: Service, port: int, redis: RedisServer, run_dir: Path, args) -> dict:
+    """py-spy (``--gil``: only the thread holding the GIL, i.e. where the server's Python CPU goes) on our
+    one-worker server while wrk drives each concurrent phase; plus the CPU each process used meanwhile."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(pyspy).exists():
         return {"error": "py-spy not found: pip install py-spy (into .venv)"}
     out = {}
+    pid = max(svc.group_pids())  # with one worker the server is the group's only process
     for name, _n, _feats, conns in PHASES[1:]:
         lua = run_dir / f"wrk-{name.replace(' ', '-')}.lua"
-        pid = max(svc.group_pids())  # with one worker the server is the group's only python
         raw = run_dir / f"pyspy-{name.replace(' ', '-')}.txt"
         spy = subprocess.Popen([pyspy, "record", "--pid", str(pid), "--format", "raw", "--output", str(raw),
-                                "--duration", str(int(args.duration)), "--rate", "250", "--nonblocking"],
+                                "--duration", str(int(args.duration)), "--rate", "250", "--gil", "--nonblocking"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         time.sleep(1.0)
-        wrk(port, lua, conns, args.duration - 1)
+        cpu0 = {"server": _cpu_seconds(pid), "redis": _cpu_seconds(redis.service.proc.pid)}
+        busy0, t0 = _machine_busy(), time.perf_counter()
+        r = wrk(port, lua, conns, args.duration - 2)
+        wall = time.perf_counter() - t0
+        busy1 = _machine_busy()
+        cpu = {k: round((_cpu_seconds(p) - cpu0[k]) / wall, 3) for k, p in
+               (("server", pid), ("redis", redis.service.proc.pid))}
         spy.wait(timeout=args.duration + 60)
-        out[name] = summarize_stacks(raw)
+        out[name] = summarize_stacks(raw) if raw.exists() else {"error": "py-spy wrote nothing"}
+        out[name].update(rps_under_profiler=round(r["rps"]), cores_used=cpu,
+                         machine_busy=round((busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1), 3))
         dest = RESULTS / f"profile-ours-serve-{name.replace(' ', '-')}-{args.stamp}.txt"
-        shutil.copy(raw, dest)
-        out[name]["collapsed_stacks"] = str(dest)
+        if raw.exists():
+            shutil.copy(raw, dest)
+            out[name]["collapsed_stacks"] = str(dest)
+        print(f"    profiled {name}: {r['rps']:,.0f} req/s under py-spy; server used {cpu['server']:.2f} cores, "
+              f"redis {cpu['redis']:.2f}, machine {out[name]['machine_busy']:.0%} busy", flush=True)
     return out
 
 
@@ -535,7 +563,8 @@ def phase_serve(args, redis: RedisServer, feast_python: Path, work: Path, guard:
                       + (", ".join(f"{k[7:]} x{v}" for k, v in c.items() if k.startswith("status ")) or "none"),
                       flush=True)
             if args.profile_ours and w == 1:
-                rec["profile_ours"] = profile_server(srv["services"]["ours"], srv["ports"]["ours"], run_dir, args)
+                rec["profile_ours"] = profile_server(srv["services"]["ours"], srv["ports"]["ours"], redis, run_dir,
+                                                     args)
             for system, svc in srv["services"].items():
                 if svc.killed:
                     rec[f"{system}_killed"] = svc.killed
