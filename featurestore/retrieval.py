@@ -376,7 +376,14 @@ class RetrievalJob:
         resolved = resolve_features(snapshot, features)
         self._refs, self._requests, self._service = resolved.refs, resolved.requests, resolved.service
         self._on_demand = resolved.on_demand
-        table = entity_table(entity_df)
+        # An engine that runs whole exports on a cluster reads an entity file itself (see to_parquet).
+        self._entity_path = None
+        if (isinstance(entity_df, (str, os.PathLike)) and hasattr(store.engine, "export_parquet")
+                and Path(entity_df).suffix.lower() != ".csv"):
+            self._entity_path = str(Path(entity_df).resolve())
+            table = pq.read_schema(self._entity_path).empty_table()
+        else:
+            table = entity_table(entity_df)
         self._ts_col = timestamp_column(table, timestamp_field)
         self._entity = table
         self._full = full_feature_names
@@ -389,19 +396,39 @@ class RetrievalJob:
         self._result: pa.Table | None = None
         self.manifest: dict[str, Any] = {}
 
+    def _plan_reads(self, lo_t: datetime, hi: datetime) -> list[PlannedRead]:
+        reads = []
+        for req in self._requests:
+            ttl = req.spec.get("ttl_seconds")
+            lo = None if ttl is None else lo_t - timedelta(seconds=ttl)
+            reads.append(plan_read(self._store, req, lo, hi, self._names))
+        return reads
+
+    def _manifest(self, rows: int, reads: list[PlannedRead]) -> dict[str, Any]:
+        return {
+            "created_at": datetime.now(UTC).isoformat(),
+            "project": self._store.config.project,
+            "registry_version": self._snapshot_version,
+            "features": list(self._refs),
+            "feature_service": self._service,
+            "full_feature_names": self._full,
+            "timestamp_column": self._ts_col,
+            "row_count": rows,
+            "entity_fingerprint": (_table_fingerprint(self._entity) if self._entity_path is None
+                                   else _file_fingerprint(self._entity_path)),
+            "views": {r.join.name: {"read_from": r.read_from, "fingerprint": r.fingerprint} for r in reads},
+        }
+
     def _compute(self) -> pa.Table:
         if self._result is not None:
             return self._result
+        if self._entity_path is not None and self._entity.num_rows == 0:
+            self._entity = read_entity_file(Path(self._entity_path))
         entity = normalise_timestamps(self._entity, self._ts_col)
         times = entity.column(self._ts_col)
         reads = []
         if entity.num_rows:
-            hi = pc.max(times).as_py()
-            lo_t = pc.min(times).as_py()
-            for req in self._requests:
-                ttl = req.spec.get("ttl_seconds")
-                lo = None if ttl is None else lo_t - timedelta(seconds=ttl)
-                reads.append(plan_read(self._store, req, lo, hi, self._names))
+            reads = self._plan_reads(pc.min(times).as_py(), pc.max(times).as_py())
             features = self._store.engine.point_in_time_join(entity, self._ts_col, [r.join for r in reads])
         else:
             features = pa.table({self._names[(r.name, f)]: pa.array([], _feature_types(r.spec)[f])
@@ -412,18 +439,7 @@ class RetrievalJob:
         for name in ordered:
             result = result.append_column(name, features.column(name))
         self._result = result
-        self.manifest = {
-            "created_at": datetime.now(UTC).isoformat(),
-            "project": self._store.config.project,
-            "registry_version": self._snapshot_version,
-            "features": list(self._refs),
-            "feature_service": self._service,
-            "full_feature_names": self._full,
-            "timestamp_column": self._ts_col,
-            "row_count": result.num_rows,
-            "entity_fingerprint": _table_fingerprint(self._entity),
-            "views": {r.join.name: {"read_from": r.read_from, "fingerprint": r.fingerprint} for r in reads},
-        }
+        self.manifest = self._manifest(result.num_rows, reads)
         return result
 
     def _run_on_demand(self, features: pa.Table) -> pa.Table:
@@ -454,7 +470,12 @@ class RetrievalJob:
         return self.to_pandas()
 
     def to_parquet(self, path: str | os.PathLike) -> dict[str, Any]:
-        """Write the export and ``<path>.manifest.json`` atomically; returns the manifest."""
+        """Write the export and ``<path>.manifest.json`` atomically; returns the manifest.
+
+        On an engine that runs exports on a cluster (Spark) with the entity rows given as a Parquet
+        path, the cluster reads, joins and writes ``path`` as a Parquet directory itself."""
+        if self._entity_path is not None and self._result is None and not self._on_demand:
+            return self._cluster_export(Path(path))
         table = self._compute()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -463,6 +484,28 @@ class RetrievalJob:
         _atomic_write(Path(str(path) + ".manifest.json"),
                       lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True)))
         return manifest
+
+
+    def _cluster_export(self, path: Path) -> dict[str, Any]:
+        times = normalise_timestamps(pq.read_table(self._entity_path, columns=[self._ts_col]), self._ts_col)
+        reads = self._plan_reads(pc.min(times.column(0)).as_py(), pc.max(times.column(0)).as_py()) \
+            if times.num_rows else []
+        rows = self._store.engine.export_parquet(self._entity_path, self._ts_col, [r.join for r in reads],
+                                                 str(path.resolve()))
+        manifest = dict(self._manifest(rows, reads), output=str(path.resolve()))
+        self.manifest = manifest
+        _atomic_write(Path(str(path) + ".manifest.json"),
+                      lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True)))
+        return manifest
+
+
+def _file_fingerprint(path: str) -> str:
+    digest = hashlib.sha256()
+    for p in sorted(Path(path).rglob("*")) if Path(path).is_dir() else [Path(path)]:
+        if p.is_file():
+            st = p.stat()
+            digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -101,15 +101,41 @@ class SparkEngine(Engine):
 
     def point_in_time_join(self, entity: pa.Table, timestamp_column: str,
                            joins: list[ViewJoin]) -> pa.Table:
+        left = entity.append_column(_ROW, pa.array(range(entity.num_rows), pa.int64()))
+        result = self.join_frame(self.spark.createDataFrame(left), timestamp_column, joins)
+        table = result.orderBy(_ROW).toArrow()
+        arrays, names = [], []
+        for i, join in enumerate(joins):
+            for j, (_, out, ftype) in enumerate(join.features):
+                col = table.column(f"__o{i}_{j}")
+                arrays.append(col.cast(ftype, safe=False) if col.type != ftype else col)
+                names.append(out)
+        return pa.Table.from_arrays(arrays, names=names)
+
+    def export_parquet(self, entity_path: str, timestamp_column: str, joins: list[ViewJoin],
+                       output: str) -> int:
+        """A whole export done by the cluster: the executors read the entity rows (a Parquet file or
+        directory), join and write ``output`` as a Parquet directory in input order. Returns the row
+        count; no data passes through the driver."""
+        from pyspark.sql import functions as F
+
+        entity = self.spark.read.parquet(entity_path)
+        entity = entity.withColumn(_ROW, F.monotonically_increasing_id())  # increases in file order
+        features = self.join_frame(entity, timestamp_column, joins)
+        renamed = [F.col(f"__o{i}_{j}").cast(spark_type(t)).alias(out) if spark_type(t) is not None
+                   else F.col(f"__o{i}_{j}").alias(out)
+                   for i, join in enumerate(joins) for j, (_, out, t) in enumerate(join.features)]
+        result = entity.join(features.select(_ROW, *renamed), on=_ROW, how="left").orderBy(_ROW)
+        result.drop(_ROW).write.mode("overwrite").parquet(output)
+        return self.spark.read.parquet(output).count()
+
+    def join_frame(self, entity: "DataFrame", timestamp_column: str, joins: list[ViewJoin]) -> "DataFrame":
+        """``entity`` (with a unique ``__fs_row``) to one row per entity row of feature columns
+        ``__o{view}_{feature}``, computed by the executors."""
         from pyspark.sql import Window
         from pyspark.sql import functions as F
 
-        n = entity.num_rows
-        key_columns = sorted({k for j in joins for k, _, _ in j.keys})
-        left = entity.select(key_columns + [timestamp_column]).append_column(
-            _ROW, pa.array(range(n), pa.int64()))
-        ent = self.spark.createDataFrame(left).withColumn(
-            "__fs_t", F.col(timestamp_column).cast("timestamp"))
+        ent = entity.withColumn("__fs_t", F.col(timestamp_column).cast("timestamp"))
         result = ent.select(_ROW)
         for i, join in enumerate(joins):
             data = join.data
@@ -145,14 +171,7 @@ class SparkEngine(Engine):
             outs = [self._cast(F.when(fresh, F.col(f"__m.f{j}")), t).alias(f"__o{i}_{j}")
                     for j, (_, _, t) in enumerate(join.features)]
             result = result.join(matched.select(_ROW, *outs), on=_ROW, how="left")
-        table = result.orderBy(_ROW).toArrow()
-        arrays, names = [], []
-        for i, join in enumerate(joins):
-            for j, (_, out, ftype) in enumerate(join.features):
-                col = table.column(f"__o{i}_{j}")
-                arrays.append(col.cast(ftype, safe=False) if col.type != ftype else col)
-                names.append(out)
-        return pa.Table.from_arrays(arrays, names=names)
+        return result
 
     def _aggregation_join(self, i: int, join: ViewJoin, ent: "DataFrame") -> "DataFrame":
         """Windowed aggregations at every entity row, (t - window, t]; nulls without a fresh event
