@@ -1,0 +1,71 @@
+"""The floor: one hand-written DuckDB query computing the three windowed sums and counts per user at
+one point in time, straight from the Parquet files.
+
+One point per user makes this a plain GROUP BY: read only settled events in the TTL span
+[t - ttl, t] (DuckDB pushes the filters into the Parquet scan), and aggregate each window with a
+FILTER clause ts > t - w. A user whose latest settled event is older than t - ttl (or who has none)
+has no group and gets nulls, counts included, as the product does; a fresh user with nothing in a
+window gets a null sum and a zero count. The entity frame (all users at t) is LEFT JOINed so every
+user comes back once.
+
+Untimed, after the clock: the number of settled events in the materialization interval, which the
+parent compares with the rows each engine's materialization wrote.
+"""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+from agg_common import FEATURES, MAT_END, MAT_START, POINT, TTL, WINDOWS, entity_table, run, spec
+
+
+def build_sql() -> str:
+    parts = []
+    for fn in ("sum", "count"):
+        for w in WINDOWS:
+            parts.append(f"{fn}(amount) FILTER (WHERE ts > $lo_{w}) AS amount_{fn}_{w}")
+    agg_cols = ",\n       ".join(parts)
+    out_cols = ", ".join(f"a.{f}" for f in FEATURES)
+    return f"""
+WITH a AS (
+SELECT user_id,
+       {agg_cols}
+FROM read_parquet($files)
+WHERE status = 'settled' AND ts <= $t AND ts >= $lo_ttl
+GROUP BY user_id)
+SELECT e.user_id, {out_cols}
+FROM entity_df e LEFT JOIN a ON a.user_id = e.user_id
+"""
+
+
+def params(files) -> dict:
+    p = {"files": [str(f) for f in files], "t": POINT, "lo_ttl": POINT - TTL}
+    p.update({f"lo_{w}": POINT - d for w, d in WINDOWS.items()})
+    return p
+
+
+def body(args, rec) -> None:
+    import duckdb
+
+    files = spec.files(args.data)
+    entity = entity_table(args.users)
+
+    def query():
+        con = duckdb.connect()
+        con.register("entity_df", entity)
+        return con.sql(build_sql(), params=params(files)).to_arrow_table()
+
+    result = rec.timed("export", query)
+    rec.metrics["rows_out"] = result.num_rows
+    rec.metrics["rows_in"] = entity.num_rows
+    if args.out:
+        pq.write_table(result, args.out)
+    con = duckdb.connect()
+    rec.metrics["settled_in_materialize_interval"] = con.execute(
+        "SELECT count(*) FROM read_parquet($files) WHERE status = 'settled' AND ts >= $s AND ts < $e",
+        {"files": [str(f) for f in files], "s": MAT_START, "e": MAT_END}).fetchone()[0]
+    rec.metrics["events"] = con.execute("SELECT count(*) FROM read_parquet($files)",
+                                        {"files": [str(f) for f in files]}).fetchone()[0]
+
+
+if __name__ == "__main__":
+    run(body)
