@@ -47,7 +47,8 @@ def spark_session(config: SparkEngineConfig) -> "SparkSession":
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                .config("spark.sql.shuffle.partitions", "4")
-               .config("spark.ui.enabled", "false"))
+               .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false"))
     for key, value in config.conf.items():
         builder = builder.config(key, value)
     _SESSION = builder.getOrCreate()
@@ -218,8 +219,9 @@ class SparkEngine(Engine):
                     ) -> tuple[datetime | None, datetime | None]:
         from pyspark.sql import functions as F
 
+        frame = self._filtered(data, start, end)  # starts the session before any Column is built
         ts = F.col(data.timestamp_column).cast("timestamp")
-        row = self._filtered(data, start, end).agg(F.min(ts), F.max(ts)).collect()[0]
+        row = frame.agg(F.min(ts), F.max(ts)).collect()[0]
         return _utc(row[0]), _utc(row[1])
 
     def read_frame(self, data: ViewData, keys: list[tuple[str, pa.DataType]],
