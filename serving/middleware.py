@@ -24,6 +24,9 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
                    Awaitable[None]]
 
 
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+
+
 class ServingMiddleware:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: ServingMetrics) -> None:
         self.app = app
@@ -70,7 +73,10 @@ class ServingMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe_request(path, scope.get("method", ""), state["status"], perf_counter() - start)
+            method = scope.get("method", "")
+            if method not in _METHODS:
+                method = "OTHER"  # any token is a method to the HTTP parser: keep the label set bounded
+            self.metrics.observe_request(path, method, state["status"], perf_counter() - start)
 
 
 def _content_length(scope: Scope) -> int | None:
