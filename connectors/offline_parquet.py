@@ -15,6 +15,13 @@ lists, so a writer killed at any point leaves nothing partial visible; what it w
 ``vacuum()`` removes once older than a grace period. Files superseded by a commit are deleted right
 after it.
 
+The same two steps are public for writers that produce data files elsewhere (Spark executors, see
+``featurestore.engines.spark_writes``): ``stage(view, table, ts_col)`` writes a table's rows as data
+files that no manifest references yet, from any process that has the store's config, repo path and
+project, and returns a small JSON-safe description of each file; ``commit_staged(view, staged, start,
+end, ts_col)``, run once, commits them with exactly the replacement semantics of ``write``. Staged
+files that are never committed are orphans like any other and ``vacuum()`` removes them.
+
 Only long-stable pyarrow APIs are used (the streaming job runs this module with pyarrow 16).
 """
 
@@ -56,6 +63,7 @@ _PAUSE_BEFORE_COMMIT_ENV = "FEATURESTORE_PARQUET_PAUSE_BEFORE_COMMIT"
 
 _VIEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _PART_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+_DATA_FILE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})/part-[0-9a-f]{32}\.parquet$")
 
 
 class ParquetOfflineStoreConfig(BaseModel):
@@ -214,7 +222,6 @@ class _Manifest:
 class _Prepared:
     """A write's rows, validated and cut by date; files for whole-day partitions already on disk."""
 
-    table: pa.Table
     schema: pa.Schema
     written: list[_File]
     deferred: dict[date, pa.Table]  # rows of partially covered days, written under the lock
@@ -381,7 +388,7 @@ class ParquetOfflineStore:
         except BaseException:
             self._remove_files(view_dir, [f.path for f in written])
             raise
-        return _Prepared(table, schema, written, deferred)
+        return _Prepared(schema, written, deferred)
 
     @staticmethod
     def _remove_files(view_dir: Path, rel_paths: list[str]) -> None:
@@ -399,10 +406,16 @@ class ParquetOfflineStore:
                 current = self._load(view)
                 if current is not None:
                     # Re-check against the state we commit on (a first write may have raced ours).
-                    self._check_schema(view, prepared.table.slice(0, 0), current, ts_col)
+                    self._check_schema(view, prepared.schema.empty_table(), current, ts_col)
                     if not current.schema.equals(prepared.schema):
                         raise InvalidInputError(f"view {view!r}: the offline store's schema changed "
                                                 f"while writing; retry the write")
+                live = {f.path for f in current.files} if current else set()
+                reused = [f.path for f in new_files if f.path in live]
+                if reused:
+                    new_files = [f for f in new_files if f.path not in live]  # never delete live files
+                    raise InvalidInputError(f"view {view!r}: data file {reused[0]} is already committed "
+                                            f"(was this staged set committed before?)")
                 for f in new_files:  # a file vacuumed during a very slow write must not be committed
                     if not (view_dir / f.path).exists():
                         raise InvalidInputError(f"view {view!r}: data file {f.path} vanished before commit "
@@ -467,15 +480,149 @@ class ParquetOfflineStore:
             raise InvalidInputError(f"write needs start < end, got {start} .. {end}")
         view_dir = self._view_dir(view)
         table = self._validate_ts(table, timestamp_column)
-        ts = table.column(timestamp_column)
-        bad = pc.sum(pc.or_(pc.less(ts, pa.scalar(start, TS_TYPE)),
-                            pc.greater_equal(ts, pa.scalar(end, TS_TYPE)))).as_py() or 0
-        if bad:
-            raise InvalidInputError(f"timestamp column {timestamp_column!r}: {bad} row(s) outside the "
-                                    f"interval [{start.isoformat()}, {end.isoformat()})")
+        self._check_inside(table, timestamp_column, start, end)
         prepared = self._prepare(view, view_dir, table, timestamp_column,
                                  lambda day: _partition_inside(day, start, end))
         self._commit(view, view_dir, prepared, timestamp_column, (start, end))
+
+    @staticmethod
+    def _check_inside(table: pa.Table, ts_col: str, start: datetime, end: datetime) -> None:
+        ts = table.column(ts_col)
+        bad = pc.sum(pc.or_(pc.less(ts, pa.scalar(start, TS_TYPE)),
+                            pc.greater_equal(ts, pa.scalar(end, TS_TYPE)))).as_py() or 0
+        if bad:
+            raise InvalidInputError(f"timestamp column {ts_col!r}: {bad} row(s) outside the "
+                                    f"interval [{start.isoformat()}, {end.isoformat()})")
+
+    # -- public API: two-phase writes (files written elsewhere, committed once) -------------------
+    def stage(self, view: str, table: pa.Table, timestamp_column: str, *,
+              start: datetime | None = None, end: datetime | None = None) -> list[dict[str, Any]]:
+        """Write ``table``'s rows as new data files of ``view`` that no manifest references yet.
+
+        Safe to call from any process (a Spark executor) that has the store's config, repo path and
+        project, concurrently with other stagers and with commits. Files are date-partitioned, uniquely
+        named and fsynced; they stay invisible to readers until ``commit_staged`` lists them. Returns one
+        JSON-safe dict per file (``path`` relative to the view directory, ``date``, ``rows``, ``min``/
+        ``max`` event time as ISO text, ``timestamp_column`` and ``schema``, the base64 Arrow schema);
+        ``[]`` for an empty table. The columns are checked against the view's stored schema when there is
+        one. With ``start``/``end`` given, a row outside [start, end) fails before anything is written.
+
+        >>> import tempfile, pyarrow as pa
+        >>> from datetime import datetime, timezone
+        >>> store = ParquetOfflineStore(ParquetOfflineStoreConfig(), Path(tempfile.mkdtemp()), "demo")
+        >>> t0, t1 = datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 1, 2, tzinfo=timezone.utc)
+        >>> rows = pa.table({"id": [1, 2], "ts": pa.array([t0, t0], pa.timestamp("us", tz="UTC"))})
+        >>> staged = store.stage("clicks", rows, "ts")          # e.g. on executors
+        >>> store.views(), [s["rows"] for s in staged]
+        ([], [2])
+        >>> store.commit_staged("clicks", staged, t0, t1, "ts")  # once, on the driver
+        2
+        >>> store.read("clicks").num_rows
+        2
+        """
+        view_dir = self._view_dir(view)
+        table = self._validate_ts(table, timestamp_column)
+        if start is not None or end is not None:
+            lo = _utc(start) if start is not None else datetime.min.replace(tzinfo=UTC)
+            hi = _utc(end) if end is not None else datetime.max.replace(tzinfo=UTC)
+            self._check_inside(table, timestamp_column, lo, hi)
+        if table.num_rows == 0:
+            self._check_schema(view, table, self._load(view), timestamp_column)
+            return []
+        prepared = self._prepare(view, view_dir, table, timestamp_column, lambda day: True)
+        schema_text = _schema_to_text(prepared.schema)
+        return [{**f.to_json(), "timestamp_column": timestamp_column, "schema": schema_text}
+                for f in prepared.written]
+
+    def _staged_file(self, view: str, view_dir: Path, entry: Any, ts_col: str,
+                     start: datetime, end: datetime) -> tuple[_File, pa.Schema]:
+        """One ``stage`` result, checked against the disk and the interval."""
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise InvalidInputError(f"view {view!r}: not a staged file description: {entry!r}")
+        match = _DATA_FILE.match(entry["path"])
+        if not match or match.group(1) != entry.get("date"):
+            raise InvalidInputError(f"view {view!r}: {entry['path']!r} is not a staged data file path")
+        if entry.get("timestamp_column") != ts_col:
+            raise InvalidInputError(f"view {view!r}: file {entry['path']} was staged with timestamp column "
+                                    f"{entry.get('timestamp_column')!r}, committing with {ts_col!r}")
+        try:
+            f = _File.from_json(entry)
+            schema = _schema_from_text(entry["schema"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"view {view!r}: bad staged file description {entry!r}: {exc}") from None
+        try:
+            rows_on_disk = pq.ParquetFile(str(view_dir / f.path)).metadata.num_rows
+        except FileNotFoundError:
+            raise InvalidInputError(f"view {view!r}: staged data file {f.path} does not exist (removed by "
+                                    f"vacuum or a failed commit?); stage the rows again") from None
+        if rows_on_disk != f.rows:
+            raise InvalidInputError(f"view {view!r}: staged data file {f.path} has {rows_on_disk} rows, "
+                                    f"its description says {f.rows}")
+        if f.rows and (f.min_ts < start or f.max_ts >= end):
+            raise InvalidInputError(f"view {view!r}: staged data file {f.path} holds rows from "
+                                    f"{f.min_ts.isoformat()} to {f.max_ts.isoformat()}, outside the interval "
+                                    f"[{start.isoformat()}, {end.isoformat()})")
+        return f, schema
+
+    def commit_staged(self, view: str, staged: list[dict[str, Any]], start: datetime, end: datetime,
+                      timestamp_column: str, *, schema: pa.Schema | None = None) -> int:
+        """Commit files from ``stage`` as ``write(view, <all their rows>, start, end, ts_col)`` would.
+
+        Under the view's lock, rows of existing files inside [start, end) are replaced and rows outside
+        are kept (files straddling an edge are rewritten), the interval is marked covered, and the
+        manifest is replaced atomically. Every staged row must lie inside [start, end), else
+        InvalidInputError. ``schema`` is needed only when nothing was staged and the view has no data
+        yet (it fixes the view's schema, as an empty ``write`` does). Returns the rows committed. On any
+        failure the staged files are removed (never a committed one) and nothing becomes visible.
+        """
+        start, end = _utc(start), _utc(end)
+        if end <= start:
+            raise InvalidInputError(f"commit_staged needs start < end, got {start} .. {end}")
+        view_dir = self._view_dir(view)
+        if not isinstance(staged, list):
+            raise InvalidInputError(f"staged must be a list of stage() results, got {type(staged).__name__}")
+        try:
+            files: list[_File] = []
+            schemas: list[pa.Schema] = []
+            for entry in staged:
+                f, file_schema = self._staged_file(view, view_dir, entry, timestamp_column, start, end)
+                files.append(f)
+                schemas.append(file_schema)
+            if len({f.path for f in files}) != len(files):
+                raise InvalidInputError(f"view {view!r}: the staged set lists a file more than once")
+            if schemas:
+                fixed = schemas[0]
+                for f, other in zip(files, schemas, strict=True):
+                    if not other.equals(fixed):
+                        raise InvalidInputError(f"view {view!r}: staged data file {f.path} has schema "
+                                                f"({other}), another has ({fixed})")
+            else:
+                current = self._load(view)
+                if current is not None:
+                    fixed = current.schema
+                elif schema is not None:
+                    empty = self._validate_ts(schema.empty_table(), timestamp_column)
+                    fixed = _storage_schema(empty)
+                else:
+                    raise InvalidInputError(f"view {view!r} has no data yet and nothing was staged: pass "
+                                            f"schema= to fix its columns")
+        except BaseException:
+            self.discard_staged(view, staged)
+            raise
+        self._commit(view, view_dir, _Prepared(fixed, files, {}), timestamp_column, (start, end))
+        return sum(f.rows for f in files)
+
+    def discard_staged(self, view: str, staged: list[dict[str, Any]]) -> None:
+        """Delete staged files that were not committed (files the manifest lists are never touched)."""
+        view_dir = self._view_dir(view)
+        paths = [e["path"] for e in staged if isinstance(e, dict) and isinstance(e.get("path"), str)
+                 and _DATA_FILE.match(e["path"])]
+        if not paths:
+            return
+        with self._lock(view):
+            manifest = self._load(view)
+            live = {f.path for f in manifest.files} if manifest else set()
+            self._remove_files(view_dir, [p for p in paths if p not in live])
 
     def append(self, view: str, table: pa.Table, timestamp_column: str) -> None:
         """Add rows without replacing any (streaming); coverage is unchanged."""
