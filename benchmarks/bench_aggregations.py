@@ -118,7 +118,9 @@ def combine(tries: list[dict]) -> dict:
         for key in ok[-1]["timings"]:
             secs = [t["timings"][key]["seconds"] for t in ok if key in t["timings"]]
             timings[key] = {"seconds": median(secs), "seconds_all": secs,
-                            "rss_after_mb": max(t["timings"][key]["rss_after_mb"] for t in ok if key in t["timings"])}
+                            "rss_after_mb": max(t["timings"][key]["rss_after_mb"] for t in ok if key in t["timings"]),
+                            "descendants_peak_rss_mb": max(t["timings"][key].get("descendants_peak_rss_mb", 0.0)
+                                                           for t in ok if key in t["timings"])}
         rec["timings"] = timings
         rec["peak_rss_mb"] = max(t["peak_rss_mb"] for t in ok)
         rec["process_peak_rss_mb"] = max(t["process_peak_rss_mb"] for t in ok)
@@ -191,7 +193,8 @@ def rows_of(recs: dict[str, dict]) -> list[dict]:
             row["error"] = r.get("error") or "did not run"
             out.append(row)
             continue
-        row.update(seconds=t["seconds"], seconds_all=t.get("seconds_all"), rss_mb=t["rss_after_mb"])
+        row.update(seconds=t["seconds"], seconds_all=t.get("seconds_all"), rss_mb=t["rss_after_mb"],
+                   child_rss_mb=t.get("descendants_peak_rss_mb") or None)
         if task == "materialize":
             n = r.get("materialized_rows")
             row["rows"] = n
@@ -228,7 +231,8 @@ def ratios(table: list[dict]) -> list[dict]:
 
 def print_report(title: str, table: list[dict], rats: list[dict]) -> None:
     print(f"\n== {title} ==")
-    head = f"{'system':24s} {'task':20s} {'seconds':>9s} {'runs':>22s} {'RSS MB':>8s} {'rows':>11s}  check"
+    head = (f"{'system':24s} {'task':20s} {'seconds':>9s} {'runs':>22s} {'RSS MB':>8s} {'JVM MB':>7s} "
+            f"{'rows':>11s}  check")
     print(head)
     print("-" * (len(head) + 30))
     for r in table:
@@ -236,7 +240,8 @@ def print_report(title: str, table: list[dict], rats: list[dict]) -> None:
             print(f"{r['system']:24s} {r['task']:20s} FAILED: {r['error'][:400]}")
             continue
         runs = ",".join(f"{s:.2f}" for s in (r.get("seconds_all") or [])) if len(r.get("seconds_all") or []) > 1 else ""
-        print(f"{r['system']:24s} {r['task']:20s} {r['seconds']:>9.2f} {runs:>22s} {r['rss_mb']:>8.0f} "
+        jvm = f"{r['child_rss_mb']:.0f}" if r.get("child_rss_mb") else ""
+        print(f"{r['system']:24s} {r['task']:20s} {r['seconds']:>9.2f} {runs:>22s} {r['rss_mb']:>8.0f} {jvm:>7s} "
               f"{(r['rows'] if r['rows'] is not None else 0):>11,d}  {r['check']}"
               + (f" (read from {r['read_from']})" if r.get("read_from") else ""))
     print()
@@ -358,9 +363,9 @@ def main() -> int:
             r = run_task(f"profile-local-{task}", ours_cmd("local", task, data, args.users, work, None,
                                                            prof_path), run_dir, guard)
             if r.get("ok"):
-                profiles[task] = r.get("profiles", {}).get(task)
-                if profiles[task]:
-                    print_profile(f"ours/local {task}", profiles[task])
+                for name, prof in (r.get("profiles") or {}).items():
+                    profiles[name] = prof
+                    print_profile(f"ours/local {name}", prof)
             else:
                 profiles[task] = {"error": r.get("error")}
 

@@ -61,6 +61,38 @@ def entity_table(users: int):
     return pa.table({"user_id": pa.array(ids), "event_timestamp": times})
 
 
+def descendants_peak_rss_mb() -> float:
+    """Sum of the peak RSS (VmHWM) of this process's live descendants (Linux /proc), 0 if none."""
+    import os
+
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    me, found = os.getpid(), set()
+    frontier = [me]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in found:
+                found.add(child)
+                frontier.append(child)
+    total = 0.0
+    for pid in found:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) / 1024.0
+        except OSError:
+            continue
+    return total
+
+
 class Recorder:
     """Collects metrics; ``timed(name, fn)`` runs fn under the clock (and pyinstrument if asked)."""
 
@@ -96,6 +128,9 @@ class Recorder:
                     "text": str(path), "python": python_summary(profiler.last_session),
                     "duckdb": duckdb_summary(path.with_name(self.args.profile.stem + f"-{name}-duckdb"))}
         self.metrics["timings"][name] = {"seconds": seconds, "rss_after_mb": peak_rss_mb()}
+        kids = descendants_peak_rss_mb()
+        if kids:  # e.g. Spark's JVM, which the process's own rusage does not count
+            self.metrics["timings"][name]["descendants_peak_rss_mb"] = kids
         self.metrics.pop("running", None)
         self.save()
         return out

@@ -94,7 +94,7 @@ def body(args, rec) -> None:
         res = rec.timed("materialize", lambda: store.materialize(MAT_START, MAT_END, online=False,
                                                                  progress=False), profile=True)
         rec.metrics["materialized_rows"] = res.rows
-        result = rec.timed("export_from_offline", export)
+        result = rec.timed("export_from_offline", export, profile=True)
     rec.metrics["rows_out"] = result.num_rows
     if args.out:
         pq.write_table(result.select(["user_id", *FEATURES]), args.out)
