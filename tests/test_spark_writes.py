@@ -167,6 +167,18 @@ def test_stage_from_another_process(tmp_path: Path) -> None:
     assert store.read("trips").to_pylist() == [{"driver_id": 7, EV: H(3), "trips": 1.5}]
 
 
+def test_frame_schema_matches_local_engine_types() -> None:
+    from featurestore.engines.spark_writes import _conform, frame_schema
+
+    schema = frame_schema([("driver_id", pa.int32())], [("src", "trips", pa.float32())])
+    assert schema.names == ["driver_id", "trips", EV, CR]
+    table = pa.table({"driver_id": pa.array([1], pa.int64()), "trips": pa.array([1.5]),
+                      EV: pa.array([H(1)], TS), CR: pa.array([None], TS)})
+    assert _conform(table, schema).schema.equals(schema)
+    with pytest.raises(InvalidInputError, match="driver_id"):
+        _conform(table.set_column(0, "driver_id", pa.array([2**40], pa.int64())), schema)
+
+
 # -- Spark ----------------------------------------------------------------------------------------------
 DAYS = 5
 PER_DAY = 700

@@ -95,6 +95,23 @@ def _chunks(batches: Iterator[pa.RecordBatch], max_bytes: int | None = None,
         yield pa.Table.from_batches(pending)
 
 
+def frame_schema(keys: list[tuple[str, pa.DataType]],
+                 features: list[tuple[str, str, pa.DataType]]) -> pa.Schema:
+    """The Arrow schema of ``SparkEngine.read_frame(data, keys, features, ...)``'s rows as the local
+    engine's ``read_rows`` types them (declared key and feature types, UTC microsecond timestamps):
+    pass it as ``write_offline(..., schema=)`` so both engines store identical files.
+
+    >>> frame_schema([("driver_id", pa.int32())], [("trips", "trips", pa.float64())])
+    driver_id: int32
+    trips: double
+    event_timestamp: timestamp[us, tz=UTC]
+    created_timestamp: timestamp[us, tz=UTC]
+    """
+    ts = pa.timestamp("us", tz="UTC")
+    return pa.schema([*[(k, t) for k, t in keys], *[(out, t) for _, out, t in features],
+                      (EVENT_TS, ts), (CREATED_TS, ts)])
+
+
 def _meta_batch(records: list[dict[str, Any]]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.array([json.dumps(r) for r in records], pa.string())], names=[_META])
 
