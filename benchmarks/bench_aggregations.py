@@ -85,9 +85,9 @@ def run_task(name: str, cmd: list[str], run_dir: Path, guard: dict) -> dict:
     return rec
 
 
-def floor_cmd(data: Path, users: int, work: Path, out: Path | None) -> list[str]:
+def floor_cmd(data: Path, users: int, work: Path, out: Path | None, window: bool) -> list[str]:
     cmd = [sys.executable, str(RUNNERS / "agg_duckdb.py"), "--data", str(data), "--users", str(users),
-           "--work", str(work)]
+           "--work", str(work)] + (["--window"] if window else [])
     return cmd + (["--out", str(out)] if out else [])
 
 
@@ -178,6 +178,7 @@ def rows_of(recs: dict[str, dict]) -> list[dict]:
     expected_rows = floor.get("settled_in_materialize_interval") if floor and floor.get("ok") else None
     for key, label, task, check_key in (
             ("duckdb", "duckdb floor (GROUP BY)", "export", None),
+            ("duckdb", "duckdb window functions", "export_window", "window_check"),
             ("local-export", "ours/local", "export", "check"),
             ("local-materialize", "ours/local", "materialize", "mat_check"),
             ("local-materialize", "ours/local", "export_from_offline", "check"),
@@ -200,7 +201,7 @@ def rows_of(recs: dict[str, dict]) -> list[dict]:
             row["rows"] = n
             row["check"] = ("rows equal settled events" if n == expected_rows and n is not None
                             else f"{n} rows, expected {expected_rows} settled events")
-        elif task == "export" and key == "duckdb":
+        elif key == "duckdb" and task == "export":
             row.update(rows=r.get("rows_out"), check="(reference)")
         else:
             row.update(rows=r.get("rows_out"), check=verdict(r.get(check_key)),
@@ -214,6 +215,7 @@ def ratios(table: list[dict]) -> list[dict]:
     floor = secs.get(("duckdb", "export"))
     out = []
     for key, task, name, target in (
+            ("duckdb", "export_window", "hand-written window-function query / floor", None),
             ("local-export", "export", "ours/local export / floor", TARGET_VS_FLOOR),
             ("local-materialize", "materialize", "ours/local materialize / floor", TARGET_VS_FLOOR),
             ("local-materialize", "export_from_offline", "ours/local export from offline store / floor", None),
@@ -226,6 +228,10 @@ def ratios(table: list[dict]) -> list[dict]:
         value = v / floor if v and floor else None
         out.append({"name": name, "value": value, "target": f"<= {target:g}x" if target else "(recorded)",
                     "pass": (value <= target if value is not None else None) if target else None})
+    window, ours = secs.get(("duckdb", "export_window")), secs.get(("local-export", "export"))
+    if window and ours:
+        out.append({"name": "ours/local export / hand-written window query", "value": ours / window,
+                    "target": "(recorded)", "pass": None})
     return out
 
 
@@ -285,6 +291,8 @@ def main() -> int:
                     help="kill a child whose RSS passes this (default: 85%% of the machine's memory)")
     ap.add_argument("--min-available-mb", type=float, default=1024.0,
                     help="kill a child when the machine's available memory drops below this")
+    ap.add_argument("--no-window-variant", action="store_true",
+                    help="skip the hand-written window-function query (timed beside the floor, for comparison)")
     ap.add_argument("--keep", action="store_true", help="keep result Parquet files and scratch repos")
     args = ap.parse_args()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -328,7 +336,7 @@ def main() -> int:
     tries: dict[str, list[dict]] = {}
     print(f"\n{label}:", flush=True)
     # the floor and ours/local alternate, round by round, so drift in the machine's load hits all alike
-    plan = [("duckdb", floor_cmd(data, args.users, work, out("duckdb")))]
+    plan = [("duckdb", floor_cmd(data, args.users, work, out("duckdb"), not args.no_window_variant))]
     if "local" in engines:
         plan += [("local-export", ours_cmd("local", "export", data, args.users, work, out("local-export"))),
                  ("local-materialize", ours_cmd("local", "materialize", data, args.users, work,
@@ -349,6 +357,8 @@ def main() -> int:
     for name, r in recs.items():
         if name != "duckdb" and r.get("ok") and floor_ok and out(name).exists():
             r["check"] = check_against_floor(out("duckdb"), out(name))
+    if recs["duckdb"].get("ok") and out("duckdb-window").exists():
+        recs["duckdb"]["window_check"] = check_against_floor(out("duckdb"), out("duckdb-window"))
 
     table = rows_of(recs)
     rats = ratios(table)

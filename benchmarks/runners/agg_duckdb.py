@@ -37,6 +37,31 @@ FROM entity_df e LEFT JOIN a ON a.user_id = e.user_id
 """
 
 
+def build_window_sql() -> str:
+    """For comparison only (not the floor): the same numbers from hand-written window functions, the
+    general strategy that also serves many points per user. Events and points are stacked and one
+    RANGE frame per window runs over each user's rows in time order; a point sees events in
+    (t - w, t]."""
+    wins = dict(WINDOWS, ttl=TTL)
+    frames = ",\n       ".join(
+        f"w_{w} AS (PARTITION BY user_id ORDER BY t_us RANGE BETWEEN {int(d.total_seconds() * 1e6) - 1} "
+        f"PRECEDING AND CURRENT ROW)" for w, d in wins.items())
+    cols = ", ".join(f"{fn}(amount) OVER w_{w} AS amount_{fn}_{w}" for fn in ("sum", "count") for w in WINDOWS)
+    outs = ", ".join(f"CASE WHEN n_ttl > 0 THEN {f} END AS {f}" for f in FEATURES)
+    return f"""
+WITH u AS (
+  SELECT user_id, epoch_us(ts) AS t_us, amount, 0 AS kind FROM read_parquet($files)
+  WHERE status = 'settled' AND ts <= $t AND ts >= $lo_ttl
+  UNION ALL
+  SELECT user_id, epoch_us(event_timestamp), NULL, 1 FROM entity_df),
+w AS (
+  SELECT user_id, kind, {cols}, count(amount) OVER w_ttl AS n_ttl
+  FROM u
+  WINDOW {frames})
+SELECT user_id, {outs} FROM w WHERE kind = 1
+"""
+
+
 def params(files) -> dict:
     p = {"files": [str(f) for f in files], "t": POINT, "lo_ttl": POINT - TTL}
     p.update({f"lo_{w}": POINT - d for w, d in WINDOWS.items()})
@@ -59,6 +84,17 @@ def body(args, rec) -> None:
     rec.metrics["rows_in"] = entity.num_rows
     if args.out:
         pq.write_table(result, args.out)
+    if args.window:
+        def window_query():
+            con = duckdb.connect()
+            con.register("entity_df", entity)
+            p = {k: v for k, v in params(files).items() if k in ("files", "t", "lo_ttl")}
+            return con.sql(build_window_sql(), params=p).to_arrow_table()
+
+        wres = rec.timed("export_window", window_query)
+        if args.out:
+            pq.write_table(wres, args.out.with_name(args.out.stem + "-window.parquet"))
+        del wres
     con = duckdb.connect()
     rec.metrics["settled_in_materialize_interval"] = con.execute(
         "SELECT count(*) FROM read_parquet($files) WHERE status = 'settled' AND ts >= $s AND ts < $e",
@@ -67,5 +103,10 @@ def body(args, rec) -> None:
                                         {"files": [str(f) for f in files]}).fetchone()[0]
 
 
+def _extra(ap) -> None:
+    ap.add_argument("--window", action="store_true",
+                    help="also time the window-function variant (for comparison; not the floor)")
+
+
 if __name__ == "__main__":
-    run(body)
+    run(body, _extra)
