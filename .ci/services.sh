@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Private test services for this checkout: PostgreSQL (registry) and Redis (online store).
+# Private test services for this checkout: PostgreSQL (registry), Redis (online store) and a
+# single-node Kafka broker (stream sources; its jars come from Maven Central via .ci/jvm/pom.xml).
 #
 #   .ci/services.sh install [svc...]           install missing binaries from Debian's packages
 #   .ci/services.sh start [--record FILE] [svc...]
@@ -14,15 +15,16 @@
 #   .ci/services.sh status                     say which services answer
 #
 # Each service is a set of shell functions named <svc>_install, <svc>_up (answers?), <svc>_start,
-# <svc>_stop and <svc>_env, plus an entry in SERVICES. Adding Kafka later means writing kafka_*
-# functions (install = `mvn dependency:copy-dependencies` into .ci/cache, start = format KRaft
-# storage once and launch kafka.Kafka with a loopback server.properties) and appending "kafka".
+# <svc>_stop and <svc>_env, plus an entry in SERVICES.
+#
+#   .ci/services.sh jars PROFILE...            fetch the jars of a .ci/jvm/pom.xml profile (kafka-broker,
+#                                              flink-kafka) into .ci/cache/jars/PROFILE (cached by pom hash)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$ROOT/.ci/state"
 STARTED_LIST="$STATE/started"
-SERVICES=(postgres redis)
+SERVICES=(postgres redis kafka)
 WAIT_SECONDS="${FS_SERVICES_WAIT_SECONDS:-60}"
 
 PG_PORT=55432
@@ -31,6 +33,10 @@ PG_PASSWORD=fs
 PG_DATABASES=(fs_test)
 PG_OS_USER=fsci
 REDIS_PORT=56379
+KAFKA_PORT=59092
+KAFKA_CONTROLLER_PORT=59093
+JVM_POM="$ROOT/.ci/jvm/pom.xml"
+JARS_CACHE="$ROOT/.ci/cache/jars"
 
 log() { echo "[services] $*" >&2; }
 die() { echo "[services] ERROR: $*" >&2; exit 1; }
@@ -305,6 +311,211 @@ redis_env() {
     echo "export FS_REDIS_SERVER_BIN=$(redis_bin || echo /usr/bin/redis-server)"
 }
 
+# ---------------------------------------------------------------- JVM jars (Maven Central)
+# fetch_jars PROFILE: resolve one profile of .ci/jvm/pom.xml into .ci/cache/jars/PROFILE. Skipped when
+# the folder's .stamp holds the pom's sha256 (featurestore/streaming/jars.py writes the same stamp).
+# Fetched into a temporary folder and moved into place, so an interrupted fetch never looks complete.
+pom_hash() { sha256sum "$JVM_POM" | cut -c1-64; }
+
+jars_ready() {
+    local dir="$JARS_CACHE/$1"
+    [[ -f "$dir/.stamp" && "$(cat "$dir/.stamp")" == "$(pom_hash)" ]]
+}
+
+fetch_jars() {
+    local profile="$1" dir="$JARS_CACHE/$1"
+    if jars_ready "$profile"; then
+        log "jars: $profile cached in $dir"
+        return 0
+    fi
+    command -v mvn >/dev/null || die "jars: mvn not found (run: $0 install kafka)"
+    mkdir -p "$JARS_CACHE"
+    local tmp; tmp="$(mktemp -d "$JARS_CACHE/.$profile.XXXXXX")"
+    local mlog="$JARS_CACHE/$profile.mvn.log" t0=$SECONDS
+    log "jars: fetching profile $profile of $JVM_POM from Maven Central (log $mlog)"
+    if ! mvn -q -B -f "$JVM_POM" -P "$profile" dependency:copy-dependencies \
+            -DoutputDirectory="$tmp" >"$mlog" 2>&1; then
+        rm -rf "$tmp"
+        tail_log "$mlog"
+        die "jars: mvn could not fetch profile $profile"
+    fi
+    compgen -G "$tmp/*.jar" >/dev/null || { rm -rf "$tmp"; die "jars: profile $profile gave no jars"; }
+    pom_hash >"$tmp/.stamp"
+    rm -rf "$dir"
+    mv "$tmp" "$dir"
+    log "jars: $profile ready in $dir ($(find "$dir" -name '*.jar' | wc -l) jars, $((SECONDS - t0))s)"
+}
+
+# ---------------------------------------------------------------- kafka
+# A single-node KRaft broker (broker and controller in one JVM) on loopback. State lives in
+# .ci/state/kafka: server.properties (rewritten on every start), data/ (formatted once with a random
+# cluster id), kafka.log, kafka.pid.
+KAFKA_DIR="$STATE/kafka"
+KAFKA_PIDF="$KAFKA_DIR/kafka.pid"
+KAFKA_LOG="$KAFKA_DIR/kafka.log"
+
+kafka_java() {
+    if [[ -n "${JAVA_HOME:-}" && -x "${JAVA_HOME}/bin/java" ]]; then
+        echo "$JAVA_HOME/bin/java"
+    else
+        command -v java
+    fi
+}
+
+kafka_install() {
+    local pkgs=()
+    kafka_java >/dev/null || pkgs+=(openjdk-17-jre-headless)
+    command -v mvn >/dev/null || pkgs+=(maven)
+    command -v python3 >/dev/null || pkgs+=(python3)
+    if ((${#pkgs[@]})); then apt_install "${pkgs[@]}"; fi
+    log "kafka: $("$(kafka_java)" -version 2>&1 | head -n 1)"
+    fetch_jars kafka-broker
+}
+
+# Answers when a Kafka broker on the port lists itself in a Metadata response (so it is unfenced and
+# serving, not just listening). Standard-library Python: works before any venv exists.
+kafka_up() {
+    python3 - "$KAFKA_PORT" 2>/dev/null <<'PY'
+import socket, struct, sys
+
+port = int(sys.argv[1])
+client = b"fs-ci"
+# Metadata v4 (Kafka 4 serves v4 and up). Header v1: api_key, api_version, correlation id, client id.
+# Body: topics = empty array (brokers only), allow_auto_topic_creation = false.
+body = struct.pack(">hhih", 3, 4, 7, len(client)) + client + struct.pack(">ib", 0, 0)
+with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+    s.settimeout(5)
+    s.sendall(struct.pack(">i", len(body)) + body)
+
+    def read(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = s.recv(n - len(buf))
+            if not chunk:
+                sys.exit(1)
+            buf += chunk
+        return buf
+
+    (size,) = struct.unpack(">i", read(4))
+    resp = read(size)
+# Response header v0 (correlation id), then throttle_time_ms and the length of the brokers array.
+corr, _throttle, nbrokers = struct.unpack(">iii", resp[:12])
+sys.exit(0 if corr == 7 and nbrokers >= 1 else 1)
+PY
+}
+
+kafka_write_properties() {
+    cat >"$KAFKA_DIR/server.properties" <<PROPS
+# Written by .ci/services.sh on every start; edits are lost.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$KAFKA_DIR/data
+num.partitions=1
+default.replication.factor=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=2
+num.recovery.threads.per.data.dir=1
+log.retention.hours=24
+PROPS
+}
+
+# The broker's pid from the pid file, if that process is still our kafka.Kafka.
+kafka_pid() {
+    local pid
+    [[ -f "$KAFKA_PIDF" ]] || return 1
+    pid="$(cat "$KAFKA_PIDF")"
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka' || return 1
+    echo "$pid"
+}
+
+# For wait_until: succeed when the broker answers, and also when our process died (checked after).
+kafka_up_or_dead() {
+    kafka_up || ! kafka_pid >/dev/null
+}
+
+kafka_start() {
+    local java; java="$(kafka_java)" || die "kafka: no java (run: $0 install kafka)"
+    jars_ready kafka-broker || die "kafka: broker jars missing (run: $0 install kafka)"
+    local cp="$JARS_CACHE/kafka-broker/*"
+    if kafka_up; then
+        log "kafka: already answering on 127.0.0.1:$KAFKA_PORT; leaving it running"
+        return 0   # not started by this call
+    fi
+    local pid
+    if pid="$(kafka_pid)"; then
+        # Our broker from an earlier start is alive but not answering yet: wait, do not start twice.
+        log "kafka: broker from an earlier start (pid $pid) is still coming up; waiting"
+        wait_until "kafka on 127.0.0.1:$KAFKA_PORT" "$KAFKA_LOG" kafka_up
+        return 0
+    fi
+    mkdir -p "$KAFKA_DIR"
+    kafka_write_properties
+    local logopts=(-Dorg.slf4j.simpleLogger.showDateTime=true
+                   "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSS"
+                   -Dorg.slf4j.simpleLogger.log.org.apache.kafka.common.config=warn)
+    if [[ ! -f "$KAFKA_DIR/data/meta.properties" ]]; then
+        rm -rf "$KAFKA_DIR/data"
+        local cid
+        cid="$("$java" -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
+        [[ "$cid" =~ ^[A-Za-z0-9_-]{22}$ ]] || die "kafka: could not make a cluster id (got '$cid')"
+        log "kafka: formatting KRaft storage in $KAFKA_DIR/data (cluster id $cid)"
+        "$java" -Xmx256m "${logopts[@]}" -cp "$cp" kafka.tools.StorageTool format -t "$cid" \
+            -c "$KAFKA_DIR/server.properties" --standalone >"$KAFKA_DIR/format.log" 2>&1 \
+            || { tail_log "$KAFKA_DIR/format.log"; die "kafka: storage format failed"; }
+    fi
+    log "kafka: starting on 127.0.0.1:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT, log $KAFKA_LOG)"
+    # Own session (setsid), so a Ctrl-C at the terminal reaches `stop` rather than the broker; no
+    # inherited stdin/stdout/stderr, so a pipe (make test | tee) does not wait for the broker to exit.
+    # shellcheck disable=SC2086
+    setsid "$java" ${FS_KAFKA_HEAP_OPTS:--Xms128m -Xmx512m} -XX:+UseSerialGC -Djava.awt.headless=true \
+        "${logopts[@]}" ${FS_KAFKA_JAVA_OPTS:-} -cp "$cp" kafka.Kafka "$KAFKA_DIR/server.properties" \
+        </dev/null >>"$KAFKA_LOG" 2>&1 &
+    echo $! >"$KAFKA_PIDF"
+    mark_started kafka
+    local t0=$SECONDS
+    wait_until "kafka on 127.0.0.1:$KAFKA_PORT" "$KAFKA_LOG" kafka_up_or_dead
+    kafka_pid >/dev/null || { tail_log "$KAFKA_LOG"; die "kafka: the broker exited during startup"; }
+    log "kafka: ready ($((SECONDS - t0))s)"
+}
+
+kafka_stop() {
+    local pid
+    if pid="$(kafka_pid)"; then
+        log "kafka: stopping (pid $pid)"
+        kill -TERM "$pid"
+        local deadline=$((SECONDS + 45))
+        while kill -0 "$pid" 2>/dev/null; do
+            if ((SECONDS >= deadline)); then
+                log "kafka: still alive after 45s, killing"; kill -KILL "$pid" 2>/dev/null || true; break
+            fi
+            sleep 0.2
+        done
+        rm -f "$KAFKA_PIDF"
+    else
+        log "kafka: not running from $KAFKA_PIDF"
+    fi
+}
+
+kafka_env() {
+    echo "export FS_TEST_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT"
+}
+
 # ---------------------------------------------------------------- dispatch
 RECORD=""
 # Called by <svc>_start right after it launched a server (never when it found one answering), before
@@ -396,7 +607,10 @@ main() {
         stop) cmd_stop "$@" ;;
         env) cmd_env ;;
         status) cmd_status ;;
-        *) echo "usage: $0 {install|start|stop|env|status} [options] [service...]" >&2; exit 2 ;;
+        jars)
+            (($#)) || die "usage: $0 jars PROFILE... (profiles of $JVM_POM: kafka-broker, flink-kafka)"
+            local p; for p in "$@"; do fetch_jars "$p"; done ;;
+        *) echo "usage: $0 {install|start|stop|env|status|jars} [options] [service...]" >&2; exit 2 ;;
     esac
 }
 
