@@ -85,9 +85,9 @@ def run_task(name: str, cmd: list[str], run_dir: Path, guard: dict) -> dict:
     return rec
 
 
-def floor_cmd(data: Path, users: int, work: Path, out: Path | None, window: bool) -> list[str]:
+def floor_cmd(data: Path, users: int, work: Path, out: Path | None, window: bool, copy: bool) -> list[str]:
     cmd = [sys.executable, str(RUNNERS / "agg_duckdb.py"), "--data", str(data), "--users", str(users),
-           "--work", str(work)] + (["--window"] if window else [])
+           "--work", str(work)] + (["--window"] if window else []) + (["--copy"] if copy else [])
     return cmd + (["--out", str(out)] if out else [])
 
 
@@ -179,6 +179,7 @@ def rows_of(recs: dict[str, dict]) -> list[dict]:
     for key, label, task, check_key in (
             ("duckdb", "duckdb floor (GROUP BY)", "export", None),
             ("duckdb", "duckdb window functions", "export_window", "window_check"),
+            ("duckdb", "duckdb COPY to Parquet", "materialize_copy", "copy_check"),
             ("local-export", "ours/local", "export", "check"),
             ("local-materialize", "ours/local", "materialize", "mat_check"),
             ("local-materialize", "ours/local", "export_from_offline", "check"),
@@ -196,8 +197,8 @@ def rows_of(recs: dict[str, dict]) -> list[dict]:
             continue
         row.update(seconds=t["seconds"], seconds_all=t.get("seconds_all"), rss_mb=t["rss_after_mb"],
                    child_rss_mb=t.get("descendants_peak_rss_mb") or None)
-        if task == "materialize":
-            n = r.get("materialized_rows")
+        if task.startswith("materialize"):
+            n = r.get("materialized_rows") if task == "materialize" else r.get("copy_rows")
             row["rows"] = n
             row["check"] = ("rows equal settled events" if n == expected_rows and n is not None
                             else f"{n} rows, expected {expected_rows} settled events")
@@ -228,6 +229,10 @@ def ratios(table: list[dict]) -> list[dict]:
         value = v / floor if v and floor else None
         out.append({"name": name, "value": value, "target": f"<= {target:g}x" if target else "(recorded)",
                     "pass": (value <= target if value is not None else None) if target else None})
+    copy, mat = secs.get(("duckdb", "materialize_copy")), secs.get(("local-materialize", "materialize"))
+    if copy and mat:
+        out.append({"name": "ours/local materialize / DuckDB COPY of the same rows", "value": mat / copy,
+                    "target": "(recorded)", "pass": None})
     window, ours = secs.get(("duckdb", "export_window")), secs.get(("local-export", "export"))
     if window and ours:
         out.append({"name": "ours/local export / hand-written window query", "value": ours / window,
@@ -254,7 +259,7 @@ def print_report(title: str, table: list[dict], rats: list[dict]) -> None:
     for row in rats:
         shown = "-" if row["value"] is None else f"{row['value']:.2f}x"
         v = {True: "PASS", False: "FAIL", None: ""}[row["pass"]]
-        print(f"  {row['name']:46s} {shown:>9s}   target {row['target']:>11s}   {v}")
+        print(f"  {row['name']:54s} {shown:>9s}   target {row['target']:>11s}   {v}")
 
 
 def print_profile(name: str, prof: dict) -> None:
@@ -293,6 +298,8 @@ def main() -> int:
                     help="kill a child when the machine's available memory drops below this")
     ap.add_argument("--no-window-variant", action="store_true",
                     help="skip the hand-written window-function query (timed beside the floor, for comparison)")
+    ap.add_argument("--no-copy-variant", action="store_true",
+                    help="skip the DuckDB COPY of the materialized rows (timed beside the floor, for comparison)")
     ap.add_argument("--keep", action="store_true", help="keep result Parquet files and scratch repos")
     args = ap.parse_args()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -336,7 +343,8 @@ def main() -> int:
     tries: dict[str, list[dict]] = {}
     print(f"\n{label}:", flush=True)
     # the floor and ours/local alternate, round by round, so drift in the machine's load hits all alike
-    plan = [("duckdb", floor_cmd(data, args.users, work, out("duckdb"), not args.no_window_variant))]
+    plan = [("duckdb", floor_cmd(data, args.users, work, out("duckdb"), not args.no_window_variant,
+                                  not args.no_copy_variant))]
     if "local" in engines:
         plan += [("local-export", ours_cmd("local", "export", data, args.users, work, out("local-export"))),
                  ("local-materialize", ours_cmd("local", "materialize", data, args.users, work,

@@ -62,6 +62,15 @@ SELECT user_id, {outs} FROM w WHERE kind = 1
 """
 
 
+# For comparison with materialization (not the floor): the same rows written as the offline store
+# holds them (settled events of the interval, one folder per UTC day, zstd), by one COPY.
+COPY_SQL = """
+COPY (SELECT user_id, amount, ts AS event_timestamp, created AS created_timestamp, CAST(ts AS DATE) AS date
+      FROM read_parquet($files) WHERE status = 'settled' AND ts >= $s AND ts < $e)
+TO '{target}' (FORMAT parquet, PARTITION_BY (date), COMPRESSION zstd, ROW_GROUP_SIZE 131072)
+"""
+
+
 def params(files) -> dict:
     p = {"files": [str(f) for f in files], "t": POINT, "lo_ttl": POINT - TTL}
     p.update({f"lo_{w}": POINT - d for w, d in WINDOWS.items()})
@@ -95,6 +104,21 @@ def body(args, rec) -> None:
         if args.out:
             pq.write_table(wres, args.out.with_name(args.out.stem + "-window.parquet"))
         del wres
+    if args.copy:
+        import shutil
+
+        target = args.work / "duckdb_copy"
+        shutil.rmtree(target, ignore_errors=True)
+
+        def copy():
+            con = duckdb.connect()
+            con.execute(COPY_SQL.format(target=str(target).replace("'", "''")),
+                        {"files": [str(f) for f in files], "s": MAT_START, "e": MAT_END})
+
+        rec.timed("materialize_copy", copy)
+        rec.metrics["copy_rows"] = duckdb.connect().execute(
+            "SELECT count(*) FROM read_parquet($p)", {"p": str(target / "**" / "*.parquet")}).fetchone()[0]
+        shutil.rmtree(target, ignore_errors=True)
     con = duckdb.connect()
     rec.metrics["settled_in_materialize_interval"] = con.execute(
         "SELECT count(*) FROM read_parquet($files) WHERE status = 'settled' AND ts >= $s AND ts < $e",
@@ -106,6 +130,8 @@ def body(args, rec) -> None:
 def _extra(ap) -> None:
     ap.add_argument("--window", action="store_true",
                     help="also time the window-function variant (for comparison; not the floor)")
+    ap.add_argument("--copy", action="store_true",
+                    help="also time a COPY writing the materialized rows as Parquet (for comparison)")
 
 
 if __name__ == "__main__":
