@@ -20,10 +20,12 @@ from pydantic import (
 )
 
 Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
-EntityValue = Union[Int64, StrictStr]
 Status = Literal["PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"]
 Scalar = Union[Int64, StrictFloat, StrictStr, StrictBool, None]
 PushValue = Union[Scalar, list[Scalar]]
+# Join key values (integers or strings; the store checks them against the key's type) and, like Feast,
+# the request fields of on-demand feature views, which may be any scalar or a list.
+EntityValue = PushValue
 
 
 class _Strict(BaseModel):
@@ -37,7 +39,8 @@ class GetOnlineFeaturesRequest(_Strict):
         default=None, min_length=1, examples=[["driver_hourly_stats:conv_rate", "driver_hourly_stats:acc_rate"]])
     feature_service: Optional[StrictStr] = Field(default=None, min_length=1, examples=["model_v1"])
     entities: dict[StrictStr, list[EntityValue]] = Field(
-        description="Join key -> values, one per entity row (column-major, like Feast)",
+        description="Join key (and on-demand request field) -> values, one per entity row (column-major, "
+                    "like Feast)",
         examples=[{"driver_id": [1001, 1002]}])
     full_feature_names: StrictBool = Field(default=False, description="Name features view__feature")
 
@@ -116,6 +119,11 @@ class FeatureViewSpec(_Spec):
     source: dict[str, Any]
 
 
+class OnDemandFeatureViewSpec(_Spec):
+    sources: list[str]
+    schema_: list[ColumnSpec] = Field(alias="schema")
+
+
 class FeatureServiceSpec(_Spec):
     features: list[dict[str, Any]]
 
@@ -132,6 +140,10 @@ class FeatureViewList(BaseModel):
     feature_views: list[FeatureViewSpec]
 
 
+class OnDemandFeatureViewList(BaseModel):
+    on_demand_feature_views: list[OnDemandFeatureViewSpec]
+
+
 class FeatureServiceList(BaseModel):
     feature_services: list[FeatureServiceSpec]
 
@@ -145,5 +157,6 @@ class RegistrySummary(BaseModel):
     version: int
     entities: list[str]
     feature_views: list[str]
+    on_demand_feature_views: list[str]
     feature_services: list[str]
     data_sources: list[str]

@@ -41,7 +41,8 @@ EPOCH = "1970-01-01T00:00:00Z"
 
 CODE = """
 from datetime import timedelta
-from featurestore import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
+from featurestore import (Entity, FeatureService, FeatureView, Field, FileSource, PushSource, RequestSource,
+                          on_demand_feature_view)
 from featurestore.types import Array, Bool, Bytes, Float32, Float64, Int64, String, Timestamp
 
 driver = Entity(name="driver", join_keys=["driver_id"], description="a driver")
@@ -59,6 +60,18 @@ live_push = PushSource(name="live_push",
 live = FeatureView(name="live", entities=[driver], ttl=timedelta(days=1), source=live_push,
     schema=[Field(name="speed", dtype=Float64)])
 svc = FeatureService(name="svc", features=[stats[["rate", "trips"]], short])
+
+@on_demand_feature_view(sources=[stats, RequestSource(schema=[Field("bonus", Float64)])],
+                        schema=[Field("boosted", Float64)])
+def boost(inputs):
+    return {"boosted": [None if s is None or b is None else s + b
+                        for s, b in zip(inputs["score"], inputs["bonus"])]}
+
+@on_demand_feature_view(sources=[stats], schema=[Field("boom", Float64)])
+def broken(inputs):
+    return {"boom": [1 / 0 for _ in inputs["trips"]]}
+
+boosted_svc = FeatureService(name="boosted_svc", features=[stats[["trips"]], boost])
 """
 
 N_DRIVERS = 20  # driver ids 1..20; driver 3 has a null label; 99 is unknown
@@ -237,6 +250,27 @@ def test_outside_max_age_over_http(sqlite_store):
     assert column(r.json(), "hits")["event_timestamps"][1] != EPOCH
 
 
+def test_on_demand_features_with_request_fields(store, client):
+    entities = {"driver_id": [1, 2, 99], "bonus": [0.5, None, 1.0]}
+    r = lookup(client, ["stats:trips", "boost:boosted"], entities)
+    assert r.status_code == 200, r.text
+    assert r.json() == store.get_online_features(["stats:trips", "boost:boosted"], entities).to_rest()
+    assert column(r.json(), "boosted")["values"] == [1.75, None, None]
+    r = client.post("/get-online-features", json={"feature_service": "boosted_svc", "entities": entities})
+    assert r.json()["metadata"]["feature_names"] == ["driver_id", "trips", "boosted"]
+    r = lookup(client, ["boost:boosted"], {"driver_id": [1]})  # the request field is missing
+    assert r.status_code == 422 and "'bonus'" in error_of(r)["message"]
+    for bad in ("abc", [1.0]):  # a request field of the wrong type is the client's error, not the view's
+        r = lookup(client, ["boost:boosted"], {"driver_id": [1], "bonus": [bad]})
+        assert r.status_code == 422 and "'bonus'" in error_of(r)["message"], r.text
+    r = lookup(client, ["broken:boom"], {"driver_id": [1]})  # the user's function fails: named, no trace
+    assert r.status_code == 500
+    err = error_of(r)
+    assert err["type"] == "OnDemandFeatureError" and "broken" in err["message"]
+    text = client.get("/metrics").text
+    assert 'featurestore_feature_freshness_seconds{view="stats"}' in text
+
+
 def test_string_join_keys_and_empty_entities(client):
     r = lookup(client, ["stats:trips"], {"driver_id": ["1", 2]})
     assert r.status_code == 200 and column(r.json(), "trips")["values"] == [10, 20]
@@ -270,9 +304,8 @@ def test_unknown_view_feature_and_service_are_404_naming_them(client):
 
 
 @pytest.mark.parametrize("body, field", [
-    ({"features": ["stats:rate"], "entities": {"driver_id": [1.5]}}, "entities.driver_id.0"),
-    ({"features": ["stats:rate"], "entities": {"driver_id": [True]}}, "entities.driver_id.0"),
-    ({"features": ["stats:rate"], "entities": {"driver_id": [2**70]}}, "entities.driver_id.0"),
+    ({"features": ["stats:rate"], "entities": {"driver_id": [{"id": 1}]}}, "entities.driver_id.0"),
+    ({"features": ["stats:rate"], "entities": {"driver_id": [1, [2, {}]]}}, "entities.driver_id.1"),
     ({"features": ["stats:rate"], "entities": {"driver_id": 1}}, "entities.driver_id"),
     ({"features": ["stats:rate"]}, "entities"),
     ({"features": "stats:rate", "entities": {"driver_id": [1]}}, "features"),
@@ -297,8 +330,9 @@ def test_semantic_input_errors_are_422_naming_the_problem(client):
     assert r.status_code == 422 and "exactly one" in error_of(r)["message"]
     r = lookup(client, ["stats:rate"], {"rider_id": [1]})
     assert r.status_code == 422 and "driver_id" in error_of(r)["message"]
-    r = lookup(client, ["stats:rate"], {"driver_id": ["abc"]})
-    assert r.status_code == 422 and "driver_id" in error_of(r)["message"]
+    for bad in ("abc", 1.5, True, 2**70, None):  # the store names the join key and the value
+        r = lookup(client, ["stats:rate"], {"driver_id": [1, bad]})
+        assert r.status_code == 422 and "driver_id" in error_of(r)["message"], (bad, r.text)
     r = lookup(client, ["rate"])
     assert r.status_code == 422 and "'rate'" in error_of(r)["message"]
     r = client.post("/get-online-features", content=b"{not json", headers={"content-type": "application/json"})
@@ -493,7 +527,12 @@ def test_health(store, client):
 def test_registry_endpoints(store, client):
     summary = client.get("/registry").json()
     assert summary["project"] == "test" and summary["feature_views"] == ["live", "short", "stats"]
-    assert summary["feature_services"] == ["svc"] and summary["entities"] == ["driver"]
+    assert summary["feature_services"] == ["boosted_svc", "svc"] and summary["entities"] == ["driver"]
+    assert summary["on_demand_feature_views"] == ["boost", "broken"]
+    odfv = client.get("/registry/on-demand-feature-views/boost").json()
+    assert odfv["name"] == "boost" and odfv["sources"] == ["stats"]
+    assert [v["name"] for v in client.get("/registry/on-demand-feature-views").json()["on_demand_feature_views"]] \
+        == ["boost", "broken"]
     assert [e["name"] for e in client.get("/registry/entities").json()["entities"]] == ["driver"]
     views = client.get("/registry/feature-views").json()["feature_views"]
     assert [v["name"] for v in views] == ["live", "short", "stats"]

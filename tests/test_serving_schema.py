@@ -84,7 +84,8 @@ _scalars = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**63), m
                      st.sampled_from(["2024-01-01T00:00:00Z", "2024-01-01T00:00:00.5Z", "yesterday", ""]))
 _values = st.one_of(_scalars, st.lists(_scalars, max_size=3))
 _refs = st.sampled_from(["stats:rate", "stats:trips", "stats:label", "stats:blob", "stats:seen", "stats:hist",
-                         "short:hits", "live:speed", "stats:nope", "nope:rate", "rate", "stats:", ":"])
+                         "short:hits", "live:speed", "boost:boosted", "stats:nope", "nope:rate", "rate", "stats:",
+                         ":"])
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
@@ -103,13 +104,14 @@ def app_client(request, tmp_path_factory):
 @given(features=st.lists(_refs, min_size=1, max_size=4),
        ids=st.lists(st.one_of(st.integers(min_value=-(2**63), max_value=2**63 - 1), st.text(max_size=6)),
                     max_size=8),
-       extra_key=st.sampled_from([None, "driver_id", "rider_id"]),
+       extra_key=st.sampled_from([None, "driver_id", "rider_id", "bonus"]),
+       extra=st.lists(_values, max_size=8),
        full=st.booleans(), service=st.sampled_from([None, None, "svc", "nope"]))
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_lookups_with_real_names_never_500(app_client, features, ids, extra_key, full, service):
+def test_lookups_with_real_names_never_500(app_client, features, ids, extra_key, extra, full, service):
     entities = {"driver_id": ids}
     if extra_key and extra_key != "driver_id":
-        entities[extra_key] = ids
+        entities[extra_key] = (extra + [None] * len(ids))[:len(ids)] if extra_key == "bonus" else ids
     body = {"entities": entities, "full_feature_names": full}
     body.update({"feature_service": service} if service else {"features": features})
     r = app_client.post("/get-online-features", json=body)

@@ -19,7 +19,9 @@ from fastapi import APIRouter, Request  # noqa: TID253
 from fastapi.exceptions import RequestValidationError  # noqa: TID253
 from pydantic import ValidationError
 
+from featurestore import types as fstypes
 from featurestore.errors import InvalidInputError, NotFoundError
+from featurestore.on_demand import OnDemandFeatureError
 from serving.errors import RequestTooLarge, error_responses
 from serving.models import GetOnlineFeaturesRequest, OnlineFeaturesResponse
 from serving.responses import RawJSONResponse, dumps
@@ -92,17 +94,22 @@ def _lookup(state, features, body: GetOnlineFeaturesRequest, rows: int) -> bytes
     store = state.store
     try:
         response = store.get_online_features(features, body.entities, body.full_feature_names)
-    except ValueError:
-        _raise_if_bad_integer_key(store, features, body)
+    except (ValueError, OnDemandFeatureError):
+        _raise_if_bad_input(store, features, body)  # the client's input, when it is: a 422
         raise
     content = rest_json(response)
     state.metrics.lookup(rows, _newest_by_view(store, features, body.full_feature_names, response))
     return content
 
 
-def _raise_if_bad_integer_key(store, features, body: GetOnlineFeaturesRequest) -> None:
-    """Work around the core turning a string of non-ASCII digits (``"²"``: ``str.isdigit()`` but not
-    ``int()``-able) for an integer join key into a bare ValueError: it is the client's input, a 422."""
+def _raise_if_bad_input(store, features, body: GetOnlineFeaturesRequest) -> None:
+    """Work around two core gaps (only on the error path), raising a 422 naming the field:
+
+    - a string of non-ASCII digits (``"²"``: ``str.isdigit()`` but not ``int()``-able) for an integer
+      join key makes the core raise a bare ValueError;
+    - request fields of on-demand views reach the user's function unchecked, so a wrong type fails
+      there (``OnDemandFeatureError``, a 500) instead of being refused as input.
+    """
     plan = store.online_reader.plan(features, body.full_feature_names)
     for req in plan.requests:
         for name, arrow_type in plan.keys[req.name]:
@@ -111,12 +118,33 @@ def _raise_if_bad_integer_key(store, features, body: GetOnlineFeaturesRequest) -
             for value in body.entities.get(name, ()):
                 if isinstance(value, str) and not (value.isascii() and value.lstrip("-").isdigit()):
                     raise InvalidInputError(f"entities: join key {name!r} takes integers, got {value!r}")
+    for odfv in getattr(plan, "on_demand", ()):
+        for field in odfv.spec.get("request_schema", []):
+            values = body.entities.get(field["name"])
+            arrow_type = fstypes.from_spec(field["dtype"]).to_arrow()
+            if values is None or not _checkable(arrow_type):
+                continue
+            try:
+                pa.array(values, type=arrow_type)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError) as exc:
+                raise InvalidInputError(f"entities: request field {field['name']!r} of on-demand feature view "
+                                        f"{odfv.name!r} takes {field['dtype']} values ({exc})") from None
+
+
+def _checkable(arrow_type: pa.DataType) -> bool:
+    """Types a JSON value converts to directly (timestamps and bytes arrive as text)."""
+    if pa.types.is_list(arrow_type):
+        return _checkable(arrow_type.value_type)
+    return (pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type)
+            or pa.types.is_string(arrow_type))
 
 
 def _newest_by_view(store, features, full_feature_names: bool, response: "OnlineResponse") -> dict:
     plan = store.online_reader.plan(features, full_feature_names)  # cached per registry version
     newest = {}
     for req in plan.requests:
-        stamps = response.event_timestamps[plan.names[(req.name, req.features[0])]]
-        newest[req.name] = max((t for t in stamps if t is not None), default=None)
+        features = getattr(req, "all_features", None) or req.features  # incl. on-demand inputs
+        stamps = response.event_timestamps.get(plan.names.get((req.name, features[0]))) if features else None
+        if stamps:
+            newest[req.name] = max((t for t in stamps if t is not None), default=None)
     return newest

@@ -1,5 +1,6 @@
 """Read-only registry: ``GET /registry`` (summary), ``/registry/entities``, ``/registry/feature-views``,
-``/registry/feature-services``, ``/registry/data-sources`` and ``/<kind>/{name}``, as stored specs."""
+``/registry/on-demand-feature-views``, ``/registry/feature-services``, ``/registry/data-sources`` and
+``/<kind>/{name}``, as stored specs."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from serving.models import (
     FeatureServiceSpec,
     FeatureViewList,
     FeatureViewSpec,
+    OnDemandFeatureViewList,
+    OnDemandFeatureViewSpec,
     RegistrySummary,
 )
 from serving.responses import JSONBytesResponse
@@ -26,6 +29,7 @@ router = APIRouter(prefix="/registry", tags=["registry"])
 _KINDS = {  # path segment -> (registry kind, list key, noun)
     "entities": ("entity", "entities", "entity"),
     "feature-views": ("feature_view", "feature_views", "feature view"),
+    "on-demand-feature-views": ("on_demand_feature_view", "on_demand_feature_views", "on-demand feature view"),
     "feature-services": ("feature_service", "feature_services", "feature service"),
     "data-sources": ("data_source", "data_sources", "data source"),
 }
@@ -72,6 +76,18 @@ def list_feature_views(request: Request) -> JSONBytesResponse:
             responses=error_responses(401, 403, 404, 503))
 def get_feature_view(name: str, request: Request) -> JSONBytesResponse:
     return _get(request, "feature-views", name)
+
+
+@router.get("/on-demand-feature-views", response_model=OnDemandFeatureViewList,
+            responses=error_responses(401, 403, 503))
+def list_on_demand_feature_views(request: Request) -> JSONBytesResponse:
+    return _list(request, "on-demand-feature-views")
+
+
+@router.get("/on-demand-feature-views/{name}", response_model=OnDemandFeatureViewSpec,
+            responses=error_responses(401, 403, 404, 503))
+def get_on_demand_feature_view(name: str, request: Request) -> JSONBytesResponse:
+    return _get(request, "on-demand-feature-views", name)
 
 
 @router.get("/feature-services", response_model=FeatureServiceList, responses=error_responses(401, 403, 503))
