@@ -105,18 +105,21 @@ def materialize_view(store: "FeatureStore", spec: dict, start: datetime, end: da
     ttl = spec.get("ttl_seconds")
     ttl = None if ttl is None else timedelta(seconds=ttl)
     aggregated = bool(spec.get("aggregations"))
+    write_online = online and spec.get("online", True)
+    if hasattr(store.engine, "read_frame"):  # a cluster engine: its executors do the writes
+        return _materialize_on_cluster(store, spec, data, keys, features, start, end, ttl, write_online, result)
     for chunk_start, chunk_end in chunks:
         rows = store.engine.read_rows(data, keys, features, chunk_start, chunk_end)
         store.offline_store.write(spec["name"], rows, chunk_start, chunk_end, EVENT_TS)
         result.rows += rows.num_rows
-        if online and spec.get("online", True) and rows.num_rows and not aggregated:
+        if write_online and rows.num_rows and not aggregated:
             written = store.online_store.write(spec["name"], [k for k, _ in keys], rows, event_ts_column=EVENT_TS,
                                                created_ts_column=CREATED_TS, ttl=ttl)
             result.online_written += written.written
             result.online_skipped += written.skipped_stale
         if progress:
             progress.advance(task)
-    if online and spec.get("online", True) and aggregated and lo is not None:
+    if write_online and aggregated and lo is not None:
         from featurestore.online_aggregate import aggregation_state
 
         for state in aggregation_state(store, spec, data, start, end):
@@ -124,6 +127,26 @@ def materialize_view(store: "FeatureStore", spec: dict, start: datetime, end: da
                                                created_ts_column=CREATED_TS, ttl=ttl)
             result.online_written += written.written
             result.online_skipped += written.skipped_stale
+    return result
+
+
+def _materialize_on_cluster(store: "FeatureStore", spec: dict, data, keys, features, start: datetime,
+                            end: datetime, ttl: timedelta | None, write_online: bool,
+                            result: ViewResult) -> ViewResult:
+    """The whole interval in one job: executors stage offline files (the driver commits them
+    atomically) and upsert the online store; only counts come back to the driver."""
+    from featurestore.engines.spark_writes import frame_schema, write_offline
+    from featurestore.engines.spark_writes import write_online as write_online_rows
+
+    frame = store.engine.read_frame(data, keys, features, start, end)
+    result.rows = write_offline(frame, store.config.offline_store, store.repo_path, store.config.project,
+                                spec["name"], start, end, EVENT_TS, schema=frame_schema(keys, features))
+    if write_online:
+        if spec.get("aggregations"):
+            frame = store.engine.aggregation_state(spec, data, start, end)
+        written = write_online_rows(frame, store.config.online_store, store.repo_path, store.config.project,
+                                    spec["name"], [k for k, _ in keys], ttl)
+        result.online_written, result.online_skipped = written.written, written.skipped_stale
     return result
 
 

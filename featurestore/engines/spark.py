@@ -8,6 +8,8 @@ nulls stale matches, exactly as the local engine does.
 
 from __future__ import annotations
 
+import os
+import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,12 +45,16 @@ def spark_session(config: SparkEngineConfig) -> "SparkSession":
         raise MissingDependencyError("pyspark", "spark") from exc
     if _SESSION is not None and not _SESSION.sparkContext._jsc.sc().isStopped():
         return _SESSION
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (SparkSession.builder.master(config.master).appName(config.app_name)
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                .config("spark.sql.shuffle.partitions", "4")
                .config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false"))
+               .config("spark.ui.showConsoleProgress", "false")
+               # Python workers run this interpreter (the one with the product installed), not
+               # whatever python3 is first on PATH; a cluster sets spark.pyspark.python in conf.
+               .config("spark.pyspark.python", sys.executable))
     for key, value in config.conf.items():
         builder = builder.config(key, value)
     _SESSION = builder.getOrCreate()
@@ -237,6 +243,52 @@ class SparkEngine(Engine):
         created = F.col(data.created_column).cast("timestamp") if data.created_column else F.lit(None).cast("timestamp")
         cols.append(created.alias(CREATED_TS))
         return frame.select(*cols)
+
+    def aggregation_state(self, spec: dict, data: ViewData, start: datetime, end: datetime) -> "DataFrame":
+        """The online state rows of an aggregation view as of ``end`` (see featurestore.online_aggregate),
+        for every entity with an event in [start, end), computed by the executors."""
+        from datetime import timedelta
+
+        from pyspark.sql import functions as F
+
+        from featurestore import types as fstypes
+        from featurestore.online_aggregate import EV_CR, EV_TS, aggregations_of, ev_column
+        from transforms.aggregation import Aggregation
+        from transforms.compile_spark import aggregate_at_points
+
+        aggs = aggregations_of(spec)
+        keys = [c["name"] for c in spec["entity_columns"]]
+        key_types = {c["name"]: fstypes.from_spec(c["dtype"]).to_arrow() for c in spec["entity_columns"]}
+        events_cols = [c["name"] for c in spec["event_columns"]]
+        frame = self.frame(data)
+        ts = F.col(data.timestamp_column).cast("timestamp")
+        created = F.col(data.created_column).cast("timestamp") if data.created_column else F.lit(None).cast("timestamp")
+        events = frame.where(ts < F.lit(end)).select(
+            *[self._cast(F.col(k), key_types[k]).alias(k) for k in keys], ts.alias("__ts"), created.alias("__cr"),
+            *[F.col(c) for c in events_cols])
+        touched = events.where(F.col("__ts") >= F.lit(start)).select(*keys).distinct()
+        state = touched
+        windowed = [a for a in aggs if a.window is not None]
+        if windowed:
+            since = end - timedelta(microseconds=max(a.window_micros for a in windowed))
+            columns = list(dict.fromkeys(a.column for a in windowed))
+            ordered = F.array_sort(F.collect_list(F.struct(
+                F.col("__ts").alias("t"), F.coalesce(F.col("__cr"), F.lit(datetime(1, 1, 1))).alias("c"),
+                F.col("__cr").alias("cr"), *[F.col(c).alias(f"v{i}") for i, c in enumerate(columns)])))
+            recent = (events.join(touched, on=keys, how="left_semi").where(F.col("__ts") > F.lit(since))
+                      .groupBy(*keys).agg(ordered.alias("__ev")))
+            recent = recent.select(*keys, F.col("__ev.t").alias(EV_TS), F.col("__ev.cr").alias(EV_CR),
+                                   *[F.col(f"__ev.v{i}").alias(ev_column(c)) for i, c in enumerate(columns)])
+            state = state.join(recent, on=keys, how="left")
+        points = touched.withColumn("__ts", F.lit(end - timedelta(microseconds=1)).cast("timestamp")) \
+            .withColumn("__point_id", F.monotonically_increasing_id())
+        lifetime = [a for a in aggs if a.window is None]
+        latest = Aggregation(column="__ts", function="max", window=None, name="__fs_latest")
+        life = aggregate_at_points(events, points, keys, "__ts", lifetime + [latest], "__cr", point_id="__point_id")
+        life = points.join(life, on="__point_id").drop("__point_id", "__ts")
+        state = state.join(life, on=keys, how="inner")
+        return state.withColumnRenamed("__fs_latest", EVENT_TS).withColumn(
+            CREATED_TS, F.lit(end).cast("timestamp"))
 
     def read_rows(self, data: ViewData, keys: list[tuple[str, pa.DataType]],
                   features: list[tuple[str, str, pa.DataType]], start: datetime | None,
