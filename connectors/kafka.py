@@ -248,8 +248,9 @@ class KafkaClient:
         try:
             ends: dict[int, int] = {}
             assign = []
+            deadline = time.monotonic() + wait
             for p in sorted(meta.partitions):
-                low, high = consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=wait)
+                low, high = self._watermarks(consumer, ck.TopicPartition(topic, p), deadline)
                 if high > low:
                     ends[p] = high
                     assign.append(ck.TopicPartition(topic, p, low))
@@ -257,7 +258,6 @@ class KafkaClient:
                 return []
             consumer.assign(assign)
             out: list[Message] = []
-            deadline = time.monotonic() + wait
             while ends and (max_messages is None or len(out) < max_messages):
                 if time.monotonic() > deadline:
                     raise BackendUnavailableError(
@@ -279,6 +279,26 @@ class KafkaClient:
             return out
         finally:
             consumer.close()
+
+    @staticmethod
+    def _watermarks(consumer: Any, tp: Any, deadline: float) -> tuple[int, int]:
+        """(low, high) offsets of a partition, retrying while leadership settles (a topic created
+        a moment ago can answer NOT_LEADER_FOR_PARTITION although its metadata already names a leader)."""
+        ck = _ck()
+        while True:
+            try:
+                return consumer.get_watermark_offsets(tp, timeout=max(0.5, deadline - time.monotonic()))
+            except ck.KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                retriable = bool(err is not None and hasattr(err, "retriable") and err.retriable())
+                if not retriable and getattr(err, "code", lambda: None)() not in (
+                        ck.KafkaError.NOT_LEADER_FOR_PARTITION, ck.KafkaError.LEADER_NOT_AVAILABLE,
+                        ck.KafkaError.UNKNOWN_TOPIC_OR_PART, ck.KafkaError._TIMED_OUT):
+                    raise BackendUnavailableError(f"Kafka offsets of {tp.topic}[{tp.partition}]: {exc}") from exc
+                if time.monotonic() > deadline:
+                    raise BackendUnavailableError(
+                        f"Kafka offsets of {tp.topic}[{tp.partition}] not available in time: {exc}") from exc
+                time.sleep(0.1)
 
     def close(self) -> None:
         if self._producer is not None:
