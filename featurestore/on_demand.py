@@ -194,5 +194,12 @@ def request_inputs(spec: dict, columns: dict[str, Any]) -> dict[str, Any]:
     for f in spec.get("request_schema", []):
         if f["name"] not in columns:
             raise InvalidInputError(f"on-demand feature view {spec['name']!r} needs request field {f['name']!r}")
-        out[f["name"]] = columns[f["name"]]
+        values = columns[f["name"]]
+        if isinstance(values, list):  # request data from a lookup: check it against the declared type
+            try:
+                values = pa.array(values, fstypes.from_spec(f["dtype"]).to_arrow()).to_pylist()
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                raise InvalidInputError(f"on-demand feature view {spec['name']!r}: request field {f['name']!r} "
+                                        f"takes {f['dtype']} values") from None
+        out[f["name"]] = values
     return out

@@ -137,8 +137,13 @@ class OnlineReader:
         cached = self._plans.get(cache_key)
         if cached is not None:
             return cached
+        if len(self._plans) >= 1024:  # many distinct requests: keep the cache bounded
+            self._plans.clear()
         resolved = resolve_features(snapshot, features)
         requests = resolved.requests
+        offline_only = [r.name for r in requests if not r.spec.get("online", True)]
+        if offline_only:
+            raise InvalidInputError(f"feature view {offline_only[0]!r} is not served online (online=False)")
         keys = {r.name: key_columns(r.spec) for r in requests}
         entity_columns = list(dict.fromkeys(k for r in requests for k, _ in keys[r.name]))
         names = output_names(requests + resolved.on_demand, full_feature_names, entity_columns)
@@ -272,11 +277,13 @@ def _coerce_keys(name: str, values: list, arrow_type: pa.DataType) -> list:
     if pa.types.is_integer(arrow_type):
         out = []
         for v in values:
-            if isinstance(v, bool) or not isinstance(v, int):
-                if isinstance(v, str) and v.lstrip("-").isdigit():
-                    v = int(v)
-                else:
-                    raise InvalidInputError(f"entities: join key {name!r} takes integers, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, str)):
+                raise InvalidInputError(f"entities: join key {name!r} takes integers, got {v!r}")
+            if isinstance(v, str):
+                try:
+                    v = int(v)  # REST clients may send keys as decimal text
+                except ValueError:
+                    raise InvalidInputError(f"entities: join key {name!r} takes integers, got {v!r}") from None
             out.append(v)
         return out
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):

@@ -44,13 +44,29 @@ def views_for(snapshot: dict, name: str) -> list[dict]:
 
 
 def as_table(rows: Any) -> pa.Table:
+    try:
+        return _as_table(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InvalidInputError(f"push: the rows cannot form a table: {exc}") from None
+
+
+def _column(name: str, values: Any) -> pa.Array:
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values
+    try:
+        return pa.array(list(values))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InvalidInputError(f"push: column {name!r} has values of mixed or unsupported types ({exc})") from None
+
+
+def _as_table(rows: Any) -> pa.Table:
     if isinstance(rows, pa.Table):
         return rows
     if isinstance(rows, dict):
         lengths = {len(v) for v in rows.values()}
         if len(lengths) > 1:
             raise InvalidInputError(f"push: columns have different lengths {sorted(lengths)}")
-        return pa.table({k: pa.array(list(v)) if not isinstance(v, pa.Array) else v for k, v in rows.items()})
+        return pa.table({k: _column(k, v) for k, v in rows.items()})
     if isinstance(rows, list):
         return pa.Table.from_pylist(rows)
     import pandas as pd

@@ -97,7 +97,7 @@ def resolve_features(snapshot: dict, features: Sequence[str] | FeatureService | 
             names = proj["features"] if proj["features"] is not None else _feature_names(view)
             refs += [f"{proj['view']}:{n}" for n in names]
     else:
-        refs = list(features)
+        refs = [features] if isinstance(features, str) else list(features)
     if not refs:
         raise InvalidInputError("no features requested")
     requests: dict[str, ViewRequest] = {}
