@@ -1,8 +1,10 @@
 # Developer and CI entry points. `make test` is what CI runs (through .ci/run).
 #
 #   make venv            create .venv and install the project editable with the dev extras
-#   make services        install (if missing) and start private PostgreSQL and Redis for tests
-#   make test            venv + services + pytest over tests/, then stop what it started
+#   make services        install (if missing) and start private PostgreSQL, Redis and Kafka for tests
+#   make jars            fetch the Kafka broker and the Flink Kafka connector from Maven Central (cached)
+#   make flink-env       create .venv-flink (PyFlink 2.2, its own pyarrow/redis) unless up to date
+#   make test            venv + jars + flink-env + services + pytest over tests/, then stop what it started
 #                        (extra pytest arguments: make test PYTEST_ARGS="-k online -x";
 #                         a subset: make test TESTS=tests/test_services.py)
 #   make demo            run examples/quickstart.py in the venv
@@ -21,10 +23,10 @@ SERVICES := .ci/services.sh
 PYTEST_ARGS ?=
 TESTS ?= tests/
 
-.PHONY: help venv services test demo stop-services
+.PHONY: help venv jars flink-env services test demo stop-services
 
 help:
-	@sed -n '3,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
 
 venv: $(VENV_STAMP)
 
@@ -37,6 +39,16 @@ $(VENV_STAMP): pyproject.toml
 	@$(VENV_PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
 	@touch $@
 
+# Installs Java and Maven from Debian's packages if missing; each jar folder is skipped while its
+# stamp matches .ci/jvm/pom.xml.
+jars:
+	@bash $(SERVICES) install kafka
+	@bash $(SERVICES) jars flink-kafka
+
+# Idempotent (a stamp in the venv); the first run downloads PyFlink 2.2 and its pins (~1-2 min).
+flink-env: venv
+	@$(VENV_PY) -m featurestore.streaming.env ensure
+
 services:
 	@bash $(SERVICES) start
 
@@ -45,14 +57,14 @@ stop-services:
 
 # One recipe so the record of what this run started survives until the stop at the end; the
 # services are stopped on success, failure and interrupt alike, and pytest's exit code is kept.
-test: venv
+test: venv jars flink-env
 	@record="$$(mktemp)"; \
 	cleanup() { bash $(SERVICES) stop --from "$$record" || true; }; \
 	trap cleanup EXIT; \
 	trap 'exit 130' INT TERM; \
 	bash $(SERVICES) start --record "$$record"; \
 	eval "$$(bash $(SERVICES) env)"; \
-	export FS_TEST_POSTGRES_URL FS_TEST_REDIS_URL FS_REDIS_SERVER_BIN; \
+	export FS_TEST_POSTGRES_URL FS_TEST_REDIS_URL FS_REDIS_SERVER_BIN FS_TEST_KAFKA_BOOTSTRAP; \
 	echo "+ $(VENV_PY) -m pytest $(TESTS) $(PYTEST_ARGS)"; \
 	rc=0; $(VENV_PY) -m pytest $(TESTS) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -ne 0 ]; then echo "pytest exited with code $$rc"; fi; \
