@@ -2,8 +2,17 @@
 
 from datetime import timedelta
 
-from featurestore import (Aggregation, Entity, FeatureService, FeatureView, Field, FileSource, RequestSource,
-                          col, on_demand_feature_view)
+from featurestore import (
+    Aggregation,
+    Entity,
+    FeatureService,
+    FeatureView,
+    Field,
+    FileSource,
+    RequestSource,
+    col,
+    on_demand_feature_view,
+)
 from featurestore.types import Float64
 
 user = Entity(name="user", join_keys=["user_id"], description="A card holder")
