@@ -242,7 +242,7 @@ def ratios(table: list[dict]) -> list[dict]:
 
 def print_report(title: str, table: list[dict], rats: list[dict]) -> None:
     print(f"\n== {title} ==")
-    head = (f"{'system':24s} {'task':20s} {'seconds':>9s} {'runs':>22s} {'RSS MB':>8s} {'JVM MB':>7s} "
+    head = (f"{'system':24s} {'task':20s} {'seconds':>9s} {'runs':>30s} {'RSS MB':>8s} {'JVM MB':>7s} "
             f"{'rows':>11s}  check")
     print(head)
     print("-" * (len(head) + 30))
@@ -252,7 +252,7 @@ def print_report(title: str, table: list[dict], rats: list[dict]) -> None:
             continue
         runs = ",".join(f"{s:.2f}" for s in (r.get("seconds_all") or [])) if len(r.get("seconds_all") or []) > 1 else ""
         jvm = f"{r['child_rss_mb']:.0f}" if r.get("child_rss_mb") else ""
-        print(f"{r['system']:24s} {r['task']:20s} {r['seconds']:>9.2f} {runs:>22s} {r['rss_mb']:>8.0f} {jvm:>7s} "
+        print(f"{r['system']:24s} {r['task']:20s} {r['seconds']:>9.2f} {runs:>30s} {r['rss_mb']:>8.0f} {jvm:>7s} "
               f"{(r['rows'] if r['rows'] is not None else 0):>11,d}  {r['check']}"
               + (f" (read from {r['read_from']})" if r.get("read_from") else ""))
     print()
