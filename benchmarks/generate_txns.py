@@ -95,7 +95,7 @@ def generate(events: int = 10_000_000, users: int = 1_000_000, root: Path = DEFA
     order = np.argsort(ts, kind="stable")  # an append-only log: time order
     tz = pa.timestamp("us", tz="UTC")
 
-    def strings(codes, values):
+    def strings(codes, values, order):
         return pa.DictionaryArray.from_arrays(pa.array(codes[order]), pa.array(values)).cast(pa.string())
 
     table = pa.table({
@@ -103,8 +103,8 @@ def generate(events: int = 10_000_000, users: int = 1_000_000, root: Path = DEFA
         "ts": pa.array(ts[order]).cast(tz),
         "created": pa.array(created[order]).cast(tz),
         "amount": pa.array(amount[order]),
-        "country": strings(country, COUNTRIES),
-        "status": strings(status, STATUSES),
+        "country": strings(country, COUNTRIES, order),
+        "status": strings(status, STATUSES, order),
     })
     del user, ts, status, country, amount, created, order
     per_file = -(-events // FILES)

@@ -166,14 +166,12 @@ def duckdb_summary(folder: Path, top: int = 8) -> list[dict]:
         except ValueError:
             continue
         ops: dict[str, float] = {}
-
-        def walk(node):
-            ops[node.get("name", "?")] = ops.get(node.get("name", "?"), 0.0) + float(node.get("timing", 0.0))
-            for child in node.get("children", []):
-                walk(child)
-
-        for node in d.get("operator", []):
-            walk(node)
+        stack = list(d.get("operator", []))
+        while stack:
+            node = stack.pop()
+            name = node.get("name", "?")
+            ops[name] = ops.get(name, 0.0) + float(node.get("timing", 0.0))
+            stack.extend(node.get("children", []))
         total = sum(ops.values()) or 1.0
         q = d.get("query", {})
         out.append({"file": f.name, "seconds": q.get("total_time"), "cpu_seconds": q.get("cpu_time"),
