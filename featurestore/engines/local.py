@@ -221,10 +221,13 @@ class LocalEngine(Engine):
         scan = self._scan(con, data, f"fs_v{i}", params)
         latest = Aggregation(column="__ts", function="max", window=None, name="__fs_latest")
         schema = dict(join.event_columns) | {"__ts": fstypes.Timestamp}
-        agg_sql = aggregate_at_points_sql(
-            f"SELECT * FROM fs_v{i}", f"SELECT * FROM fs_p{i}", keys, "__ts",
-            list(join.aggregations) + [latest], "__cr" if data.created_column else None,
-            point_id="__point_id", schema=schema)
+        if self._few_points_per_key(con, join):
+            agg_sql = _grouped_aggregates_sql(i, keys, join.aggregations, bool(data.created_column))
+        else:
+            agg_sql = aggregate_at_points_sql(
+                f"SELECT * FROM fs_v{i}", f"SELECT * FROM fs_p{i}", keys, "__ts",
+                list(join.aggregations) + [latest], "__cr" if data.created_column else None,
+                point_id="__point_id", schema=schema)
         ctes = [f"fs_v{i} AS (SELECT {', '.join(cols)} FROM {scan}{where})",
                 f"fs_p{i} AS (SELECT {_ROW} AS __point_id, "
                 + ", ".join(f"__e{i}_k{j} AS __k{j}" for j in range(len(keys))) + ", __fs_t AS __ts FROM fs_e)",
@@ -235,6 +238,14 @@ class LocalEngine(Engine):
         outs = [f"CASE WHEN {fresh} THEN {self._cast(f'fs_a{i}.{quote(name)}', ftype)} END AS __o{i}_{j}"
                 for j, (name, _, ftype) in enumerate(join.features)]
         return ctes, f" LEFT JOIN fs_a{i} ON fs_a{i}.__point_id = fs_e.{_ROW}", outs
+
+    @staticmethod
+    def _few_points_per_key(con, join: ViewJoin, limit: float = 4.0) -> bool:
+        """Whether entity rows repeat a key at most ``limit`` times on average: then joining each row
+        to its key's events and grouping is cheaper than a window over events and rows together."""
+        keys = ", ".join(quote(ecol) for ecol, _, _ in join.keys)
+        rows, distinct = con.execute(f"SELECT count(*), count(DISTINCT ({keys})) FROM fs_entity").fetchall()[0]
+        return bool(distinct) and rows <= limit * distinct
 
     # -- bounded reads (materialization) -------------------------------------------------------
     @staticmethod
@@ -295,3 +306,27 @@ def _normalise(table: pa.Table, keys: list[tuple[str, pa.DataType]],
             col = col.cast(want, safe=False)
         arrays.append(col)
     return pa.Table.from_arrays(arrays, names=table.column_names)
+
+
+_GROUPED = {"sum": "sum", "count": "count", "mean": "avg", "min": "min", "max": "max", "stddev": "stddev_samp"}
+
+
+def _grouped_aggregates_sql(i: int, keys: list[str], aggregations, has_created: bool) -> str:
+    """Aggregations at each point by joining the point to its key's events up to its time and
+    grouping: the same (t - window, t] definition as the window plan, for few points per key."""
+    items = ["p.__point_id"]
+    for agg in aggregations:
+        column = f"v.{quote(agg.column)}"
+        window = "v.__ts IS NOT NULL"
+        if agg.window is not None:
+            window += f" AND v.__ts > p.__ts - to_microseconds({agg.window_micros})"
+        if agg.function == "last":
+            created = "coalesce(v.__cr, '-infinity'::TIMESTAMPTZ)" if has_created else "'-infinity'::TIMESTAMPTZ"
+            expr = f"arg_max_null({column}, struct_pack(t := v.__ts, c := {created}))"
+        else:
+            expr = f"{_GROUPED[agg.function]}({column})"
+        items.append(f"{expr} FILTER (WHERE {window}) AS {quote(agg.name)}")
+    items.append("max(v.__ts) AS __fs_latest")
+    on = " AND ".join([f"v.{k} = p.{k}" for k in keys] + ["v.__ts <= p.__ts"])
+    return (f"SELECT {', '.join(items)} FROM fs_p{i} AS p LEFT JOIN fs_v{i} AS v ON {on} "
+            f"GROUP BY p.__point_id")
