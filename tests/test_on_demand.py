@@ -94,3 +94,21 @@ def test_changed_function_must_be_applied_again(store):
         fresh.get_online_features(["ratio:size"], {"user_id": [1], "amount_now": [1.0]})
     fresh.apply()
     assert fresh.get_online_features(["ratio:size"], {"user_id": [1], "amount_now": [150.0]}).values["size"] == ["small"]
+
+
+def test_server_answers_a_failing_function_with_a_json_error_naming_the_view(store):
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    client = TestClient(create_app(store))
+    ok = client.post("/get-online-features", json={"features": ["ratio:ratio"],
+                                                   "entities": {"user_id": [1], "amount_now": [75.0]}})
+    assert ok.status_code == 200 and ok.json()["results"][1]["values"] == [1.5]
+    bad = client.post("/get-online-features", json={"features": ["broken:boom"], "entities": {"user_id": [1]}})
+    assert bad.status_code == 500
+    error = bad.json()["error"]
+    assert error["type"] == "OnDemandFeatureError" and "'broken'" in error["message"]
+    assert "Traceback" not in bad.text
+    missing = client.post("/get-online-features", json={"features": ["ratio:ratio"], "entities": {"user_id": [1]}})
+    assert missing.status_code == 422 and "amount_now" in missing.json()["error"]["message"]
