@@ -17,17 +17,20 @@ from tests.test_aggregation_views import CODE, FEATURES, _same, _table, _txns
 pytestmark = pytest.mark.slow
 UTC = timezone.utc
 TS = pa.timestamp("us", tz="UTC")
+SPARK = {"type": "spark", "master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2"}}
+
+
+def _stores(tmp_path, rows) -> tuple[FeatureStore, FeatureStore]:
+    """The same repo opened with the local engine (applied) and with the Spark engine."""
+    repo = write_repo(tmp_path, CODE, tables={"txns": _table(rows)})
+    local = FeatureStore(repo)
+    local.apply()
+    return local, FeatureStore(repo, config=load_config(repo).model_copy(update={"engine": SPARK}))
 
 
 def test_local_and_spark_exports_are_equal(tmp_path):
     now = datetime(2025, 6, 1, tzinfo=UTC)
-    rows = _txns(now, 120, seed=4)
-    repo = write_repo(tmp_path, CODE, tables={"txns": _table(rows)})
-    local = FeatureStore(repo)
-    local.apply()
-    cfg = load_config(repo).model_copy(update={"engine": {"type": "spark", "master": "local[2]",
-                                                          "conf": {"spark.sql.shuffle.partitions": "2"}}})
-    spark = FeatureStore(repo, config=cfg)
+    local, spark = _stores(tmp_path, _txns(now, 120, seed=4))
     rng = np.random.default_rng(9)
     users = [int(u) for u in rng.integers(0, 125, 300)]
     times = [now - timedelta(minutes=int(m)) for m in rng.integers(-300, 12 * 24 * 60, 300)]
@@ -44,13 +47,7 @@ def test_spark_writes_the_export_itself(tmp_path):
     import pyarrow.parquet as pq
 
     now = datetime(2025, 6, 1, tzinfo=UTC)
-    rows = _txns(now, 60, seed=8)
-    repo = write_repo(tmp_path, CODE, tables={"txns": _table(rows)})
-    local = FeatureStore(repo)
-    local.apply()
-    cfg = load_config(repo).model_copy(update={"engine": {"type": "spark", "master": "local[2]",
-                                                          "conf": {"spark.sql.shuffle.partitions": "2"}}})
-    spark = FeatureStore(repo, config=cfg)
+    local, spark = _stores(tmp_path, _txns(now, 60, seed=8))
     rng = np.random.default_rng(2)
     n = 200
     entity = pa.table({"user_id": pa.array([int(u) for u in rng.integers(0, 70, n)], pa.int64()),
@@ -75,13 +72,8 @@ def test_spark_materialization_matches_local(tmp_path):
     rows = _txns(now, 80, seed=6)
     results = {}
     for engine in ("local", "spark"):
-        repo = write_repo(tmp_path / engine, CODE, tables={"txns": _table(rows)})
-        cfg = load_config(repo)
-        if engine == "spark":
-            cfg = cfg.model_copy(update={"engine": {"type": "spark", "master": "local[2]",
-                                                    "conf": {"spark.sql.shuffle.partitions": "2"}}})
-        store = FeatureStore(repo, config=cfg)
-        store.apply()
+        local, spark = _stores(tmp_path / engine, rows)
+        store = spark if engine == "spark" else local
         outcome = store.materialize(now - timedelta(days=40), now, progress=False)
         offline = store.offline_store.read("user_txn")
         online = store.get_online_features([f"user_txn:{f}" for f in FEATURES], {"user_id": list(range(85))})
