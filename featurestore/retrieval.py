@@ -419,6 +419,20 @@ class RetrievalJob:
             "views": {r.join.name: {"read_from": r.read_from, "fingerprint": r.fingerprint} for r in reads},
         }
 
+    def _join(self, entity: pa.Table, lo: datetime, hi: datetime, attempts: int = 3
+              ) -> tuple[list[PlannedRead], pa.Table]:
+        """Plan the reads and join. A materialization that commits between the two can replace (and
+        delete) offline-store files the plan named; then the plan is made again from the new commit."""
+        for attempt in range(attempts):
+            reads = self._plan_reads(lo, hi)
+            try:
+                return reads, self._store.engine.point_in_time_join(entity, self._ts_col, [r.join for r in reads])
+            except Exception:
+                vanished = [f for r in reads for f in r.join.data.files if not os.path.exists(f)]
+                if not vanished or attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
     def _compute(self) -> pa.Table:
         if self._result is not None:
             return self._result
@@ -428,8 +442,7 @@ class RetrievalJob:
         times = entity.column(self._ts_col)
         reads = []
         if entity.num_rows:
-            reads = self._plan_reads(pc.min(times).as_py(), pc.max(times).as_py())
-            features = self._store.engine.point_in_time_join(entity, self._ts_col, [r.join for r in reads])
+            reads, features = self._join(entity, pc.min(times).as_py(), pc.max(times).as_py())
         else:
             features = pa.table({self._names[(r.name, f)]: pa.array([], _feature_types(r.spec)[f])
                                  for r in self._requests for f in r.all_features})

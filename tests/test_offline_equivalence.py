@@ -101,3 +101,32 @@ def test_partial_coverage_reads_the_source_and_reruns_do_not_duplicate(tmp_path)
     files = sorted(p.parent.name for p in (tmp_path / "data" / "offline").rglob("*.parquet"))
     assert files == ["date=2024-01-01"]
     assert pq.read_table(next((tmp_path / "data" / "offline").rglob("*.parquet"))).num_rows == 24
+
+
+def test_export_survives_a_materialization_committing_between_plan_and_join(tmp_path):
+    """The offline store deletes files a new commit supersedes; an export that planned to read them
+    plans again and gives the same answer."""
+    from featurestore.retrieval import RetrievalJob
+
+    rows = [{"user_id": 1, "region": "eu", "ts": T0 + timedelta(hours=h), "created": None,
+             "score": float(h), "label": str(h)} for h in range(24)]
+    repo = write_repo(tmp_path, CODE.format(ttl="timedelta(hours=6)"),
+                      tables={"events": pa.Table.from_pylist(rows, SCHEMA)})
+    store = FeatureStore(repo)
+    store.apply()
+    store.materialize(T0, T0 + timedelta(days=1), online=False)
+
+    class RacingJob(RetrievalJob):
+        raced = 0
+
+        def _plan_reads(self, lo, hi):
+            reads = super()._plan_reads(lo, hi)
+            if not RacingJob.raced:  # another process rematerializes right after this plan
+                RacingJob.raced += 1
+                FeatureStore(repo).materialize(T0, T0 + timedelta(days=1), online=False)
+            return reads
+
+    entity = pa.table({"user_id": [1], "region": ["eu"], "event_timestamp": pa.array([T0 + timedelta(hours=10)], TS)})
+    job = RacingJob(store, entity, ["events:score"], False)
+    assert job.to_arrow().column("score").to_pylist() == [10.0]
+    assert RacingJob.raced == 1 and job.manifest["views"]["events"]["read_from"] == "offline_store"
