@@ -28,12 +28,15 @@ def _stores(tmp_path, rows) -> tuple[FeatureStore, FeatureStore]:
     return local, FeatureStore(repo, config=load_config(repo).model_copy(update={"engine": SPARK}))
 
 
-def test_local_and_spark_exports_are_equal(tmp_path):
+@pytest.mark.parametrize("rows_per_key", ["few", "many"])  # the grouped plan and the window plan
+def test_local_and_spark_exports_are_equal(tmp_path, rows_per_key):
     now = datetime(2025, 6, 1, tzinfo=UTC)
     local, spark = _stores(tmp_path, _txns(now, 120, seed=4))
     rng = np.random.default_rng(9)
     users = [int(u) for u in rng.integers(0, 125, 300)]
     times = [now - timedelta(minutes=int(m)) for m in rng.integers(-300, 12 * 24 * 60, 300)]
+    if rows_per_key == "many":
+        users = [u % 10 for u in users]
     entity = pa.table({"user_id": pa.array(users, pa.int64()), "event_timestamp": pa.array(times, TS)})
     refs = [f"user_txn:{f}" for f in FEATURES]
     a = local.get_historical_features(entity, refs).to_arrow()
