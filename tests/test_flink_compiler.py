@@ -86,9 +86,23 @@ def test_unsupported_nodes_are_refused_at_plan_time():
     assert set(EXPRESSIONS) - supported == {"mod_float"}
 
 
+def test_integer_arithmetic_is_overflow_checked_when_types_are_known():
+    sql, _ = cf.to_sql(col("i") + 1, SCHEMA)
+    assert sql == (
+        "(CASE WHEN (CAST(`i` AS DECIMAL(19, 0)) + CAST(CAST(1 AS BIGINT) AS DECIMAL(19, 0))) "
+        "NOT BETWEEN -9223372036854775808 AND 9223372036854775807 "
+        "THEN CAST('integer overflow in +: ' || CAST(`i` AS STRING) AS BIGINT) "
+        "ELSE (`i` + CAST(1 AS BIGINT)) END)"
+    )
+    assert cf.to_sql(col("i") + 1)[0] == "(`i` + CAST(1 AS BIGINT))"  # no schema: plain
+    assert cf.to_sql(col("f") * col("g"), SCHEMA)[0] == "(`f` * `g`)"  # floats: never checked
+    assert cf.to_sql(-col("f"), SCHEMA)[0] == "(- `f`)"
+
+
 def test_compile_view_shape():
     sql = cf.compile_view("src`t", [(col("i") + 1).alias("i1"), col("s")], col("b"), ["id"], SCHEMA)
-    assert sql == ("SELECT `id`, (`i` + CAST(1 AS BIGINT)) AS `i1`, `s` AS `s` FROM `src``t` WHERE `b`")
+    assert sql.startswith("SELECT `id`, (CASE WHEN ")
+    assert sql.endswith(" END) AS `i1`, `s` AS `s` FROM `src``t` WHERE `b`")
     with pytest.raises(DefinitionError):
         cf.compile_view("t", [], None, [])
 
@@ -132,6 +146,7 @@ def _rows() -> list[dict]:
                                                                              microseconds=rnd.randrange(10**6))]),
         })
     rows[0] = {"id": 0, **{k: None for k in SCHEMA if k != "id"}}  # all nulls
+    rows[1]["i"], rows[2]["i"] = 2**40, -(2**40)  # large enough to overflow i**4
     return rows
 
 
@@ -150,6 +165,12 @@ for name, query in spec["queries"].items():
     names = result.get_table_schema().get_field_names()
     with result.collect() as rows:
         out[name] = [dict(zip(names, [row[i] for i in range(len(names))])) for row in rows]
+for name, query in spec.get("must_fail", {}).items():
+    try:
+        with t_env.execute_sql(query).collect() as rows:
+            out[name] = [list(row) for row in rows]
+    except Exception as e:  # the job fails: report the root cause
+        out[name] = "ERROR " + " | ".join(ln for ln in str(e).splitlines() if "Exception:" in ln)[-2000:]
 print("FS-RESULT " + json.dumps(out))
 """
 
@@ -196,7 +217,10 @@ def test_flink_sql_matches_the_conformance_reference(flink_python: Path):
         "exprs": cf.compile_view("src", [e.alias(k) for k, e in exprs.items()], None, ["id"], schema),
         "filtered": cf.compile_view("src", [(col("i") + 1).alias("i1")], flt, ["id"], schema),
     }
-    spec = {"view": view, "queries": queries}
+    # integer overflow fails the job, as on the other engines (Flink alone would wrap around)
+    must_fail = {"overflow": cf.compile_view("src", [(col("i") * col("i") * col("i") * col("i")).alias("p")],
+                                             None, ["id"], schema)}
+    spec = {"view": view, "queries": queries, "must_fail": must_fail}
     proc = subprocess.run([str(flink_python), "-c", _SCRIPT, json.dumps(spec)], capture_output=True,
                           text=True, timeout=600, env=flink_env.child_env(), cwd=ROOT, stdin=subprocess.DEVNULL)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("FS-RESULT ")]
@@ -219,3 +243,5 @@ def test_flink_sql_matches_the_conformance_reference(flink_python: Path):
     assert {r["id"]: r["i1"] for r in got["filtered"]} == {
         r["id"]: (None if r["i"] is None else r["i"] + 1) for r in kept}
     assert not any(isinstance(v, float) and math.isnan(v) for r in got["filtered"] for v in r.values())
+    assert any(r["i"] == 2**40 for r in rows)
+    assert isinstance(got["overflow"], str) and "integer overflow in *" in got["overflow"], got["overflow"]

@@ -31,8 +31,13 @@ checked (Flink wraps); string -> number accepts only trimmed decimal text (a reg
 spaces only. ``%`` on floating-point numbers has no exact Flink equivalent (``MOD`` takes exact
 numerics only), so it is refused (``"BinaryOp:%float"`` in :data:`UNSUPPORTED`).
 
-Known difference, not emulated: integer overflow in ``+ - * neg`` wraps around in Flink instead of
-raising an error (the other engines raise).
+Integer overflow: Flink's ``+ - *`` and negation wrap around silently. When the operand types are
+known (pass ``schema``), integer arithmetic is checked: the exact result is computed as
+``DECIMAL(19, 0)``/``DECIMAL(38, 0)`` and, outside the result type's range, the row fails the job
+with ``NumberFormatException: ... 'integer overflow in +: <left operand>'`` (a non-TRY cast of a text
+that is not a number), like the other engines, which raise. Operands are repeated in the checked form,
+so the SQL text grows with the nesting depth of integer arithmetic. Without a schema the plain
+(wrapping) operators are emitted.
 """
 
 from __future__ import annotations
@@ -247,14 +252,31 @@ class FlinkCompiler(Compiler):
             return f"(CASE WHEN {right} = 0 THEN NULL ELSE MOD({left}, {right}) END)"
         left, right = self.visit(n.left), self.visit(n.right)
         if op in ("+", "-", "*"):
-            return f"({left} {op} {right})"
+            return self._checked(n, (n.left, n.right), f"({left} {op} {right})", op,
+                                 f"(CAST({left} AS DECIMAL(19, 0)) {op} CAST({right} AS DECIMAL(19, 0)))", left)
         if op in _CMP:
             return f"({left} {_CMP[op]} {right})"
         return f"({left} {'AND' if op == '&' else 'OR'} {right})"
 
     def visit_UnaryOp(self, n: ir.UnaryOp) -> str:
         x = self.visit(n.operand)
-        return f"(NOT {x})" if n.op == "not" else f"(- {x})"
+        if n.op == "not":
+            return f"(NOT {x})"
+        return self._checked(n, (n.operand,), f"(- {x})", "negation", f"(- CAST({x} AS DECIMAL(19, 0)))", x)
+
+    def _checked(self, n: ir.Expr, operands: Sequence[ir.Expr], plain: str, what: str, exact: str,
+                 shown: str) -> str:
+        """``plain`` (an integer operation) guarded against overflow: ``exact`` is the same operation
+        in DECIMAL; out of range, a failing cast raises an error naming the operation. Only when the
+        result and every operand are known to be integers."""
+        for node in (n, *operands):
+            t = self._type(node)
+            if t is None or isinstance(t, _t.Array) or t.family != "integer":
+                return plain
+        t = self._type(n)
+        lo, hi = _INT_RANGE[t.name]
+        fail = f"CAST('integer overflow in {what}: ' || CAST({shown} AS STRING) AS {flink_type(t)})"
+        return f"(CASE WHEN {exact} NOT BETWEEN {lo} AND {hi} THEN {fail} ELSE {plain} END)"
 
     def _unified(self, n: ir.Expr, values: Sequence[ir.Expr]) -> list[str]:
         """Values of a coalesce/case, cast to the result type when it is a float (mixed int/float)."""
