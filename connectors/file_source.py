@@ -52,8 +52,13 @@ def read_schema(source: FileSource, repo_path: Path) -> pa.Schema:
 
 def fingerprint(source: FileSource, repo_path: Path) -> str:
     """Changes whenever a file is added, removed or rewritten (path, size, modification time)."""
+    return fingerprint_paths(resolve_paths(source, repo_path))
+
+
+def fingerprint_paths(paths: list[str]) -> str:
+    """A digest of files' paths, sizes and modification times (not their contents: cheap)."""
     digest = hashlib.sha256()
-    for path in resolve_paths(source, repo_path):
+    for path in sorted(paths):
         stat = os.stat(path)
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return "files:" + digest.hexdigest()[:32]

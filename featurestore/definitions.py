@@ -261,14 +261,6 @@ class FeatureView:
             event_columns=[Field.from_spec(f) for f in spec.get("event_columns", [])],
         )
 
-    def with_entity_columns(self, columns: Sequence[Field]) -> "FeatureView":
-        spec = self.to_spec()
-        spec["entity_columns"] = [c.to_spec() for c in columns]
-        view = FeatureView.from_spec(spec)
-        object.__setattr__(view, "entities", self.entities)
-        object.__setattr__(view, "source", self.source)
-        return view
-
     def __repr__(self) -> str:
         return f"FeatureView(name={self.name!r}, entities={list(self.entity_names)})"
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Iterator, Sequence
 
+import pyarrow as pa
+
 from featurestore.engines.base import CREATED_TS, EVENT_TS
 from featurestore.errors import FeatureViewNotFound, InvalidInputError
 from featurestore.retrieval import MIN_TIME, source_data, stored_columns
@@ -120,10 +122,9 @@ def materialize_view(store: "FeatureStore", spec: dict, start: datetime, end: da
         if progress:
             progress.advance(task)
     if write_online and aggregated and lo is not None:
-        from featurestore.online_aggregate import aggregation_state
-
-        for state in aggregation_state(store, spec, data, start, end):
-            written = store.online_store.write(spec["name"], [k for k, _ in keys], state, event_ts_column=EVENT_TS,
+        states = store.engine.aggregation_state(spec, data, start, end)
+        for batch in states.to_batches(max_chunksize=100_000):
+            written = store.online_store.write(spec["name"], [k for k, _ in keys], pa.Table.from_batches([batch]), event_ts_column=EVENT_TS,
                                                created_ts_column=CREATED_TS, ttl=ttl)
             result.online_written += written.written
             result.online_skipped += written.skipped_stale

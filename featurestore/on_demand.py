@@ -10,10 +10,8 @@ server runs the very function that was applied.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import inspect
 import linecache
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -136,14 +134,12 @@ def load_udf(spec: dict, repo_path: Path) -> Callable:
     key = (str(path), udf["function"], udf["source_sha256"])
     if key in _FUNCTIONS:
         return _FUNCTIONS[key]
-    module_name = "_fsodfv_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
-    if module_spec is None or module_spec.loader is None or not path.exists():
+    if not path.exists():
         raise OnDemandFeatureError(f"on-demand feature view {spec['name']!r}: module {udf['module']} not found",
                                    spec["name"])
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_name] = module
-    module_spec.loader.exec_module(module)
+    from featurestore.repo import import_file
+
+    module = import_file(path, "_fsodfv_" + hashlib.sha256(str(path).encode()).hexdigest()[:12], repo_path)
     obj = getattr(module, udf["function"], None)
     fn = obj.udf if isinstance(obj, OnDemandFeatureView) else obj
     if fn is None or hashlib.sha256(_source(fn).encode()).hexdigest() != udf["source_sha256"]:

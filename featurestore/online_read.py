@@ -20,6 +20,7 @@ from featurestore import types as fstypes
 from featurestore.definitions import FeatureService
 from featurestore.errors import InvalidInputError
 from featurestore.online_aggregate import aggregations_of, finish, state_types
+from featurestore.online_store import ReadResult
 from featurestore.retrieval import (
     ViewRequest,
     key_columns,
@@ -230,15 +231,8 @@ class OnlineReader:
         return _finish_all(plan, req, raw, len(key_tuples), now)
 
 
-class _Aggregated:
-    """A ReadResult-shaped holder for aggregation values finished at read time."""
-
-    def __init__(self, values: dict[str, list], event_timestamps: list):
-        self.values = values
-        self.event_timestamps = event_timestamps
-
-
-def _finish_all(plan: "_Plan", req: ViewRequest, raw, n: int, now: datetime) -> _Aggregated:
+def _finish_all(plan: "_Plan", req: ViewRequest, raw: ReadResult, n: int, now: datetime) -> ReadResult:
+    """Aggregation values at ``now`` from the stored state of each entity."""
     aggs = plan.aggregations[req.name]
     names = list(plan.state[req.name])
     values: dict[str, list] = {f: [] for f in req.all_features}
@@ -246,7 +240,7 @@ def _finish_all(plan: "_Plan", req: ViewRequest, raw, n: int, now: datetime) -> 
         state = {name: raw.values[name][i] for name in names}
         for f in req.all_features:
             values[f].append(finish(aggs[f], state, now) if raw.event_timestamps[i] is not None else None)
-    return _Aggregated(values, list(raw.event_timestamps))
+    return ReadResult(values, list(raw.event_timestamps))
 
 
 def _columns(entity_rows: Any) -> dict[str, list]:

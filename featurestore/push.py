@@ -8,7 +8,7 @@ path as materialization, so a late or replayed push never overwrites a newer val
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -125,19 +125,20 @@ def conform(view: dict, table: pa.Table) -> pa.Table:
     return out
 
 
-def _parse_times(view: str, name: str, col) -> pa.ChunkedArray:
-    import pyarrow.compute as pc
-
-    try:
-        parsed = pc.strptime(pc.replace_substring_regex(col, r"Z$|\+00:?00$", ""),
-                             format="%Y-%m-%dT%H:%M:%S", unit="us", error_is_null=False)
-    except pa.ArrowInvalid:
+def _parse_times(view: str, name: str, col) -> pa.Array:
+    """ISO 8601 text (as JSON bodies carry it) to UTC timestamps; a time without a zone is UTC."""
+    out = []
+    for text in col.to_pylist():
+        if text is None:
+            out.append(None)
+            continue
         try:
-            return col.cast(pa.timestamp("us", tz="UTC"))
-        except pa.ArrowInvalid as exc:
-            raise InvalidInputError(f"push to {view!r}: column {name!r} has a value that is not an ISO "
-                                    f"timestamp ({exc})") from None
-    return parsed.cast(pa.timestamp("us", tz="UTC"))
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidInputError(f"push to {view!r}: column {name!r} has {text!r}, which is not an ISO "
+                                    "timestamp") from None
+        out.append(value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value)
+    return pa.array(out, pa.timestamp("us", tz="UTC"))
 
 
 def push(store: "FeatureStore", name: str, rows: Any, to: str = "online") -> PushResult:

@@ -79,31 +79,38 @@ def python_files(repo: Path) -> list[Path]:
     return out
 
 
-def load_repo(repo: Path) -> RepoContents:
-    """Import every module of the repo and collect the definitions at their top level."""
-    repo = repo.resolve()
-    contents = RepoContents()
+def import_file(path: Path, module_name: str, repo: Path):
+    """Import one Python file of a repo as ``module_name``, with the repo importable for its own
+    imports (``from features import driver``)."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} is not an importable Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
     added_path = str(repo) not in sys.path
     if added_path:
         sys.path.insert(0, str(repo))
     try:
-        for path in python_files(repo):
-            module_name = "_fsrepo_" + "_".join(path.relative_to(repo).with_suffix("").parts)
-            spec = importlib.util.spec_from_file_location(module_name, path)
-            if spec is None or spec.loader is None:
-                continue
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[module_name] = module
-            try:
-                spec.loader.exec_module(module)
-            except DefinitionError:
-                raise
-            except Exception as exc:
-                raise DefinitionError(f"{path.relative_to(repo)}: failed to import: "
-                                      f"{type(exc).__name__}: {exc}", obj=str(path)) from exc
-            for value in vars(module).values():
-                contents.add(value, str(path.relative_to(repo)))
+        spec.loader.exec_module(module)
     finally:
         if added_path:
             sys.path.remove(str(repo))
+    return module
+
+
+def load_repo(repo: Path) -> RepoContents:
+    """Import every module of the repo and collect the definitions at their top level."""
+    repo = repo.resolve()
+    contents = RepoContents()
+    for path in python_files(repo):
+        module_name = "_fsrepo_" + "_".join(path.relative_to(repo).with_suffix("").parts)
+        try:
+            module = import_file(path, module_name, repo)
+        except DefinitionError:
+            raise
+        except Exception as exc:
+            raise DefinitionError(f"{path.relative_to(repo)}: failed to import: "
+                                  f"{type(exc).__name__}: {exc}", obj=str(path)) from exc
+        for value in vars(module).values():
+            contents.add(value, str(path.relative_to(repo)))
     return contents

@@ -151,11 +151,9 @@ def entity_table(entity_df: Any) -> pa.Table:
         return entity_df
     if isinstance(entity_df, (str, os.PathLike)):
         return read_entity_file(Path(entity_df))
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - pandas is a core dependency
-        pd = None
-    if pd is not None and isinstance(entity_df, pd.DataFrame):
+    import pandas as pd
+
+    if isinstance(entity_df, pd.DataFrame):
         return pa.Table.from_pandas(entity_df, preserve_index=False)
     raise InvalidInputError(f"entity_df must be a pandas DataFrame, a pyarrow Table or a file path, "
                             f"got {type(entity_df).__name__}")
@@ -415,7 +413,7 @@ class RetrievalJob:
             "timestamp_column": self._ts_col,
             "row_count": rows,
             "entity_fingerprint": (_table_fingerprint(self._entity) if self._entity_path is None
-                                   else _file_fingerprint(self._entity_path)),
+                                   else _entity_file_fingerprint(self._entity_path)),
             "views": {r.join.name: {"read_from": r.read_from, "fingerprint": r.fingerprint} for r in reads},
         }
 
@@ -512,13 +510,11 @@ class RetrievalJob:
         return manifest
 
 
-def _file_fingerprint(path: str) -> str:
-    digest = hashlib.sha256()
-    for p in sorted(Path(path).rglob("*")) if Path(path).is_dir() else [Path(path)]:
-        if p.is_file():
-            st = p.stat()
-            digest.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:32]
+def _entity_file_fingerprint(path: str) -> str:
+    from connectors.file_source import fingerprint_paths
+
+    files = [str(p) for p in Path(path).rglob("*") if p.is_file()] if Path(path).is_dir() else [path]
+    return fingerprint_paths(files)
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -32,7 +32,7 @@ positive whole number of seconds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -170,3 +170,16 @@ def window_name_safe(window: object) -> str:
         return window_name(window)  # type: ignore[arg-type]
     except DefinitionError:
         return repr(window)
+
+
+def value_aliases(aggregations: Sequence[Aggregation], keys: Sequence[str], who: str) -> dict[str, str]:
+    """The columns the aggregations read, each with the internal alias the engines' plans give it;
+    raises when there is nothing to aggregate or nothing to group by."""
+    if not aggregations:
+        raise DefinitionError(f"{who} needs at least one aggregation")
+    if not keys:
+        raise DefinitionError(f"{who} needs at least one key column")
+    aliases: dict[str, str] = {}
+    for a in aggregations:
+        aliases.setdefault(a.column, f"__fs_v{len(aliases)}")
+    return aliases

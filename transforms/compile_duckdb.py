@@ -261,14 +261,10 @@ def aggregate_at_points_sql(
     points, created time nulls first) with ``last_value(... IGNORE NULLS)`` over a struct of the value
     and its time, then keeps it only if its time is inside the window.
     """
-    if not aggregations:
-        raise DefinitionError("aggregate_at_points_sql needs at least one aggregation")
-    if not keys:
-        raise DefinitionError("aggregate_at_points_sql needs at least one key column")
+    from transforms.aggregation import value_aliases
+
+    value_cols = value_aliases(aggregations, keys, "aggregate_at_points_sql")
     q = quote_ident
-    value_cols: dict[str, str] = {}
-    for a in aggregations:
-        value_cols.setdefault(a.column, f"__fs_v{len(value_cols)}")
     key_list = ", ".join(q(k) for k in keys)
     created = f"epoch_us({q(created_col)})" if created_col else "CAST(NULL AS BIGINT)"
     ev_values = ", ".join(f"{q(c)} AS {alias}" for c, alias in value_cols.items())

@@ -289,14 +289,10 @@ def aggregate_at_points(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    if not aggregations:
-        raise DefinitionError("aggregate_at_points needs at least one aggregation")
-    if not keys:
-        raise DefinitionError("aggregate_at_points needs at least one key column")
+    from transforms.aggregation import value_aliases
+
+    value_cols = value_aliases(aggregations, keys, "aggregate_at_points")
     q = quote_ident
-    value_cols: dict[str, str] = {}
-    for a in aggregations:
-        value_cols.setdefault(a.column, f"__fs_v{len(value_cols)}")
     ev_types = dict(events_df.dtypes)
     pid_type = dict(points_df.dtypes)[point_id]
 

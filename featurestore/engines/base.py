@@ -82,6 +82,11 @@ class Engine(ABC):
         ``event_timestamp`` and ``created_timestamp`` (UTC), in no particular order."""
 
     @abstractmethod
+    def aggregation_state(self, spec: dict, data: ViewData, start: datetime, end: datetime) -> Any:
+        """An aggregation view's online state rows as of ``end`` for the entities with events in
+        [start, end) (layout: featurestore.online_aggregate), in the engine's own frame type."""
+
+    @abstractmethod
     def time_bounds(self, data: ViewData, start: datetime | None, end: datetime | None
                     ) -> tuple[datetime | None, datetime | None]:
         """(min, max) event time of the rows with start <= event time < end; (None, None) if none."""

@@ -247,6 +247,67 @@ class LocalEngine(Engine):
         rows, distinct = con.execute(f"SELECT count(*), count(DISTINCT ({keys})) FROM fs_entity").fetchall()[0]
         return bool(distinct) and rows <= limit * distinct
 
+    # -- online state of aggregation views ----------------------------------------------------
+    def aggregation_state(self, spec: dict, data: ViewData, start: datetime, end: datetime) -> pa.Table:
+        """The online state rows of an aggregation view as of ``end`` (see featurestore.online_aggregate)
+        for every entity with an event in [start, end): its events in the longest window, its
+        lifetime aggregates, the latest event time as ``event_timestamp`` and ``end`` as created."""
+        from datetime import timedelta
+
+        from featurestore import types as fstypes
+        from featurestore.online_aggregate import EV_CR, EV_TS, aggregations_of, ev_column, state_types
+        from transforms.aggregation import Aggregation
+        from transforms.compile_duckdb import aggregate_at_points_sql
+
+        aggs = aggregations_of(spec)
+        keys = [c["name"] for c in spec["entity_columns"]]
+        key_types = {c["name"]: fstypes.from_spec(c["dtype"]).to_arrow() for c in spec["entity_columns"]}
+        events = {c["name"]: fstypes.from_spec(c["dtype"]) for c in spec["event_columns"]}
+        windowed = [a for a in aggs if a.window is not None]
+        lifetime = [a for a in aggs if a.window is None]
+        k = ", ".join(quote(c) for c in keys)
+        con = self._connect()
+        try:
+            params: dict = {"end": end, "start": start}
+            scan = self._scan(con, data, "fs_src", params)
+            ts = self._ts(data.timestamp_column)
+            cr = self._ts(data.created_column) if data.created_column else "NULL::TIMESTAMPTZ"
+            cols = [f"{self._cast(quote(c), key_types[c])} AS {quote(c)}" for c in keys]
+            cols += [f"{ts} AS __ts", f"{cr} AS __cr"] + [quote(c) for c in events]
+            ctes = [f"ev AS (SELECT {', '.join(cols)} FROM {scan} WHERE {ts} < $end)",
+                    f"touched AS (SELECT DISTINCT {k} FROM ev WHERE __ts >= $start)"]
+            select = [f"touched.{quote(c)}" for c in keys]
+            joins = ""
+            if windowed:
+                params["since"] = end - timedelta(microseconds=max(a.window_micros for a in windowed))
+                order = "ORDER BY __ts, __cr NULLS FIRST"
+                columns = list(dict.fromkeys(a.column for a in windowed))
+                lists = [f"list(__ts {order}) AS {EV_TS}", f"list(__cr {order}) AS {EV_CR}"]
+                lists += [f"list({quote(c)} {order}) AS {quote(ev_column(c))}" for c in columns]
+                ctes.append(f"recent AS (SELECT {k}, {', '.join(lists)} FROM ev SEMI JOIN touched USING ({k}) "
+                            f"WHERE __ts > $since GROUP BY {k})")
+                joins += f" LEFT JOIN recent USING ({k})"
+                select += [EV_TS, EV_CR] + [quote(ev_column(c)) for c in columns]
+            latest = Aggregation(column="__ts", function="max", window=None, name="__fs_latest")
+            ctes.append(f"points AS (SELECT {k}, $end - INTERVAL 1 MICROSECOND AS __ts, "
+                        f"row_number() OVER () AS __point_id FROM touched)")
+            agg_sql = aggregate_at_points_sql("SELECT * FROM ev", "SELECT * FROM points", keys, "__ts",
+                                              lifetime + [latest], "__cr", point_id="__point_id",
+                                              schema=events | {"__ts": fstypes.Timestamp})
+            ctes.append(f"life AS (SELECT points.*, a.* EXCLUDE (__point_id) FROM points "
+                        f"JOIN ({agg_sql}) AS a USING (__point_id))")
+            joins += f" JOIN life USING ({k})"
+            select += [quote(a.name) for a in lifetime]
+            select += [f"life.__fs_latest AS {EVENT_TS}", f"$end::TIMESTAMPTZ AS {CREATED_TS}"]
+            table = fetch_arrow(con, f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM touched{joins}",
+                                params)
+        finally:
+            con.close()
+        types = state_types(spec) | key_types | {EVENT_TS: pa.timestamp("us", tz="UTC"),
+                                                 CREATED_TS: pa.timestamp("us", tz="UTC")}
+        return pa.Table.from_arrays([table.column(n).cast(types[n]) for n in table.column_names],
+                                    names=table.column_names)
+
     # -- bounded reads (materialization) -------------------------------------------------------
     @staticmethod
     def _time_filter(ts: str, start: datetime | None, end: datetime | None, params: dict[str, Any]) -> str:
