@@ -47,7 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
-from featurestore.errors import FeatureViewNotFound, InvalidInputError
+from featurestore.errors import ConflictError, FeatureViewNotFound, InvalidInputError
 
 UTC = timezone.utc
 TS_TYPE = pa.timestamp("us", tz="UTC")
@@ -191,6 +191,8 @@ class _Manifest:
     schema: pa.Schema
     files: list[_File] = field(default_factory=list)
     intervals: list[tuple[datetime, datetime]] = field(default_factory=list)
+    # Per stream (e.g. a Kafka topic), per partition: the last offset whose rows are committed here.
+    streams: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -203,6 +205,7 @@ class _Manifest:
             "schema": _schema_to_text(self.schema),
             "files": [f.to_json() for f in self.files],
             "intervals": [[_iso(lo), _iso(hi)] for lo, hi in self.intervals],
+            "streams": self.streams,
         }
 
     @classmethod
@@ -215,6 +218,7 @@ class _Manifest:
             timestamp_column=d["timestamp_column"], schema=_schema_from_text(d["schema"]),
             files=[_File.from_json(f) for f in d["files"]],
             intervals=[(_parse(lo), _parse(hi)) for lo, hi in d["intervals"]],
+            streams={k: {p: int(o) for p, o in v.items()} for k, v in d.get("streams", {}).items()},
         )
 
 
@@ -397,7 +401,8 @@ class ParquetOfflineStore:
                 os.unlink(view_dir / rel)
 
     def _commit(self, view: str, view_dir: Path, prepared: _Prepared, ts_col: str,
-                interval: tuple[datetime, datetime] | None) -> None:
+                interval: tuple[datetime, datetime] | None,
+                stream: tuple[str, dict[int, tuple[int, int]]] | None = None) -> None:
         """Under the view's lock: rewrite what the interval touches, then replace the manifest."""
         new_files = list(prepared.written)
         superseded: list[str] = []
@@ -410,6 +415,16 @@ class ParquetOfflineStore:
                     if not current.schema.equals(prepared.schema):
                         raise InvalidInputError(f"view {view!r}: the offline store's schema changed "
                                                 f"while writing; retry the write")
+                streams = {k: dict(v) for k, v in current.streams.items()} if current else {}
+                if stream is not None:
+                    name, spans = stream
+                    done = streams.setdefault(name, {})
+                    for part, (first, last) in sorted(spans.items()):
+                        if done.get(str(part), -1) >= first:
+                            raise ConflictError(f"view {view!r}: offsets {first}..{last} of {name} partition "
+                                                f"{part} overlap rows already committed (up to offset "
+                                                f"{done[str(part)]}); read stream_offsets() again")
+                        done[str(part)] = last
                 live = {f.path for f in current.files} if current else set()
                 reused = [f.path for f in new_files if f.path in live]
                 if reused:
@@ -460,6 +475,7 @@ class ParquetOfflineStore:
                     schema=prepared.schema,
                     files=files,
                     intervals=intervals,
+                    streams=streams,
                 )
                 self._store_manifest(view_dir, manifest)
         except BaseException:
@@ -624,14 +640,32 @@ class ParquetOfflineStore:
             live = {f.path for f in manifest.files} if manifest else set()
             self._remove_files(view_dir, [p for p in paths if p not in live])
 
-    def append(self, view: str, table: pa.Table, timestamp_column: str) -> None:
-        """Add rows without replacing any (streaming); coverage is unchanged."""
+    def append(self, view: str, table: pa.Table, timestamp_column: str, *, stream: str | None = None,
+               offsets: dict[int, tuple[int, int]] | None = None) -> None:
+        """Add rows without replacing any (streaming, push); coverage is unchanged.
+
+        A stream job passes ``stream`` (its source, e.g. ``kafka:<topic>``) and, per partition, the
+        first and last offset of the rows: the commit records the last offsets in the manifest, in the
+        same atomic step as the rows, and fails with ConflictError if a partition's rows from ``first`` on
+        are already committed. Reading ``stream_offsets`` and dropping rows at or below them makes a
+        replayed append write each row exactly once.
+        """
+        if (stream is None) != (offsets is None):
+            raise InvalidInputError("append takes stream= and offsets= together")
         view_dir = self._view_dir(view)
         table = self._validate_ts(table, timestamp_column)
-        if table.num_rows == 0 and self._load(view) is not None:
+        if table.num_rows == 0 and self._load(view) is not None and not offsets:
             return
         prepared = self._prepare(view, view_dir, table, timestamp_column, lambda day: True)
-        self._commit(view, view_dir, prepared, timestamp_column, None)
+        self._commit(view, view_dir, prepared, timestamp_column, None,
+                     None if stream is None else (stream, dict(offsets or {})))
+
+    def stream_offsets(self, view: str, stream: str) -> dict[int, int]:
+        """Per partition, the last offset of ``stream`` whose rows ``view`` has committed ({} if none)."""
+        manifest = self._load(view)
+        if manifest is None:
+            return {}
+        return {int(p): o for p, o in manifest.streams.get(stream, {}).items()}
 
     def delete_view(self, view: str) -> bool:
         """Remove the view's data; returns whether there was any. Idempotent."""

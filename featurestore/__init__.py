@@ -13,10 +13,10 @@
 from featurestore.definitions import Entity, FeatureService, FeatureView, Field
 from featurestore.errors import FeatureStoreError
 from featurestore.on_demand import OnDemandFeatureView, RequestSource, on_demand_feature_view
-from featurestore.sources import FileSource, PushSource, SqlSource
+from featurestore.sources import FileSource, KafkaSource, PushSource, SqlSource
 from featurestore.store import FeatureStore
 
-__all__ = ["Entity", "Field", "FeatureView", "FeatureService", "FileSource", "SqlSource", "PushSource", "FeatureStore",
+__all__ = ["Entity", "Field", "FeatureView", "FeatureService", "FileSource", "SqlSource", "PushSource", "KafkaSource", "FeatureStore",
            "FeatureStoreError", "OnDemandFeatureView", "RequestSource", "on_demand_feature_view", "Aggregation",
            "col", "lit", "coalesce", "when"]
 __version__ = "0.1.0"

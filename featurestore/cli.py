@@ -183,5 +183,70 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, access_log: bo
     server.run(str(repo), host=host, port=port, workers=workers, access_log=access_log, log_level=log_level)
 
 
+@main.group()
+def stream() -> None:
+    """Run stream jobs: a view with a KafkaSource, through Flink, into both stores."""
+
+
+def _describe_job(job) -> str:
+    import datetime as dt
+
+    def when(t):
+        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if t else "-"
+
+    state = f"running (pid {job.pid})" if job.running else "stopped"
+    lines = [f"{job.view}: {state}, started {when(job.started)}",
+             f"  resumed from: {job.restored_from or '- (fresh start)'}",
+             f"  last checkpoint: {job.last_checkpoint or '-'} at {when(job.last_checkpoint_time)}"]
+    if job.counters:
+        lines.append("  " + ", ".join(f"{k}={v}" for k, v in sorted(job.counters.items())
+                                      if not k.endswith(("_last_write", "_last_commit"))))
+    if job.log and not job.running:
+        lines.append("  last log lines:\n    " + job.log.replace("\n", "\n    "))
+    return "\n".join(lines)
+
+
+@stream.command(name="start")
+@click.argument("view")
+@click.option("--fresh", is_flag=True, help="Ignore retained checkpoints (start from committed Kafka offsets).")
+@click.pass_context
+def stream_start(ctx: click.Context, view: str, fresh: bool) -> None:
+    """Start VIEW's stream job in the background (resumes from its last checkpoint)."""
+    from featurestore.streaming import manager
+
+    click.echo(f"Starting the stream job of {view} (first run builds .venv-flink, a few minutes)...", err=True)
+    job = manager.start(_store(ctx), view, fresh=fresh, wait_seconds=5)
+    click.echo(_describe_job(job))
+
+
+@stream.command(name="status")
+@click.argument("view", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def stream_status(ctx: click.Context, view: str | None, as_json: bool) -> None:
+    """Show stream jobs: running or not, last checkpoint, counters (events, dead letters, late events)."""
+    from featurestore.streaming import manager
+
+    jobs = manager.status(_store(ctx), view)
+    if as_json:
+        click.echo(json.dumps([j.to_dict() for j in jobs], indent=1))
+    elif not jobs:
+        click.echo("no stream jobs")
+    else:
+        click.echo("\n".join(_describe_job(j) for j in jobs))
+
+
+@stream.command(name="stop")
+@click.argument("view")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds before SIGKILL.")
+@click.pass_context
+def stream_stop(ctx: click.Context, view: str, timeout: float) -> None:
+    """Stop VIEW's stream job; its checkpoints stay, so the next start resumes."""
+    from featurestore.streaming import manager
+
+    stopped = manager.stop(_store(ctx), view, timeout=timeout)
+    click.echo(f"{view}: stopped" if stopped else f"{view}: was not running")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

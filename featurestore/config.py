@@ -26,6 +26,7 @@ class RepoConfig(BaseModel):
     offline_store: dict[str, Any] = Field(default_factory=lambda: {"type": "parquet"})
     online_store: dict[str, Any] = Field(default_factory=lambda: {"type": "sqlite"})
     engine: dict[str, Any] = Field(default_factory=lambda: {"type": "local"})
+    stream_engine: dict[str, Any] = Field(default_factory=lambda: {"type": "flink"})
     entity_key_serialization_version: int = 1
 
     @field_validator("project")
@@ -35,7 +36,7 @@ class RepoConfig(BaseModel):
             raise ValueError("project must be letters, digits, '_' or '-'")
         return value
 
-    @field_validator("offline_store", "online_store", "engine", mode="before")
+    @field_validator("offline_store", "online_store", "engine", "stream_engine", mode="before")
     @classmethod
     def _tag(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -1,0 +1,189 @@
+"""Starting, inspecting and stopping stream jobs (``featurestore stream start|status|stop``).
+
+Each view's job keeps its files in ``<repo>/<stream_engine.state_dir>/<view>/``::
+
+    plan.json          what the job runs (``featurestore.streaming.plan``), rewritten by every start
+    job.json           pid, start time and the checkpoint it resumed from, while it runs
+    job.log            the job's output (PyFlink and Flink logs)
+    checkpoints/       Flink's retained checkpoints (<job id>/chk-<n>/_metadata)
+    status/*.json      counters each operator writes about once a second
+
+``start`` launches ``featurestore.streaming.job`` with ``.venv-flink``'s Python in its own process
+group (the PyFlink driver and its JVM stop together) and resumes from the newest retained checkpoint,
+so a job that was stopped or killed carries on where its last checkpoint left it: the Kafka offsets
+and every entity's state. ``stop`` sends SIGTERM to the group and SIGKILL after a timeout; either way
+the next ``start`` resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from featurestore.errors import ConflictError, NotFoundError
+
+JOB_MODULE = "featurestore.streaming.job"
+
+
+@dataclass
+class JobStatus:
+    view: str
+    running: bool
+    pid: int | None = None
+    started: float | None = None
+    restored_from: str | None = None
+    last_checkpoint: str | None = None
+    last_checkpoint_time: float | None = None
+    counters: dict[str, Any] = field(default_factory=dict)
+    log: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def streams_dir(store: Any) -> Path:
+    from featurestore.streaming.config import stream_engine_config
+
+    cfg = stream_engine_config(store.config.stream_engine)
+    base = Path(os.path.expanduser(cfg.state_dir))
+    return base if base.is_absolute() else store.repo_path / base
+
+
+def job_dir(store: Any, view: str) -> Path:
+    return streams_dir(store) / view
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` is a running stream job (not a reused pid of another program, not a zombie)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z" and JOB_MODULE.encode() in cmdline
+
+
+def _read_job(directory: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((directory / "job.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The newest completed checkpoint (a ``chk-<n>`` folder with its ``_metadata``) under ``directory``."""
+    found = []
+    for meta in directory.glob("checkpoints/*/chk-*/_metadata"):
+        try:
+            if meta.stat().st_size > 0:
+                found.append((meta.stat().st_mtime, int(meta.parent.name.split("-", 1)[1]), meta.parent))
+        except (FileNotFoundError, ValueError):
+            continue
+    return max(found)[2] if found else None
+
+
+def start(store: Any, view: str, *, fresh: bool = False, wait_seconds: float = 0.0) -> JobStatus:
+    """Launch the view's stream job in the background; resume from its newest checkpoint unless
+    ``fresh``. With ``wait_seconds``, wait that long for the job to report its first counters."""
+    from featurestore.streaming import env as flink_env
+    from featurestore.streaming import jars
+    from featurestore.streaming.plan import build_plan
+
+    directory = job_dir(store, view)
+    current = _read_job(directory)
+    if current and _alive(current["pid"]):
+        raise ConflictError(f"the stream job of {view!r} is already running (pid {current['pid']}); "
+                            f"`featurestore stream stop {view}` first")
+    plan = build_plan(store, view)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "plan.json").write_text(json.dumps(plan, indent=1, default=str))
+    python = flink_env.ensure()
+    jars.connector_jar()
+    restore = None if fresh else latest_checkpoint(directory)
+    cmd = [str(python), "-m", JOB_MODULE, str(directory / "plan.json")]
+    if restore is not None:
+        cmd += ["--restore", str(restore)]
+    for stale in (directory / "status").glob("*.json"):
+        stale.unlink()
+    with open(directory / "job.log", "ab") as log:
+        log.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')} start {' '.join(cmd)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=store.repo_path, env=flink_env.child_env(), start_new_session=True)
+    job = {"pid": proc.pid, "started": time.time(), "restored_from": str(restore) if restore else None,
+           "command": cmd}
+    (directory / "job.json").write_text(json.dumps(job))
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline and proc.poll() is None and not any((directory / "status").glob("*.json")):
+        time.sleep(0.5)
+    if proc.poll() is not None:
+        raise ConflictError(f"the stream job of {view!r} exited at once with code {proc.returncode}; "
+                            f"see {directory / 'job.log'}:\n{_tail(directory / 'job.log')}")
+    return status_of(store, view)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return ""
+    useful = [ln for ln in text if not ln.startswith(("\tat ", "WARNING"))]
+    return "\n".join(useful[-lines:])
+
+
+def status_of(store: Any, view: str) -> JobStatus:
+    directory = job_dir(store, view)
+    if not directory.is_dir():
+        raise NotFoundError(f"no stream job was ever started for {view!r} (nothing in {directory})")
+    job = _read_job(directory) or {}
+    pid = job.get("pid")
+    running = bool(pid) and _alive(pid)
+    counters: dict[str, Any] = {}
+    for f in sorted((directory / "status").glob("*.json")):
+        try:
+            counters.update({k: v for k, v in json.loads(f.read_text()).items() if k != "updated"})
+        except ValueError:
+            continue
+    ckpt = latest_checkpoint(directory)
+    return JobStatus(view=view, running=running, pid=pid if running else None, started=job.get("started"),
+                     restored_from=job.get("restored_from"), last_checkpoint=str(ckpt) if ckpt else None,
+                     last_checkpoint_time=(ckpt / "_metadata").stat().st_mtime if ckpt else None,
+                     counters=counters, log=None if running else _tail(directory / "job.log"))
+
+
+def status(store: Any, view: str | None = None) -> list[JobStatus]:
+    if view is not None:
+        return [status_of(store, view)]
+    base = streams_dir(store)
+    return [status_of(store, d.name) for d in sorted(base.iterdir()) if d.is_dir()] if base.is_dir() else []
+
+
+def stop(store: Any, view: str, timeout: float = 30.0) -> bool:
+    """Stop the view's job (SIGTERM to its process group, SIGKILL after ``timeout``). Returns whether
+    a job was running. Its checkpoints stay: the next ``start`` resumes from the newest."""
+    directory = job_dir(store, view)
+    job = _read_job(directory)
+    if not job or not _alive(job["pid"]):
+        return False
+    kill(job["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(job["pid"]):
+        time.sleep(0.2)
+    if _alive(job["pid"]):
+        kill(job["pid"], signal.SIGKILL)
+    (directory / "job.json").unlink(missing_ok=True)
+    return True
+
+
+def kill(pid: int, sig: int) -> None:
+    """Signal the job's whole process group (the PyFlink driver, its JVM and Python workers)."""
+    try:
+        os.killpg(os.getpgid(pid), sig)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,176 @@
+"""What a stream job runs, decided in the main environment and handed to the job as JSON.
+
+``build_plan(store, view)`` reads the view from the registry and its KafkaSource, and fixes:
+
+- the event columns a message must carry (the view's keys, event time, created time, the columns its
+  filter and transforms read, the stored columns no transform produces), with their types, taken from
+  the source's history (``batch_source``) exactly as batch reads type them;
+- the Flink SQL that applies the view's filter and transforms to the parsed events (compiled from the
+  same IR as the batch engines, by ``transforms.compile_flink``);
+- the stores' rows: key columns, stored columns (features, or the events an aggregation reads),
+  aggregations, TTL.
+
+The job (``featurestore.streaming.job``) needs nothing else from the registry, so a running job is not
+affected by later applies; ``stream start`` after an apply runs the new definition.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from featurestore import types as fstypes
+from featurestore.engines.base import CREATED_TS, EVENT_TS
+from featurestore.errors import DefinitionError, InvalidInputError, NotFoundError
+from featurestore.sources import KafkaSource, source_from_spec
+
+# Columns the job adds to every event: where it came from (exactly-once offline appends and the
+# dead-letter report) and the Kafka record time (the created time of an aggregation's online row).
+PARTITION, OFFSET, KAFKA_TS, ROWTIME = "__fs_partition", "__fs_offset", "__fs_kafka_ts", "__fs_rowtime"
+META_COLUMNS = (PARTITION, OFFSET, KAFKA_TS)
+TEXT_PREFIX = "__fs_txt_"  # a timestamp column crosses from Python into Flink SQL as ISO text
+
+PLAN_VERSION = 1
+_SCALARS = ("Int32", "Int64", "Float32", "Float64", "String", "Bool", "Bytes", "Timestamp")
+
+
+def _text_column(name: str) -> str:
+    return TEXT_PREFIX + name
+
+
+def build_plan(store: Any, view_name: str) -> dict[str, Any]:
+    """The JSON-safe plan of ``view_name``'s stream job (see the module docs)."""
+    from featurestore.retrieval import key_columns, stored_columns
+    from featurestore.validate import source_schema
+    from transforms import compile_flink as cf
+    from transforms import ir
+    from transforms.typing import output_name
+
+    spec = store.registry.get("feature_view", view_name)
+    if spec is None:
+        raise NotFoundError(f"feature view {view_name!r} is not in the registry (run `featurestore apply`)")
+    source = source_from_spec(spec["source"])
+    if not isinstance(source, KafkaSource):
+        raise InvalidInputError(f"feature view {view_name!r} reads a {source.kind} source ({source.name!r}); "
+                                f"a stream job runs views whose source is a KafkaSource")
+    keys = [k for k, _ in key_columns(spec)]
+    _, stored = stored_columns(spec)
+    transform = [ir.from_spec(e) for e in spec.get("transform", [])]
+    flt = ir.from_spec(spec["filter"]) if spec.get("filter") is not None else None
+    produced = [output_name(e) for e in transform]
+
+    mapping = dict(source.field_mapping)
+    ts_col = mapping.get(source.timestamp_field, source.timestamp_field)
+    created_col = (mapping.get(source.created_timestamp_field, source.created_timestamp_field)
+                   if source.created_timestamp_field else None)
+    types: dict[str, fstypes.DataType] = {}
+    for f in source_schema(source, store.repo_path):
+        try:
+            types[f.name] = fstypes.from_arrow(f.type)
+        except DefinitionError:
+            continue
+    needed: dict[str, None] = {}
+    for name in keys + [ts_col] + ([created_col] if created_col else []):
+        needed[name] = None
+    for e in transform + ([flt] if flt is not None else []):
+        for name in e.columns():
+            needed[name] = None
+    for name, _ in stored:
+        if name not in produced:
+            needed[name] = None
+    inverse = {v: k for k, v in mapping.items()}
+    columns = []
+    for name in needed:
+        dtype = types.get(name)
+        if dtype is None:
+            raise DefinitionError(f"feature view {view_name!r}: column {name!r} is not a column of source "
+                                  f"{source.name!r}'s history ({source.batch_source.name!r}) with a supported "
+                                  f"type", obj=view_name)
+        if dtype.name not in _SCALARS:
+            raise DefinitionError(f"feature view {view_name!r}: column {name!r} has type {dtype}; stream jobs "
+                                  f"take scalar columns only for now", obj=view_name)
+        if name in (ts_col, created_col) and dtype.name != "Timestamp":
+            raise DefinitionError(f"feature view {view_name!r}: time column {name!r} has type {dtype} in the "
+                                  f"source's history; it must be a timestamp", obj=view_name)
+        columns.append({"name": name, "json": inverse.get(name, name), "dtype": dtype.to_spec(),
+                        "required": name in keys or name == ts_col})
+
+    schema = {c["name"]: fstypes.from_spec(c["dtype"]) for c in columns}
+    unsupported = [e for e in transform + ([flt] if flt is not None else []) if not cf.supports(e, schema)]
+    if unsupported:
+        raise DefinitionError(f"feature view {view_name!r}: the stream engine cannot run {unsupported[0]!r} "
+                              f"(see transforms.compile_flink.UNSUPPORTED)", obj=view_name)
+    passthrough = [c["name"] for c in columns if c["name"] not in produced] + list(META_COLUMNS) + [ROWTIME]
+    inner = cf.compile_view("events", transform, flt, passthrough, schema)
+    out_types = dict(schema)
+    for name, arrow_type in stored:
+        out_types[name] = fstypes.from_arrow(arrow_type)
+
+    def text(name: str, as_name: str) -> str:
+        q = cf.quote_ident(name)
+        if out_types[name].name == "Timestamp":
+            return f"CAST({q} AS STRING) AS {cf.quote_ident(as_name)}"
+        return f"{q} AS {cf.quote_ident(as_name)}"
+
+    outputs = [*keys, *[n for n, _ in stored]]
+    items = [text(n, n) for n in outputs]
+    items.append(text(ts_col, EVENT_TS))
+    items.append(text(created_col, CREATED_TS) if created_col else f"CAST(NULL AS STRING) AS {CREATED_TS}")
+    items += [cf.quote_ident(m) for m in (*META_COLUMNS, ROWTIME)]
+    select = f"SELECT {', '.join(items)} FROM ({inner})"
+    ttl = spec.get("ttl_seconds")
+    return {
+        "version": PLAN_VERSION,
+        "project": store.config.project,
+        "repo_path": str(store.repo_path),
+        "view": view_name,
+        "kafka": {"bootstrap_servers": source.bootstrap_servers, "topic": source.topic,
+                  "dead_letter_topic": source.dead_letter_topic,
+                  "group_id": source.group_id or f"featurestore.{store.config.project}.{view_name}",
+                  "watermark_delay_ms": int(source.watermark_delay.total_seconds() * 1000),
+                  "allowed_lateness_ms": int(source.allowed_lateness.total_seconds() * 1000)},
+        "columns": columns,
+        "timestamp_column": ts_col,
+        "created_column": created_col,
+        "select": select,
+        "keys": keys,
+        "key_types": {k: schema[k].to_spec() for k in keys},
+        "stored": [{"name": n, "dtype": fstypes.from_arrow(t).to_spec()} for n, t in stored],
+        "output_columns": outputs + [EVENT_TS, CREATED_TS],
+        "output_timestamps": [n for n in outputs if out_types[n].name == "Timestamp"] + [EVENT_TS, CREATED_TS],
+        "aggregations": list(spec.get("aggregations") or []),
+        "spec": spec,
+        "ttl_seconds": ttl,
+        "online": spec.get("online", True),
+        "stream_engine": dict(store.config.stream_engine),
+    }
+
+
+def events_table_schema(plan: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, Flink SQL type) of the rows the parse step hands to Flink SQL, in order: timestamp
+    columns as text (converted by computed columns, see ``computed_columns``), then the meta columns."""
+    from transforms.compile_flink import flink_type
+
+    out = []
+    for c in plan["columns"]:
+        dtype = fstypes.from_spec(c["dtype"])
+        if dtype.name == "Timestamp":
+            out.append((_text_column(c["name"]), "STRING"))
+        else:
+            out.append((c["name"], flink_type(dtype)))
+    return out + [(PARTITION, "INT"), (OFFSET, "BIGINT"), (KAFKA_TS, "BIGINT")]
+
+
+def computed_columns(plan: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, SQL expression): the timestamp columns as ``TIMESTAMP(6)`` (UTC wall clock, microseconds
+    kept) and the event-time attribute the watermark is defined on."""
+    from transforms.compile_flink import quote_ident
+
+    out = [(c["name"], f"CAST({quote_ident(_text_column(c['name']))} AS TIMESTAMP(6))")
+           for c in plan["columns"] if fstypes.from_spec(c["dtype"]).name == "Timestamp"]
+    out.append((ROWTIME, f"CAST({quote_ident(_text_column(plan['timestamp_column']))} AS TIMESTAMP(3))"))
+    return out
+
+
+def watermark_expression(plan: dict[str, Any]) -> str:
+    delay = plan["kafka"]["watermark_delay_ms"] / 1000
+    return f"`{ROWTIME}` - INTERVAL '{delay:.3f}' SECOND"
