@@ -1,0 +1,235 @@
+"""The stream job's pure parts, without Flink or Kafka: the KafkaSource definition, reading messages,
+the per-entity aggregation state (checked against the batch engine's export), the job plan, and the
+offline store's exactly-once appends."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from featurestore import FileSource, KafkaSource
+from featurestore.errors import ConflictError, DefinitionError, InvalidInputError
+from featurestore.online_aggregate import finish
+from featurestore.streaming import events as ev
+from featurestore.streaming.plan import build_plan
+from featurestore.streaming.state import AggregationState, to_us
+from featurestore.streaming.writers import OfflineRows
+from tests.repo_helpers import store_for
+from transforms.aggregation import Aggregation
+
+UTC = timezone.utc
+TS = pa.timestamp("us", tz="UTC")
+HISTORY = FileSource(name="h", path="data/h.parquet", timestamp_field="ts")
+
+
+# ------------------------------------------------------------------------------ the definition
+
+
+def test_kafka_source_defaults_and_spec_round_trip():
+    from featurestore.sources import source_from_spec
+
+    src = KafkaSource(name="clicks", bootstrap_servers="127.0.0.1:9092", topic="clicks", batch_source=HISTORY,
+                      allowed_lateness=30)
+    assert src.timestamp_field == "ts"  # taken from the history
+    assert src.dead_letter_topic == "clicks.dead-letter"
+    assert src.allowed_lateness == timedelta(seconds=30)
+    again = source_from_spec(src.to_spec())
+    assert again == src
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"bootstrap_servers": ""}, "bootstrap_servers"),
+    ({"topic": "bad topic!"}, "topic"),
+    ({"format": "avro"}, "format"),
+    ({"batch_source": None}, "batch_source"),
+    ({"watermark_delay": timedelta(seconds=-1)}, "watermark_delay"),
+    ({"dead_letter_topic": "clicks"}, "dead_letter_topic"),
+])
+def test_kafka_source_rejects_bad_settings_naming_them(kwargs, field):
+    args = {"name": "clicks", "bootstrap_servers": "b:9092", "topic": "clicks", "batch_source": HISTORY, **kwargs}
+    with pytest.raises(DefinitionError) as err:
+        KafkaSource(**args)
+    assert err.value.field == field
+
+
+# ------------------------------------------------------------------------------ reading messages
+
+COLUMNS = [
+    {"name": "user_id", "json": "user", "dtype": "Int64", "required": True},
+    {"name": "ts", "json": "ts", "dtype": "Timestamp", "required": True},
+    {"name": "price", "json": "price", "dtype": "Float64", "required": False},
+    {"name": "kind", "json": "kind", "dtype": "String", "required": False},
+    {"name": "ok", "json": "ok", "dtype": "Bool", "required": False},
+    {"name": "blob", "json": "blob", "dtype": "Bytes", "required": False},
+]
+
+
+def _msg(**fields):
+    base = {"user": 7, "ts": "2024-05-01T10:00:00.000123+02:00", "price": 2, "kind": "a", "ok": True,
+            "blob": "AAE=", "extra": [1]}
+    base.update(fields)
+    return json.dumps({k: v for k, v in base.items() if v is not ...}).encode()
+
+
+def test_parse_types_and_times():
+    assert ev.parse(_msg(), COLUMNS) == [7, "2024-05-01 08:00:00.000123", 2.0, "a", True, b"\x00\x01"]
+    assert ev.parse(_msg(ts=1_700_000_000_123, price=None), COLUMNS)[1:3] == ["2023-11-14 22:13:20.123000", None]
+    assert ev.parse(_msg(ts="2024-05-01T10:00:00"), COLUMNS)[1] == "2024-05-01 10:00:00.000000"  # no zone: UTC
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b"{nope", "bad JSON"),
+    (b"\xff\xfe", "not UTF-8"),
+    (b"[1, 2]", "not an object"),
+    (_msg(price=...), "missing field 'price'"),
+    (_msg(user=None), "field 'user' is null"),
+    (_msg(user="7"), "field 'user' should be Int64"),
+    (_msg(user=True), "field 'user' should be Int64"),
+    (_msg(user=2**63), "out of range for Int64"),
+    (_msg(price="1.5"), "field 'price' should be Float64"),
+    (_msg(ok=1), "field 'ok' should be Bool"),
+    (_msg(blob="%%%"), "not valid base64"),
+    (_msg(ts="yesterday"), "field 'ts' should be an ISO 8601 timestamp"),
+])
+def test_malformed_messages_name_the_reason(raw, reason):
+    with pytest.raises(ev.EventError) as err:
+        ev.parse(raw, COLUMNS)
+    assert reason in str(err.value)
+
+
+def test_dead_letter_record_keeps_the_message():
+    rec = json.loads(ev.dead_letter("bad JSON: x", b"\xff", view="v", topic="t", partition=0, offset=5))
+    assert rec == {"reason": "bad JSON: x", "view": "v", "topic": "t", "partition": 0, "offset": 5,
+                   "value_base64": "/w=="}
+
+
+# ------------------------------------------------------------------------------ aggregation state
+
+AGGS = [Aggregation(column="amount", function=f, window=w)
+        for f in ("sum", "count", "mean", "min", "max", "last", "stddev")
+        for w in (timedelta(minutes=10), timedelta(hours=1), None)]
+
+
+def _events(n: int, users: int, now: datetime, seed: int = 7) -> pa.Table:
+    rnd = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        t = now - timedelta(seconds=rnd.randrange(1, 2 * 3600), microseconds=rnd.randrange(10**6))
+        rows.append({"user_id": rnd.randrange(users), "amount": None if rnd.random() < 0.1 else rnd.randrange(-40, 40) * 0.25,
+                     "ts": t})
+    rows.sort(key=lambda r: r["ts"])
+    return pa.Table.from_pylist(rows, schema=pa.schema([("user_id", pa.int64()), ("amount", pa.float64()), ("ts", TS)]))
+
+
+def test_streamed_state_gives_the_batch_export_values(tmp_path: Path):
+    now = datetime.now(UTC).replace(microsecond=0)
+    events = _events(3000, 40, now)
+    aggs = ", ".join(f"Aggregation(column='amount', function='{a.function}', window="
+                     f"{'None' if a.window is None else f'timedelta(seconds={int(a.window.total_seconds())})'})"
+                     for a in AGGS)
+    store = store_for(tmp_path, f"""
+        from datetime import timedelta
+        from featurestore import Entity, FeatureView, FileSource, Aggregation
+        user = Entity(name="user", join_keys=["user_id"])
+        src = FileSource(name="ev", path="data/ev.parquet", timestamp_field="ts")
+        v = FeatureView(name="v", entities=[user], source=src, aggregations=[{aggs}])
+    """, tables={"ev": events})
+    store.apply()
+    spec = store.registry.get("feature_view", "v")
+    agg_specs = spec["aggregations"]
+    state = AggregationState(agg_specs)
+    per_user: dict[int, dict] = {}
+    arrivals = events.to_pylist()
+    random.Random(3).shuffle(arrivals)  # any arrival order gives the same values
+    for r in arrivals:
+        st = per_user.setdefault(r["user_id"], state.new())
+        state.add(st, to_us(r["ts"]), None, r, 1)
+    entity_df = pa.table({"user_id": pa.array(sorted(per_user), pa.int64()),
+                          "event_timestamp": pa.array([now] * len(per_user), TS)})
+    names = [f"v:{a['name']}" for a in agg_specs]
+    want = store.get_historical_features(entity_df=entity_df, features=names).to_arrow().to_pylist()
+    for a in agg_specs:  # the data exercises every aggregation
+        assert sum(r[a["name"]] not in (None, 0) for r in want) > len(want) // 2, a["name"]
+    for row in want:
+        online = state.row(per_user[row["user_id"]])
+        for a in agg_specs:
+            got = finish(Aggregation.from_spec(a), online, now)
+            exp = row[a["name"]]
+            if a["function"] == "stddev" and exp is not None:
+                assert got == pytest.approx(exp, rel=1e-9), (row["user_id"], a["name"])
+            else:
+                assert got == exp, (row["user_id"], a["name"], got, exp)
+        assert online["event_timestamp"] == max(r["ts"] for r in events.to_pylist() if r["user_id"] == row["user_id"])
+
+
+def test_state_drops_events_no_lookup_can_need():
+    state = AggregationState([{"column": "x", "function": "sum", "window_seconds": 60, "name": "x_sum_1m"}])
+    st = state.new()
+    t0 = to_us(datetime(2024, 1, 1, tzinfo=UTC))
+    for i in range(10):
+        state.add(st, t0 + i * 30_000_000, None, {"x": i}, 1000 + i)
+    assert st["ts"] == [t0 + 8 * 30_000_000, t0 + 9 * 30_000_000]  # (latest - 60 s, latest]
+    assert state.row(st)["created_timestamp"] == datetime(1970, 1, 1, 0, 0, 1, 9000, tzinfo=UTC)
+
+
+# ------------------------------------------------------------------------------ the plan
+
+
+FEATURES = """
+    from datetime import timedelta
+    from featurestore import Entity, FeatureView, FileSource, KafkaSource, Aggregation, col
+    user = Entity(name="user", join_keys=["user_id"])
+    hist = FileSource(name="clicks_history", path="data/clicks.parquet", timestamp_field="ts")
+    clicks = KafkaSource(name="clicks", bootstrap_servers="127.0.0.1:1", topic="clicks", batch_source=hist)
+    user_clicks = FeatureView(name="user_clicks", entities=[user], source=clicks, ttl=timedelta(days=1),
+        filter=col("kind") != "x", transform=[(col("price") * 2).alias("price2")],
+        aggregations=[Aggregation(column="price2", function="sum", window=timedelta(minutes=10))])
+    plain = FeatureView(name="plain", entities=[user], source=hist)
+"""
+
+
+def _history() -> pa.Table:
+    return pa.table({"user_id": pa.array([1], pa.int64()), "price": [1.0], "kind": ["a"], "unused": [1],
+                     "ts": pa.array([datetime(2024, 1, 1, tzinfo=UTC)], TS)})
+
+
+def test_plan_lists_what_messages_carry_and_compiles_the_transforms(tmp_path: Path):
+    store = store_for(tmp_path, FEATURES, tables={"clicks": _history()})
+    store.apply()
+    plan = build_plan(store, "user_clicks")
+    assert [(c["name"], c["dtype"], c["required"]) for c in plan["columns"]] == [
+        ("user_id", "Int64", True), ("ts", "Timestamp", True), ("price", "Float64", False),
+        ("kind", "String", False)]  # not "unused"
+    assert "WHERE (`kind` <> CAST('x' AS STRING))" in plan["select"]
+    assert "(`price` * CAST(2 AS BIGINT)) AS `price2`" in plan["select"]
+    assert plan["kafka"]["group_id"] == "featurestore.test.user_clicks"
+    with pytest.raises(InvalidInputError, match="KafkaSource"):
+        build_plan(store, "plain")
+
+
+# ------------------------------------------------------------------------------ offline, exactly once
+
+
+def test_offline_appends_skip_committed_offsets(tmp_path: Path):
+    store = store_for(tmp_path, FEATURES, tables={"clicks": _history()})
+    store.apply()
+    plan = build_plan(store, "user_clicks")
+    rows = OfflineRows(plan, store)
+    t = datetime(2024, 1, 1, tzinfo=UTC)
+    items = [({"user_id": i, "price2": float(i), "event_timestamp": t, "created_timestamp": None}, i % 2, i // 2)
+             for i in range(10)]
+    assert rows.append(items[:6]) == 6
+    assert rows.append(items) == 4  # a replay after a restart: only the new offsets
+    assert rows.append(items) == 0
+    table = store.offline_store.read("user_clicks")
+    assert sorted(table.column("user_id").to_pylist()) == list(range(10))
+    assert store.offline_store.stream_offsets("user_clicks", "kafka:clicks") == {0: 4, 1: 4}
+    with pytest.raises(ConflictError, match="overlap"):
+        store.offline_store.append("user_clicks", table.slice(0, 1), "event_timestamp", stream="kafka:clicks",
+                                   offsets={0: (3, 3)})
+    assert store.offline_store.read("user_clicks").num_rows == 10  # nothing half-written
