@@ -1,0 +1,334 @@
+"""The stream job on real parts: the CI Kafka broker, a Flink mini-cluster in ``.venv-flink``, Redis.
+
+- the same events through Kafka -> Flink and through batch materialization give equal online values
+  and equal offline rows (a plain view and an aggregation view, both with a filter and a transform);
+- killing the job mid-stream and starting it again loses nothing and counts nothing twice;
+- malformed and late messages go to the dead-letter topic with the reason, and the job keeps going;
+- the broker going away for a while: the job waits and carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from connectors.kafka import KafkaClient, KafkaConfig
+from featurestore import FeatureStore
+from featurestore.config import RepoConfig
+from featurestore.streaming import manager
+from tests.conftest import _required_env, _running_in_ci
+from tests.repo_helpers import write_repo
+
+pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.redis]
+
+ROOT = Path(__file__).resolve().parents[1]
+UTC = timezone.utc
+TS = pa.timestamp("us", tz="UTC")
+SCHEMA = pa.schema([("user_id", pa.int64()), ("price", pa.float64()), ("kind", pa.string()), ("ts", TS)])
+
+
+@pytest.fixture(scope="module")
+def flink_ready() -> None:
+    from featurestore.streaming import env as flink_env
+
+    if not flink_env.is_ready():
+        if not _running_in_ci():
+            pytest.skip(f"{flink_env.venv_dir()} missing or stale: run `make flink-env`")
+        flink_env.ensure(verbose=True)
+
+
+@pytest.fixture(scope="module")
+def bootstrap() -> str:
+    return _required_env("FS_TEST_KAFKA_BOOTSTRAP", "no Kafka broker for tests")
+
+
+@pytest.fixture
+def kafka(bootstrap: str) -> Iterator[KafkaClient]:
+    client = KafkaClient(KafkaConfig(bootstrap_servers=bootstrap, timeout_seconds=30))
+    yield client
+    client.close()
+
+
+def _redis_db(url: str, db: int) -> str:
+    import redis
+
+    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+    out = f"{base}/{db}"
+    redis.Redis.from_url(out).flushdb()
+    return out
+
+
+FEATURES = """
+from datetime import timedelta
+from featurestore import Entity, FeatureView, FileSource, KafkaSource, Aggregation, Field, col
+from featurestore.types import Float64, String
+
+user = Entity(name="user", join_keys=["user_id"])
+history = FileSource(name="clicks_history", path="data/clicks.parquet", timestamp_field="ts")
+clicks = KafkaSource(name="clicks", bootstrap_servers="{bootstrap}", topic="{topic}", format="json",
+                     timestamp_field="ts", batch_source=history, watermark_delay=timedelta(seconds={delay}),
+                     allowed_lateness=timedelta(seconds={lateness}))
+windowed = [Aggregation(column="price2", function=f, window=timedelta(minutes=10))
+            for f in ("sum", "count", "mean", "min", "max", "last")]
+user_clicks = FeatureView(name="user_clicks", entities=[user], source=clicks, ttl=timedelta(days=1),
+                          filter=col("kind") != "x", transform=[(col("price") * 2).alias("price2")],
+                          aggregations=windowed + [Aggregation(column="price2", function="sum"),
+                                                   Aggregation(column="price2", function="count")])
+user_last = FeatureView(name="user_last", entities=[user], source=clicks, ttl=timedelta(days=1),
+                        filter=col("price") > 0.5,
+                        transform=[col("kind").str.upper().alias("kind_upper"), (col("price") + 1).alias("price1")],
+                        schema=[Field(name="kind_upper", dtype=String), Field(name="price1", dtype=Float64)])
+"""
+
+
+def _events(n: int, users: int, start: datetime, span: timedelta, seed: int) -> list[dict[str, Any]]:
+    """In event-time order; prices are multiples of 1/4, so every sum is exact in any order."""
+    rnd = random.Random(seed)
+    step = span / n
+    out = []
+    for i in range(n):
+        out.append({"user_id": rnd.randrange(users), "price": rnd.randrange(0, 40) * 0.25,
+                    "kind": rnd.choice(["a", "b", "x"]),
+                    "ts": start + step * i + timedelta(microseconds=rnd.randrange(1000))})
+    return out
+
+
+def _json(e: dict[str, Any]) -> str:
+    return json.dumps({**e, "ts": e["ts"].isoformat()})
+
+
+def _repo(tmp_path: Path, bootstrap: str, topic: str, redis_url: str, history: list[dict], *, delay: float = 5,
+          lateness: float = 0, stream_engine: str = "{checkpoint_interval_seconds: 1, offline_flush_seconds: 1}"
+          ) -> FeatureStore:
+    repo = write_repo(tmp_path, FEATURES.format(bootstrap=bootstrap, topic=topic, delay=delay, lateness=lateness),
+                      tables={"clicks": pa.Table.from_pylist(history, schema=SCHEMA)},
+                      online_store=f"{{type: redis, url: '{redis_url}'}}")
+    with open(repo / "featurestore.yaml", "a") as f:
+        f.write(f"stream_engine: {stream_engine}\n")
+    store = FeatureStore(repo)
+    store.apply()
+    return store
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, jobs: list[tuple[FeatureStore, str]] = ()) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        for store, view in jobs:
+            st = manager.status_of(store, view)
+            assert st.running, f"the stream job of {view} died:\n{st.log}"
+        time.sleep(0.5)
+    details = "\n".join(str(manager.status_of(s, v)) for s, v in jobs)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{details}")
+
+
+@pytest.fixture
+def jobs() -> Iterator[list[tuple[FeatureStore, str]]]:
+    started: list[tuple[FeatureStore, str]] = []
+    yield started
+    for store, view in started:
+        manager.stop(store, view, timeout=10)
+
+
+ALL_FEATURES = {
+    "user_clicks": ["price2_sum_10m", "price2_count_10m", "price2_mean_10m", "price2_min_10m", "price2_max_10m",
+                    "price2_last_10m", "price2_sum_lifetime", "price2_count_lifetime"],
+    "user_last": ["kind_upper", "price1"],
+}
+
+
+def _online(store: FeatureStore, view: str, users: list[int]) -> dict:
+    refs = [f"{view}:{f}" for f in ALL_FEATURES[view]]
+    return store.get_online_features(features=refs, entity_rows=[{"user_id": u} for u in users]).to_dict()
+
+
+def _offline(store: FeatureStore, view: str) -> list[tuple]:
+    table = store.offline_store.read(view)
+    cols = [c for c in table.column_names if c != "created_timestamp"]
+    return sorted(tuple(r[c] for c in cols) for r in table.select(cols).to_pylist())
+
+
+def test_stream_and_batch_give_the_same_online_values_and_offline_rows(tmp_path, bootstrap, kafka, redis_url,
+                                                                        flink_ready, jobs):
+    topic = f"fs-stream-{uuid.uuid4().hex[:12]}"
+    now = datetime.now(UTC)
+    events = _events(1500, 60, now - timedelta(minutes=6), timedelta(minutes=5), seed=11)
+    stream = _repo(tmp_path / "stream", bootstrap, topic, _redis_db(redis_url, 2), events)
+    # The batch side: same repo files, its own registry, offline store and Redis db.
+    batch_cfg = RepoConfig(project="test", registry="sqlite:///data/registry_batch.db",
+                           offline_store={"type": "parquet", "path": "data/offline_batch"},
+                           online_store={"type": "redis", "url": _redis_db(redis_url, 3)})
+    batch = FeatureStore(stream.repo_path, config=batch_cfg)
+    batch.apply()
+    batch.materialize(now - timedelta(hours=1), now)
+
+    kafka.create_topic(topic)
+    kafka.produce(topic, [_json(e) for e in events])
+    for view in ("user_clicks", "user_last"):
+        manager.start(stream, view, wait_seconds=0)
+        jobs.append((stream, view))
+    users = sorted({e["user_id"] for e in events})
+    kept = [e for e in events if e["kind"] != "x"]
+    _wait("all offline rows", lambda: set(stream.offline_store.views()) == {"user_clicks", "user_last"}
+          and stream.offline_store.read("user_clicks").num_rows == len(kept)
+          and stream.offline_store.read("user_last").num_rows == sum(e["price"] > 0.5 for e in events), 180, jobs)
+    for view in ("user_clicks", "user_last"):
+        _wait(f"{view} online values equal to batch",
+              lambda view=view: _online(stream, view, users) == _online(batch, view, users), 60, jobs)
+        assert _online(stream, view, users) == _online(batch, view, users)
+        assert _offline(stream, view) == _offline(batch, view)
+    values = _online(stream, "user_clicks", users)
+    assert sum(values["price2_count_lifetime"]) == len(kept)
+    assert sum(v is not None for v in values["price2_sum_10m"]) > len(users) // 2  # the windows are live
+    _wait("status counters", lambda: manager.status_of(stream, "user_clicks").counters.get("offline_rows")
+          == len(kept), 10)  # written about once a second
+    status = manager.status_of(stream, "user_clicks")
+    assert status.running and status.counters["events"] == len(events)
+    assert status.counters["admitted"] == len(kept) and status.counters.get("late_events", 0) == 0
+
+
+def test_killed_job_resumes_from_its_checkpoint_and_counts_every_event_once(tmp_path, bootstrap, kafka,
+                                                                            redis_url, flink_ready, jobs):
+    topic = f"fs-stream-{uuid.uuid4().hex[:12]}"
+    now = datetime.now(UTC)
+    events = _events(4000, 25, now - timedelta(minutes=4), timedelta(minutes=3), seed=5)
+    store = _repo(tmp_path, bootstrap, topic, _redis_db(redis_url, 4), events[:1])
+    kafka.create_topic(topic)
+    first, second = events[:2000], events[2000:]
+    kafka.produce(topic, [_json(e) for e in first])
+    manager.start(store, "user_clicks", wait_seconds=0)
+    jobs.append((store, "user_clicks"))
+    _wait("a checkpoint after some events", lambda: manager.status_of(store, "user_clicks").counters.get(
+        "offline_rows", 0) > 0 and manager.status_of(store, "user_clicks").last_checkpoint is not None, 120, jobs)
+
+    def produce_slowly():
+        for i in range(0, len(second), 100):
+            kafka.produce(topic, [_json(e) for e in second[i:i + 100]])
+            time.sleep(0.15)
+
+    producer = threading.Thread(target=produce_slowly)
+    producer.start()
+    time.sleep(1.5)
+    pid = manager.status_of(store, "user_clicks").pid
+    manager.kill(pid, signal.SIGKILL)  # mid-stream, no chance to flush anything
+    producer.join()
+    _wait("the killed job to be gone", lambda: not manager.status_of(store, "user_clicks").running, 30)
+    status = manager.start(store, "user_clicks", wait_seconds=0)
+    assert status.restored_from is not None and "chk-" in status.restored_from
+
+    kept = [e for e in events if e["kind"] != "x"]
+    users = sorted({e["user_id"] for e in events})
+    want_count = {u: sum(1 for e in kept if e["user_id"] == u) for u in users}
+    want_sum = {u: sum(e["price"] * 2 for e in kept if e["user_id"] == u) for u in users}
+
+    def online_totals() -> tuple[dict, dict]:
+        values = _online(store, "user_clicks", users)
+        return (dict(zip(users, values["price2_count_lifetime"])), dict(zip(users, values["price2_sum_lifetime"])))
+
+    _wait("every event counted", lambda: sum(c or 0 for c in online_totals()[0].values()) >= len(kept), 180,
+          [(store, "user_clicks")])
+    _wait("every offline row", lambda: store.offline_store.read("user_clicks").num_rows >= len(kept), 60,
+          [(store, "user_clicks")])
+    time.sleep(3)  # anything counted twice would show up by now
+    counts, sums = online_totals()
+    assert counts == want_count
+    assert sums == want_sum
+    offline = store.offline_store.read("user_clicks")
+    assert offline.num_rows == len(kept)
+    got = sorted((r["user_id"], r["price2"], r["event_timestamp"]) for r in offline.to_pylist())
+    assert got == sorted((e["user_id"], e["price"] * 2, e["ts"]) for e in kept)
+
+
+def test_malformed_and_late_messages_go_to_the_dead_letter_topic(tmp_path, bootstrap, kafka, redis_url,
+                                                                 flink_ready, jobs):
+    topic = f"fs-stream-{uuid.uuid4().hex[:12]}"
+    now = datetime.now(UTC).replace(microsecond=0)
+    on_time = _events(200, 5, now - timedelta(minutes=3), timedelta(minutes=2), seed=3)
+    for e in on_time:
+        e["kind"] = "a"
+    store = _repo(tmp_path, bootstrap, topic, _redis_db(redis_url, 5), on_time, delay=1, lateness=30)
+    kafka.create_topic(topic)
+    kafka.produce(topic, [_json(e) for e in on_time])
+    manager.start(store, "user_clicks", wait_seconds=0)
+    jobs.append((store, "user_clicks"))
+    _wait("the first events", lambda: manager.status_of(store, "user_clicks").counters.get("admitted", 0) == 200,
+          120, jobs)
+    time.sleep(1.5)  # a watermark past the first events is out
+    newest = max(e["ts"] for e in on_time)
+    within = {"user_id": 1, "price": 1.0, "kind": "a", "ts": newest - timedelta(seconds=20)}  # allowed lateness
+    too_late = {"user_id": 1, "price": 1.0, "kind": "a", "ts": newest - timedelta(minutes=1)}
+    after = {"user_id": 99, "price": 2.0, "kind": "a", "ts": newest + timedelta(seconds=1)}
+    kafka.produce(topic, ["{not json", json.dumps({"user_id": 1, "kind": "a", "ts": now.isoformat()}),
+                          json.dumps({"user_id": "1", "price": 1, "kind": "a", "ts": now.isoformat()}),
+                          _json(within), _json(too_late), _json(after)])
+    _wait("the event after the bad ones", lambda: _online(store, "user_clicks", [99])["price2_count_lifetime"] == [1],
+          60, jobs)
+    dead = kafka.read_topic(f"{topic}.dead-letter", timeout=30)
+    reasons = sorted(m.json()["reason"] for m in dead)
+    assert len(reasons) == 4, reasons
+    assert reasons[0].startswith("bad JSON")
+    assert "field 'user_id' should be Int64" in reasons[1]
+    assert reasons[2].startswith("late: event time")
+    assert reasons[3] == "missing field 'price'"
+    assert {m.json()["offset"] for m in dead} >= {200, 201, 202}
+    _wait("status counters", lambda: manager.status_of(store, "user_clicks").counters.get("late_events") == 1, 10)
+    status = manager.status_of(store, "user_clicks")
+    assert status.counters["dead_letters"] == 3 and status.running
+    _wait("offline rows", lambda: store.offline_store.read("user_clicks").num_rows == 202, 30, jobs)
+    offline_times = set(store.offline_store.read("user_clicks").column("event_timestamp").to_pylist())
+    assert within["ts"] in offline_times and too_late["ts"] not in offline_times
+
+
+def _services(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ROOT / ".ci" / "services.sh"), *args], capture_output=True, text=True,
+                          timeout=180, cwd=ROOT)
+
+
+def test_job_waits_out_a_broker_outage(tmp_path, bootstrap, kafka, redis_url, flink_ready, jobs):
+    if not (ROOT / ".ci" / "state" / "kafka").is_dir():
+        pytest.skip("the broker is not one .ci/services.sh runs, so this test cannot stop it")
+    topic = f"fs-stream-{uuid.uuid4().hex[:12]}"
+    now = datetime.now(UTC)
+    events = _events(400, 10, now - timedelta(minutes=3), timedelta(minutes=2), seed=9)
+    for e in events:
+        e["kind"] = "a"
+    store = _repo(tmp_path, bootstrap, topic, _redis_db(redis_url, 6), events[:1])
+    kafka.create_topic(topic)
+    kafka.produce(topic, [_json(e) for e in events[:200]])
+    manager.start(store, "user_clicks", wait_seconds=0)
+    jobs.append((store, "user_clicks"))
+    users = sorted({e["user_id"] for e in events})
+
+    def counted() -> int:
+        return sum(c or 0 for c in _online(store, "user_clicks", users)["price2_count_lifetime"])
+
+    _wait("the first 200 events", lambda: counted() == 200, 120, jobs)
+    pid = manager.status_of(store, "user_clicks").pid
+    stopped = _services("stop", "kafka")
+    assert stopped.returncode == 0, stopped.stderr
+    try:
+        time.sleep(8)
+        assert manager.status_of(store, "user_clicks").running
+    finally:
+        started = _services("start", "kafka")
+        assert started.returncode == 0, started.stderr
+    producer = KafkaClient(KafkaConfig(bootstrap_servers=bootstrap, timeout_seconds=60))
+    try:
+        producer.produce(topic, [_json(e) for e in events[200:]])
+    finally:
+        producer.close()
+    _wait("the events produced after the outage", lambda: counted() == 400, 180, jobs)
+    assert manager.status_of(store, "user_clicks").pid == pid  # the same job carried on
