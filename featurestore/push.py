@@ -3,6 +3,12 @@
 The rows are validated against the view (unknown or missing columns, values of the wrong type are an
 error naming the column; nothing is written then) and written through the same event-time monotonic
 path as materialization, so a late or replayed push never overwrites a newer value.
+
+A push source with a Kafka topic (``PushSource(..., bootstrap_servers=, topic=)``) streams instead:
+the rows are validated against the columns its views' stream jobs read, exactly as the jobs validate
+messages (``featurestore.streaming.events``), and written to the topic (acknowledged by the broker
+before ``push`` returns); each view's stream job applies them to both stores, folding them into
+aggregations in event-time order. That is the path for views with aggregations.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ class PushResult:
     rows: int
     online_written: int = 0
     online_skipped: int = 0
+    streamed: int = 0  # rows written to the push source's Kafka topic, for its views' stream jobs
 
 
 def views_for(snapshot: dict, name: str) -> list[dict]:
@@ -147,6 +154,9 @@ def push(store: "FeatureStore", name: str, rows: Any, to: str = "online") -> Pus
     snapshot = store.online_reader.snapshot()
     views = views_for(snapshot, name)
     table = as_table(rows)
+    source = views[0]["source"]
+    if source["kind"] == "push" and source.get("topic"):
+        return _push_to_stream(store, name, views, table)
     conformed = [(v, conform(v, table)) for v in views]  # validate every view before writing any
     result = PushResult([v["name"] for v in views], table.num_rows)
     for view, data in conformed:
@@ -160,3 +170,57 @@ def push(store: "FeatureStore", name: str, rows: Any, to: str = "online") -> Pus
         if to in ("offline", "online_and_offline"):
             store.offline_store.append(view["name"], data, EVENT_TS)
     return result
+
+
+def _stream_messages(store: "FeatureStore", name: str, views: list[dict], table: pa.Table) -> list[str]:
+    """The rows as the JSON messages the views' stream jobs read, each checked as the jobs check them."""
+    import base64
+    import json
+
+    from featurestore.streaming import events
+    from featurestore.streaming.plan import build_plan
+
+    columns: dict[str, dict] = {}
+    for view in views:
+        for c in build_plan(store, view["name"])["columns"]:
+            known = columns.setdefault(c["json"], dict(c))
+            known["required"] = known["required"] or c["required"]
+    unknown = [c for c in table.column_names if c not in columns]
+    if unknown:
+        raise InvalidInputError(f"push to {name!r}: unknown columns {unknown} (its stream jobs read "
+                                f"{sorted(columns)})")
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise InvalidInputError(f"push to {name!r}: missing columns {missing}")
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+        if isinstance(value, bytes):
+            return base64.b64encode(value).decode("ascii")
+        return value
+
+    spec = list(columns.values())
+    messages = []
+    for i, row in enumerate(table.to_pylist()):
+        text = json.dumps({k: plain(v) for k, v in row.items()})
+        try:
+            events.parse(text, spec)
+        except events.EventError as exc:
+            raise InvalidInputError(f"push to {name!r}: row {i}: {exc}") from None
+        messages.append(text)
+    return messages
+
+
+def _push_to_stream(store: "FeatureStore", name: str, views: list[dict], table: pa.Table) -> PushResult:
+    from connectors.kafka import KafkaClient, KafkaConfig
+
+    source = views[0]["source"]
+    messages = _stream_messages(store, name, views, table)  # validate every row before writing any
+    clients = store.__dict__.setdefault("_push_kafka", {})
+    client = clients.get(source["bootstrap_servers"])
+    if client is None:
+        client = clients[source["bootstrap_servers"]] = KafkaClient(
+            KafkaConfig(bootstrap_servers=source["bootstrap_servers"]))
+    written = client.produce(source["topic"], messages)
+    return PushResult([v["name"] for v in views], table.num_rows, streamed=written)

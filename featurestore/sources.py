@@ -109,46 +109,108 @@ class SqlSource(DataSource):
 
 
 @dataclass(frozen=True)
-class PushSource(DataSource):
-    """Rows pushed by clients (``POST /push`` or ``store.push``) straight to the stores.
+class StreamSource(DataSource):
+    """Base of sources whose events arrive one by one (Kafka, push). ``batch_source`` (required) holds
+    the same events' history for exports and backfills, fixes their columns and types, and gives the
+    timestamp fields unless they are set here.
 
-    ``batch_source`` holds the same rows' history for exports and backfills; the push source takes its
-    timestamp fields from it unless given.
+    Events reach a stream job (``featurestore stream start <view>``) through the Kafka topic
+    ``topic`` on ``bootstrap_servers``. Each message is a JSON object whose fields are the source's
+    columns, with the event time in ``timestamp_field`` (ISO 8601 text, a time without zone being UTC,
+    or epoch milliseconds). A message that cannot be read (bad JSON, a missing column or event time, a
+    value of the wrong type) goes to ``dead_letter_topic`` (default ``<topic>.dead-letter``) with the
+    reason. ``watermark_delay`` is how far out of order events may arrive; an event older than the
+    watermark by more than ``allowed_lateness`` is late: counted, sent to the dead-letter topic with
+    reason ``late``, and applied to neither store (so both keep agreeing).
     """
 
-    kind: ClassVar[str] = "push"
     batch_source: DataSource | None = None
+    bootstrap_servers: str | None = None
+    topic: str | None = None
+    format: str = "json"
+    dead_letter_topic: str | None = None
+    group_id: str | None = None
+    watermark_delay: timedelta = timedelta(seconds=5)
+    allowed_lateness: timedelta = timedelta(0)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.batch_source, DataSource) or isinstance(self.batch_source, PushSource):
-            raise DefinitionError(f"PushSource {self.name!r} needs a batch_source (FileSource, SqlSource)",
-                                  obj=self.name, field="batch_source")
+        kind, name = type(self).__name__, self.name
+        if not isinstance(self.batch_source, DataSource) or isinstance(self.batch_source, StreamSource):
+            raise DefinitionError(f"{kind} {name!r} needs a batch_source (FileSource, SqlSource): the "
+                                  f"events' history, which also fixes their columns and types",
+                                  obj=name, field="batch_source")
         if self.timestamp_field == "event_timestamp":
             object.__setattr__(self, "timestamp_field", self.batch_source.timestamp_field)
         if self.created_timestamp_field is None:
             object.__setattr__(self, "created_timestamp_field", self.batch_source.created_timestamp_field)
+        if self.topic is not None or self.bootstrap_servers is not None:
+            self._check_kafka()
         super().__post_init__()
 
+    def _check_kafka(self) -> None:
+        kind, name = type(self).__name__, self.name
+        if not isinstance(self.bootstrap_servers, str) or not self.bootstrap_servers.strip():
+            raise DefinitionError(f"{kind} {name!r} needs bootstrap_servers (host:port[,host:port]) with "
+                                  f"its topic", obj=name, field="bootstrap_servers")
+        if not isinstance(self.topic, str) or not _TOPIC.match(self.topic):
+            raise DefinitionError(f"{kind} {name!r}: topic {self.topic!r} is not a Kafka topic name",
+                                  obj=name, field="topic")
+        if self.format not in _STREAM_FORMATS:
+            raise DefinitionError(f"{kind} {name!r}: format must be one of {_STREAM_FORMATS}, "
+                                  f"got {self.format!r}", obj=name, field="format")
+        for knob in ("watermark_delay", "allowed_lateness"):
+            value = getattr(self, knob)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = timedelta(seconds=value)
+                object.__setattr__(self, knob, value)
+            if not isinstance(value, timedelta) or value < timedelta(0):
+                raise DefinitionError(f"{kind} {name!r}: {knob} must be a timedelta >= 0, got {value!r}",
+                                      obj=name, field=knob)
+        if self.dead_letter_topic is None:
+            object.__setattr__(self, "dead_letter_topic", f"{self.topic}.dead-letter")
+        elif not _TOPIC.match(str(self.dead_letter_topic)) or self.dead_letter_topic == self.topic:
+            raise DefinitionError(f"{kind} {name!r}: dead_letter_topic {self.dead_letter_topic!r} must be "
+                                  f"another valid topic name", obj=name, field="dead_letter_topic")
+
+    @property
+    def streams(self) -> bool:
+        """True when the events go through a Kafka topic to a stream job."""
+        return self.topic is not None
+
     def _extra_spec(self) -> dict[str, Any]:
-        return {"batch_source": self.batch_source.to_spec() if self.batch_source else None}
+        spec: dict[str, Any] = {"batch_source": self.batch_source.to_spec() if self.batch_source else None}
+        if self.streams:
+            spec.update({"bootstrap_servers": self.bootstrap_servers, "topic": self.topic, "format": self.format,
+                         "dead_letter_topic": self.dead_letter_topic, "group_id": self.group_id,
+                         "watermark_delay": self.watermark_delay.total_seconds(),
+                         "allowed_lateness": self.allowed_lateness.total_seconds()})
+        return spec
+
+
+@dataclass(frozen=True)
+class PushSource(StreamSource):
+    """Rows pushed by clients (``POST /push`` or ``store.push``).
+
+    Without a topic, pushes go straight to the stores (validated, event-time monotonic). With
+    ``bootstrap_servers`` and ``topic`` (see StreamSource), a push is validated, written to the topic
+    and applied by the view's stream job, the same path as a KafkaSource: that is how views with
+    aggregations take pushes (one job per view folds each entity's events in order).
+
+    >>> history = FileSource(name="clicks_history", path="data/clicks.parquet", timestamp_field="ts")
+    >>> PushSource(name="clicks_push", batch_source=history).timestamp_field
+    'ts'
+    """
+
+    kind: ClassVar[str] = "push"
 
 
 _STREAM_FORMATS = ("json",)
 
 
 @dataclass(frozen=True)
-class KafkaSource(DataSource):
-    """Events on a Kafka topic, run by the product's stream job (``featurestore stream start <view>``).
-
-    Each message is one event: a JSON object whose fields are the source's columns, with the event time
-    in ``timestamp_field`` (ISO 8601 text, a time without zone being UTC, or epoch milliseconds).
-    ``batch_source`` (required) holds the same events' history, for exports and backfills, and fixes
-    the events' columns and types. A message that cannot
-    be read (bad JSON, a missing key or event time, a value of the wrong type) goes to
-    ``dead_letter_topic`` (default ``<topic>.dead-letter``) with the reason. ``watermark_delay`` is how
-    far out of order events may arrive; an event older than the watermark by more than
-    ``allowed_lateness`` is late: counted, sent to the dead-letter topic with reason ``late``, not applied
-    to the online aggregates (it still reaches the offline store, which keeps the whole history).
+class KafkaSource(StreamSource):
+    """Events on a Kafka topic, run by the product's stream job (``featurestore stream start <view>``);
+    see StreamSource for the message format, dead letters, watermark and lateness.
 
     >>> from datetime import timedelta
     >>> history = FileSource(name="clicks_history", path="data/clicks.parquet", timestamp_field="ts")
@@ -159,63 +221,20 @@ class KafkaSource(DataSource):
     """
 
     kind: ClassVar[str] = "kafka"
-    bootstrap_servers: str = ""
-    topic: str = ""
-    format: str = "json"
-    batch_source: DataSource | None = None
-    dead_letter_topic: str | None = None
-    group_id: str | None = None
-    watermark_delay: timedelta = timedelta(seconds=5)
-    allowed_lateness: timedelta = timedelta(0)
 
     def __post_init__(self) -> None:
-        name = self.name
-        if not isinstance(self.bootstrap_servers, str) or not self.bootstrap_servers.strip():
-            raise DefinitionError(f"KafkaSource {name!r} needs bootstrap_servers (host:port[,host:port])",
-                                  obj=name, field="bootstrap_servers")
-        if not isinstance(self.topic, str) or not _TOPIC.match(self.topic):
-            raise DefinitionError(f"KafkaSource {name!r}: topic {self.topic!r} is not a Kafka topic name",
-                                  obj=name, field="topic")
-        if self.format not in _STREAM_FORMATS:
-            raise DefinitionError(f"KafkaSource {name!r}: format must be one of {_STREAM_FORMATS}, "
-                                  f"got {self.format!r}", obj=name, field="format")
-        if not isinstance(self.batch_source, DataSource) or isinstance(self.batch_source, (PushSource, KafkaSource)):
-            raise DefinitionError(f"KafkaSource {name!r} needs a batch_source (FileSource, SqlSource): the "
-                                  f"events' history, which also fixes their columns and types",
-                                  obj=name, field="batch_source")
-        for knob in ("watermark_delay", "allowed_lateness"):
-            value = getattr(self, knob)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                object.__setattr__(self, knob, timedelta(seconds=value))
-            elif not isinstance(value, timedelta) or value < timedelta(0):
-                raise DefinitionError(f"KafkaSource {name!r}: {knob} must be a timedelta >= 0, got {value!r}",
-                                      obj=name, field=knob)
-        if self.timestamp_field == "event_timestamp":
-            object.__setattr__(self, "timestamp_field", self.batch_source.timestamp_field)
-        if self.created_timestamp_field is None:
-            object.__setattr__(self, "created_timestamp_field", self.batch_source.created_timestamp_field)
-        if self.dead_letter_topic is None:
-            object.__setattr__(self, "dead_letter_topic", f"{self.topic}.dead-letter")
-        elif not _TOPIC.match(str(self.dead_letter_topic)) or self.dead_letter_topic == self.topic:
-            raise DefinitionError(f"KafkaSource {name!r}: dead_letter_topic {self.dead_letter_topic!r} must be "
-                                  f"another valid topic name", obj=name, field="dead_letter_topic")
+        if self.topic is None and self.bootstrap_servers is None:
+            raise DefinitionError(f"KafkaSource {self.name!r} needs bootstrap_servers and topic",
+                                  obj=self.name, field="topic")
         super().__post_init__()
-
-    def _extra_spec(self) -> dict[str, Any]:
-        return {"bootstrap_servers": self.bootstrap_servers, "topic": self.topic, "format": self.format,
-                "batch_source": self.batch_source.to_spec() if self.batch_source else None,
-                "dead_letter_topic": self.dead_letter_topic, "group_id": self.group_id,
-                "watermark_delay": self.watermark_delay.total_seconds(),
-                "allowed_lateness": self.allowed_lateness.total_seconds()}
 
 
 _TOPIC = re.compile(r"^[A-Za-z0-9._\-]{1,249}$")
-STREAM_KINDS = ("kafka",)
 
 
 def batch_source_of(source: DataSource) -> DataSource:
     """The source batch reads (exports, materialization) use: a push or Kafka source's history."""
-    if isinstance(source, (PushSource, KafkaSource)):
+    if isinstance(source, StreamSource):
         return source.batch_source  # type: ignore[return-value]
     return source
 

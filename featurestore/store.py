@@ -53,6 +53,8 @@ class FeatureStore:
         for name in ("registry", "online_store", "engine"):
             if name in self.__dict__:
                 self.__dict__.pop(name).close()
+        for client in self.__dict__.pop("_push_kafka", {}).values():  # producers of streaming pushes
+            client.close()
 
     def __enter__(self) -> "FeatureStore":
         return self

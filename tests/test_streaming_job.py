@@ -332,3 +332,57 @@ def test_job_waits_out_a_broker_outage(tmp_path, bootstrap, kafka, redis_url, fl
         producer.close()
     _wait("the events produced after the outage", lambda: counted() == 400, 180, jobs)
     assert manager.status_of(store, "user_clicks").pid == pid  # the same job carried on
+
+
+PUSH_FEATURES = """
+from datetime import timedelta
+from featurestore import Entity, FeatureView, FileSource, PushSource, Aggregation
+user = Entity(name="user", join_keys=["user_id"])
+history = FileSource(name="clicks_history", path="data/clicks.parquet", timestamp_field="ts")
+pushed = PushSource(name="clicks_push", batch_source=history, bootstrap_servers="{bootstrap}", topic="{topic}")
+user_spend = FeatureView(name="user_spend", entities=[user], source=pushed, ttl=timedelta(days=1),
+                         aggregations=[Aggregation(column="price", function="sum", window=timedelta(minutes=10)),
+                                       Aggregation(column="price", function="count")])
+"""
+
+
+def test_push_to_a_streaming_push_source_takes_the_stream_path(tmp_path, bootstrap, kafka, redis_url, flink_ready,
+                                                               jobs):
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    topic = f"fs-push-{uuid.uuid4().hex[:12]}"
+    now = datetime.now(UTC)
+    history = [{"user_id": 1, "price": 1.0, "kind": "a", "ts": now - timedelta(days=3)}]
+    repo = write_repo(tmp_path, PUSH_FEATURES.format(bootstrap=bootstrap, topic=topic),
+                      tables={"clicks": pa.Table.from_pylist(history, schema=SCHEMA)},
+                      online_store=f"{{type: redis, url: '{_redis_db(redis_url, 7)}'}}")
+    with open(repo / "featurestore.yaml", "a") as f:
+        f.write("stream_engine: {checkpoint_interval_seconds: 1, offline_flush_seconds: 1}\n")
+    store = FeatureStore(repo)
+    store.apply()
+    kafka.create_topic(topic)
+    manager.start(store, "user_spend", wait_seconds=0)
+    jobs.append((store, "user_spend"))
+    times = [(now - timedelta(seconds=30 - i)).isoformat() for i in range(6)]
+    with TestClient(create_app(store)) as client:
+        resp = client.post("/push", json={"push_source_name": "clicks_push", "to": "online_and_offline", "df": {
+            "user_id": [1, 2, 1, 2, 1, 3], "price": [1.5, 2.0, 0.25, 4, 3.0, 8.0], "ts": times}})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["rows"] == 6 and resp.json()["views"] == ["user_spend"]
+        bad = client.post("/push", json={"push_source_name": "clicks_push", "df": {
+            "user_id": [1], "price": ["lots"], "ts": [times[0]]}})
+        assert bad.status_code == 422 and "field 'price' should be Float64" in bad.text
+
+        def online() -> dict:
+            body = {"features": ["user_spend:price_sum_10m", "user_spend:price_count_lifetime"],
+                    "entities": {"user_id": [1, 2, 3]}}
+            results = client.post("/get-online-features", json=body).json()["results"]
+            return {"sum": results[1]["values"], "count": results[2]["values"]}
+
+        _wait("the pushed rows online", lambda: online() == {"sum": [4.75, 6.0, 8.0], "count": [3, 2, 1]}, 120,
+              jobs)
+    _wait("the pushed rows offline", lambda: "user_spend" in store.offline_store.views()
+          and store.offline_store.read("user_spend").num_rows == 6, 30, jobs)
+    assert sorted(store.offline_store.read("user_spend").column("price").to_pylist()) == [0.25, 1.5, 2.0, 3.0, 4.0, 8.0]

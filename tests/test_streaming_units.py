@@ -233,3 +233,35 @@ def test_offline_appends_skip_committed_offsets(tmp_path: Path):
         store.offline_store.append("user_clicks", table.slice(0, 1), "event_timestamp", stream="kafka:clicks",
                                    offsets={0: (3, 3)})
     assert store.offline_store.read("user_clicks").num_rows == 10  # nothing half-written
+
+
+# ------------------------------------------------------------------------------ streaming pushes
+
+PUSH_FEATURES = """
+    from datetime import timedelta
+    from featurestore import Entity, FeatureView, FileSource, PushSource, Aggregation, col
+    user = Entity(name="user", join_keys=["user_id"])
+    hist = FileSource(name="clicks_history", path="data/clicks.parquet", timestamp_field="ts")
+    pushed = PushSource(name="clicks_push", batch_source=hist, bootstrap_servers="127.0.0.1:1", topic="clicks")
+    user_clicks = FeatureView(name="user_clicks", entities=[user], source=pushed, ttl=timedelta(days=1),
+        aggregations=[Aggregation(column="price", function="sum", window=timedelta(minutes=10))])
+"""
+
+
+@pytest.mark.parametrize("df, message", [
+    ({"user_id": [1], "price": [1.0], "ts": ["2024-01-01T00:00:00"], "colour": ["red"]}, "unknown columns ['colour']"),
+    ({"user_id": [1], "ts": ["2024-01-01T00:00:00"]}, "missing columns ['price']"),
+    ({"user_id": ["one"], "price": [1.0], "ts": ["2024-01-01T00:00:00"]}, "row 0: field 'user_id' should be Int64"),
+    ({"user_id": [1], "price": [1.0], "ts": ["soon"]}, "row 0: field 'ts' should be an ISO 8601 timestamp"),
+])
+def test_streaming_push_is_validated_like_stream_messages_before_anything_is_sent(tmp_path: Path, df, message):
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    store = store_for(tmp_path, PUSH_FEATURES, tables={"clicks": _history()})
+    store.apply()
+    with TestClient(create_app(store)) as client:  # the broker (port 1) is never reached
+        resp = client.post("/push", json={"push_source_name": "clicks_push", "df": df, "to": "online"})
+    assert resp.status_code == 422, resp.text
+    assert message in resp.text

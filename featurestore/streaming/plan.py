@@ -21,7 +21,7 @@ from typing import Any
 from featurestore import types as fstypes
 from featurestore.engines.base import CREATED_TS, EVENT_TS
 from featurestore.errors import DefinitionError, InvalidInputError, NotFoundError
-from featurestore.sources import KafkaSource, source_from_spec
+from featurestore.sources import StreamSource, source_from_spec
 
 # Columns the job adds to every event: where it came from (exactly-once offline appends and the
 # dead-letter report) and the Kafka record time (the created time of an aggregation's online row).
@@ -49,9 +49,12 @@ def build_plan(store: Any, view_name: str) -> dict[str, Any]:
     if spec is None:
         raise NotFoundError(f"feature view {view_name!r} is not in the registry (run `featurestore apply`)")
     source = source_from_spec(spec["source"])
-    if not isinstance(source, KafkaSource):
-        raise InvalidInputError(f"feature view {view_name!r} reads a {source.kind} source ({source.name!r}); "
-                                f"a stream job runs views whose source is a KafkaSource")
+    if not isinstance(source, StreamSource) or not source.streams:
+        hint = (" (a PushSource streams when it has bootstrap_servers= and topic=)"
+                if isinstance(source, StreamSource) else "")
+        raise InvalidInputError(f"feature view {view_name!r} reads {source.kind} source {source.name!r}; a "
+                                f"stream job runs views whose source is a KafkaSource or a streaming "
+                                f"PushSource{hint}")
     keys = [k for k, _ in key_columns(spec)]
     _, stored = stored_columns(spec)
     transform = [ir.from_spec(e) for e in spec.get("transform", [])]
