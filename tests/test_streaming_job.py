@@ -36,6 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.redis]
 ROOT = Path(__file__).resolve().parents[1]
 UTC = timezone.utc
 TS = pa.timestamp("us", tz="UTC")
+SPARK = {"type": "spark", "master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2"}}
 SCHEMA = pa.schema([("user_id", pa.int64()), ("price", pa.float64()), ("kind", pa.string()), ("ts", TS)])
 
 
@@ -167,14 +168,15 @@ def test_stream_and_batch_give_the_same_online_values_and_offline_rows(tmp_path,
     now = datetime.now(UTC)
     events = _events(1500, 60, now - timedelta(minutes=6), timedelta(minutes=5), seed=11)
     stream = _repo(tmp_path / "stream", bootstrap, topic, _redis_db(redis_url, 2), events)
-    # The batch side: same repo files, its own registry, offline store and Redis db.
-    batch_cfg = RepoConfig(project="test", registry="sqlite:///data/registry_batch.db",
-                           offline_store={"type": "parquet", "path": "data/offline_batch"},
-                           online_store={"type": "redis", "url": _redis_db(redis_url, 3)})
-    batch = FeatureStore(stream.repo_path, config=batch_cfg)
-    batch.apply()
-    batch.materialize(now - timedelta(hours=1), now)
-
+    # The batch side, on each batch engine: same repo files, its own registry, offline store and Redis db.
+    batches = {}
+    for db, engine in ((3, {"type": "local"}), (12, SPARK)):
+        cfg = RepoConfig(project="test", registry=f"sqlite:///data/registry_{engine['type']}.db",
+                         offline_store={"type": "parquet", "path": f"data/offline_{engine['type']}"},
+                         online_store={"type": "redis", "url": _redis_db(redis_url, db)}, engine=engine)
+        batches[engine["type"]] = FeatureStore(stream.repo_path, config=cfg)
+        batches[engine["type"]].apply()
+        batches[engine["type"]].materialize(now - timedelta(hours=1), now)
     kafka.create_topic(topic)
     kafka.produce(topic, [_json(e) for e in events])
     for view in ("user_clicks", "user_last"):
@@ -186,10 +188,11 @@ def test_stream_and_batch_give_the_same_online_values_and_offline_rows(tmp_path,
           and stream.offline_store.read("user_clicks").num_rows == len(kept)
           and stream.offline_store.read("user_last").num_rows == sum(e["price"] > 0.5 for e in events), 180, jobs)
     for view in ("user_clicks", "user_last"):
-        _wait(f"{view} online values equal to batch",
-              lambda view=view: _online(stream, view, users) == _online(batch, view, users), 60, jobs)
-        assert _online(stream, view, users) == _online(batch, view, users)
-        assert _offline(stream, view) == _offline(batch, view)
+        for engine, batch in batches.items():
+            _wait(f"{view} online values equal to the {engine} engine's",
+                  lambda view=view, batch=batch: _online(stream, view, users) == _online(batch, view, users), 60, jobs)
+            assert _online(stream, view, users) == _online(batch, view, users), engine
+            assert _offline(stream, view) == _offline(batch, view), engine
     values = _online(stream, "user_clicks", users)
     assert sum(values["price2_count_lifetime"]) == len(kept)
     assert sum(v is not None for v in values["price2_sum_10m"]) > len(users) // 2  # the windows are live
