@@ -280,6 +280,31 @@ class KafkaClient:
         finally:
             consumer.close()
 
+    def group_lag(self, group: str, topic: str, timeout: float | None = None) -> dict[int, int]:
+        """Per partition of ``topic``: records after ``group``'s committed offset (all of them when the
+        group has committed nothing). Reads offsets only; never joins or changes the group."""
+        ck = _ck()
+        wait = self.config.timeout_seconds if timeout is None else timeout
+        meta = self.cluster_metadata(timeout=wait).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise BackendUnavailableError(f"Kafka topic {topic!r} not found: {getattr(meta, 'error', None)}")
+        consumer = ck.Consumer(self.config.librdkafka(**{"group.id": group, "enable.auto.commit": False}))
+        try:
+            deadline = time.monotonic() + wait
+            parts = [ck.TopicPartition(topic, p) for p in sorted(meta.partitions)]
+            try:
+                committed = {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=wait)}
+            except ck.KafkaException as exc:
+                raise BackendUnavailableError(f"committed offsets of group {group!r}: {exc}") from exc
+            lag = {}
+            for tp in parts:
+                low, high = self._watermarks(consumer, tp, deadline)
+                done = committed.get(tp.partition, -1)
+                lag[tp.partition] = high - (done if done >= 0 else low)
+            return lag
+        finally:
+            consumer.close()
+
     @staticmethod
     def _watermarks(consumer: Any, tp: Any, deadline: float) -> tuple[int, int]:
         """(low, high) offsets of a partition, retrying while leadership settles (a topic created

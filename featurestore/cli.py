@@ -197,7 +197,8 @@ def _describe_job(job) -> str:
     state = f"running (pid {job.pid})" if job.running else "stopped"
     lines = [f"{job.view}: {state}, started {when(job.started)}",
              f"  resumed from: {job.restored_from or '- (fresh start)'}",
-             f"  last checkpoint: {job.last_checkpoint or '-'} at {when(job.last_checkpoint_time)}"]
+             f"  last checkpoint: {job.last_checkpoint or '-'} at {when(job.last_checkpoint_time)}",
+             f"  records behind (not yet checkpointed): {'unknown' if job.lag is None else job.lag}"]
     if job.counters:
         lines.append("  " + ", ".join(f"{k}={v}" for k, v in sorted(job.counters.items())
                                       if not k.endswith(("_last_write", "_last_commit"))))

@@ -201,6 +201,7 @@ def test_stream_and_batch_give_the_same_online_values_and_offline_rows(tmp_path,
     status = manager.status_of(stream, "user_clicks")
     assert status.running and status.counters["events"] == len(events)
     assert status.counters["admitted"] == len(kept) and status.counters.get("late_events", 0) == 0
+    _wait("the consumed offsets checkpointed", lambda: manager.status_of(stream, "user_clicks", lag=True).lag == 0, 30)
 
 
 def test_killed_job_resumes_from_its_checkpoint_and_counts_every_event_once(tmp_path, bootstrap, kafka,
@@ -290,9 +291,19 @@ def test_malformed_and_late_messages_go_to_the_dead_letter_topic(tmp_path, boots
     _wait("status counters", lambda: manager.status_of(store, "user_clicks").counters.get("late_events") == 1, 10)
     status = manager.status_of(store, "user_clicks")
     assert status.counters["dead_letters"] == 3 and status.running
+    from click.testing import CliRunner
+
+    from featurestore.cli import main
+
+    shown = CliRunner().invoke(main, ["--repo", str(store.repo_path), "stream", "status", "user_clicks"])
+    assert shown.exit_code == 0 and f"running (pid {status.pid})" in shown.output
+    assert "late_events=1" in shown.output and "dead_letters=3" in shown.output
     _wait("offline rows", lambda: store.offline_store.read("user_clicks").num_rows == 202, 30, jobs)
     offline_times = set(store.offline_store.read("user_clicks").column("event_timestamp").to_pylist())
     assert within["ts"] in offline_times and too_late["ts"] not in offline_times
+    stopped = CliRunner().invoke(main, ["--repo", str(store.repo_path), "stream", "stop", "user_clicks"])
+    assert stopped.exit_code == 0 and "user_clicks: stopped" in stopped.output
+    assert not manager.status_of(store, "user_clicks").running
 
 
 def _services(*args: str) -> subprocess.CompletedProcess:

@@ -41,6 +41,9 @@ class JobStatus:
     last_checkpoint: str | None = None
     last_checkpoint_time: float | None = None
     counters: dict[str, Any] = field(default_factory=dict)
+    # Records not yet covered by a checkpoint (the job commits its Kafka offsets on each checkpoint);
+    # None when the broker did not answer.
+    lag: int | None = None
     log: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,7 +140,24 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join(useful[-lines:])
 
 
-def status_of(store: Any, view: str) -> JobStatus:
+def _lag(directory: Path) -> int | None:
+    from connectors.kafka import KafkaClient, KafkaConfig
+    from featurestore.errors import FeatureStoreError
+
+    try:
+        kafka = json.loads((directory / "plan.json").read_text())["kafka"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return None
+    client = KafkaClient(KafkaConfig(bootstrap_servers=kafka["bootstrap_servers"], timeout_seconds=3))
+    try:
+        return sum(client.group_lag(kafka["group_id"], kafka["topic"]).values())
+    except (FeatureStoreError, ImportError):
+        return None
+    finally:
+        client.close()
+
+
+def status_of(store: Any, view: str, *, lag: bool = False) -> JobStatus:
     directory = job_dir(store, view)
     if not directory.is_dir():
         raise NotFoundError(f"no stream job was ever started for {view!r} (nothing in {directory})")
@@ -154,14 +174,15 @@ def status_of(store: Any, view: str) -> JobStatus:
     return JobStatus(view=view, running=running, pid=pid if running else None, started=job.get("started"),
                      restored_from=job.get("restored_from"), last_checkpoint=str(ckpt) if ckpt else None,
                      last_checkpoint_time=(ckpt / "_metadata").stat().st_mtime if ckpt else None,
-                     counters=counters, log=None if running else _tail(directory / "job.log"))
+                     counters=counters, lag=_lag(directory) if lag else None,
+                     log=None if running else _tail(directory / "job.log"))
 
 
-def status(store: Any, view: str | None = None) -> list[JobStatus]:
+def status(store: Any, view: str | None = None, *, lag: bool = True) -> list[JobStatus]:
     if view is not None:
-        return [status_of(store, view)]
+        return [status_of(store, view, lag=lag)]
     base = streams_dir(store)
-    return [status_of(store, d.name) for d in sorted(base.iterdir()) if d.is_dir()] if base.is_dir() else []
+    return [status_of(store, d.name, lag=lag) for d in sorted(base.iterdir()) if d.is_dir()] if base.is_dir() else []
 
 
 def stop(store: Any, view: str, timeout: float = 30.0) -> bool:
