@@ -123,6 +123,9 @@ def _key_part(value: Any) -> bytes:
     return b"%s%d:%s" % (tag, len(payload), payload)
 
 
+encode_key_part = _key_part  # a key of one join key: encode_key((v,)) == encode_key_part(v)
+
+
 def encode_key(key: tuple | list) -> bytes:
     """The unambiguous byte encoding of one key tuple (see the module docstring)."""
     if len(key) == 1:
@@ -360,6 +363,8 @@ def _list_var(is_str: bool) -> Callable[[bytes], list]:
 
 
 _U32 = struct.Struct("<I")
+_FIXED_NP_OF_CHAR = {"q": "<i8", "i": "<i4", "f": "<f4", "d": "<f8", "?": "?"}
+_COLUMNAR_MIN_ROWS = 8  # from this many rows on, decoding them as one numpy array is cheaper
 
 
 def _converter(code: int) -> Callable | None:
@@ -379,7 +384,8 @@ def _converter(code: int) -> Callable | None:
 class _Plan:
     """How to pull the requested features out of rows written with one schema."""
 
-    __slots__ = ("fixed", "nb", "zero_bitmap", "var_slots", "null_slots", "getter", "converts")
+    __slots__ = ("fixed", "nb", "zero_bitmap", "var_slots", "null_slots", "getter", "converts", "slots",
+                 "missing", "dtype", "schema_size")
 
     def __init__(self, schema: bytes, wanted: tuple[tuple[str, int], ...]):
         feats: list[tuple[str, int]] = []
@@ -409,6 +415,15 @@ class _Plan:
             null_slots.append((i >> 3, 1 << (i & 7), slot))
             slot += 1
         self.fixed = _struct(fmt)
+        self.schema_size = len(schema)
+        self.dtype = None  # numpy layout of a whole row, for decoding many rows at once (fixed-width only)
+        if not var_slots:
+            layout = [("fmt", "u1"), ("ev", ">i8"), ("cr", ">i8"), ("slen", ">u2")]
+            if schema:
+                layout.append(("schema", f"V{len(schema)}"))
+            layout += [(f"nb{j}", "u1") for j in range(self.nb)]
+            layout += [(f"s{j}", _FIXED_NP_OF_CHAR[c]) for j, c in enumerate(fmt[1:])]
+            self.dtype = np.dtype(layout)
         self.var_slots = var_slots
         self.null_slots = null_slots
         # The decoded values list gets one extra None at index ``slot`` for features the row lacks.
@@ -423,6 +438,7 @@ class _Plan:
             convert = _converter(code)
             if convert is not None:
                 converts.append((j, convert))
+        self.slots, self.missing = slots, missing
         if len(slots) == 1:
             only = slots[0]
             self.getter = lambda values: [values[only]]
@@ -450,6 +466,10 @@ class RowDecoder:
             if len(self._plans) > 256:
                 self._plans.clear()
             plans = self._plans[wanted] = {}
+        if len(rows) >= _COLUMNAR_MIN_ROWS and wanted:
+            decoded = self._decode_columnar(rows, features, wanted, plans)
+            if decoded is not None:
+                return decoded
         out_rows: list = []
         stamps: list[datetime | None] = []
         empty = (None,) * len(wanted)
@@ -496,6 +516,67 @@ class RowDecoder:
         return {f: list(col) for f, col in zip(features, zip(*out_rows))}, stamps
 
 
+    def _decode_columnar(self, rows: list, features: list[str], wanted: tuple,
+                         plans: dict) -> tuple[dict[str, list], list[datetime | None]] | None:
+        """``decode`` of rows that all share one schema of fixed-width features (the usual case: one
+        view, written by one definition), as one numpy record array; None for anything else."""
+        present = [i for i, row in enumerate(rows) if row is not None]
+        if not present:
+            return None
+        first = rows[present[0]]
+        if len(first) < HEADER_SIZE or first[0] != FORMAT:
+            return None
+        slen = int.from_bytes(first[17:19], "big")
+        schema = first[HEADER_SIZE:HEADER_SIZE + slen]
+        plan = plans.get(schema)
+        if plan is None:
+            if len(plans) > 256:
+                plans.clear()
+            plan = plans[schema] = _Plan(schema, wanted)
+        dtype = plan.dtype
+        size = len(first)
+        if dtype is None or size != dtype.itemsize:
+            return None
+        tail = first[17:HEADER_SIZE + slen]  # the schema length and the schema
+        picked = [rows[i] for i in present]
+        for row in picked:
+            if len(row) != size or row[0] != FORMAT or not row.startswith(tail, 17):
+                return None
+        rec = np.frombuffer(b"".join(picked), dtype=dtype)
+        columns: dict[int, list] = {}
+        for slot in set(plan.slots):
+            if slot != plan.missing:
+                columns[slot] = rec[f"s{slot}"].tolist()
+        for j in range(plan.nb):
+            bits = rec[f"nb{j}"]
+            if bits.any():
+                for byte, mask, slot in plan.null_slots:
+                    if byte == j and slot in columns:
+                        for k in np.flatnonzero(bits & mask).tolist():
+                            columns[slot][k] = None
+        n_present = len(picked)
+        outs = [columns[slot] if slot != plan.missing else [None] * n_present for slot in plan.slots]
+        for j, convert in plan.converts:
+            outs[j] = [None if v is None else convert(v) for v in outs[j]]
+        unique_ev, inverse = np.unique(rec["ev"], return_inverse=True)
+        moments = [EPOCH + timedelta(microseconds=ev) for ev in unique_ev.tolist()]
+        stamps = [moments[k] for k in inverse.tolist()]
+        n = len(rows)
+        if n_present != n:  # scatter into place; absent keys get None
+            def spread(values: list) -> list:
+                out = [None] * n
+                for i, v in zip(present, values):
+                    out[i] = v
+                return out
+
+            outs = [spread(col) for col in outs]
+            stamps = spread(stamps)
+        values = {}
+        for f, col in zip(features, outs):
+            values[f] = col if f not in values else list(col)
+        return values, stamps
+
+
 def row_timestamps(row: bytes) -> tuple[int, int]:
     """(event_us, created_us) of an encoded row."""
     _, ev, cr, _ = HEADER.unpack_from(row, 0)
@@ -529,7 +610,14 @@ class WriteBatch:
         skip = set(join_keys) | {event_ts_column} | ({created_ts_column} if created_ts_column else set())
         columns = [(name, table.column(name)) for name in table.column_names if name not in skip]
         self.dropped = 0
-        if n > 1 and pc.count_distinct(keys).as_py() != n:
+        # One join key: its own column has as many distinct values as the encoded keys (the encoding
+        # is one-to-one per type), and counting ints is ~5x cheaper than counting the encoded bytes.
+        distinct_of = keys
+        if len(join_keys) == 1:
+            t = table.schema.field(join_keys[0]).type
+            if pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t):
+                distinct_of = table.column(join_keys[0])
+        if n > 1 and pc.count_distinct(distinct_of).as_py() != n:
             codes = np.asarray(pc.dictionary_encode(keys).indices.to_numpy(zero_copy_only=False))
             # Per key: newest (event, created) first; on a full tie the earliest row in the batch.
             order = np.lexsort((np.arange(n), ~created_us, ~event_us, codes))
@@ -556,5 +644,11 @@ class WriteBatch:
         self.event_us, self.created_us = self.event_us[mask], self.created_us[mask]
         self._columns = [(name, col.take(take)) for name, col in self._columns]
 
-    def encoded_rows(self) -> pa.Array:
-        return encode_rows(self._columns, self.event_us, self.created_us)
+    def encoded_rows(self, start: int = 0, stop: int | None = None) -> pa.Array:
+        """The encoded rows ``start:stop`` (all by default)."""
+        n = len(self)
+        stop = n if stop is None else min(stop, n)
+        if start == 0 and stop == n:
+            return encode_rows(self._columns, self.event_us, self.created_us)
+        columns = [(name, col.slice(start, stop - start)) for name, col in self._columns]
+        return encode_rows(columns, self.event_us[start:stop], self.created_us[start:stop])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Sequence
 
 import pyarrow as pa
@@ -168,48 +168,88 @@ class OnlineReader:
 
     def read(self, features: Sequence[str] | FeatureService | str, entity_rows: Any,
              full_feature_names: bool = False, now: datetime | None = None) -> OnlineResponse:
+        lookup = self._begin(features, entity_rows, full_feature_names, now)
+        online = self.store.online_store
+        return self._finish(lookup, [online.read(*args) for args in lookup.reads])
+
+    async def read_async(self, features: Sequence[str] | FeatureService | str, entity_rows: Any,
+                         full_feature_names: bool = False, now: datetime | None = None) -> OnlineResponse:
+        """``read`` for an event loop: with a backend that has ``read_many_async`` (Redis), the reads
+        of all views are sent at once and awaited without blocking the loop; otherwise as ``read``."""
+        lookup = self._begin(features, entity_rows, full_feature_names, now)
+        online = self.store.online_store
+        read_many = getattr(online, "read_many_async", None)
+        if read_many is None or not lookup.reads:
+            results = [online.read(*args) for args in lookup.reads]
+        else:
+            results = await read_many(lookup.reads)
+        return self._finish(lookup, results)
+
+    def _begin(self, features, entity_rows: Any, full_feature_names: bool, now: datetime | None) -> "_Lookup":
+        """Validate the request and list the online-store reads it needs (one per view)."""
         plan = self.plan(features, full_feature_names)
         columns = _columns(entity_rows)
         n = _row_count(columns)
-        now = now or datetime.now(UTC)
+        lookup = _Lookup(plan, columns, n, now or datetime.now(UTC))
+        for col in plan.entity_columns:
+            if col not in columns:
+                raise InvalidInputError(f"entities: missing join key {col!r}")
+        coerced: dict[str, list] = {}
+        for req in plan.requests:
+            keys = plan.keys[req.name]
+            key_lists = []
+            for name, t in keys:
+                if name not in coerced:
+                    coerced[name] = _coerce_keys(name, columns[name], t)
+                key_lists.append(coerced[name])
+            key_tuples = list(zip(*key_lists)) if key_lists else [()] * n
+            join_keys = [k for k, _ in keys]
+            if req.name in plan.aggregations:
+                state = plan.state[req.name]
+                lookup.reads.append((req.name, join_keys, key_tuples, list(state), state))
+            else:
+                types = plan.types[req.name]
+                lookup.reads.append((req.name, join_keys, key_tuples, req.all_features,
+                                     {f: types[f] for f in req.all_features}))
+        return lookup
+
+    def _finish(self, lookup: "_Lookup", results: list[ReadResult]) -> OnlineResponse:
+        """Statuses (TTL at ``lookup.now``), output names, on-demand features."""
+        plan, n, now = lookup.plan, lookup.n, lookup.now
         values: dict[str, list] = {}
         statuses: dict[str, list[str]] = {}
         stamps: dict[str, list] = {}
         for col in plan.entity_columns:
-            if col not in columns:
-                raise InvalidInputError(f"entities: missing join key {col!r}")
-            values[col] = columns[col]
+            values[col] = lookup.columns[col]
             statuses[col] = [PRESENT] * n
             stamps[col] = [None] * n
-        for req in plan.requests:
-            keys = plan.keys[req.name]
-            key_lists = [_coerce_keys(name, columns[name], t) for name, t in keys]
-            key_tuples = list(zip(*key_lists)) if key_lists else [()] * n
+        for req, result in zip(plan.requests, results):
             if req.name in plan.aggregations:
-                result = self._read_aggregates(plan, req, keys, key_tuples, now)
-            else:
-                result = self.store.online_store.read(req.name, [k for k, _ in keys], key_tuples, req.all_features,
-                                                      {f: plan.types[req.name][f] for f in req.all_features})
+                result = _finish_all(plan, req, result, n, now)
             ttl = plan.ttl[req.name]
-            fresh = [t is not None and (ttl is None or (now - t).total_seconds() <= ttl)
-                     for t in result.event_timestamps]
+            event_ts = result.event_timestamps
+            # Per entity: None when the row is fresh, else the status every feature of it gets.
+            if ttl is None:
+                row_status = [None if t is not None else NOT_FOUND for t in event_ts]
+            else:
+                oldest = now - timedelta(seconds=ttl)
+                row_status = [NOT_FOUND if t is None else (None if t >= oldest else OUTSIDE_MAX_AGE)
+                              for t in event_ts]
+            all_fresh = None not in event_ts and OUTSIDE_MAX_AGE not in row_status
             for feature in req.all_features:
                 out = plan.names[(req.name, feature)]
                 raw = result.values[feature]
-                vals, sts = [], []
-                for value, ts, ok in zip(raw, result.event_timestamps, fresh):
-                    if ts is None:
-                        vals.append(None)
-                        sts.append(NOT_FOUND)
-                    elif not ok:
-                        vals.append(None)
-                        sts.append(OUTSIDE_MAX_AGE)
-                    else:
-                        vals.append(value)
-                        sts.append(PRESENT if value is not None else NULL_VALUE)
-                values[out], statuses[out], stamps[out] = vals, sts, list(result.event_timestamps)
+                if all_fresh:
+                    vals = raw
+                    sts = [PRESENT] * n if None not in raw else [
+                        PRESENT if v is not None else NULL_VALUE for v in raw]
+                else:
+                    vals = [None if st is not None else v for v, st in zip(raw, row_status)]
+                    sts = [st if st is not None else (PRESENT if v is not None else NULL_VALUE)
+                           for v, st in zip(raw, row_status)]
+                values[out], statuses[out], stamps[out] = vals, sts, event_ts
         for odfv in plan.on_demand:
-            self._run_on_demand(plan, odfv, columns, values, statuses, stamps, n)
+            self._run_on_demand(plan, odfv, lookup.columns, values, statuses, stamps, n)
         return OnlineResponse(plan.entity_columns + plan.outputs, values, statuses, stamps)
 
     def _run_on_demand(self, plan: _Plan, odfv: ViewRequest, columns: dict, values: dict, statuses: dict,
@@ -225,10 +265,17 @@ class OnlineReader:
             statuses[out] = [PRESENT if v is not None else NULL_VALUE for v in values[out]]
             stamps[out] = [None] * n
 
-    def _read_aggregates(self, plan: _Plan, req: ViewRequest, keys, key_tuples: list, now: datetime):
-        state = plan.state[req.name]
-        raw = self.store.online_store.read(req.name, [k for k, _ in keys], key_tuples, list(state), state)
-        return _finish_all(plan, req, raw, len(key_tuples), now)
+
+@dataclass
+class _Lookup:
+    """One lookup between validating the request and assembling the response."""
+
+    plan: _Plan
+    columns: dict[str, list]
+    n: int
+    now: datetime
+    # (view, join keys, key tuples, features, feature types): the arguments of OnlineStore.read
+    reads: list[tuple] = field(default_factory=list)
 
 
 def _finish_all(plan: "_Plan", req: ViewRequest, raw: ReadResult, n: int, now: datetime) -> ReadResult:
