@@ -582,3 +582,93 @@ def test_redis_missing_dependency_is_reported(monkeypatch):
     monkeypatch.setitem(sys.modules, "redis", None)
     with pytest.raises(MissingDependencyError, match="featurestore\\[redis\\]"):
         RedisOnlineStore(RedisOnlineStoreConfig(), pathlib.Path("."), "proj")
+
+
+# ------------------------------------------------------------ many rows at once, and async reads
+@FUZZ
+@given(data=typed_rows(), extra=st.integers(8, 30), missing=st.lists(st.integers(0, 40), max_size=5))
+def test_decoding_many_rows_at_once_equals_decoding_each(data, extra, missing):
+    """The decoder reads many rows of one fixed-width schema as one numpy array: the same values,
+    nulls and event times as row by row, also with absent keys and rows of another schema mixed in."""
+    n, cols = data
+    fixed = {name: cols[name] for name in ("int64", "int32", "float32", "float64", "bool", "timestamp")}
+    m = n + extra
+    arrays = {name: pa.array([vals[i % n] for i in range(m)], ALL_TYPES[name][0]) for name, vals in fixed.items()}
+    arrays["always_null"] = pa.nulls(m)
+    tbl = table({"id": list(range(m))}, arrays, [t(i % 3) for i in range(m)])
+    batch = codec.WriteBatch(tbl, ["id"], EV, CR)
+    rows = batch.encoded_rows().to_pylist()
+    for i in sorted(set(missing)):
+        rows.insert(min(i, len(rows)), None)
+    other = codec.WriteBatch(table({"id": [0]}, {"int64": pa.array([7], pa.int64())}, [t(9)]), ["id"], EV, CR)
+    types = {name: arr.type for name, arr in arrays.items()} | {"not_stored": pa.string()}
+    names = list(types)
+    one_by_one = [codec.RowDecoder().decode([row], names, types) for row in rows]
+    many_values, many_stamps = codec.RowDecoder().decode(rows, names, types)
+    assert many_stamps == [stamps[0] for _values, stamps in one_by_one]
+    for name in names:
+        for got, (values, _stamps) in zip(many_values[name], one_by_one):
+            assert same(got, values[name][0]), name
+    mixed = rows + other.encoded_rows().to_pylist()  # two schemas: decoded row by row, same answer
+    mixed_values, _ = codec.RowDecoder().decode(mixed, names, types)
+    assert mixed_values["int64"][-1] == 7 and mixed_values["int32"][-1] is None
+    assert all(same(a, b) for a, b in zip(mixed_values["float32"], many_values["float32"]))
+
+
+@pytest.mark.redis
+def test_redis_async_reads_equal_reads(redis_store):
+    import asyncio
+
+    ids = list(range(40))
+    write(redis_store, "a", table({"id": ids}, {"x": ids, "s": [str(i) for i in ids]}, [t(i) for i in ids]))
+    write(redis_store, "b", table({"id": ids[::2]}, {"y": [float(i) for i in ids[::2]]}, [t(1)] * 20))
+    reads = [("a", ["id"], [(i,) for i in ids + [99]], ["x", "s"], {"x": pa.int64(), "s": pa.string()}),
+             ("b", ["id"], [(i,) for i in ids], ["y"], {"y": pa.float64()}),
+             ("b", ["id"], [], ["y"], {"y": pa.float64()})]
+
+    async def both_loops():
+        return await redis_store.read_many_async(reads), await redis_store.read_many_async(reads[1:2])
+
+    for _ in range(2):  # a new event loop each time: the store connects again on it
+        many, again = asyncio.run(both_loops())
+        assert many == [redis_store.read(*args) for args in reads]
+        assert again == many[1:2]
+
+
+@pytest.mark.redis
+def test_redis_async_reads_fail_fast_when_down_or_hung_and_recover(redis_server_factory):
+    import asyncio
+    import os
+    import signal
+
+    server = redis_server_factory()
+    s = RedisOnlineStore(RedisOnlineStoreConfig(url=server.url, socket_timeout=0.3), pathlib.Path("."), "proj")
+    args = [("v", ["id"], [(1,)], ["x"], {"x": pa.int64()})]
+
+    async def lookups(count: int):
+        return await asyncio.gather(*(s.read_many_async(args) for _ in range(count)), return_exceptions=True)
+
+    async def scenario():
+        write(s, "v", table({"id": [1]}, {"x": [1]}, [t(0)]))
+        assert (await s.read_many_async(args))[0].values["x"] == [1]
+        os.kill(server.proc.pid, signal.SIGSTOP)  # hung: every waiting lookup times out, side by side
+        try:
+            started = time.monotonic()
+            results = await lookups(8)
+            assert all(isinstance(r, BackendUnavailableError) for r in results), results
+            assert time.monotonic() - started < 1.5
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert (await s.read_many_async(args))[0].values["x"] == [1]  # a fresh connection
+        server.stop()
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError):
+            await s.read_many_async(args)
+        assert time.monotonic() - started < 1.5
+        server.start()
+        assert (await s.read_many_async(args))[0].values["x"] == [None]  # empty after the restart
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        s.close()
