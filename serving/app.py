@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 from fastapi import Depends, FastAPI  # noqa: TID253
 
 from featurestore import __version__
-from serving import errors
+from serving import errors, fast_path
 from serving.auth import ENV_VAR as API_KEYS_ENV
 from serving.auth import ApiKeyAuth, parse_api_keys
+from serving.fast_path import FastLookup
 from serving.metrics import ServingMetrics
 from serving.middleware import ServingMiddleware
 from serving.responses import JSONBytesResponse
@@ -40,6 +41,22 @@ DESCRIPTION = """Online feature lookups, pushes and a read-only registry view of
 `{"error": {"type": ..., "message": ...}}`. With API keys configured, send `X-API-Key: <key>` or
 `Authorization: Bearer <key>`: lookups and the registry need the `read` scope, `/push` needs `write`.
 """
+
+
+class FeatureServerApp(FastAPI):
+    """The FastAPI app, answering plain ``POST /get-online-features`` lookups itself before the
+    middleware stack (``serving.fast_path``); every other request, and every lookup the fast path
+    does not serve, takes the ordinary FastAPI route."""
+
+    fast_lookup: FastLookup | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if (self.fast_lookup is not None and scope["type"] == "http" and scope["path"] == fast_path.PATH
+                and scope["method"] == "POST" and not self.root_path):
+            receive = await self.fast_lookup.handle(scope, receive, send)
+            if receive is None:
+                return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(store: "FeatureStore", *, api_keys: dict[str, set[str]] | None = None,
@@ -66,12 +83,13 @@ def create_app(store: "FeatureStore", *, api_keys: dict[str, set[str]] | None = 
                 store.close()
 
     metrics = ServingMetrics()
-    app = FastAPI(title="featurestore feature server", version=__version__, description=DESCRIPTION,
+    app = FeatureServerApp(title="featurestore feature server", version=__version__, description=DESCRIPTION,
                   default_response_class=JSONBytesResponse, lifespan=lifespan)
     app.state.serving = ServingState(store=store, metrics=metrics, max_entities=max_entities,
                                      max_body_bytes=max_body_bytes)
     errors.install(app, metrics)
     read_deps, write_deps = [], []
+    auth = None
     if api_keys is not None:
         auth = ApiKeyAuth(api_keys)
         read_deps, write_deps = [Depends(auth.require("read"))], [Depends(auth.require("write"))]
@@ -80,6 +98,7 @@ def create_app(store: "FeatureStore", *, api_keys: dict[str, set[str]] | None = 
     app.include_router(registry.router, dependencies=read_deps)
     app.include_router(admin.router)
     app.add_middleware(ServingMiddleware, max_body_bytes=max_body_bytes, metrics=metrics)
+    app.fast_lookup = FastLookup(app.state.serving, auth)
     _add_openapi_schemas(app, online.OPENAPI_SCHEMAS)
     return app
 

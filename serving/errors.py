@@ -175,15 +175,21 @@ def http_error_response(exc: StarletteHTTPException) -> JSONBytesResponse:
     return JSONBytesResponse(body(type_, message), status_code=status, headers=getattr(exc, "headers", None))
 
 
+def handle_store_error(metrics: "ServingMetrics", method: str, path: str,
+                       exc: FeatureStoreError) -> JSONBytesResponse:
+    """What the app answers to an error the store raised: counted, logged when it is the server's."""
+    metrics.store_error(type(exc).__name__)
+    if status_for(exc) >= 500:
+        log.warning("%s on %s %s: %s", type(exc).__name__, method, path, exc)
+    return store_error_response(exc)
+
+
 def install(app: "FastAPI", metrics: "ServingMetrics") -> None:
     """Register the handlers on ``app``; unexpected errors are caught by ``ServingMiddleware``."""
     from fastapi.exceptions import RequestValidationError  # noqa: TID253
 
     async def on_store_error(request, exc: FeatureStoreError):
-        metrics.store_error(type(exc).__name__)
-        if status_for(exc) >= 500:
-            log.warning("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
-        return store_error_response(exc)
+        return handle_store_error(metrics, request.method, request.url.path, exc)
 
     async def on_validation_error(request, exc: RequestValidationError):
         return validation_error_response(list(exc.errors()))

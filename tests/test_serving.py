@@ -203,6 +203,39 @@ def test_lookup_equals_store_response(store, client):
     assert set(body["results"][0]) == {"values", "statuses", "event_timestamps"}
 
 
+def test_fast_path_answers_like_the_full_route(store):
+    """Plain lookups are answered by the app object itself (serving.fast_path); with it switched off the
+    FastAPI route answers. Same bodies, statuses and metrics either way, for what the fast path serves
+    and for what it hands over (request fields of on-demand views, errors)."""
+    refs = [f"stats:{f}" for f in STATS_FEATURES] + ["short:hits"]
+    bodies = [
+        {"features": refs, "entities": {"driver_id": [1, 2, 3, 99, 1]}},
+        {"features": refs, "entities": {"driver_id": ["1", 2]}, "full_feature_names": True},
+        {"feature_service": "svc", "entities": {"driver_id": [1, 2, 99] * 4}},
+        {"features": ["stats:rate"], "entities": {"driver_id": []}},
+        {"features": ["stats:rate"], "entities": {"driver_id": [1], "unused": [1.5]}},  # handed over
+        {"features": ["stats:rate"], "entities": {"driver_id": [1, "x"]}},  # 422 from the route
+        {"features": ["nope:rate"], "entities": {"driver_id": [1]}},  # 404
+        {"features": ["stats:rate"], "entities": {"driver_id": [1]}, "extra": 1},  # 422
+    ]
+    fast, full = create_app(store), create_app(store)
+    full.fast_lookup = None
+    with TestClient(fast) as a, TestClient(full) as b:
+        for body in bodies:
+            ra, rb = a.post("/get-online-features", json=body), b.post("/get-online-features", json=body)
+            assert (ra.status_code, ra.json()) == (rb.status_code, rb.json()), body
+            assert ra.headers["content-type"] == rb.headers["content-type"]
+        metrics = [c.get("/metrics").text for c in (a, b)]
+
+    def counted(text: str) -> list[str]:
+        return sorted(line for line in text.splitlines() if "_created" not in line and (
+            line.startswith(("featurestore_online", "featurestore_store_err"))
+            or ("_count{" in line and "get-online-features" in line)))
+
+    assert counted(metrics[0]) == counted(metrics[1])
+    assert any('status="200"' in line for line in counted(metrics[0]))
+
+
 def test_lookup_values_types_and_statuses(store, client):
     r = lookup(client, [f"stats:{f}" for f in STATS_FEATURES])
     assert r.status_code == 200, r.text

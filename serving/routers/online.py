@@ -97,8 +97,13 @@ def _lookup(state, features, body: GetOnlineFeaturesRequest, rows: int) -> bytes
     except (ValueError, OnDemandFeatureError):
         _raise_if_bad_input(store, features, body)  # the client's input, when it is: a 422
         raise
+    return respond(state, features, body.full_feature_names, rows, response)
+
+
+def respond(state, features, full_feature_names: bool, rows: int, response: "OnlineResponse") -> bytes:
+    """The JSON body of a successful lookup; counts it in the metrics."""
     content = rest_json(response)
-    state.metrics.lookup(rows, _newest_by_view(store, features, body.full_feature_names, response))
+    state.metrics.lookup(rows, _newest_by_view(state.store, features, full_feature_names, response))
     return content
 
 
