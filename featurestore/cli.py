@@ -194,7 +194,8 @@ def _describe_job(job) -> str:
     def when(t):
         return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if t else "-"
 
-    state = f"running (pid {job.pid})" if job.running else "stopped"
+    where = f"job {job.cluster_job}" if job.cluster_job else f"pid {job.pid}"
+    state = f"running ({where})" if job.running else "stopped"
     lines = [f"{job.view}: {state}, started {when(job.started)}",
              f"  resumed from: {job.restored_from or '- (fresh start)'}",
              f"  last checkpoint: {job.last_checkpoint or '-'} at {when(job.last_checkpoint_time)}",

@@ -400,3 +400,42 @@ def test_push_to_a_streaming_push_source_takes_the_stream_path(tmp_path, bootstr
     _wait("the pushed rows offline", lambda: "user_spend" in store.offline_store.views()
           and store.offline_store.read("user_spend").num_rows == 6, 30, jobs)
     assert sorted(store.offline_store.read("user_spend").column("price").to_pylist()) == [0.25, 1.5, 2.0, 3.0, 4.0, 8.0]
+
+
+@pytest.fixture
+def flink_cluster(tmp_path_factory, flink_ready) -> Iterator[Any]:
+    from featurestore.streaming import env as flink_env
+    from tests.flink_cluster import FlinkCluster
+
+    cluster = FlinkCluster(flink_env.venv_python(), tmp_path_factory.mktemp("flink-home"))
+    try:
+        cluster.start(flink_env.child_env())
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_job_runs_on_a_flink_cluster_by_config(tmp_path, bootstrap, kafka, redis_url, flink_cluster, jobs):
+    topic = f"fs-stream-{uuid.uuid4().hex[:12]}"
+    now = datetime.now(UTC)
+    events = _events(300, 8, now - timedelta(minutes=3), timedelta(minutes=2), seed=21)
+    store = _repo(tmp_path, bootstrap, topic, _redis_db(redis_url, 13), events[:1],
+                  stream_engine=f"{{checkpoint_interval_seconds: 1, offline_flush_seconds: 1, "
+                                f"jobmanager: '{flink_cluster.jobmanager}'}}")
+    kafka.create_topic(topic)
+    kafka.produce(topic, [_json(e) for e in events])
+    status = manager.start(store, "user_clicks")
+    jobs.append((store, "user_clicks"))
+    assert status.running and status.cluster_job and status.pid is None
+    [job] = flink_cluster.jobs()
+    assert job["state"] == "RUNNING" and status.cluster_job.startswith(job["jid"])
+    kept = [e for e in events if e["kind"] != "x"]
+    users = sorted({e["user_id"] for e in events})
+    want = [sum(1 for e in kept if e["user_id"] == u) for u in users]
+    _wait("the cluster job's online values",
+          lambda: _online(store, "user_clicks", users)["price2_count_lifetime"] == want, 180)
+    _wait("its offline rows", lambda: "user_clicks" in store.offline_store.views()
+          and store.offline_store.read("user_clicks").num_rows == len(kept), 60)
+    assert manager.stop(store, "user_clicks", timeout=60)
+    assert [j["state"] for j in flink_cluster.jobs()] == ["CANCELED"]
+    assert not manager.status_of(store, "user_clicks").running

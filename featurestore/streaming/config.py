@@ -19,7 +19,9 @@ class StreamEngineConfig(BaseModel):
 
     type: Literal["flink"] = "flink"
     # host:port of a Flink cluster's REST endpoint; None runs a mini-cluster in the job's process.
-    jobmanager: str | None = None
+    jobmanager: str | None = Field(None, pattern=r"^[^:/\s]+:\d+$")
+    # The Python the cluster's TaskManagers run the job's functions with (default: .venv-flink's).
+    python_executable: str | None = None
     # The job keeps per-partition order end to end at parallelism 1, which exactly-once offline appends
     # rely on (see featurestore.streaming.job); Python work is the bottleneck long before one slot is.
     parallelism: Literal[1] = 1

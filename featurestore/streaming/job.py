@@ -136,11 +136,6 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
     conf.set_string("restart-strategy.fixed-delay.delay", f"{int(cfg.restart_delay_seconds * 1000)} ms")
     if restore:
         conf.set_string("execution.state-recovery.path", Path(restore).resolve().as_uri())
-    if cfg.jobmanager:
-        host, _, port = cfg.jobmanager.rpartition(":")
-        conf.set_string("execution.target", "remote")
-        conf.set_string("rest.address", host)
-        conf.set_string("rest.port", port)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(cfg.parallelism)
     t_env = StreamTableEnvironment.create(env)

@@ -13,15 +13,25 @@ group (the PyFlink driver and its JVM stop together) and resumes from the newest
 so a job that was stopped or killed carries on where its last checkpoint left it: the Kafka offsets
 and every entity's state. ``stop`` sends SIGTERM to the group and SIGKILL after a timeout; either way
 the next ``start`` resumes from the last checkpoint.
+
+With ``stream_engine: {jobmanager: host:port}`` the job goes to that Flink cluster instead
+(``flink run --detached`` from PyFlink's own client, resuming with ``-s <checkpoint>``), and status and
+stop use the cluster's REST API with the job id ``start`` recorded. The cluster needs the
+``flink-python`` jar in its ``lib/`` and this project installed in the Python its TaskManagers run
+(``-pyexec``: this machine's ``.venv-flink`` unless ``python_executable`` is set), and ``state_dir``
+must be a path the cluster's processes share with this machine (checkpoints and status files).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +46,7 @@ class JobStatus:
     view: str
     running: bool
     pid: int | None = None
+    cluster_job: str | None = None  # "<job id> on <jobmanager>" for a job on a Flink cluster
     started: float | None = None
     restored_from: str | None = None
     last_checkpoint: str | None = None
@@ -96,12 +107,14 @@ def start(store: Any, view: str, *, fresh: bool = False, wait_seconds: float = 0
     ``fresh``. With ``wait_seconds``, wait that long for the job to report its first counters."""
     from featurestore.streaming import env as flink_env
     from featurestore.streaming import jars
+    from featurestore.streaming.config import stream_engine_config
     from featurestore.streaming.plan import build_plan
 
+    cfg = stream_engine_config(store.config.stream_engine)
     directory = job_dir(store, view)
     current = _read_job(directory)
-    if current and _alive(current["pid"]):
-        raise ConflictError(f"the stream job of {view!r} is already running (pid {current['pid']}); "
+    if current and _job_running(current):
+        raise ConflictError(f"the stream job of {view!r} is already running ({_where(current)}); "
                             f"`featurestore stream stop {view}` first")
     plan = build_plan(store, view)
     directory.mkdir(parents=True, exist_ok=True)
@@ -109,11 +122,13 @@ def start(store: Any, view: str, *, fresh: bool = False, wait_seconds: float = 0
     python = flink_env.ensure()
     jars.connector_jar()
     restore = None if fresh else latest_checkpoint(directory)
+    for stale in (directory / "status").glob("*.json"):
+        stale.unlink()
+    if cfg.jobmanager:
+        return _submit(store, view, directory, cfg, str(python), restore)
     cmd = [str(python), "-m", JOB_MODULE, str(directory / "plan.json")]
     if restore is not None:
         cmd += ["--restore", str(restore)]
-    for stale in (directory / "status").glob("*.json"):
-        stale.unlink()
     with open(directory / "job.log", "ab") as log:
         log.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')} start {' '.join(cmd)}\n".encode())
         log.flush()
@@ -129,6 +144,64 @@ def start(store: Any, view: str, *, fresh: bool = False, wait_seconds: float = 0
         raise ConflictError(f"the stream job of {view!r} exited at once with code {proc.returncode}; "
                             f"see {directory / 'job.log'}:\n{_tail(directory / 'job.log')}")
     return status_of(store, view)
+
+
+def _pyflink_home(python: str) -> str:
+    out = subprocess.run([python, "-c", "import os, pyflink; print(os.path.dirname(pyflink.__file__))"],
+                         capture_output=True, text=True, check=True, timeout=120)
+    return out.stdout.strip()
+
+
+def _submit(store: Any, view: str, directory: Path, cfg: Any, python: str, restore: Path | None) -> JobStatus:
+    """``flink run --detached`` the job on the configured cluster; record its job id."""
+    from featurestore.streaming import env as flink_env
+
+    home = _pyflink_home(python)
+    worker_python = cfg.python_executable or python
+    cmd = ["bash", os.path.join(home, "bin", "flink"), "run", "--detached", "--jobmanager", cfg.jobmanager,
+           "-pyexec", worker_python, "-pyclientexec", python, "-pym", JOB_MODULE]
+    if restore is not None:
+        cmd += ["--fromSavepoint", str(restore)]
+    cmd.append(str(directory / "plan.json"))
+    env = {**flink_env.child_env(), "FLINK_HOME": home}
+    env.pop("FLINK_CONF_DIR", None)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=store.repo_path, env=env, timeout=600,
+                          stdin=subprocess.DEVNULL)
+    with open(directory / "job.log", "a") as log:
+        log.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')} submit {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
+    found = re.search(r"JobID ([0-9a-f]{32})", proc.stdout + proc.stderr)
+    if proc.returncode != 0 or not found:
+        raise ConflictError(f"submitting the stream job of {view!r} to {cfg.jobmanager} failed (exit "
+                            f"{proc.returncode}); see {directory / 'job.log'}:\n{_tail(directory / 'job.log')}")
+    job = {"jobmanager": cfg.jobmanager, "job_id": found.group(1), "started": time.time(),
+           "restored_from": str(restore) if restore else None, "command": cmd}
+    (directory / "job.json").write_text(json.dumps(job))
+    return status_of(store, view)
+
+
+def _rest(job: dict[str, Any], method: str = "GET", query: str = "") -> dict[str, Any] | None:
+    """The cluster's REST answer about the job (None when the cluster does not answer)."""
+    url = f"http://{job['jobmanager']}/jobs/{job['job_id']}{query}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=10) as resp:
+            body = resp.read()
+            return json.loads(body) if body else {}
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+_ACTIVE = {"INITIALIZING", "CREATED", "RUNNING", "RESTARTING", "FAILING", "CANCELLING", "RECONCILING"}
+
+
+def _job_running(job: dict[str, Any]) -> bool:
+    if "job_id" in job:
+        answer = _rest(job)
+        return bool(answer) and answer.get("state") in _ACTIVE
+    return bool(job.get("pid")) and _alive(job["pid"])
+
+
+def _where(job: dict[str, Any]) -> str:
+    return f"job {job['job_id']} on {job['jobmanager']}" if "job_id" in job else f"pid {job['pid']}"
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -163,7 +236,7 @@ def status_of(store: Any, view: str, *, lag: bool = False) -> JobStatus:
         raise NotFoundError(f"no stream job was ever started for {view!r} (nothing in {directory})")
     job = _read_job(directory) or {}
     pid = job.get("pid")
-    running = bool(pid) and _alive(pid)
+    running = bool(job) and _job_running(job)
     counters: dict[str, Any] = {}
     for f in sorted((directory / "status").glob("*.json")):
         try:
@@ -172,6 +245,7 @@ def status_of(store: Any, view: str, *, lag: bool = False) -> JobStatus:
             continue
     ckpt = latest_checkpoint(directory)
     return JobStatus(view=view, running=running, pid=pid if running else None, started=job.get("started"),
+                     cluster_job=f"{job['job_id']} on {job['jobmanager']}" if "job_id" in job else None,
                      restored_from=job.get("restored_from"), last_checkpoint=str(ckpt) if ckpt else None,
                      last_checkpoint_time=(ckpt / "_metadata").stat().st_mtime if ckpt else None,
                      counters=counters, lag=_lag(directory) if lag else None,
@@ -190,8 +264,17 @@ def stop(store: Any, view: str, timeout: float = 30.0) -> bool:
     a job was running. Its checkpoints stay: the next ``start`` resumes from the newest."""
     directory = job_dir(store, view)
     job = _read_job(directory)
-    if not job or not _alive(job["pid"]):
+    if not job or not _job_running(job):
         return False
+    if "job_id" in job:
+        _rest(job, "PATCH", "?mode=cancel")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _job_running(job):
+            time.sleep(0.5)
+        if _job_running(job):
+            raise ConflictError(f"the stream job of {view!r} ({_where(job)}) did not stop in {timeout} s")
+        (directory / "job.json").unlink(missing_ok=True)
+        return True
     kill(job["pid"], signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and _alive(job["pid"]):
