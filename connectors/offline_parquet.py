@@ -678,6 +678,48 @@ class ParquetOfflineStore:
             shutil.rmtree(view_dir, ignore_errors=True)
         return existed
 
+    def compact(self, view: str, *, max_small_files: int = 16, small_rows: int = 8 * ROW_GROUP_SIZE) -> int:
+        """Merge a date partition's small files (fewer than ``small_rows`` rows each) into one file once
+        there are more than ``max_small_files`` of them; returns the number of files merged.
+
+        Streaming appends add one small file per commit; compaction keeps reads from opening thousands
+        of them. Rows, coverage and recorded stream offsets are unchanged; the manifest is replaced
+        atomically under the view's lock, so readers see either the old files or the merged one.
+        """
+        view_dir = self._view_dir(view)
+        new_files: list[_File] = []
+        merged: list[str] = []
+        try:
+            with self._lock(view):
+                manifest = self._load(view)
+                if manifest is None:
+                    return 0
+                small: dict[date, list[_File]] = {}
+                for f in manifest.files:
+                    if f.rows < small_rows:
+                        small.setdefault(f.day, []).append(f)
+                for day, files in sorted(small.items()):
+                    if len(files) <= max_small_files:
+                        continue
+                    parts = [pq.read_table(str(view_dir / f.path)).cast(manifest.schema) for f in files]
+                    rows = pa.concat_tables(parts).sort_by([(manifest.timestamp_column, "ascending")])
+                    new_files.append(self._write_file(view_dir, day, rows, manifest.timestamp_column))
+                    merged += [f.path for f in files]
+                if not merged:
+                    return 0
+                gone = set(merged)
+                files = sorted([f for f in manifest.files if f.path not in gone] + new_files,
+                               key=lambda f: (f.day, f.path))
+                self._store_manifest(view_dir, _Manifest(
+                    view=view, generation=manifest.generation, version=manifest.version + 1,
+                    timestamp_column=manifest.timestamp_column, schema=manifest.schema, files=files,
+                    intervals=manifest.intervals, streams=manifest.streams))
+        except BaseException:
+            self._remove_files(view_dir, [f.path for f in new_files])
+            raise
+        self._remove_files(view_dir, merged)
+        return len(merged)
+
     def vacuum(self, view: str | None = None, grace: timedelta = DEFAULT_VACUUM_GRACE) -> list[str]:
         """Delete files no manifest references that are older than ``grace``; returns their paths.
 

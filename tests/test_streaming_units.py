@@ -235,6 +235,26 @@ def test_offline_appends_skip_committed_offsets(tmp_path: Path):
     assert store.offline_store.read("user_clicks").num_rows == 10  # nothing half-written
 
 
+def test_streaming_appends_are_compacted_as_small_files_pile_up(tmp_path: Path):
+    store = store_for(tmp_path, FEATURES, tables={"clicks": _history()})
+    store.apply()
+    plan = build_plan(store, "user_clicks")
+    rows = OfflineRows(plan, store)
+    t = datetime(2024, 1, 1, tzinfo=UTC)
+    offline = store.offline_store
+    for i in range(40):  # one commit per flush, as the stream job does
+        rows.append([({"user_id": i, "price2": float(i), "event_timestamp": t + timedelta(minutes=i),
+                       "created_timestamp": None}, 0, i)])
+        assert len(offline.files("user_clicks")) <= 17
+    table = offline.read("user_clicks").sort_by("user_id")
+    assert table.column("user_id").to_pylist() == list(range(40))
+    assert offline.stream_offsets("user_clicks", "kafka:clicks") == {0: 39}
+    assert offline.compact("user_clicks", max_small_files=1) == len(offline.files("user_clicks")) > 1
+    assert len(offline.files("user_clicks")) == 1
+    assert offline.read("user_clicks").sort_by("user_id").equals(table)
+    assert len(list((offline.root / "user_clicks").glob("date=*/*.parquet"))) == 1  # merged files deleted
+
+
 # ------------------------------------------------------------------------------ streaming pushes
 
 PUSH_FEATURES = """

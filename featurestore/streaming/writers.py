@@ -59,7 +59,8 @@ class OnlineRows:
 
 
 class OfflineRows:
-    """Appends the job's rows (keys, stored columns, event and created time) to the offline store."""
+    """Appends the job's rows (keys, stored columns, event and created time) to the offline store, and
+    merges the small files those appends leave once a day partition has many."""
 
     def __init__(self, plan: dict[str, Any], store: Any):
         self.plan = plan
@@ -83,4 +84,5 @@ class OfflineRows:
             spans[p] = (min(first, o), max(last, o))
         table = pa.Table.from_pylist([row for row, _, _ in fresh], schema=self.schema)
         offline.append(self.plan["view"], table, EVENT_TS, stream=self.stream, offsets=spans)
+        offline.compact(self.plan["view"])  # one small file per commit: merge them as they pile up
         return table.num_rows
