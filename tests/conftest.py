@@ -50,6 +50,25 @@ def redis_url() -> str:
     return _required_env("FS_TEST_REDIS_URL", "no Redis server for tests")
 
 
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """``host:port`` of the test Kafka broker (the KRaft broker ``.ci/services.sh`` starts)."""
+    return _required_env("FS_TEST_KAFKA_BOOTSTRAP", "no Kafka broker for tests")
+
+
+@pytest.fixture(scope="session")
+def flink_python() -> Path:
+    """The Flink venv's python; the venv is created here only under CI (outside CI a missing or stale
+    venv skips the test: creating it downloads ~300 MB; ``make flink-env`` does it)."""
+    from featurestore.streaming import env as flink_env
+
+    if not flink_env.is_ready():
+        if not _running_in_ci():
+            pytest.skip(f"{flink_env.venv_dir()} missing or stale: run `make flink-env`")
+        flink_env.ensure(verbose=True)
+    return flink_env.venv_python()
+
+
 @pytest.fixture
 def fresh_postgres_db(postgres_url: str) -> Iterator[str]:
     """Create an empty, uniquely named database for one test; yield its URL; drop it afterwards."""

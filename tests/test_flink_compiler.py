@@ -175,18 +175,6 @@ print("FS-RESULT " + json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def flink_python() -> Path:
-    from featurestore.streaming import env as flink_env
-    from tests.conftest import _running_in_ci
-
-    if not flink_env.is_ready():
-        if not _running_in_ci():
-            pytest.skip(f"{flink_env.venv_dir()} missing or stale: run `make flink-env`")
-        flink_env.ensure(verbose=True)
-    return flink_env.venv_python()
-
-
 @pytest.mark.slow
 def test_flink_sql_matches_the_conformance_reference(flink_python: Path):
     from featurestore.streaming import env as flink_env

@@ -22,16 +22,6 @@ from tests.conftest import _required_env, _running_in_ci
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def flink_python() -> Path:
-    """The Flink venv's python; the venv is created here only under CI."""
-    if not flink_env.is_ready():
-        if not _running_in_ci():
-            pytest.skip(f"{flink_env.venv_dir()} missing or stale: run `make flink-env`")
-        flink_env.ensure(verbose=True)
-    return flink_env.venv_python()
-
-
 def _cli(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "featurestore.streaming.env", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)

@@ -15,13 +15,6 @@ from pydantic import ValidationError
 
 from connectors.kafka import KafkaClient, KafkaConfig
 from featurestore.errors import BackendUnavailableError, ConflictError
-from tests.conftest import _required_env
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
-    """``host:port`` of the test Kafka broker."""
-    return _required_env("FS_TEST_KAFKA_BOOTSTRAP", "no Kafka broker for tests")
 
 
 @pytest.fixture

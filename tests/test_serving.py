@@ -673,12 +673,54 @@ def test_featurestore_serve_command(tmp_path, sqlite_store):
                 fc.get_online_features(["stats:trips"], entities={"driver_id": [2]})
             # no ~40 ms delayed-ACK stall per response with several workers (TCP_NODELAY)
             assert (time.perf_counter() - start) / 20 < 0.03
+            # connections opened at once spread over both workers (each binds with SO_REUSEPORT), not
+            # all to whichever woke first (all on one: chance 2 / 2**16)
+            workers = _children(proc.pid)
+            before = {pid: _socket_count(pid) for pid in workers}
+            conns = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(16)]  # a burst
+            try:
+                for conn in conns:
+                    conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                for conn in conns:
+                    assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+                gained = {pid: _socket_count(pid) - before[pid] for pid in workers}
+                assert len(workers) == 2 and all(g >= 1 for g in gained.values()), gained
+            finally:
+                for conn in conns:
+                    conn.close()
         with FeatureClient(f"http://127.0.0.1:{port}", timeout=5) as anonymous:
             with pytest.raises(AuthenticationError):
                 anonymous.get_online_features(["stats:trips"], entities={"driver_id": [2]})
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+def _children(pid: int) -> list[int]:
+    """The uvicorn workers of a ``featurestore serve`` process (not multiprocessing's resource tracker)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except (OSError, ValueError, IndexError):
+                continue
+            if parent == pid and b"resource_tracker" not in cmdline:
+                out.append(int(entry))
+    return out
+
+
+def _socket_count(pid: int) -> int:
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return count
 
 
 def test_serve_command_rejects_bad_api_key_spec(sqlite_store):

@@ -215,11 +215,15 @@ def test_plan_lists_what_messages_carry_and_compiles_the_transforms(tmp_path: Pa
 # ------------------------------------------------------------------------------ offline, exactly once
 
 
-def test_offline_appends_skip_committed_offsets(tmp_path: Path):
+def _offline_writer(tmp_path: Path):
+    """(store, the stream job's offline writer of user_clicks)."""
     store = store_for(tmp_path, FEATURES, tables={"clicks": _history()})
     store.apply()
-    plan = build_plan(store, "user_clicks")
-    rows = OfflineRows(plan, store)
+    return store, OfflineRows(build_plan(store, "user_clicks"), store)
+
+
+def test_offline_appends_skip_committed_offsets(tmp_path: Path):
+    store, rows = _offline_writer(tmp_path)
     t = datetime(2024, 1, 1, tzinfo=UTC)
     items = [({"user_id": i, "price2": float(i), "event_timestamp": t, "created_timestamp": None}, i % 2, i // 2)
              for i in range(10)]
@@ -236,10 +240,7 @@ def test_offline_appends_skip_committed_offsets(tmp_path: Path):
 
 
 def test_streaming_appends_are_compacted_as_small_files_pile_up(tmp_path: Path):
-    store = store_for(tmp_path, FEATURES, tables={"clicks": _history()})
-    store.apply()
-    plan = build_plan(store, "user_clicks")
-    rows = OfflineRows(plan, store)
+    store, rows = _offline_writer(tmp_path)
     t = datetime(2024, 1, 1, tzinfo=UTC)
     offline = store.offline_store
     for i in range(40):  # one commit per flush, as the stream job does
