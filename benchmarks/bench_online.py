@@ -613,6 +613,14 @@ def ratios(report: dict) -> list[dict]:
             v = o / f if o and f else None
             rows.append({"name": f"{phase} req/s, ours (w{wo}) / feast (w{wf})", "value": v, "unit": "x",
                          "target": f">= {target:g}x", "pass": None if v is None else v >= target})
+            # Like with like: both servers at the same worker count (each worker count tried).
+            for w, rec in serve["by_workers"].items():
+                o_w, f_w = rec.get("ours", {}).get(phase), rec.get("feast", {}).get(phase)
+                if not o_w or not f_w or o_w["errors"] or f_w["errors"]:
+                    continue
+                v = o_w["rps"] / f_w["rps"]
+                rows.append({"name": f"  {phase} req/s at equal workers w{w}", "value": v, "unit": "x",
+                             "target": f">= {target:g}x", "pass": v >= target, "informational": True})
         checks = [rec[k] for rec in serve["by_workers"].values() for k in ("correctness_before", "correctness_after")]
         rows.append({"name": "same values from both servers", "value": sum(c.get("value_mismatches", 0) for c in checks),
                      "unit": " mismatches", "target": "0", "pass": all(c["ok"] for c in checks)})

@@ -104,6 +104,10 @@ class _Plan:
     state: dict[str, dict[str, pa.DataType]] = field(default_factory=dict)
     on_demand: list[ViewRequest] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
+    # Per view, in request order, what a lookup needs (computed once per plan): name, join keys and
+    # their types, features to read with their types (the stored state for aggregation views), output
+    # names of the view's features, TTL seconds.
+    views: list[tuple] = field(default_factory=list)
 
 
 class OnlineReader:
@@ -163,6 +167,14 @@ class OnlineReader:
             if r.spec.get("aggregations"):
                 plan.aggregations[r.name] = {a.name: a for a in aggregations_of(r.spec)}
                 plan.state[r.name] = state_types(r.spec)
+        for r in requests:
+            name, features = r.name, r.all_features
+            if name in plan.aggregations:
+                read, types = list(plan.state[name]), plan.state[name]
+            else:
+                read, types = features, {f: plan.types[name][f] for f in features}
+            plan.views.append((name, keys[name], [k for k, _ in keys[name]], read, types,
+                               [(f, names[(name, f)]) for f in features], plan.ttl[name]))
         self._plans[cache_key] = plan
         return plan
 
@@ -195,22 +207,14 @@ class OnlineReader:
             if col not in columns:
                 raise InvalidInputError(f"entities: missing join key {col!r}")
         coerced: dict[str, list] = {}
-        for req in plan.requests:
-            keys = plan.keys[req.name]
+        for view, keys, join_keys, read, types, _outs, _ttl in plan.views:
             key_lists = []
             for name, t in keys:
                 if name not in coerced:
                     coerced[name] = _coerce_keys(name, columns[name], t)
                 key_lists.append(coerced[name])
             key_tuples = list(zip(*key_lists)) if key_lists else [()] * n
-            join_keys = [k for k, _ in keys]
-            if req.name in plan.aggregations:
-                state = plan.state[req.name]
-                lookup.reads.append((req.name, join_keys, key_tuples, list(state), state))
-            else:
-                types = plan.types[req.name]
-                lookup.reads.append((req.name, join_keys, key_tuples, req.all_features,
-                                     {f: types[f] for f in req.all_features}))
+            lookup.reads.append((view, join_keys, key_tuples, read, types))
         return lookup
 
     def _finish(self, lookup: "_Lookup", results: list[ReadResult]) -> OnlineResponse:
@@ -223,10 +227,9 @@ class OnlineReader:
             values[col] = lookup.columns[col]
             statuses[col] = [PRESENT] * n
             stamps[col] = [None] * n
-        for req, result in zip(plan.requests, results):
-            if req.name in plan.aggregations:
+        for req, (view, *_, outs, ttl), result in zip(plan.requests, plan.views, results):
+            if view in plan.aggregations:
                 result = _finish_all(plan, req, result, n, now)
-            ttl = plan.ttl[req.name]
             event_ts = result.event_timestamps
             # Per entity: None when the row is fresh, else the status every feature of it gets.
             if ttl is None:
@@ -236,8 +239,7 @@ class OnlineReader:
                 row_status = [NOT_FOUND if t is None else (None if t >= oldest else OUTSIDE_MAX_AGE)
                               for t in event_ts]
             all_fresh = None not in event_ts and OUTSIDE_MAX_AGE not in row_status
-            for feature in req.all_features:
-                out = plan.names[(req.name, feature)]
+            for feature, out in outs:
                 raw = result.values[feature]
                 if all_fresh:
                     vals = raw
