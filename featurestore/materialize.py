@@ -4,7 +4,7 @@ Rows are read through the same path exports use (the engine over the view's sour
 time chunk at a time, so memory does not grow with the interval. Each chunk replaces its interval in
 the offline store (so reruns do not duplicate) and upserts the online store, whose writes are
 event-time monotonic (so reruns and overlapping runs change nothing); the two writes of a chunk run
-side by side.
+side by side, while the next chunk is read.
 """
 
 from __future__ import annotations
@@ -112,14 +112,19 @@ def materialize_view(store: "FeatureStore", spec: dict, start: datetime, end: da
     write_online = online and spec.get("online", True)
     if hasattr(store.engine, "read_frame"):  # a cluster engine: its executors do the writes
         return _materialize_on_cluster(store, spec, data, keys, features, start, end, ttl, write_online, result)
-    # Per chunk, the offline write (Parquet encoding, in Arrow's C++ without the GIL) runs on a second
+    # Per chunk, the offline write (Parquet encoding, in Arrow's C++ without the GIL) runs on a helper
     # thread while this one writes the online store (mostly waiting on the backend): the two are
-    # independent, and the next chunk is read only once both are done, so memory stays one chunk.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="materialize-offline") as offline_writer:
-        for chunk_start, chunk_end in chunks:
-            rows = store.engine.read_rows(data, keys, features, chunk_start, chunk_end)
-            offline = offline_writer.submit(store.offline_store.write, spec["name"], rows, chunk_start, chunk_end,
-                                            EVENT_TS)
+    # independent. Meanwhile the other helper reads the next chunk, so the online store is not left
+    # idle between chunks; memory stays bounded at two chunks.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="materialize") as helpers:
+        def read(i: int):
+            return helpers.submit(store.engine.read_rows, data, keys, features, *chunks[i]) if i < len(chunks) else None
+
+        upcoming = read(0)
+        for i, (chunk_start, chunk_end) in enumerate(chunks):
+            rows = upcoming.result()
+            offline = helpers.submit(store.offline_store.write, spec["name"], rows, chunk_start, chunk_end, EVENT_TS)
+            upcoming = read(i + 1)
             try:
                 if write_online and rows.num_rows and not aggregated:
                     written = store.online_store.write(spec["name"], [k for k, _ in keys], rows,
