@@ -95,15 +95,22 @@ def parse(raw: bytes) -> FastBody | None:
 
 
 def _api_key(scope: dict) -> str | None:
-    header = bearer = None
+    """The key as ``serving.auth`` sees it through FastAPI's security classes: the first ``X-API-Key``
+    header if not empty, else the credentials of the first ``Authorization: Bearer`` header."""
+    header = authorization = None
     for name, value in scope["headers"]:
-        if name == b"x-api-key":
+        if name == b"x-api-key" and header is None:
             header = value.decode("latin-1")
-        elif name == b"authorization":
-            scheme, _, credentials = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and credentials:
-                bearer = credentials.strip()
-    return header or bearer
+        elif name == b"authorization" and authorization is None:
+            authorization = value.decode("latin-1")
+    if header:
+        return header
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        credentials = credentials.strip()
+        if scheme.lower() == "bearer" and credentials:
+            return credentials
+    return None
 
 
 def authorized(auth: "ApiKeyAuth | None", scope: dict) -> bool:
@@ -114,18 +121,18 @@ def authorized(auth: "ApiKeyAuth | None", scope: dict) -> bool:
 
 
 async def serve(state: "ServingState", auth: "ApiKeyAuth | None", scope: dict, body: bytes,
-                send) -> bool:
-    """Answer the lookup and return True, or return False (nothing sent) for the full route."""
+                send) -> int | None:
+    """Answer the lookup and return the HTTP status sent, or None (nothing sent) for the full route."""
     from serving.routers.online import _lookup, respond
 
     if not authorized(auth, scope):
-        return False
+        return None
     parsed = parse(body)
     if parsed is None:
-        return False
+        return None
     rows = max(map(len, parsed.entities.values()), default=0)
     if rows > state.max_entities:
-        return False
+        return None
     features: Any = parsed.feature_service if parsed.features is None else parsed.features
     store = state.store
     try:
@@ -134,7 +141,7 @@ async def serve(state: "ServingState", auth: "ApiKeyAuth | None", scope: dict, b
             response = await store.online_reader.read_async(features, parsed.entities, parsed.full_feature_names)
             content = respond(state, features, parsed.full_feature_names, rows, response)
         elif state.store_calls.degraded:
-            return False  # the full route calls a failing backend from the thread pool
+            return None  # the full route calls a failing backend from the thread pool
         else:
             content = _lookup(state, features, parsed, rows)
     except BackendUnavailableError as exc:
@@ -142,13 +149,13 @@ async def serve(state: "ServingState", auth: "ApiKeyAuth | None", scope: dict, b
             state.store_calls.degraded = True
         response = handle_store_error(state.metrics, scope.get("method", "POST"), PATH, exc)
         await response(scope, _no_receive, send)
-        return True
+        return response.status_code
     except Exception:  # noqa: BLE001 - the full route renders every other error
-        return False
+        return None
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", b"%d" % len(content)), _HEADERS_JSON]})
     await send({"type": "http.response.body", "body": content})
-    return True
+    return 200
 
 
 async def _no_receive() -> dict:
@@ -184,15 +191,9 @@ class FastLookup:
             if not message.get("more_body", False):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        status = [500]
-
-        async def send_tracking(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        if await serve(self.state, self.auth, scope, body, send_tracking):
-            self.state.metrics.observe_request(PATH, "POST", status[0], perf_counter() - start)
+        status = await serve(self.state, self.auth, scope, body, send)
+        if status:
+            self.state.metrics.observe_request(PATH, "POST", status, perf_counter() - start)
             return None
         return _replay([body], receive, more=False)
 

@@ -236,6 +236,23 @@ def test_fast_path_answers_like_the_full_route(store):
     assert any('status="200"' in line for line in counted(metrics[0]))
 
 
+def test_fast_path_admits_exactly_the_keys_the_route_admits(sqlite_store):
+    keys = {"r": {"read"}, "w": {"write"}}
+    fast, full = create_app(sqlite_store, api_keys=keys), create_app(sqlite_store, api_keys=keys)
+    full.fast_lookup = None
+    body = {"features": ["stats:trips"], "entities": {"driver_id": [2]}}
+    header_sets = [[], [("x-api-key", "r")], [("x-api-key", "w")], [("x-api-key", "nope")],
+                   [("authorization", "Bearer r")], [("authorization", "bearer   r  ")],
+                   [("authorization", "Basic r")], [("x-api-key", ""), ("authorization", "Bearer r")],
+                   [("x-api-key", "nope"), ("x-api-key", "r")], [("x-api-key", "w"), ("authorization", "Bearer r")]]
+    with TestClient(fast) as a, TestClient(full) as b:
+        for headers in header_sets:
+            ra = a.post("/get-online-features", json=body, headers=headers)
+            rb = b.post("/get-online-features", json=body, headers=headers)
+            assert (ra.status_code, ra.json()) == (rb.status_code, rb.json()), headers
+        assert a.post("/get-online-features", json=body, headers=[("x-api-key", "r")]).status_code == 200
+
+
 def test_lookup_values_types_and_statuses(store, client):
     r = lookup(client, [f"stats:{f}" for f in STATS_FEATURES])
     assert r.status_code == 200, r.text
