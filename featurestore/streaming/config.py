@@ -33,6 +33,9 @@ class StreamEngineConfig(BaseModel):
     # PyFlink hands records between the JVM and Python in bundles finished at least this often: it bounds
     # how long an event waits between stages.
     bundle_time_ms: int = Field(100, ge=1, le=60_000)
+    # How PyFlink runs the job's Python functions: "process" (separate Python workers, Beam protocol)
+    # or "thread" (inside the TaskManager's JVM through PEMJA: no serialization between operators).
+    execution_mode: Literal["process", "thread"] = "process"
     # Where jobs keep their plan, checkpoints, logs and status (relative to the repo).
     state_dir: str = "data/streams"
     # After a failure (store or broker unreachable) the job restarts from its last checkpoint after

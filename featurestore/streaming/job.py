@@ -5,61 +5,50 @@ Runs in ``.venv-flink`` (PyFlink 2.2), started by ``featurestore stream start`` 
 
     .venv-flink/bin/python -m featurestore.streaming.job <state_dir>/plan.json [--restore <checkpoint>]
 
-The dataflow (parallelism 1; every step in event order)::
+One Flink SQL pipeline (parallelism 1, so every step sees events in offset order)::
 
-    Kafka topic (raw bytes + partition, offset, record time)
-      -> parse (Python): JSON -> typed event, or the dead-letter topic with the reason
-      -> Flink SQL: event time + watermark (``watermark_delay``), the view's filter and transforms
-         compiled from the IR by ``transforms.compile_flink``
-      -> admit (Python): an event behind the watermark by more than ``allowed_lateness`` is late:
-         counted (metric ``late_events``) and sent to the dead-letter topic, applied to neither store
-      -> online: plain views write each event's row; aggregation views fold it into the entity's keyed
-         state (``featurestore.streaming.state``) and write the entity's new state row. Writes are
-         batched (``online_flush_ms``) by an async operator and go through ``OnlineStore.write``, the
-         event-time monotonic path materialization uses.
-      -> offline: rows are buffered in checkpointed state and appended to the Parquet store every
-         ``offline_flush_seconds`` in one atomic commit that also records the last Kafka offset per
-         partition; rows at or below the recorded offsets are dropped, so a replay writes nothing twice.
+    Kafka topic (raw bytes + partition, offset, record time); event time (``__fs_rowtime``) read from
+    the raw JSON by SQL, watermark = event time - ``watermark_delay``
+      -> fs_parse (Python, a batch at a time): JSON -> the plan's typed columns as a JSON array, or the
+         message goes to the dead-letter topic with the reason
+      -> Flink SQL: typed columns out of the array, then the view's filter and transforms compiled from
+         the IR by ``transforms.compile_flink``, and whether the event is late (behind the watermark
+         by more than ``allowed_lateness``, from ``CURRENT_WATERMARK``)
+      -> fs_sink (Python, a batch at a time): late events are counted (metric ``late_events``) and
+         sent to the dead-letter topic, applied to neither store; the rest are appended to the offline
+         store (one atomic commit that also records the last Kafka offset per partition, so a replay
+         appends nothing twice) and written online through ``OnlineStore.write``, the event-time
+         monotonic path of materialization (aggregation views fold them into each entity's state
+         first, ``featurestore.streaming.writers.OnlineAggregator``)
 
-Exactly once, end to end: Flink checkpoints hold the Kafka offsets and all state. An async operator
-finishes its in-flight writes before a checkpoint completes, so every event a checkpoint covers has
-reached the online store; after a crash the job restarts from the last checkpoint (``--restore``, or
-in-process by the restart strategy) and replays later events, whose online writes are idempotent
-(monotonic) and whose offline rows are deduplicated by offset.
+The Python functions are vectorized (pandas UDFs): each call takes a batch of rows, so the cost per
+event is a few Python operations, not a trip between the JVM and Python per operator.
+
+Exactly once, end to end: Flink checkpoints hold the Kafka offsets. A Python function call finishes
+before its batch's bundle does, and a bundle finishes before a checkpoint barrier passes, so every
+event a checkpoint covers has been written to both stores (and dead letters produced, acknowledged).
+After a crash the job restarts from the last checkpoint (``--restore``, or in-process by the restart
+strategy) and replays later events: offline rows at or below the recorded offsets are dropped,
+aggregation states record the last offset they folded, and online writes are monotonic.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 import threading
 import time
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from featurestore.streaming import events as ev
-from featurestore.streaming.plan import (
-    KAFKA_TS,
-    META_COLUMNS,
-    OFFSET,
-    PARTITION,
-    ROWTIME,
-    computed_columns,
-    events_table_schema,
-    watermark_expression,
-)
-
-_MIN_WATERMARK = -(2**63)
-_NAIVE_EPOCH = datetime(1970, 1, 1)
-_MS = timedelta(milliseconds=1)
+from featurestore.streaming.plan import KAFKA_TS, META_COLUMNS, OFFSET, PARTITION, ROWTIME
 
 
 class StatusFile:
-    """Counters of one operator, written as JSON about once a second (``stream status`` reads them)."""
+    """Counters of one function, written as JSON about once a second (``stream status`` reads them)."""
 
     def __init__(self, state_dir: str, name: str):
         self.path = Path(state_dir) / "status" / f"{name}.json"
@@ -95,23 +84,56 @@ class StatusFile:
         os.replace(tmp, self.path)
 
 
-def _open_store(plan: dict[str, Any]):
-    from featurestore.store import FeatureStore
+def _q(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
-    return FeatureStore(plan["repo_path"])
+
+_LOCAL_TIME = r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d{1,3})?)?)"
+_ZONE = r"([+-]\d\d):?(\d\d)$"
+_INTEGER = r"^-?[0-9]+$"
+
+
+def rowtime_expression(ts_field: str) -> str:
+    """SQL reading the event time from the raw message, for the watermark only (the stored event time
+    is the Python parser's): epoch milliseconds, or ISO 8601 text with an optional zone offset; a
+    message without a readable time gets the epoch (it is dead-lettered by the parser anyway)."""
+    path = _q("$['" + ts_field.replace("'", "\\'") + "']")
+    raw = f"JSON_VALUE(CAST(`value` AS STRING), {path})"
+    local = f"REGEXP_EXTRACT({raw}, {_q(_LOCAL_TIME)}, 1)"
+    hours = f"REGEXP_EXTRACT({raw}, {_q(_ZONE)}, 1)"
+    minutes = f"REGEXP_EXTRACT({raw}, {_q(_ZONE)}, 2)"
+    offset = (f"COALESCE(CAST({hours} AS INT) * 60 + CASE WHEN {hours} LIKE '-%' THEN -1 ELSE 1 END "
+              f"* CAST({minutes} AS INT), 0)")
+    iso = f"TIMESTAMPADD(MINUTE, -({offset}), TRY_CAST(REPLACE({local}, 'T', ' ') AS TIMESTAMP(3)))"
+    epoch_ms = f"CAST(TO_TIMESTAMP_LTZ(TRY_CAST({raw} AS BIGINT), 3) AS TIMESTAMP(3))"
+    return (f"COALESCE(CASE WHEN REGEXP({raw}, {_q(_INTEGER)}) THEN {epoch_ms} ELSE {iso} END, "
+            f"TIMESTAMP '1970-01-01 00:00:00')")
+
+
+def events_view_sql(plan: dict[str, Any]) -> str:
+    """The parsed events as typed columns (from fs_parse's JSON array), with the meta columns."""
+    from featurestore import types as fstypes
+    from transforms.compile_flink import flink_type, quote_ident
+
+    items = []
+    for i, c in enumerate(plan["columns"]):
+        dtype = fstypes.from_spec(c["dtype"])
+        path = _q(f"$[{i}]")
+        # JSON_VALUE gives a value's JSON text (numbers exactly as written, which fs_parse wrote from
+        # checked Python values), cast to the column's type.
+        expr = f"CAST(JSON_VALUE(`p`, {path}) AS {flink_type(dtype)})"
+        items.append(f"{expr} AS {quote_ident(c['name'])}")
+    items += [f"`partition` AS `{PARTITION}`", f"`offset` AS `{OFFSET}`", f"`record_time` AS `{KAFKA_TS}`",
+              f"`{ROWTIME}`"]
+    return f"SELECT {', '.join(items)} FROM `fs_parsed` WHERE `p` <> 'E'"
 
 
 def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_jar: str) -> Any:
-    """The job's StreamExecutionEnvironment, with the whole dataflow added (not yet executed)."""
-    from pyflink.common import Configuration, Row, Time, Types
-    from pyflink.common.serialization import SimpleStringSchema
-    from pyflink.datastream import OutputTag, StreamExecutionEnvironment
-    from pyflink.datastream.async_data_stream import AsyncDataStream
-    from pyflink.datastream.connectors.base import DeliveryGuarantee
-    from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
-    from pyflink.datastream.functions import AsyncFunction, KeyedProcessFunction, ProcessFunction
-    from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
-    from pyflink.table import Schema, StreamTableEnvironment
+    """The job's TableEnvironment and its INSERT statement (not yet executed)."""
+    import pandas as pd
+    from pyflink.common import Configuration
+    from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
+    from pyflink.table.udf import ScalarFunction, udf
 
     from featurestore.streaming.config import stream_engine_config
 
@@ -119,262 +141,171 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
     kafka = plan["kafka"]
     view = plan["view"]
     conf = Configuration()
-    conf.set_string("pipeline.name", f"featurestore {plan['project']}.{view}")
-    conf.set_string("pipeline.jars", f"file://{connector_jar}")
-    conf.set_string("python.executable", sys.executable)
-    conf.set_string("python.client.executable", sys.executable)
-    conf.set_string("table.local-time-zone", "UTC")
-    conf.set_string("python.fn-execution.bundle.time", str(cfg.bundle_time_ms))
-    conf.set_string("execution.checkpointing.interval", f"{int(cfg.checkpoint_interval_seconds * 1000)} ms")
-    conf.set_string("execution.checkpointing.mode", "EXACTLY_ONCE")
-    conf.set_string("execution.checkpointing.dir", Path(state_dir, "checkpoints").resolve().as_uri())
-    conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
-    conf.set_string("execution.checkpointing.num-retained", "2")
-    conf.set_string("state.backend.type", "hashmap")
-    conf.set_string("restart-strategy.type", "fixed-delay")
-    conf.set_string("restart-strategy.fixed-delay.attempts", str(2**31 - 1))
-    conf.set_string("restart-strategy.fixed-delay.delay", f"{int(cfg.restart_delay_seconds * 1000)} ms")
+    settings = {
+        "pipeline.name": f"featurestore {plan['project']}.{view}",
+        "pipeline.jars": f"file://{connector_jar}",
+        "parallelism.default": str(cfg.parallelism),
+        "table.local-time-zone": "UTC",
+        "python.fn-execution.bundle.time": str(cfg.bundle_time_ms),
+        "python.execution-mode": cfg.execution_mode,
+        "pipeline.auto-watermark-interval": "100 ms",
+        "execution.checkpointing.interval": f"{int(cfg.checkpoint_interval_seconds * 1000)} ms",
+        "execution.checkpointing.mode": "EXACTLY_ONCE",
+        "execution.checkpointing.dir": Path(state_dir, "checkpoints").resolve().as_uri(),
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.checkpointing.num-retained": "2",
+        "state.backend.type": "hashmap",
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": str(2**31 - 1),
+        "restart-strategy.fixed-delay.delay": f"{int(cfg.restart_delay_seconds * 1000)} ms",
+    }
+    if not cfg.jobmanager:  # on a cluster the TaskManagers' own Python setting applies (or -pyexec)
+        settings["python.executable"] = sys.executable
+        settings["python.client.executable"] = sys.executable
     if restore:
-        conf.set_string("execution.state-recovery.path", Path(restore).resolve().as_uri())
-    env = StreamExecutionEnvironment.get_execution_environment(conf)
-    env.set_parallelism(cfg.parallelism)
-    t_env = StreamTableEnvironment.create(env)
-    t_env.get_config().set("table.local-time-zone", "UTC")
-
-    def q(s: str) -> str:
-        return "'" + s.replace("'", "''") + "'"
-
-    t_env.execute_sql(
-        "CREATE TEMPORARY TABLE `fs_kafka` (`value` BYTES, `partition` INT METADATA VIRTUAL, "
-        "`offset` BIGINT METADATA VIRTUAL, `record_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL) "
-        f"WITH ('connector' = 'kafka', 'topic' = {q(kafka['topic'])}, "
-        f"'properties.bootstrap.servers' = {q(kafka['bootstrap_servers'])}, "
-        f"'properties.group.id' = {q(kafka['group_id'])}, 'scan.startup.mode' = 'group-offsets', "
-        "'properties.auto.offset.reset' = 'earliest', 'properties.commit.offsets.on.checkpoint' = 'true', "
-        "'scan.topic-partition-discovery.interval' = '10 s', 'format' = 'raw')")
-    raw = t_env.to_data_stream(t_env.sql_query(
-        "SELECT `value`, `partition`, `offset`, CAST(`record_time` AS TIMESTAMP(3)) FROM `fs_kafka`"))
+        settings["execution.state-recovery.path"] = Path(restore).resolve().as_uri()
+    for key, value in settings.items():
+        conf.set_string(key, value)
+    t_env = TableEnvironment.create(EnvironmentSettings.new_instance().in_streaming_mode()
+                                    .with_configuration(conf).build())
 
     columns = plan["columns"]
-    dead_tag = OutputTag("dead-letter", Types.STRING())
-    flink_types = {"BIGINT": Types.LONG(), "INT": Types.INT(), "DOUBLE": Types.DOUBLE(), "FLOAT": Types.FLOAT(),
-                   "STRING": Types.STRING(), "BOOLEAN": Types.BOOLEAN(),
-                   "BYTES": Types.PRIMITIVE_ARRAY(Types.BYTE())}
-    table_schema = events_table_schema(plan)
-    row_type = Types.ROW_NAMED([n for n, _ in table_schema], [flink_types[t] for _, t in table_schema])
 
-    class Parse(ProcessFunction):
-        """Kafka record -> typed event row, or a dead letter naming the reason."""
+    class Parse(ScalarFunction):
+        """A batch of Kafka records -> typed JSON arrays; bad ones are dead-lettered (marked ``E``)."""
 
-        def open(self, runtime_context):
+        def open(self, function_context):
+            from featurestore.streaming.writers import DeadLetters
+
             self.status = StatusFile(state_dir, "parse")
-            self.dead = runtime_context.get_metrics_group().counter("dead_letters")
+            self.dead_metric = function_context.get_metric_group().counter("dead_letters")
+            self.dead = DeadLetters(plan)
 
-        def process_element(self, value, ctx):
-            raw_value, partition, offset, record_time = value[0], value[1], value[2], value[3]
-            record_ms = None if record_time is None else (record_time - _NAIVE_EPOCH) // _MS
-            try:
-                values = ev.parse(raw_value, columns)
-            except ev.EventError as exc:
-                self.dead.inc()
-                self.status.bump("dead_letters")
-                yield dead_tag, ev.dead_letter(str(exc), raw_value, view=view, topic=kafka["topic"],
-                                               partition=partition, offset=offset)
-                return
-            self.status.bump("events")
-            yield Row(*values, partition, offset, record_ms)
+        def is_deterministic(self):  # it produces dead letters: never folded or run twice by the planner
+            return False
+
+        def eval(self, values, partitions, offsets):
+            out, letters = [], []
+            for raw, partition, offset in zip(values, partitions, offsets):
+                try:
+                    out.append(json.dumps(ev.parse(raw, columns)))
+                except ev.EventError as exc:
+                    out.append("E")
+                    letters.append(ev.dead_letter(str(exc), raw, view=view, topic=kafka["topic"],
+                                                  partition=int(partition), offset=int(offset)))
+            if letters:
+                self.dead.send(letters)
+                self.dead_metric.inc(len(letters))
+                self.status.bump("dead_letters", len(letters))
+            self.status.bump("events", len(out))
+            return pd.Series(out, dtype=object)
 
         def close(self):
             self.status.write()
-
-    parsed = raw.process(Parse(), output_type=row_type)
-    builder = Schema.new_builder()
-    for name, sql_type in table_schema:
-        builder.column(name, sql_type)
-    for name, expr in computed_columns(plan):
-        builder.column_by_expression(name, expr)
-    builder.watermark(ROWTIME, watermark_expression(plan))
-    t_env.create_temporary_view("events", t_env.from_data_stream(parsed, builder.build()))
-    transformed = t_env.to_data_stream(t_env.sql_query(plan["select"]))
 
     out_names = plan["output_columns"]
-    out_times = set(plan["output_timestamps"])
+    out_types = plan["output_types"]
     n_out = len(out_names)
-    lateness_ms = kafka["allowed_lateness_ms"]
+    # Values reach fs_sink as text (pandas would turn a null integer into NaN, and NaN into null).
+    convert = {"Int64": int, "Int32": int, "Float64": float, "Float32": float, "String": str,
+               "Bool": lambda v: v.upper() == "TRUE", "Timestamp": None}
 
-    class Admit(ProcessFunction):
-        """Drops (and reports) events too far behind the watermark; the rest become Python dicts."""
+    class Sink(ScalarFunction):
+        """A batch of transformed events -> late ones dead-lettered; the rest to both stores."""
 
-        def open(self, runtime_context):
-            self.status = StatusFile(state_dir, "admit")
-            self.late = runtime_context.get_metrics_group().counter("late_events")
+        def open(self, function_context):
+            from featurestore.store import FeatureStore
+            from featurestore.streaming.writers import DeadLetters, OfflineRows, online_writer
 
-        def process_element(self, value, ctx):
-            event_ms = ctx.timestamp()
-            watermark = ctx.timer_service().current_watermark()
-            row = {}
-            for i, name in enumerate(out_names):
-                v = value[i]
-                row[name] = ev.parse_time(v, name) if name in out_times and v is not None else v
-            meta = {m: value[n_out + j] for j, m in enumerate(META_COLUMNS)}
-            if watermark > _MIN_WATERMARK and event_ms < watermark - lateness_ms:
-                self.late.inc()
-                self.status.bump("late_events")
-                reason = (f"late: event time {row['event_timestamp'].isoformat()} is more than the allowed "
-                          f"lateness ({lateness_ms} ms) behind the watermark "
-                          f"{(_NAIVE_EPOCH + watermark * _MS).isoformat()}")
-                yield dead_tag, json.dumps({"reason": reason, "view": view, "topic": kafka["topic"],
-                                            "partition": meta[PARTITION], "offset": meta[OFFSET],
-                                            "row": {k: (v.isoformat() if hasattr(v, "isoformat") else v)
-                                                    for k, v in row.items() if not isinstance(v, bytes)}})
-                return
-            self.status.bump("admitted")
-            self.status.set("watermark_ms", watermark)
-            yield row, meta
+            self.store = FeatureStore(plan["repo_path"])
+            self.offline = OfflineRows(plan, self.store)
+            self.online = online_writer(plan, self.store) if plan["online"] else None
+            self.dead = DeadLetters(plan)
+            self.late_metric = function_context.get_metric_group().counter("late_events")
+            self.status = StatusFile(state_dir, "sink")
 
-        def close(self):
-            self.status.write()
+        def is_deterministic(self):  # it writes the stores
+            return False
 
-    admitted = transformed.process(Admit(), output_type=Types.PICKLED_BYTE_ARRAY())
-    keys = plan["keys"]
-
-    def key_of(item):
-        row = item[0]
-        return json.dumps([row[k] for k in keys])
-
-    # -- online --------------------------------------------------------------------------------
-    if plan["online"]:
-        if plan["aggregations"]:
-            from featurestore.streaming.state import AggregationState, to_us
-
-            class Aggregate(KeyedProcessFunction):
-                """Folds each event into its entity's state and emits the entity's new online row."""
-
-                def open(self, runtime_context):
-                    self.agg = AggregationState(plan["aggregations"])
-                    self.state = runtime_context.get_state(ValueStateDescriptor("entity", Types.PICKLED_BYTE_ARRAY()))
-
-                def process_element(self, item, ctx):
-                    row, meta = item
-                    st = self.state.value() or self.agg.new()
-                    created = row.get("created_timestamp")
-                    self.agg.add(st, to_us(row["event_timestamp"]), None if created is None else to_us(created),
-                                 row, meta[KAFKA_TS])
-                    self.state.update(st)
-                    yield {**{k: row[k] for k in keys}, **self.agg.row(st)}
-
-            online_rows = admitted.key_by(key_of, key_type=Types.STRING()).process(
-                Aggregate(), output_type=Types.PICKLED_BYTE_ARRAY())
-        else:
-            online_rows = admitted.map(lambda item: item[0], output_type=Types.PICKLED_BYTE_ARRAY())
-
-        flush_s = cfg.online_flush_ms / 1000
-
-        class OnlineWriter(AsyncFunction):
-            """Batches rows for ``online_flush_ms`` and writes each batch with one ``OnlineStore.write``.
-            An element completes when its batch is stored; Flink waits for in-flight elements before a
-            checkpoint, so a checkpoint never covers an unwritten row."""
-
-            def open(self, runtime_context):
-                from featurestore.streaming.writers import OnlineRows
-
-                self.store = _open_store(plan)
-                self.rows = OnlineRows(plan, self.store)
-                self.status = StatusFile(state_dir, "online")
-                self.pending: list = []
-                self.lock = threading.Lock()
-                self.scheduled = False
-
-            async def async_invoke(self, value):
-                loop = asyncio.get_running_loop()
-                fut = loop.create_future()
-                self.pending.append((value, fut))
-                if not self.scheduled:
-                    self.scheduled = True
-                    loop.create_task(self._flush_later(loop))
-                await fut
-                return []
-
-            async def _flush_later(self, loop):
-                await asyncio.sleep(flush_s)
-                batch, self.pending, self.scheduled = self.pending, [], False
-                try:
-                    written, skipped = await loop.run_in_executor(None, self._write, [r for r, _ in batch])
-                except BaseException as exc:  # the job fails and restarts from its last checkpoint
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    return
-                self.status.bump("online_written", written)
-                self.status.bump("online_skipped_stale", skipped)
-                self.status.set("online_last_write", time.time())
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_result(None)
-
-            def _write(self, rows):
-                with self.lock:
-                    return self.rows.write(rows)
-
-            def close(self):
-                self.status.write()
-                self.store.close()
-
-        AsyncDataStream.unordered_wait(online_rows, OnlineWriter(), Time.seconds(120), 100_000,
-                                       Types.PICKLED_BYTE_ARRAY())
-
-    # -- offline -------------------------------------------------------------------------------
-    flush_ms = int(cfg.offline_flush_seconds * 1000)
-
-    class OfflineAppender(KeyedProcessFunction):
-        """Buffers rows in checkpointed list state; a processing-time timer appends them in one commit."""
-
-        def open(self, runtime_context):
-            from featurestore.streaming.writers import OfflineRows
-
-            self.store = _open_store(plan)
-            self.rows = OfflineRows(plan, self.store)
-            self.buffer = runtime_context.get_list_state(ListStateDescriptor("rows", Types.PICKLED_BYTE_ARRAY()))
-            self.armed = runtime_context.get_state(ValueStateDescriptor("armed", Types.BOOLEAN()))
-            self.status = StatusFile(state_dir, "offline")
-
-        def process_element(self, item, ctx):
-            row, meta = item
-            self.buffer.add((row, meta[PARTITION], meta[OFFSET]))
-            if not self.armed.value():
-                self.armed.update(True)
-                ctx.timer_service().register_processing_time_timer(ctx.timer_service().current_processing_time()
-                                                                   + flush_ms)
-
-        def on_timer(self, timestamp, ctx):
-            items = list(self.buffer.get() or [])
+        def eval(self, *series):
+            n = next(len(s) for s in series if isinstance(s, pd.Series))
+            # A constant argument (e.g. the null created time of a source without one) is a scalar.
+            cols = [s.tolist() if isinstance(s, pd.Series) else [s] * n for s in series]
+            late_flags = cols[-1]
+            rows, items, letters = [], [], []
+            for i in range(n):
+                row = {}
+                for j, name in enumerate(out_names):
+                    v = cols[j][i]
+                    if v is not None:
+                        to = convert[out_types[name]]
+                        v = ev.parse_time(v, name) if to is None else to(v)
+                    row[name] = v
+                partition, offset = int(cols[n_out][i]), int(cols[n_out + 1][i])
+                if late_flags[i]:
+                    letters.append(json.dumps({
+                        "reason": f"late: event time {row['event_timestamp'].isoformat()} is more than the "
+                                  f"allowed lateness ({kafka['allowed_lateness_ms']} ms) behind the watermark",
+                        "view": view, "topic": kafka["topic"], "partition": partition, "offset": offset,
+                        "row": {k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                                for k, v in row.items() if not isinstance(v, bytes)}}))
+                    continue
+                kafka_ts = cols[n_out + 2][i]
+                rows.append(row)
+                items.append((row, partition, offset, None if kafka_ts is None else _epoch_ms(kafka_ts)))
+            if letters:
+                self.dead.send(letters)
+                self.late_metric.inc(len(letters))
+                self.status.bump("late_events", len(letters))
             if items:
-                written = self.rows.append(items)
+                written = self.offline.append([(r, p, o) for r, p, o, _ in items])
                 self.status.bump("offline_rows", written)
-                self.status.bump("offline_commits")
-                self.status.set("offline_last_commit", time.time())
-            self.buffer.clear()
-            self.armed.clear()
-            return iter(())
+                if self.online is not None:
+                    stored, skipped = self.online.write(items)
+                    self.status.bump("online_written", stored)
+                    self.status.bump("online_skipped_stale", skipped)
+                self.status.bump("admitted", len(items))
+                self.status.set("last_write", time.time())
+            return pd.Series([True] * n)
 
         def close(self):
             self.status.write()
             self.store.close()
 
-    admitted.key_by(lambda item: 0, key_type=Types.INT()).process(OfflineAppender(),
-                                                                   output_type=Types.PICKLED_BYTE_ARRAY())
+    t_env.create_temporary_function("fs_parse", udf(Parse(), result_type=DataTypes.STRING(), func_type="pandas"))
+    t_env.create_temporary_function("fs_sink", udf(Sink(), result_type=DataTypes.BOOLEAN(), func_type="pandas"))
+    delay = kafka["watermark_delay_ms"] / 1000
+    t_env.execute_sql(
+        "CREATE TEMPORARY TABLE `fs_kafka` (`value` BYTES, `partition` INT METADATA VIRTUAL, "
+        "`offset` BIGINT METADATA VIRTUAL, `record_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL, "
+        f"`{ROWTIME}` AS {rowtime_expression(plan['timestamp_json'])}, "
+        f"WATERMARK FOR `{ROWTIME}` AS `{ROWTIME}` - INTERVAL '{delay:.3f}' SECOND) "
+        f"WITH ('connector' = 'kafka', 'topic' = {_q(kafka['topic'])}, "
+        f"'properties.bootstrap.servers' = {_q(kafka['bootstrap_servers'])}, "
+        f"'properties.group.id' = {_q(kafka['group_id'])}, 'scan.startup.mode' = 'group-offsets', "
+        "'properties.auto.offset.reset' = 'earliest', 'properties.commit.offsets.on.checkpoint' = 'true', "
+        "'scan.topic-partition-discovery.interval' = '10 s', 'format' = 'raw')")
+    t_env.execute_sql("CREATE TEMPORARY TABLE `fs_done` (`ok` BOOLEAN) WITH ('connector' = 'blackhole')")
+    t_env.create_temporary_view("fs_parsed", t_env.sql_query(
+        f"SELECT fs_parse(`value`, `partition`, `offset`) AS `p`, `partition`, `offset`, `record_time`, "
+        f"`{ROWTIME}` FROM `fs_kafka`"))
+    t_env.create_temporary_view("events", t_env.sql_query(events_view_sql(plan)))
+    lateness = kafka["allowed_lateness_ms"] / 1000
+    args = ", ".join([f"CAST(`{c}` AS STRING)" for c in out_names] + [f"`{c}`" for c in META_COLUMNS])
+    late = (f"COALESCE(`{ROWTIME}` < CURRENT_WATERMARK(`{ROWTIME}`) - INTERVAL '{lateness:.3f}' SECOND, FALSE)")
+    insert = f"INSERT INTO `fs_done` SELECT fs_sink({args}, {late}) FROM ({plan['select']})"
+    return t_env, insert
 
-    # -- dead letters --------------------------------------------------------------------------
-    sink = (KafkaSink.builder()
-            .set_bootstrap_servers(kafka["bootstrap_servers"])
-            .set_record_serializer(KafkaRecordSerializationSchema.builder()
-                                   .set_topic(kafka["dead_letter_topic"])
-                                   .set_value_serialization_schema(SimpleStringSchema())
-                                   .build())
-            .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
-            .build())
-    parsed.get_side_output(dead_tag).union(admitted.get_side_output(dead_tag)).sink_to(sink)
-    return env
+
+def _epoch_ms(value: Any) -> int:
+    """A Kafka record time as pandas hands it over (Timestamp or datetime) -> epoch milliseconds."""
+    from datetime import timezone
+
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return int(value.timestamp() * 1000)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,8 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     plan = json.loads(plan_path.read_text())
     from featurestore.streaming import jars
 
-    env = build(plan, str(plan_path.parent), args.restore, str(jars.connector_jar(fetch_missing=False)))
-    env.execute(f"featurestore {plan['project']}.{plan['view']}")
+    t_env, insert = build(plan, str(plan_path.parent), args.restore, str(jars.connector_jar(fetch_missing=False)))
+    result = t_env.execute_sql(insert)
+    if not (plan.get("stream_engine") or {}).get("jobmanager"):
+        result.wait()  # the local mini-cluster lives as long as this process; a cluster job is detached
     return 0
 
 

@@ -14,7 +14,9 @@ Welford's method; ``last`` by the largest (event time, created time)).
 The row's event time is the entity's newest event time (so the view's TTL decides freshness, as for
 plain views), and its created time the largest Kafka record time of the events applied, which only
 grows: a replay after a restart rewrites an equal row (skipped by the monotonic write) or a newer one.
-Pure Python (no pyarrow, no pyflink), so the main environment tests it against the batch engines.
+The state is made of JSON types only (lists, numbers, strings), so the stream job can keep it in the
+online store as JSON. Pure Python (no pyarrow, no pyflink), so the main environment tests it against
+the batch engines.
 """
 
 from __future__ import annotations
@@ -93,8 +95,8 @@ class AggregationState:
 
 def _fold(fn: str, acc: Any, value: Any, ts_us: int, cr_us: int | None) -> Any:
     if fn == "last":
-        order = (ts_us, _NO_CREATED if cr_us is None else cr_us)
-        return (order, value) if acc is None or order > acc[0] else acc
+        order = [ts_us, _NO_CREATED if cr_us is None else cr_us]
+        return [order, value] if acc is None or order > list(acc[0]) else acc
     if value is None:
         return acc
     if fn == "count":
@@ -107,13 +109,13 @@ def _fold(fn: str, acc: Any, value: Any, ts_us: int, cr_us: int | None) -> Any:
         return value if acc is None else max(acc, value)
     if fn == "mean":
         n, total = acc or (0, 0)
-        return (n + 1, total + value)
+        return [n + 1, total + value]
     if fn == "stddev":
         n, mean, m2 = acc or (0, 0.0, 0.0)
         n += 1
         delta = value - mean
         mean += delta / n
-        return (n, mean, m2 + delta * (value - mean))
+        return [n, mean, m2 + delta * (value - mean)]
     raise ValueError(f"unknown aggregation function {fn!r}")
 
 
