@@ -174,6 +174,7 @@ class RedisOnlineStore(OnlineStore):
         self._bare_get_connection = command_name is None or command_name.default is not inspect.Parameter.empty
         self._decoder = codec.RowDecoder()
         self._per_call = max(1, min(config.batch_size, _MAX_KEYS_PER_CALL))
+        self._sha: bytes | None = None  # the upsert script's SHA once loaded (reloaded after NOSCRIPT)
         self._prefixes: dict[str, bytes] = {}
         self._async = _AsyncRedis.for_pool(self._client.connection_pool, config.socket_timeout)
 
@@ -227,6 +228,12 @@ class RedisOnlineStore(OnlineStore):
         try:
             return self._run_upserts_once(batch, keys, pxat)
         except self._exc.ConnectionError:
+            self._sha = None
+            return self._run_upserts_once(batch, keys, pxat)
+        except self._exc.ResponseError as exc:
+            if "NOSCRIPT" not in str(exc):
+                raise
+            self._sha = None  # the server lost its script cache (restart, SCRIPT FLUSH): load it again
             return self._run_upserts_once(batch, keys, pxat)
 
     def _run_upserts_once(self, batch: codec.WriteBatch, keys: pa.Array, pxat: list[int] | None) -> int:
@@ -236,7 +243,9 @@ class RedisOnlineStore(OnlineStore):
         # slice (_CALLS_PER_PIPELINE calls) at a time; before sending slice k+1 the replies of slice
         # k-1 are read, so Redis always has a slice to run while the next one is encoded, and never
         # more than two slices queued (a reply is awaited for at most ~2 slices of Redis work).
-        sha = self._client.script_load(_UPSERT_LUA).encode()
+        if self._sha is None:
+            self._sha = self._client.script_load(_UPSERT_LUA).encode()
+        sha = self._sha
         per_row_args = 1 if pxat is None else 2
         flag = b"$1\r\n1\r\n" if pxat is not None else b"$1\r\n0\r\n"
         expiry = None if pxat is None else pa.array(pxat, pa.int64()).cast(pa.string())

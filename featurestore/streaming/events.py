@@ -101,9 +101,12 @@ def parse(raw: bytes | str | None, columns: list[dict[str, Any]]) -> list[Any]:
         except UnicodeDecodeError as exc:
             raise EventError(f"message is not UTF-8 text ({exc})") from None
     try:
-        obj = json.loads(raw)
-    except ValueError as exc:
-        raise EventError(f"bad JSON: {exc}") from None
+        obj = _fast_loads(raw)
+    except ValueError:
+        try:
+            obj = json.loads(raw)  # the standard library also reads NaN and Infinity
+        except ValueError as exc:
+            raise EventError(f"bad JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise EventError(f"message is JSON but not an object: {_show(obj)}")
     out = []
@@ -119,6 +122,25 @@ def parse(raw: bytes | str | None, columns: list[dict[str, Any]]) -> list[Any]:
             continue
         out.append(_convert(value, c["dtype"], field))
     return out
+
+
+def _fast_loads(raw: str) -> Any:
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson comes with the streaming extra
+        return json.loads(raw)
+    return orjson.loads(raw)
+
+
+def dumps_values(values: list[Any]) -> str:
+    """A parsed event's values as a JSON array (orjson unless a float is NaN or infinite)."""
+    import math
+
+    import orjson
+
+    if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+        return json.dumps(values)
+    return orjson.dumps(values).decode()
 
 
 def dead_letter(reason: str, raw: bytes | str | None, *, view: str, topic: str, partition: int | None,

@@ -21,6 +21,7 @@ the batch engines.
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -57,6 +58,9 @@ class AggregationState:
     def add(self, state: dict[str, Any], ts_us: int, cr_us: int | None, values: dict[str, Any],
             kafka_ms: int | None) -> None:
         """Fold one event into ``state`` (in place)."""
+        for v in values.values():
+            if isinstance(v, float) and not math.isfinite(v):
+                state["nonfinite"] = True  # sticky: see dumps()
         state["latest"] = ts_us if state["latest"] is None else max(state["latest"], ts_us)
         if kafka_ms is not None:
             state["kafka"] = kafka_ms if state["kafka"] is None else max(state["kafka"], kafka_ms)
@@ -75,22 +79,46 @@ class AggregationState:
             state["life"][a["name"]] = _fold(a["function"], state["life"][a["name"]], values.get(a["column"]),
                                              ts_us, cr_us)
 
-    def row(self, state: dict[str, Any]) -> dict[str, Any]:
-        """The entity's online state columns (``online_aggregate.state_types``), event and created time."""
+    def row(self, state: dict[str, Any], *, times_as_us: bool = False) -> dict[str, Any]:
+        """The entity's online state columns (``online_aggregate.state_types``), event and created time;
+        times as aware datetimes, or as microseconds since the epoch (what Arrow builds from cheapest)."""
         from featurestore.engines.base import CREATED_TS, EVENT_TS
         from featurestore.online_aggregate import EV_CR, EV_TS, ev_column
 
         out: dict[str, Any] = {}
         if self.longest_us is not None:
-            out[EV_TS] = [from_us(t) for t in state["ts"]]
-            out[EV_CR] = [from_us(t) for t in state["cr"]]
+            if times_as_us:
+                out[EV_TS], out[EV_CR] = list(state["ts"]), list(state["cr"])
+            else:
+                out[EV_TS] = [from_us(t) for t in state["ts"]]
+                out[EV_CR] = [from_us(t) for t in state["cr"]]
             for c in self.window_columns:
                 out[ev_column(c)] = list(state["v"][c])
         for a in self.lifetime:
             out[a["name"]] = _result(a["function"], state["life"][a["name"]])
-        out[EVENT_TS] = from_us(state["latest"])
-        out[CREATED_TS] = None if state["kafka"] is None else _EPOCH + timedelta(milliseconds=state["kafka"])
+        created_us = None if state["kafka"] is None else state["kafka"] * 1000
+        out[EVENT_TS] = state["latest"] if times_as_us else from_us(state["latest"])
+        out[CREATED_TS] = created_us if times_as_us else from_us(created_us)
         return out
+
+
+def dumps(state: dict[str, Any]) -> str:
+    """The state as JSON text: orjson unless ``add`` met a NaN or infinite value (orjson writes those
+    as null), then the standard library's JSON, which keeps them."""
+    import orjson
+
+    if state.get("nonfinite"):
+        return json.dumps(state)
+    return orjson.dumps(state).decode()
+
+
+def loads(text: str) -> dict[str, Any]:
+    import orjson
+
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # NaN or Infinity, written by json.dumps
+        return json.loads(text)
 
 
 def _fold(fn: str, acc: Any, value: Any, ts_us: int, cr_us: int | None) -> Any:

@@ -4,7 +4,6 @@ exactly once by Kafka offset."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -28,11 +27,11 @@ def stream_name(plan: dict[str, Any]) -> str:
 class OnlineRows:
     """Writes the job's online rows: one row per entity per batch (its newest), monotonic per key."""
 
-    def __init__(self, plan: dict[str, Any], store: Any):
+    def __init__(self, plan: dict[str, Any], store: Any, extra: list[pa.Field] = ()):
         self.plan = plan
         self.store = store
         self.keys = plan["keys"]
-        fields = _key_schema(plan)
+        fields = _key_schema(plan) + list(extra)
         if plan["aggregations"]:
             from featurestore.online_aggregate import state_types
 
@@ -83,16 +82,19 @@ class OfflineRows:
         return table.num_rows
 
 
+STATE_COLUMN = "__fs_stream_state"
+
+
 class OnlineAggregator:
     """Folds events into each entity's aggregation state and writes the entity's online row.
 
     The state (``featurestore.streaming.state``: event lists, lifetime accumulators, and per Kafka
-    partition the last offset folded in) is kept as JSON in the online store itself, under the hidden
-    view ``<view>__stream_state``, beside the visible row lookups read. A batch reads the states of its
-    entities, folds each entity's events in offset order (skipping offsets the state already holds,
-    so a replay after a restart folds nothing twice), writes the visible rows, then the states. A crash
-    between the two writes only means the replay rewrites the same visible rows. The job is the only
-    writer of these states (parallelism 1), so reading and writing them needs no lock.
+    partition the last offset folded in) travels as JSON in a hidden column of the entity's online row
+    (``__fs_stream_state``; lookups never decode it). A batch reads the states of its entities, folds
+    each entity's events in offset order, skipping offsets the state already holds (so a replay after
+    a restart folds nothing twice), and writes the rows, state included, in one monotonic write. The job
+    is the only writer of these states (parallelism 1), so reading and writing them needs no lock. A row
+    without a state (written by materialization) starts a new one.
     """
 
     def __init__(self, plan: dict[str, Any], store: Any):
@@ -102,24 +104,21 @@ class OnlineAggregator:
         self.store = store
         self.keys = plan["keys"]
         self.agg = AggregationState(plan["aggregations"])
-        self.rows = OnlineRows(plan, store)
-        self.state_view = f"{plan['view']}__stream_state"
-        self.state_schema = pa.schema(_key_schema(plan) + [pa.field("state", pa.string()),
-                                                           pa.field(EVENT_TS, _TS), pa.field(CREATED_TS, _TS)])
+        self.rows = OnlineRows(plan, store, extra=[pa.field(STATE_COLUMN, pa.string())])
 
     def write(self, items: list[tuple[dict[str, Any], int, int, int | None]]) -> tuple[int, int]:
         """Fold ``(row, partition, offset, kafka record ms)`` items; (rows written, skipped as stale)."""
-        from featurestore.streaming.state import to_us
+        from featurestore.streaming.state import dumps, loads, to_us
 
         groups: dict[tuple, list] = {}
         for item in items:
             groups.setdefault(tuple(item[0][k] for k in self.keys), []).append(item)
         keys = list(groups)
-        online = self.store.online_store
-        stored = online.read(self.state_view, self.keys, keys, ["state"], {"state": pa.string()}).values["state"]
-        visible, states = [], []
+        stored = self.store.online_store.read(self.plan["view"], self.keys, keys, [STATE_COLUMN],
+                                              {STATE_COLUMN: pa.string()}).values[STATE_COLUMN]
+        rows = []
         for key, text in zip(keys, stored):
-            st = json.loads(text) if text else {**self.agg.new(), "pos": {}}
+            st = loads(text) if text else {**self.agg.new(), "pos": {}}
             changed = False
             for row, partition, offset, kafka_ms in groups[key]:
                 if offset <= st["pos"].get(str(partition), -1):
@@ -129,16 +128,9 @@ class OnlineAggregator:
                 st["pos"][str(partition)] = offset
                 changed = True
             if changed:
-                out = self.agg.row(st)
-                named = dict(zip(self.keys, key))
-                visible.append({**named, **out})
-                states.append({**named, "state": json.dumps(st), EVENT_TS: out[EVENT_TS], CREATED_TS: out[CREATED_TS]})
-        if not visible:
-            return 0, 0
-        result = self.rows.write(visible)
-        online.write(self.state_view, self.keys, pa.Table.from_pylist(states, schema=self.state_schema),
-                     event_ts_column=EVENT_TS, created_ts_column=CREATED_TS, ttl=self.rows.ttl)
-        return result
+                rows.append({**dict(zip(self.keys, key)), **self.agg.row(st, times_as_us=True),
+                             STATE_COLUMN: dumps(st)})
+        return self.rows.write(rows)
 
 
 class _PlainOnline:
