@@ -231,7 +231,7 @@ class RedisOnlineStore(OnlineStore):
             self._sha = None
             return self._run_upserts_once(batch, keys, pxat)
         except self._exc.ResponseError as exc:
-            if "NOSCRIPT" not in str(exc):
+            if not isinstance(exc, self._exc.NoScriptError) and "NOSCRIPT" not in str(exc):
                 raise
             self._sha = None  # the server lost its script cache (restart, SCRIPT FLUSH): load it again
             return self._run_upserts_once(batch, keys, pxat)

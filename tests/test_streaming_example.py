@@ -59,11 +59,13 @@ def _post(port: int, path: str, body: dict) -> tuple[int, dict]:
 
 
 def _healthy(port: int) -> bool:
+    from featurestore.errors import FeatureStoreError
+    from serving.client import FeatureClient
+
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        conn.request("GET", "/health")
-        return conn.getresponse().status == 200
-    except OSError:
+        with FeatureClient(f"http://127.0.0.1:{port}", timeout=2) as client:
+            return client.health()["status"] == "ok"
+    except FeatureStoreError:
         return False
 
 
