@@ -172,17 +172,30 @@ def push(store: "FeatureStore", name: str, rows: Any, to: str = "online") -> Pus
     return result
 
 
+def _stream_columns(store: "FeatureStore", view: dict) -> list[dict]:
+    """The columns the view's stream job reads (``plan.build_plan``), kept per view definition on the
+    store, so a push does not read the source's schema and compile the view's SQL again."""
+    import json
+
+    from featurestore.streaming.plan import build_plan
+
+    cache = store.__dict__.setdefault("_stream_columns", {})
+    key = (view["name"], json.dumps(view, sort_keys=True, default=str))
+    if key not in cache:
+        cache[key] = build_plan(store, view["name"], spec=view)["columns"]
+    return cache[key]
+
+
 def _stream_messages(store: "FeatureStore", name: str, views: list[dict], table: pa.Table) -> list[str]:
     """The rows as the JSON messages the views' stream jobs read, each checked as the jobs check them."""
     import base64
     import json
 
     from featurestore.streaming import events
-    from featurestore.streaming.plan import build_plan
 
     columns: dict[str, dict] = {}
     for view in views:
-        for c in build_plan(store, view["name"])["columns"]:
+        for c in _stream_columns(store, view):
             known = columns.setdefault(c["json"], dict(c))
             known["required"] = known["required"] or c["required"]
     unknown = [c for c in table.column_names if c not in columns]

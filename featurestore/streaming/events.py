@@ -11,7 +11,7 @@ checked against the column's type exactly as a push is, never coerced from anoth
   epoch milliseconds.
 
 ``parse`` returns the row the job hands to Flink SQL (timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff``
-UTC text, see ``featurestore.streaming.plan.events_table_schema``) or raises ``EventError`` whose
+UTC text, which Flink SQL casts to ``TIMESTAMP(6)``, see ``featurestore.streaming.plan.events_view_sql``) or raises ``EventError`` whose
 message is the reason written to the dead-letter topic.
 """
 
@@ -100,8 +100,10 @@ def parse(raw: bytes | str | None, columns: list[dict[str, Any]]) -> list[Any]:
             raw = bytes(raw).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise EventError(f"message is not UTF-8 text ({exc})") from None
+    import orjson
+
     try:
-        obj = _fast_loads(raw)
+        obj = orjson.loads(raw)
     except ValueError:
         try:
             obj = json.loads(raw)  # the standard library also reads NaN and Infinity
@@ -122,14 +124,6 @@ def parse(raw: bytes | str | None, columns: list[dict[str, Any]]) -> list[Any]:
             continue
         out.append(_convert(value, c["dtype"], field))
     return out
-
-
-def _fast_loads(raw: str) -> Any:
-    try:
-        import orjson
-    except ImportError:  # pragma: no cover - orjson comes with the streaming extra
-        return json.loads(raw)
-    return orjson.loads(raw)
 
 
 def dumps_values(values: list[Any]) -> str:

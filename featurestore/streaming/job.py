@@ -45,7 +45,12 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.streaming import events as ev
-from featurestore.streaming.plan import KAFKA_TS, META_COLUMNS, OFFSET, PARTITION, ROWTIME
+from featurestore.streaming.plan import (
+    META_COLUMNS,
+    ROWTIME,
+    events_view_sql,
+    rowtime_expression,
+)
 
 
 class StatusFile:
@@ -85,50 +90,6 @@ class StatusFile:
         os.replace(tmp, self.path)
 
 
-def _q(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-_LOCAL_TIME = r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d{1,3})?)?)"
-_ZONE = r"([+-]\d\d):?(\d\d)$"
-_INTEGER = r"^-?[0-9]+$"
-
-
-def rowtime_expression(ts_field: str) -> str:
-    """SQL reading the event time from the raw message, for the watermark only (the stored event time
-    is the Python parser's): epoch milliseconds, or ISO 8601 text with an optional zone offset; a
-    message without a readable time gets the epoch (it is dead-lettered by the parser anyway)."""
-    path = _q("$['" + ts_field.replace("'", "\\'") + "']")
-    raw = f"JSON_VALUE(CAST(`value` AS STRING), {path})"
-    local = f"REGEXP_EXTRACT({raw}, {_q(_LOCAL_TIME)}, 1)"
-    hours = f"REGEXP_EXTRACT({raw}, {_q(_ZONE)}, 1)"
-    minutes = f"REGEXP_EXTRACT({raw}, {_q(_ZONE)}, 2)"
-    offset = (f"COALESCE(CAST({hours} AS INT) * 60 + CASE WHEN {hours} LIKE '-%' THEN -1 ELSE 1 END "
-              f"* CAST({minutes} AS INT), 0)")
-    iso = f"TIMESTAMPADD(MINUTE, -({offset}), TRY_CAST(REPLACE({local}, 'T', ' ') AS TIMESTAMP(3)))"
-    epoch_ms = f"CAST(TO_TIMESTAMP_LTZ(TRY_CAST({raw} AS BIGINT), 3) AS TIMESTAMP(3))"
-    return (f"COALESCE(CASE WHEN REGEXP({raw}, {_q(_INTEGER)}) THEN {epoch_ms} ELSE {iso} END, "
-            f"TIMESTAMP '1970-01-01 00:00:00')")
-
-
-def events_view_sql(plan: dict[str, Any]) -> str:
-    """The parsed events as typed columns (from fs_parse's JSON array), with the meta columns."""
-    from featurestore import types as fstypes
-    from transforms.compile_flink import flink_type, quote_ident
-
-    items = []
-    for i, c in enumerate(plan["columns"]):
-        dtype = fstypes.from_spec(c["dtype"])
-        path = _q(f"$[{i}]")
-        # JSON_VALUE gives a value's JSON text (numbers exactly as written, which fs_parse wrote from
-        # checked Python values), cast to the column's type.
-        expr = f"CAST(JSON_VALUE(`p`, {path}) AS {flink_type(dtype)})"
-        items.append(f"{expr} AS {quote_ident(c['name'])}")
-    items += [f"`partition` AS `{PARTITION}`", f"`offset` AS `{OFFSET}`", f"`record_time` AS `{KAFKA_TS}`",
-              f"`{ROWTIME}`"]
-    return f"SELECT {', '.join(items)} FROM `fs_parsed` WHERE `p` <> 'E'"
-
-
 def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_jar: str) -> Any:
     """The job's TableEnvironment and its INSERT statement (not yet executed)."""
     import pandas as pd
@@ -137,6 +98,7 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
     from pyflink.table.udf import ScalarFunction, udf
 
     from featurestore.streaming.config import stream_engine_config
+    from transforms.compile_flink import quote_string
 
     cfg = stream_engine_config(plan.get("stream_engine"))
     kafka = plan["kafka"]
@@ -289,9 +251,9 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
         "`offset` BIGINT METADATA VIRTUAL, `record_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL, "
         f"`{ROWTIME}` AS {rowtime_expression(plan['timestamp_json'])}, "
         f"WATERMARK FOR `{ROWTIME}` AS `{ROWTIME}` - INTERVAL '{delay:.3f}' SECOND) "
-        f"WITH ('connector' = 'kafka', 'topic' = {_q(kafka['topic'])}, "
-        f"'properties.bootstrap.servers' = {_q(kafka['bootstrap_servers'])}, "
-        f"'properties.group.id' = {_q(kafka['group_id'])}, 'scan.startup.mode' = 'group-offsets', "
+        f"WITH ('connector' = 'kafka', 'topic' = {quote_string(kafka['topic'])}, "
+        f"'properties.bootstrap.servers' = {quote_string(kafka['bootstrap_servers'])}, "
+        f"'properties.group.id' = {quote_string(kafka['group_id'])}, 'scan.startup.mode' = 'group-offsets', "
         "'properties.auto.offset.reset' = 'earliest', 'properties.commit.offsets.on.checkpoint' = 'true', "
         "'scan.topic-partition-discovery.interval' = '10 s', 'format' = 'raw')")
     t_env.execute_sql("CREATE TEMPORARY TABLE `fs_done` (`ok` BOOLEAN) WITH ('connector' = 'blackhole')")

@@ -5,8 +5,10 @@
 - the event columns a message must carry (the view's keys, event time, created time, the columns its
   filter and transforms read, the stored columns no transform produces), with their types, taken from
   the source's history (``batch_source``) exactly as batch reads type them;
-- the Flink SQL that applies the view's filter and transforms to the parsed events (compiled from the
-  same IR as the batch engines, by ``transforms.compile_flink``);
+- the Flink SQL around the job's Python functions: the event time read from the raw message for the
+  watermark (``rowtime_expression``), the typed columns out of the parser's output
+  (``events_view_sql``), and the view's filter and transforms (compiled from the same IR as the batch
+  engines, by ``transforms.compile_flink``);
 - the stores' rows: key columns, stored columns (features, or the events an aggregation reads),
   aggregations, TTL.
 
@@ -27,26 +29,23 @@ from featurestore.sources import StreamSource, source_from_spec
 # dead-letter report) and the Kafka record time (the created time of an aggregation's online row).
 PARTITION, OFFSET, KAFKA_TS, ROWTIME = "__fs_partition", "__fs_offset", "__fs_kafka_ts", "__fs_rowtime"
 META_COLUMNS = (PARTITION, OFFSET, KAFKA_TS)
-TEXT_PREFIX = "__fs_txt_"  # a timestamp column crosses from Python into Flink SQL as ISO text
 
 PLAN_VERSION = 1
 # Bytes columns are not streamed yet: Flink SQL has no exact way to carry them out of JSON.
 _SCALARS = ("Int32", "Int64", "Float32", "Float64", "String", "Bool", "Timestamp")
 
 
-def _text_column(name: str) -> str:
-    return TEXT_PREFIX + name
-
-
-def build_plan(store: Any, view_name: str) -> dict[str, Any]:
-    """The JSON-safe plan of ``view_name``'s stream job (see the module docs)."""
+def build_plan(store: Any, view_name: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON-safe plan of ``view_name``'s stream job (see the module docs); ``spec`` is the view's
+    registry spec when the caller already holds it."""
     from featurestore.retrieval import key_columns, stored_columns
     from featurestore.validate import source_schema
     from transforms import compile_flink as cf
     from transforms import ir
     from transforms.typing import output_name
 
-    spec = store.registry.get("feature_view", view_name)
+    if spec is None:
+        spec = store.registry.get("feature_view", view_name)
     if spec is None:
         raise NotFoundError(f"feature view {view_name!r} is not in the registry (run `featurestore apply`)")
     source = source_from_spec(spec["source"])
@@ -143,7 +142,6 @@ def build_plan(store: Any, view_name: str) -> dict[str, Any]:
         "output_types": {n: out_types[n].to_spec() for n in outputs} | {EVENT_TS: "Timestamp",
                                                                        CREATED_TS: "Timestamp"},
         "timestamp_json": next(c["json"] for c in columns if c["name"] == ts_col),
-        "output_timestamps": [n for n in outputs if out_types[n].name == "Timestamp"] + [EVENT_TS, CREATED_TS],
         "aggregations": list(spec.get("aggregations") or []),
         "spec": spec,
         "ttl_seconds": ttl,
@@ -152,32 +150,42 @@ def build_plan(store: Any, view_name: str) -> dict[str, Any]:
     }
 
 
-def events_table_schema(plan: dict[str, Any]) -> list[tuple[str, str]]:
-    """(name, Flink SQL type) of the rows the parse step hands to Flink SQL, in order: timestamp
-    columns as text (converted by computed columns, see ``computed_columns``), then the meta columns."""
-    from transforms.compile_flink import flink_type
+_LOCAL_TIME = r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d{1,3})?)?)"
+_ZONE = r"([+-]\d\d):?(\d\d)$"
+_INTEGER = r"^-?[0-9]+$"
 
-    out = []
-    for c in plan["columns"]:
+
+def rowtime_expression(ts_field: str) -> str:
+    """SQL reading the event time from the raw message, for the watermark only (the stored event time
+    is the Python parser's): epoch milliseconds, or ISO 8601 text with an optional zone offset; a
+    message without a readable time gets the epoch (it is dead-lettered by the parser anyway)."""
+    from transforms.compile_flink import quote_string
+
+    path = quote_string("$['" + ts_field.replace("'", "\\'") + "']")
+    raw = f"JSON_VALUE(CAST(`value` AS STRING), {path})"
+    local = f"REGEXP_EXTRACT({raw}, {quote_string(_LOCAL_TIME)}, 1)"
+    hours = f"REGEXP_EXTRACT({raw}, {quote_string(_ZONE)}, 1)"
+    minutes = f"REGEXP_EXTRACT({raw}, {quote_string(_ZONE)}, 2)"
+    offset = (f"COALESCE(CAST({hours} AS INT) * 60 + CASE WHEN {hours} LIKE '-%' THEN -1 ELSE 1 END "
+              f"* CAST({minutes} AS INT), 0)")
+    iso = f"TIMESTAMPADD(MINUTE, -({offset}), TRY_CAST(REPLACE({local}, 'T', ' ') AS TIMESTAMP(3)))"
+    epoch_ms = f"CAST(TO_TIMESTAMP_LTZ(TRY_CAST({raw} AS BIGINT), 3) AS TIMESTAMP(3))"
+    return (f"COALESCE(CASE WHEN REGEXP({raw}, {quote_string(_INTEGER)}) THEN {epoch_ms} ELSE {iso} END, "
+            f"TIMESTAMP '1970-01-01 00:00:00')")
+
+
+def events_view_sql(plan: dict[str, Any]) -> str:
+    """The parsed events as typed columns (from fs_parse's JSON array), with the meta columns."""
+    from transforms.compile_flink import flink_type, quote_ident, quote_string
+
+    items = []
+    for i, c in enumerate(plan["columns"]):
         dtype = fstypes.from_spec(c["dtype"])
-        if dtype.name == "Timestamp":
-            out.append((_text_column(c["name"]), "STRING"))
-        else:
-            out.append((c["name"], flink_type(dtype)))
-    return out + [(PARTITION, "INT"), (OFFSET, "BIGINT"), (KAFKA_TS, "BIGINT")]
-
-
-def computed_columns(plan: dict[str, Any]) -> list[tuple[str, str]]:
-    """(name, SQL expression): the timestamp columns as ``TIMESTAMP(6)`` (UTC wall clock, microseconds
-    kept) and the event-time attribute the watermark is defined on."""
-    from transforms.compile_flink import quote_ident
-
-    out = [(c["name"], f"CAST({quote_ident(_text_column(c['name']))} AS TIMESTAMP(6))")
-           for c in plan["columns"] if fstypes.from_spec(c["dtype"]).name == "Timestamp"]
-    out.append((ROWTIME, f"CAST({quote_ident(_text_column(plan['timestamp_column']))} AS TIMESTAMP(3))"))
-    return out
-
-
-def watermark_expression(plan: dict[str, Any]) -> str:
-    delay = plan["kafka"]["watermark_delay_ms"] / 1000
-    return f"`{ROWTIME}` - INTERVAL '{delay:.3f}' SECOND"
+        path = quote_string(f"$[{i}]")
+        # JSON_VALUE gives a value's JSON text (numbers exactly as written, which fs_parse wrote from
+        # checked Python values), cast to the column's type.
+        expr = f"CAST(JSON_VALUE(`p`, {path}) AS {flink_type(dtype)})"
+        items.append(f"{expr} AS {quote_ident(c['name'])}")
+    items += [f"`partition` AS `{PARTITION}`", f"`offset` AS `{OFFSET}`", f"`record_time` AS `{KAFKA_TS}`",
+              f"`{ROWTIME}`"]
+    return f"SELECT {', '.join(items)} FROM `fs_parsed` WHERE `p` <> 'E'"

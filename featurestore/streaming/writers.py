@@ -19,13 +19,18 @@ def _key_schema(plan: dict[str, Any]) -> list[pa.Field]:
     return [pa.field(k, fstypes.from_spec(plan["key_types"][k]).to_arrow()) for k in plan["keys"]]
 
 
+def _stored_fields(plan: dict[str, Any]) -> list[pa.Field]:
+    """The view's stored columns: its features, or the events its aggregations read."""
+    return [pa.field(c["name"], fstypes.from_spec(c["dtype"]).to_arrow()) for c in plan["stored"]]
+
+
 def stream_name(plan: dict[str, Any]) -> str:
     """How the offline store names this job's input when it records committed offsets."""
     return f"kafka:{plan['kafka']['topic']}"
 
 
 class OnlineRows:
-    """Writes the job's online rows: one row per entity per batch (its newest), monotonic per key."""
+    """Writes the job's online rows through the store's monotonic write (the newest row per key wins)."""
 
     def __init__(self, plan: dict[str, Any], store: Any, extra: list[pa.Field] = ()):
         self.plan = plan
@@ -37,7 +42,7 @@ class OnlineRows:
 
             fields += [pa.field(n, t) for n, t in state_types(plan["spec"]).items()]
         else:
-            fields += [pa.field(c["name"], fstypes.from_spec(c["dtype"]).to_arrow()) for c in plan["stored"]]
+            fields += _stored_fields(plan)
         self.schema = pa.schema(fields + [pa.field(EVENT_TS, _TS), pa.field(CREATED_TS, _TS)])
         ttl = plan.get("ttl_seconds")
         self.ttl = None if ttl is None else timedelta(seconds=ttl)
@@ -59,16 +64,20 @@ class OfflineRows:
     def __init__(self, plan: dict[str, Any], store: Any):
         self.plan = plan
         self.store = store
-        fields = _key_schema(plan) + [pa.field(c["name"], fstypes.from_spec(c["dtype"]).to_arrow())
-                                      for c in plan["stored"]]
+        fields = _key_schema(plan) + _stored_fields(plan)
         self.schema = pa.schema(fields + [pa.field(EVENT_TS, _TS), pa.field(CREATED_TS, _TS)])
         self.stream = stream_name(plan)
+        # Offsets committed per partition: read once, then kept up to date by this writer (the job is
+        # the view's only stream writer; the commit itself re-checks them under the view's lock).
+        self._done: dict[int, int] | None = None
 
     def append(self, items: list[tuple[dict[str, Any], int, int]]) -> int:
         """Append ``(row, partition, offset)`` items in one commit, skipping offsets already committed;
         returns the rows written."""
         offline = self.store.offline_store
-        done = offline.stream_offsets(self.plan["view"], self.stream)
+        if self._done is None:
+            self._done = offline.stream_offsets(self.plan["view"], self.stream)
+        done = self._done
         fresh = [(row, p, o) for row, p, o in items if o > done.get(p, -1)]
         if not fresh:
             return 0
@@ -77,7 +86,12 @@ class OfflineRows:
             first, last = spans.get(p, (o, o))
             spans[p] = (min(first, o), max(last, o))
         table = pa.Table.from_pylist([row for row, _, _ in fresh], schema=self.schema)
-        offline.append(self.plan["view"], table, EVENT_TS, stream=self.stream, offsets=spans)
+        try:
+            offline.append(self.plan["view"], table, EVENT_TS, stream=self.stream, offsets=spans)
+        except BaseException:
+            self._done = None  # read what is really committed before the next append
+            raise
+        done.update({p: last for p, (_, last) in spans.items()})
         offline.compact(self.plan["view"])  # one small file per commit: merge them as they pile up
         return table.num_rows
 
