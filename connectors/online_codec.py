@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 
 from featurestore import types as fstypes
 from featurestore.errors import DefinitionError, InvalidInputError
+from featurestore.online_store import EventTimes
 
 FORMAT = 1
 INT64_MIN = -(2**63)
@@ -537,12 +538,13 @@ class RowDecoder:
         size = len(first)
         if dtype is None or size != dtype.itemsize:
             return None
-        tail = first[17:HEADER_SIZE + slen]  # the schema length and the schema
         picked = [rows[i] for i in present]
-        for row in picked:
-            if len(row) != size or row[0] != FORMAT or not row.startswith(tail, 17):
-                return None
+        if set(map(len, picked)) != {size}:
+            return None
         rec = np.frombuffer(b"".join(picked), dtype=dtype)
+        if not ((rec["fmt"] == FORMAT).all() and (rec["slen"] == slen).all()
+                and (not slen or (rec["schema"] == rec["schema"][:1]).all())):
+            return None  # some row has another schema: row by row
         columns: dict[int, list] = {}
         for slot in set(plan.slots):
             if slot != plan.missing:
@@ -558,9 +560,7 @@ class RowDecoder:
         outs = [columns[slot] if slot != plan.missing else [None] * n_present for slot in plan.slots]
         for j, convert in plan.converts:
             outs[j] = [None if v is None else convert(v) for v in outs[j]]
-        unique_ev, inverse = np.unique(rec["ev"], return_inverse=True)
-        moments = [EPOCH + timedelta(microseconds=ev) for ev in unique_ev.tolist()]
-        stamps = [moments[k] for k in inverse.tolist()]
+        event_us = rec["ev"].astype(np.int64)
         n = len(rows)
         if n_present != n:  # scatter into place; absent keys get None
             def spread(values: list) -> list:
@@ -570,7 +570,13 @@ class RowDecoder:
                 return out
 
             outs = [spread(col) for col in outs]
-            stamps = spread(stamps)
+            mask = np.zeros(n, dtype=bool)
+            mask[present] = True
+            full = np.zeros(n, dtype=np.int64)
+            full[mask] = event_us
+            stamps = EventTimes(full, mask)
+        else:
+            stamps = EventTimes(event_us)
         values = {}
         for f, col in zip(features, outs):
             values[f] = col if f not in values else list(col)

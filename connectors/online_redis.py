@@ -176,6 +176,7 @@ class RedisOnlineStore(OnlineStore):
         self._per_call = max(1, min(config.batch_size, _MAX_KEYS_PER_CALL))
         self._sha: bytes | None = None  # the upsert script's SHA once loaded (reloaded after NOSCRIPT)
         self._prefixes: dict[str, bytes] = {}
+        self._int_frames: dict[str, tuple[bytes, list[int]]] = {}  # view -> (key prefix, frame length by digits)
         self._async = _AsyncRedis.for_pool(self._client.connection_pool, config.socket_timeout)
 
     # -- keys ------------------------------------------------------------------------------------
@@ -316,12 +317,30 @@ class RedisOnlineStore(OnlineStore):
             return [prefix + part(key[0]) for key in keys]
         return [prefix + codec.encode_key(key) for key in keys]
 
+    def _mget_packet(self, view: str, join_keys: list[str], keys: list[tuple]) -> bytes:
+        """``MGET`` of the keys' Redis keys in RESP; the usual single integer join key in one formatting
+        pass per key (``_pack_mget(_read_keys(...))`` builds each key, then its RESP frame)."""
+        if len(join_keys) == 1 and keys and set(map(len, keys)) == {1}:
+            ints = [k for (k,) in keys]
+            if set(map(type, ints)) == {int}:
+                known = self._int_frames.get(view)
+                if known is None:
+                    # key = prefix + b"i<digits>:<decimal>" (online_codec.encode_key_part); frame = $<len> key
+                    prefix = self._view_prefix(view)
+                    known = self._int_frames[view] = (prefix, [len(prefix) + 2 + n + len(b"%d" % n)
+                                                               for n in range(24)])
+                prefix, frame_len = known
+                head = b"*%d\r\n$4\r\nMGET\r\n" % (len(ints) + 1)
+                return head + b"".join([b"$%d\r\n%si%d:%s\r\n" % (frame_len[len(d)], prefix, len(d), d)
+                                        for d in map(b"%d".__mod__, ints)])
+        return _pack_mget(self._read_keys(view, join_keys, keys))
+
     async def read_many_async(self, reads: list[tuple]) -> list[ReadResult]:
         """``[read(*args) for args in reads]`` without blocking the running event loop: the MGETs of all
         ``reads`` are pipelined on this loop's connection (see the module docstring)."""
         if self._async is None:
             return [self.read(*args) for args in reads]
-        commands = [_pack_mget(self._read_keys(view, join_keys, keys)) for view, join_keys, keys, *_ in reads]
+        commands = [self._mget_packet(view, join_keys, keys) for view, join_keys, keys, *_ in reads]
         try:
             replies = await self._async.execute(commands)
         except (ConnectionError, OSError, asyncio.TimeoutError) as exc:

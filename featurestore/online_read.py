@@ -20,7 +20,7 @@ from featurestore import types as fstypes
 from featurestore.definitions import FeatureService
 from featurestore.errors import InvalidInputError
 from featurestore.online_aggregate import aggregations_of, finish, state_types
-from featurestore.online_store import ReadResult
+from featurestore.online_store import EventTimes, ReadResult
 from featurestore.retrieval import (
     ViewRequest,
     key_columns,
@@ -231,14 +231,22 @@ class OnlineReader:
             if view in plan.aggregations:
                 result = _finish_all(plan, req, result, n, now)
             event_ts = result.event_timestamps
+            oldest = None if ttl is None else now - timedelta(seconds=ttl)
             # Per entity: None when the row is fresh, else the status every feature of it gets.
-            if ttl is None:
-                row_status = [None if t is not None else NOT_FOUND for t in event_ts]
+            if isinstance(event_ts, EventTimes):
+                fresh = event_ts.fresh_since(oldest)
+                all_fresh = bool(fresh.all())
+                if not all_fresh:
+                    has_row = [True] * n if event_ts.present is None else event_ts.present.tolist()
+                    row_status = [None if ok else (OUTSIDE_MAX_AGE if row else NOT_FOUND)
+                                  for ok, row in zip(fresh.tolist(), has_row)]
             else:
-                oldest = now - timedelta(seconds=ttl)
-                row_status = [NOT_FOUND if t is None else (None if t >= oldest else OUTSIDE_MAX_AGE)
-                              for t in event_ts]
-            all_fresh = None not in event_ts and OUTSIDE_MAX_AGE not in row_status
+                if oldest is None:
+                    row_status = [None if t is not None else NOT_FOUND for t in event_ts]
+                else:
+                    row_status = [NOT_FOUND if t is None else (None if t >= oldest else OUTSIDE_MAX_AGE)
+                                  for t in event_ts]
+                all_fresh = None not in event_ts and OUTSIDE_MAX_AGE not in row_status
             for feature, out in outs:
                 raw = result.values[feature]
                 if all_fresh:
@@ -318,6 +326,8 @@ def _row_count(columns: dict[str, list]) -> int:
 
 def _coerce_keys(name: str, values: list, arrow_type: pa.DataType) -> list:
     if pa.types.is_integer(arrow_type):
+        if set(map(type, values)) <= {int}:  # the usual request: integers only, nothing to convert
+            return values
         out = []
         for v in values:
             if isinstance(v, bool) or not isinstance(v, (int, str)):

@@ -22,10 +22,15 @@ from __future__ import annotations
 import datetime
 import pathlib
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+
+_UTC = datetime.timezone.utc
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
 
 # Capability names a backend may declare in ``capabilities``.
 CAP_TTL_EXPIRY = "ttl_expiry"  # rows disappear by themselves once event_ts + ttl has passed
@@ -41,17 +46,78 @@ class WriteResult:
     skipped_stale: int
 
 
+class EventTimes(Sequence):
+    """A read's event times, one per key: a read-only sequence of tz-aware UTC datetimes (``None`` where
+    the store holds no row), kept as int64 microseconds since the epoch until someone iterates it.
+
+    A lookup mostly needs only comparisons (TTL statuses, the newest time for the freshness gauge) and
+    JSON text, which numpy and orjson get straight from the numbers (``naive``); building a tz-aware
+    ``datetime`` per key costs more than the rest of decoding a row, so it is done once, on first access.
+    """
+
+    __slots__ = ("us", "present", "_aware")
+
+    def __init__(self, us: np.ndarray, present: np.ndarray | None = None) -> None:
+        self.us = us  # int64; entries where ``present`` is False are meaningless
+        self.present = present  # bool per key, or None when every key has a row
+        self._aware: list | None = None
+
+    def __len__(self) -> int:
+        return len(self.us)
+
+    def __getitem__(self, index):
+        return self._list()[index]
+
+    def __iter__(self):
+        return iter(self._list())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (EventTimes, list, tuple)):
+            return self._list() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # mutable-looking and compared by value, like a list
+
+    def __repr__(self) -> str:
+        return f"EventTimes({self._list()!r})"
+
+    def naive(self) -> list:
+        """Naive UTC datetimes (``None`` where absent): numpy builds them in C; orjson's ``OPT_NAIVE_UTC``
+        writes them exactly as the tz-aware ones."""
+        out = self.us.astype("datetime64[us]").astype(object).tolist()
+        if self.present is not None:
+            out = [v if ok else None for v, ok in zip(out, self.present.tolist())]
+        return out
+
+    def _list(self) -> list:
+        if self._aware is None:
+            self._aware = [None if v is None else v.replace(tzinfo=_UTC) for v in self.naive()]
+        return self._aware
+
+    def newest(self) -> datetime.datetime | None:
+        us = self.us if self.present is None else self.us[self.present]
+        return _EPOCH + datetime.timedelta(microseconds=int(us.max())) if len(us) else None
+
+    def fresh_since(self, oldest: datetime.datetime | None) -> np.ndarray:
+        """Per key: it has a row, with an event time at or after ``oldest`` (any time when None)."""
+        fresh = np.ones(len(self.us), dtype=bool) if self.present is None else self.present.copy()
+        if oldest is not None:
+            fresh &= self.us >= (oldest - _EPOCH) // datetime.timedelta(microseconds=1)
+        return fresh
+
+
 @dataclass
 class ReadResult:
     """Values of one ``read``.
 
     ``values[feature]`` lists a Python value per requested key, in key order (``None`` when the key or
     the feature is missing or the value is null); ``event_timestamps`` holds the stored row's event time
-    per key (UTC, tz-aware), ``None`` when the store has no row for that key.
+    per key (UTC, tz-aware), ``None`` when the store has no row for that key: a list, or an
+    ``EventTimes`` (the same sequence, decoded lazily).
     """
 
     values: dict[str, list]
-    event_timestamps: list[datetime.datetime | None]
+    event_timestamps: "list[datetime.datetime | None] | EventTimes"
 
 
 class OnlineStore(ABC):

@@ -31,6 +31,7 @@ from featurestore.errors import (
     FeatureViewNotFound,
     InvalidInputError,
 )
+from featurestore.online_store import EventTimes
 from serving.app import create_app
 from serving.client import AuthenticationError, FeatureClient, PermissionDeniedError, RequestTooLargeError
 from tests.repo_helpers import write_repo
@@ -201,6 +202,29 @@ def test_lookup_equals_store_response(store, client):
     body = r.json()
     assert body["metadata"]["feature_names"][:3] == ["driver_id", "stats__rate", "stats__trips"]
     assert set(body["results"][0]) == {"values", "statuses", "event_timestamps"}
+
+
+def test_lookup_of_many_entities_equals_store_response(store, client):
+    """From 8 keys on rows are decoded as one numpy array and event times stay numbers until rendered
+    (``EventTimes``): found, expired (OUTSIDE_MAX_AGE) and unknown keys all answer as the row-by-row
+    path does, and the Python response holds tz-aware datetimes."""
+    refs = ["short:hits", "stats:trips", "stats:rate"]
+    entities = {"driver_id": [2, 1, 99, 3, 4, 5, 6, 7, 8, 9, 1]}
+    r = lookup(client, refs, entities)
+    assert r.status_code == 200, r.text
+    response = store.get_online_features(refs, entities)
+    assert r.json() == response.to_rest()
+    hits = column(r.json(), "hits")
+    assert hits["values"][:3] == [None, 5, None] and hits["values"][-1] == 5
+    assert hits["statuses"][:4] == ["OUTSIDE_MAX_AGE", "PRESENT", "NOT_FOUND", "NOT_FOUND"]
+    assert hits["event_timestamps"][2] == EPOCH and hits["event_timestamps"][1] != EPOCH
+    stamps = response.event_timestamps["hits"]
+    assert isinstance(stamps, EventTimes)  # the columnar path was taken
+    assert len(stamps) == 11 and stamps[2] is None and stamps[3] is None
+    assert stamps[1].tzinfo is not None and stamps[1] == stamps[-1]
+    assert list(stamps) == [stamps[i] for i in range(11)]
+    trips = column(r.json(), "trips")
+    assert trips["values"][:3] == [20, 10, None] and trips["statuses"][2] == "NOT_FOUND"
 
 
 def test_fast_path_answers_like_the_full_route(store):

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from featurestore import types as fstypes
 from featurestore.errors import InvalidInputError, NotFoundError
 from featurestore.on_demand import OnDemandFeatureError
+from featurestore.online_store import EventTimes
 from serving.errors import RequestTooLarge, error_responses
 from serving.models import GetOnlineFeaturesRequest, OnlineFeaturesResponse
 from serving.responses import RawJSONResponse, dumps
@@ -38,18 +39,28 @@ EPOCH = "1970-01-01T00:00:00Z"  # Feast's event timestamp for "no value"
 def rest_json(response: "OnlineResponse") -> bytes:
     """``response.to_rest()`` as JSON bytes.
 
-    Features of one view share their entities' event timestamps (equal lists of the same datetime
-    objects), so each distinct list is rendered once and embedded as an ``orjson.Fragment``.
+    Features of one view share their entities' event timestamps (one ``EventTimes``, or equal lists of
+    the same datetime objects), so each distinct sequence is rendered once and embedded as an
+    ``orjson.Fragment``.
     """
     values, statuses, stamps = response.values, response.statuses, response.event_timestamps
     rendered: list[tuple[list, orjson.Fragment]] = []
     results = []
     for name in response.feature_names:
         ts = stamps[name]
-        # list == compares identity first per element: cheap for the shared datetimes
-        fragment = next((f for source, f in rendered if source == ts), None)
+        # The features of one view share one EventTimes object; lists (entity columns, on-demand
+        # features, other stores) are compared with ==, which tests identity first per element.
+        fragment = next((f for source, f in rendered if source is ts), None)
+        if fragment is None and not isinstance(ts, EventTimes):
+            fragment = next((f for source, f in rendered
+                             if not isinstance(source, EventTimes) and source == ts), None)
         if fragment is None:
-            fragment = orjson.Fragment(dumps([EPOCH if t is None else t for t in ts] if None in ts else ts))
+            if isinstance(ts, EventTimes):
+                ts_list = ts.naive()  # rendered by orjson exactly as the tz-aware datetimes
+            else:
+                ts_list = ts
+            fragment = orjson.Fragment(dumps([EPOCH if t is None else t for t in ts_list] if None in ts_list
+                                             else ts_list))
             rendered.append((ts, fragment))
         results.append({"values": values[name], "statuses": statuses[name], "event_timestamps": fragment})
     return dumps({"metadata": {"feature_names": response.feature_names}, "results": results})
@@ -150,6 +161,8 @@ def _newest_by_view(store, features, full_feature_names: bool, response: "Online
     for req in plan.requests:
         features = getattr(req, "all_features", None) or req.features  # incl. on-demand inputs
         stamps = response.event_timestamps.get(plan.names.get((req.name, features[0]))) if features else None
-        if stamps:
+        if isinstance(stamps, EventTimes):
+            newest[req.name] = stamps.newest()
+        elif stamps:
             newest[req.name] = max((t for t in stamps if t is not None), default=None)
     return newest
