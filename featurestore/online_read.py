@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from featurestore import types as fstypes
@@ -232,31 +233,24 @@ class OnlineReader:
                 result = _finish_all(plan, req, result, n, now)
             event_ts = result.event_timestamps
             oldest = None if ttl is None else now - timedelta(seconds=ttl)
-            # Per entity: None when the row is fresh, else the status every feature of it gets.
+            # (index, status) of the entities whose row is missing or too old: every feature of theirs
+            # is null with that status. Usually few, so the feature lists are patched, not rebuilt.
             if isinstance(event_ts, EventTimes):
                 fresh = event_ts.fresh_since(oldest)
-                all_fresh = bool(fresh.all())
-                if not all_fresh:
-                    has_row = [True] * n if event_ts.present is None else event_ts.present.tolist()
-                    row_status = [None if ok else (OUTSIDE_MAX_AGE if row else NOT_FOUND)
-                                  for ok, row in zip(fresh.tolist(), has_row)]
+                stale = [] if fresh.all() else [
+                    (i, NOT_FOUND if event_ts.present is not None and not event_ts.present[i] else OUTSIDE_MAX_AGE)
+                    for i in np.flatnonzero(~fresh).tolist()]
             else:
-                if oldest is None:
-                    row_status = [None if t is not None else NOT_FOUND for t in event_ts]
-                else:
-                    row_status = [NOT_FOUND if t is None else (None if t >= oldest else OUTSIDE_MAX_AGE)
-                                  for t in event_ts]
-                all_fresh = None not in event_ts and OUTSIDE_MAX_AGE not in row_status
+                stale = [(i, NOT_FOUND if t is None else OUTSIDE_MAX_AGE) for i, t in enumerate(event_ts)
+                         if t is None or (oldest is not None and t < oldest)]
             for feature, out in outs:
-                raw = result.values[feature]
-                if all_fresh:
-                    vals = raw
-                    sts = [PRESENT] * n if None not in raw else [
-                        PRESENT if v is not None else NULL_VALUE for v in raw]
-                else:
-                    vals = [None if st is not None else v for v, st in zip(raw, row_status)]
-                    sts = [st if st is not None else (PRESENT if v is not None else NULL_VALUE)
-                           for v, st in zip(raw, row_status)]
+                vals = result.values[feature]
+                sts = [PRESENT] * n if None not in vals else [PRESENT if v is not None else NULL_VALUE for v in vals]
+                if stale:
+                    vals = list(vals)
+                    for i, status in stale:
+                        vals[i] = None
+                        sts[i] = status
                 values[out], statuses[out], stamps[out] = vals, sts, event_ts
         for odfv in plan.on_demand:
             self._run_on_demand(plan, odfv, lookup.columns, values, statuses, stamps, n)
