@@ -262,8 +262,13 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-def test_two_concurrent_writer_processes_end_with_the_max_per_key(store_config):
+@pytest.mark.parametrize("bulk", [False, True], ids=["script", "set-nx-first"])
+def test_two_concurrent_writer_processes_end_with_the_max_per_key(store_config, bulk):
     cls, cfg, repo = store_config
+    if bulk:
+        if cls is SqliteOnlineStore:
+            pytest.skip("the SET NX bulk path is Redis' own")
+        cfg = {**cfg, "bulk_absent_min_rows": 1}  # every batch tries SET NX first, racing the other writer
     nkeys = 400
     procs = []
     start_at = time.time() + 3.0
@@ -488,6 +493,82 @@ def test_redis_many_batches_per_call(redis_store):
     assert write(redis_store, "v", half) == WriteResult(n // 2, n // 2)
     got = read(redis_store, "v", ids, {"x": pa.int64()}).values["x"]
     assert got == [-1 if i % 2 else i for i in ids]
+
+
+def _command_calls(client) -> dict[str, int]:
+    return {name: stats["calls"] for name, stats in client.info("commandstats").items()}
+
+
+@pytest.mark.redis
+def test_redis_bulk_writes_set_new_keys_with_set_nx_and_keep_the_monotonic_rule(redis_url):
+    """Writes of many rows go out as SET NX (PXAT) first and only keys that exist go through the
+    compare-and-set script: new keys get their row and expiry, a re-run writes nothing, newer stored
+    rows are never overwritten and older ones are."""
+    import redis
+
+    prefix = f"fst{uuid.uuid4().hex[:12]}"
+    s = RedisOnlineStore(RedisOnlineStoreConfig(url=redis_url, key_prefix=prefix, bulk_absent_min_rows=5000,
+                                                expiry_grace_seconds=0), pathlib.Path("."), "proj")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        n = 30_000
+        ids = list(range(n))
+        now = datetime.now(UTC).replace(microsecond=0)
+        ttl = timedelta(hours=1)
+        # keys 0, 7, 14, ... already hold a row newer than the bulk load's, keys 3, 10, ... an older one
+        newer = ids[::7]
+        older = ids[3::7]
+        write(s, "v", table({"id": newer}, {"x": [-1] * len(newer)}, [now] * len(newer)), ttl=ttl)
+        write(s, "v", table({"id": older}, {"x": [-2] * len(older)}, [now - timedelta(minutes=9)] * len(older)),
+              ttl=ttl)
+        before = _command_calls(client)
+        bulk = table({"id": ids}, {"x": ids}, [now - timedelta(minutes=5)] * n)
+        result = write(s, "v", bulk, ttl=ttl)
+        after = _command_calls(client)
+        assert result == WriteResult(n - len(newer), len(newer))
+        sets = after.get("cmdstat_set", 0) - before.get("cmdstat_set", 0)
+        assert sets >= n, f"expected one SET NX per row, saw {sets} SET calls"
+        got = read(s, "v", ids, {"x": pa.int64()}).values["x"]
+        assert got == [-1 if i % 7 == 0 else i for i in ids]
+        key = f"{prefix}:proj:v:i5:12345".encode()
+        expected_ms = (now - timedelta(minutes=5) + ttl).timestamp() * 1000
+        assert abs(client.pexpiretime(key) - expected_ms) <= 1
+        # a re-run changes nothing and (most keys existing) leaves SET NX after the first slice
+        before = _command_calls(client)
+        assert write(s, "v", bulk, ttl=ttl) == WriteResult(0, n)
+        sets = _command_calls(client).get("cmdstat_set", 0) - before.get("cmdstat_set", 0)
+        assert sets <= 2000, f"{sets} SET NX calls on a re-run: the fast path did not give way"
+        assert read(s, "v", ids, {"x": pa.int64()}).values["x"] == got
+    finally:
+        s.close()
+        client.close()
+        _redis_cleanup(redis_url, prefix)
+
+
+@pytest.mark.redis
+def test_redis_bulk_write_error_reply_is_raised_and_the_store_recovers(redis_server_factory):
+    """An error reply inside a SET NX pipeline (a server out of memory: its maxmemory set just above
+    what it uses) is raised as the backend being unavailable, naming the reply; the connection is
+    dropped, so once the server has room the next write and read work."""
+    import redis
+
+    server = redis_server_factory()
+    s = RedisOnlineStore(RedisOnlineStoreConfig(url=server.url, bulk_absent_min_rows=100),
+                         pathlib.Path("."), "proj")
+    client = redis.Redis.from_url(server.url)
+    try:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", client.info("memory")["used_memory"] + 2_000_000)
+        n = 50_000
+        big = table({"id": list(range(n))}, {"x": ["y" * 200] * n}, [t(1)] * n)
+        with pytest.raises(BackendUnavailableError, match="OOM"):
+            write(s, "v", big)
+        client.config_set("maxmemory", 0)
+        assert write(s, "v", table({"id": [n + 1]}, {"x": ["z"]}, [t(2)])).written == 1
+        assert read(s, "v", [n + 1], {"x": pa.string()}).values["x"] == ["z"]
+    finally:
+        s.close()
+        client.close()
 
 
 @pytest.mark.redis
