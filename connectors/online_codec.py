@@ -319,7 +319,7 @@ def encode_rows(columns: list[tuple[str, pa.Array | pa.ChunkedArray]], event_us:
     for field, values in fixed_values:
         rec[field] = values
     size = rec.dtype.itemsize
-    base = _binary_from(np.arange(n + 1, dtype=np.int64) * size, pa.py_buffer(rec.tobytes()))
+    base = _binary_from(np.arange(n + 1, dtype=np.int64) * size, pa.py_buffer(rec.view(np.uint8)))  # no copy
     if not var_pieces:
         return base
     return pc.binary_join_element_wise(base, *var_pieces, _LARGE_EMPTY)
