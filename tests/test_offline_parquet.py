@@ -83,6 +83,28 @@ def test_round_trip(store: ParquetOfflineStore) -> None:
     assert sub.column_names == ["trips"] and sorted(sub.column("trips").to_pylist()) == [2.5, 30.0]
 
 
+def test_dictionary_encoding_only_for_low_cardinality_columns(store: ParquetOfflineStore) -> None:
+    """Unique measures and ids are written plain (no dictionary attempt); repeating values get a
+    dictionary; every value reads back."""
+    n = 30_000
+    data = pa.table({
+        "driver_id": pa.array(range(n), pa.int64()),
+        "event_timestamp": pa.array([H(i / n) for i in range(n)], TS),
+        "score": pa.array([i * 0.731 for i in range(n)], pa.float64()),
+        "rating": pa.array([float(i % 5) for i in range(n)], pa.float64()),
+        "city": pa.array([f"c{i % 7}" for i in range(n)], pa.string()),
+    })
+    store.write("dict", data, H(0), H(2), "event_timestamp")
+    files = list((store.root / "dict").rglob("*.parquet"))
+    assert len(files) == 1
+    meta = pq.ParquetFile(files[0]).metadata
+    chunks = {meta.row_group(0).column(i).path_in_schema: meta.row_group(0).column(i)
+              for i in range(meta.num_columns)}
+    with_dictionary = {name for name, chunk in chunks.items() if chunk.has_dictionary_page}
+    assert with_dictionary == {"rating", "city"}
+    assert as_set(store.read("dict")) == as_set(data)
+
+
 def test_config_resolves_relative_path_and_forbids_extra(tmp_path: Path) -> None:
     s = ParquetOfflineStore(ParquetOfflineStoreConfig(), tmp_path, "p")
     assert s.root == (tmp_path / "data" / "offline" / "p").resolve()
