@@ -20,9 +20,15 @@ big-endian ``(event_ts, created_ts)`` that lead each row, and sets only strictly
 script without interleaving other commands, so concurrent writers keep the newest row per key. Keys
 of one call must live on one server: Redis Cluster is not supported. Rows are encoded and sent a slice
 at a time while Redis still runs the calls of the previous slice (a bounded window of calls in
-flight), so encoding overlaps Redis' own work. Redis' CPU is the floor of a bulk load: about 3 s per
-million keys on a 2-core VM for the script with ``PXAT`` (a plain pipelined ``SET ... PXAT``, with no
-monotonic check, costs it 2.4 s; the check adds ~10%; the per-key expiry ~1 s).
+flight), so encoding overlaps Redis' own work.
+
+Bulk loads (writes of ``bulk_absent_min_rows`` rows or more: materialization) first send ``SET key row
+NX [PXAT t]`` for every row, without the script: ``NX`` only creates a missing key, so it cannot break
+the monotonic rule either, and only the rows whose key exists go through the script afterwards. Redis'
+CPU is the floor of a bulk load (measured on a 2-core VM, per million new keys): ~2.2 s for ``SET ...
+NX PXAT``, ~3.5 s for the script (its Lua arguments and per-key calls cost more than the writes); the
+per-key expiry alone is ~1 s of it. A 2,000-row probe decides whether ``NX`` pays: when most keys
+exist (re-runs, incremental loads) the rest of the rows go straight to the script.
 
 Connection failures and timeouts become ``BackendUnavailableError`` within about ``socket_timeout``
 (connect and reply); the pool drops broken connections, so the first call after Redis is back works.
@@ -45,6 +51,7 @@ import math
 import pathlib
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -336,24 +343,30 @@ class RedisOnlineStore(OnlineStore):
             todo[lo:hi] = nil
             return int(nil.sum()) * 2 <= need
 
-        lo = 0
-        size = _ABSENT_PROBE_ROWS  # a small first slice: little is wasted when the keys exist
-        while lo < n:
-            hi = min(n, lo + size)
+        def pack(lo: int, hi: int) -> memoryview:
             parts = [pa.scalar(head, pa.large_binary()), _resp_bulk(keys.slice(lo, hi - lo)),
                      _resp_bulk(batch.encoded_rows(lo, hi)), pa.scalar(tail, pa.large_binary())]
             if expiry is not None:
                 parts.append(_resp_bulk(expiry.slice(lo, hi - lo)))
-            packed = pc.binary_join_element_wise(*parts, _EMPTY)
-            data, offsets = _data_and_offsets(packed)
-            conn.send_packed_command([data[offsets[0]:offsets[-1]]])
-            in_flight.append((lo, hi))
-            probe, lo, size = size == _ABSENT_PROBE_ROWS, hi, _ABSENT_SLICE_ROWS
-            # The probe's replies are awaited before anything else is sent; then one slice is read
-            # while the next one is queued.
-            if (probe or len(in_flight) > 1) and not collect(*in_flight.popleft()):
-                stop = lo
-                break
+            data, offsets = _data_and_offsets(pc.binary_join_element_wise(*parts, _EMPTY))
+            return data[offsets[0]:offsets[-1]]
+
+        # A small first slice (the probe) decides whether SET NX pays; its replies are awaited before
+        # anything else is sent. After it, a helper thread encodes slice k+1 (Arrow and numpy, mostly
+        # without the GIL) while this one sends slice k and reads the replies of slice k-1, so Redis
+        # always has commands queued.
+        bounds = [(0, min(n, _ABSENT_PROBE_ROWS))]
+        bounds += [(lo, min(n, lo + _ABSENT_SLICE_ROWS)) for lo in range(bounds[0][1], n, _ABSENT_SLICE_ROWS)]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-encode") as encoder:
+            ahead = None
+            for k, (lo, hi) in enumerate(bounds):
+                packed = ahead.result() if ahead is not None else pack(lo, hi)
+                ahead = encoder.submit(pack, *bounds[k + 1]) if 0 < k < len(bounds) - 1 else None
+                conn.send_packed_command([packed])
+                in_flight.append((lo, hi))
+                if (k == 0 or len(in_flight) > 1) and not collect(*in_flight.popleft()):
+                    stop = hi
+                    break
         while in_flight:
             collect(*in_flight.popleft())
         if buf:
