@@ -521,7 +521,8 @@ class RowDecoder:
                          plans: dict) -> tuple[dict[str, list], list[datetime | None]] | None:
         """``decode`` of rows that all share one schema of fixed-width features (the usual case: one
         view, written by one definition), as one numpy record array; None for anything else."""
-        present = [i for i, row in enumerate(rows) if row is not None]
+        all_present = None not in rows
+        present = range(len(rows)) if all_present else [i for i, row in enumerate(rows) if row is not None]
         if not present:
             return None
         first = rows[present[0]]
@@ -538,13 +539,17 @@ class RowDecoder:
         size = len(first)
         if dtype is None or size != dtype.itemsize:
             return None
-        picked = [rows[i] for i in present]
+        picked = rows if all_present else [rows[i] for i in present]
         if set(map(len, picked)) != {size}:
             return None
-        rec = np.frombuffer(b"".join(picked), dtype=dtype)
-        if not ((rec["fmt"] == FORMAT).all() and (rec["slen"] == slen).all()
-                and (not slen or (rec["schema"] == rec["schema"][:1]).all())):
+        joined = b"".join(picked)
+        # Every row starts with FORMAT and carries the first row's schema length and schema (bytes 17 to
+        # 19 + slen): compared as one 2-D byte array, not row by row.
+        raw = np.frombuffer(joined, dtype=np.uint8).reshape(len(picked), size)
+        head = raw[:, 17:HEADER_SIZE + slen]
+        if not ((raw[:, 0] == FORMAT).all() and (head == head[0]).all()):
             return None  # some row has another schema: row by row
+        rec = np.frombuffer(joined, dtype=dtype)
         columns: dict[int, list] = {}
         for slot in set(plan.slots):
             if slot != plan.missing:

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from featurestore import types as fstypes
 from featurestore.errors import InvalidInputError, NotFoundError
 from featurestore.on_demand import OnDemandFeatureError
+from featurestore.online_read import PRESENT
 from featurestore.online_store import EventTimes
 from serving.errors import RequestTooLarge, error_responses
 from serving.models import GetOnlineFeaturesRequest, OnlineFeaturesResponse
@@ -62,8 +63,24 @@ def rest_json(response: "OnlineResponse") -> bytes:
             fragment = orjson.Fragment(dumps([EPOCH if t is None else t for t in ts_list] if None in ts_list
                                              else ts_list))
             rendered.append((ts, fragment))
-        results.append({"values": values[name], "statuses": statuses[name], "event_timestamps": fragment})
+        sts = statuses[name]
+        if sts.count(PRESENT) == len(sts):  # the usual column: a cached rendering
+            sts = _all_present(len(sts))
+        results.append({"values": values[name], "statuses": sts, "event_timestamps": fragment})
     return dumps({"metadata": {"feature_names": response.feature_names}, "results": results})
+
+
+_ALL_PRESENT: dict[int, orjson.Fragment] = {}
+
+
+def _all_present(n: int) -> orjson.Fragment:
+    """``["PRESENT", ...]`` (n times) as JSON, rendered once per n."""
+    fragment = _ALL_PRESENT.get(n)
+    if fragment is None:
+        if len(_ALL_PRESENT) > 256:
+            _ALL_PRESENT.clear()
+        fragment = _ALL_PRESENT[n] = orjson.Fragment(orjson.dumps([PRESENT] * n))
+    return fragment
 
 
 # The body is parsed by pydantic straight from the bytes (``model_validate_json``), ~60 us per request
