@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 
 from featurestore import types as fstypes
 from featurestore.errors import DefinitionError, InvalidInputError
-from featurestore.online_store import EventTimes
+from featurestore.online_store import EventTimes, ReadResult
 
 FORMAT = 1
 INT64_MIN = -(2**63)
@@ -458,6 +458,13 @@ class RowDecoder:
 
     def decode(self, rows: list[bytes | None], features: list[str],
                feature_types: dict[str, pa.DataType]) -> tuple[dict[str, list], list[datetime | None]]:
+        """(values per feature, event time per row) of ``rows`` (None: no row for that key)."""
+        result = self.decode_result(rows, features, feature_types)
+        return result.values, result.event_timestamps
+
+    def decode_result(self, rows: list[bytes | None], features: list[str],
+                      feature_types: dict[str, pa.DataType]) -> ReadResult:
+        """``decode`` as an online store's ``ReadResult``, with its ``complete`` hint when known."""
         try:
             wanted = tuple((f, type_code(feature_types[f])) for f in features)
         except KeyError as exc:
@@ -511,14 +518,14 @@ class RowDecoder:
                         picked[j] = convert(value)
             out_rows.append(picked)
         if not wanted:
-            return {}, stamps
+            return ReadResult({}, stamps)
         if not out_rows:
-            return {f: [] for f in features}, stamps
-        return {f: list(col) for f, col in zip(features, zip(*out_rows))}, stamps
+            return ReadResult({f: [] for f in features}, stamps)
+        return ReadResult({f: list(col) for f, col in zip(features, zip(*out_rows))}, stamps)
 
 
     def _decode_columnar(self, rows: list, features: list[str], wanted: tuple,
-                         plans: dict) -> tuple[dict[str, list], list[datetime | None]] | None:
+                         plans: dict) -> ReadResult | None:
         """``decode`` of rows that all share one schema of fixed-width features (the usual case: one
         view, written by one definition), as one numpy record array; None for anything else."""
         all_present = None not in rows
@@ -554,6 +561,7 @@ class RowDecoder:
         for slot in set(plan.slots):
             if slot != plan.missing:
                 columns[slot] = rec[f"s{slot}"].tolist()
+        nulls: set[int] = set()  # slots with a null value somewhere
         for j in range(plan.nb):
             bits = rec[f"nb{j}"]
             if bits.any():
@@ -561,6 +569,7 @@ class RowDecoder:
                     if byte == j and slot in columns:
                         for k in np.flatnonzero(bits & mask).tolist():
                             columns[slot][k] = None
+                            nulls.add(slot)
         n_present = len(picked)
         outs = [columns[slot] if slot != plan.missing else [None] * n_present for slot in plan.slots]
         for j, convert in plan.converts:
@@ -585,7 +594,9 @@ class RowDecoder:
         values = {}
         for f, col in zip(features, outs):
             values[f] = col if f not in values else list(col)
-        return values, stamps
+        complete = frozenset() if n_present != n else frozenset(
+            f for f, slot in zip(features, plan.slots) if slot != plan.missing and slot not in nulls)
+        return ReadResult(values, stamps, complete)
 
 
 def row_timestamps(row: bytes) -> tuple[int, int]:

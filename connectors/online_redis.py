@@ -427,8 +427,7 @@ class RedisOnlineStore(OnlineStore):
              feature_types: dict[str, pa.DataType]) -> ReadResult:
         redis_keys = self._read_keys(view, join_keys, keys)
         rows = self._call("read", self._client.mget, redis_keys) if redis_keys else []
-        values, stamps = self._decoder.decode(rows, features, feature_types)
-        return ReadResult(values=values, event_timestamps=stamps)
+        return self._decoder.decode_result(rows, features, feature_types)
 
     def _read_keys(self, view: str, join_keys: list[str], keys: list[tuple]) -> list[bytes]:
         prefix = self._prefixes.get(view)
@@ -479,8 +478,7 @@ class RedisOnlineStore(OnlineStore):
                     raise self._unavailable_error(error, "read") from error
                 raise error
             rows = reply if keys else []
-            values, stamps = self._decoder.decode(rows, features, feature_types)
-            out.append(ReadResult(values=values, event_timestamps=stamps))
+            out.append(self._decoder.decode_result(rows, features, feature_types))
         return out
 
     def delete_view(self, view: str) -> None:

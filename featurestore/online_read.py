@@ -243,9 +243,13 @@ class OnlineReader:
             else:
                 stale = [(i, NOT_FOUND if t is None else OUTSIDE_MAX_AGE) for i, t in enumerate(event_ts)
                          if t is None or (oldest is not None and t < oldest)]
+            complete = result.complete
             for feature, out in outs:
                 vals = result.values[feature]
-                sts = [PRESENT] * n if None not in vals else [PRESENT if v is not None else NULL_VALUE for v in vals]
+                if feature in complete or None not in vals:
+                    sts = [PRESENT] * n
+                else:
+                    sts = [PRESENT if v is not None else NULL_VALUE for v in vals]
                 if stale:
                     vals = list(vals)
                     for i, status in stale:

@@ -113,11 +113,13 @@ class ReadResult:
     ``values[feature]`` lists a Python value per requested key, in key order (``None`` when the key or
     the feature is missing or the value is null); ``event_timestamps`` holds the stored row's event time
     per key (UTC, tz-aware), ``None`` when the store has no row for that key: a list, or an
-    ``EventTimes`` (the same sequence, decoded lazily).
+    ``EventTimes`` (the same sequence, decoded lazily). ``complete`` may name features known to hold
+    a value for every key (a hint that saves the caller a scan for ``None``; empty when unknown).
     """
 
     values: dict[str, list]
     event_timestamps: "list[datetime.datetime | None] | EventTimes"
+    complete: frozenset = frozenset()
 
 
 class OnlineStore(ABC):

@@ -690,6 +690,11 @@ def test_decoding_many_rows_at_once_equals_decoding_each(data, extra, missing):
     for name in names:
         for got, (values, _stamps) in zip(many_values[name], one_by_one):
             assert same(got, values[name][0]), name
+    result = codec.RowDecoder().decode_result(rows, names, types)
+    # the "complete" hint names exactly the features with a value for every key (when it names any)
+    assert result.complete <= {name for name in names if None not in result.values[name]}
+    if not missing and len(rows) >= 8:
+        assert result.complete == {name for name in names if None not in result.values[name]}
     mixed = rows + other.encoded_rows().to_pylist()  # two schemas: decoded row by row, same answer
     mixed_values, _ = codec.RowDecoder().decode(mixed, names, types)
     assert mixed_values["int64"][-1] == 7 and mixed_values["int32"][-1] is None
