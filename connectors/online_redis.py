@@ -204,7 +204,7 @@ class RedisOnlineStore(OnlineStore):
         self._per_call = max(1, min(config.batch_size, _MAX_KEYS_PER_CALL))
         self._sha: bytes | None = None  # the upsert script's SHA once loaded (reloaded after NOSCRIPT)
         self._prefixes: dict[str, bytes] = {}
-        self._int_frames: dict[str, tuple[bytes, list[int]]] = {}  # view -> (key prefix, frame length by digits)
+        self._int_frames: dict[str, list[bytes]] = {}  # view -> MGET frame heads of integer keys, by digits
         self._async = _AsyncRedis.for_pool(self._client.connection_pool, config.socket_timeout)
 
     # -- keys ------------------------------------------------------------------------------------
@@ -448,16 +448,19 @@ class RedisOnlineStore(OnlineStore):
         if len(join_keys) == 1 and keys and set(map(len, keys)) == {1}:
             ints = [k for (k,) in keys]
             if set(map(type, ints)) == {int}:
-                known = self._int_frames.get(view)
-                if known is None:
-                    # key = prefix + b"i<digits>:<decimal>" (online_codec.encode_key_part); frame = $<len> key
+                heads = self._int_frames.get(view)
+                if heads is None:
+                    # key = prefix + b"i<digits>:<decimal>" (online_codec.encode_key_part); per digit
+                    # count, the frame up to the decimal: b"$<key length>\r\n<prefix>i<digits>:"
                     prefix = self._view_prefix(view)
-                    known = self._int_frames[view] = (prefix, [len(prefix) + 2 + n + len(b"%d" % n)
-                                                               for n in range(24)])
-                prefix, frame_len = known
-                head = b"*%d\r\n$4\r\nMGET\r\n" % (len(ints) + 1)
-                return head + b"".join([b"$%d\r\n%si%d:%s\r\n" % (frame_len[len(d)], prefix, len(d), d)
-                                        for d in map(b"%d".__mod__, ints)])
+                    heads = self._int_frames[view] = [
+                        b"$%d\r\n%si%d:" % (len(prefix) + 2 + n + len(b"%d" % n), prefix, n) for n in range(24)]
+                decimals = " ".join(map(str, ints)).encode().split()  # all ints formatted in C
+                try:
+                    return (b"*%d\r\n$4\r\nMGET\r\n" % (len(ints) + 1)
+                            + b"".join([heads[len(d)] + d + b"\r\n" for d in decimals]))
+                except IndexError:  # an integer wider than int64: the general path
+                    pass
         return _pack_mget(self._read_keys(view, join_keys, keys))
 
     async def read_many_async(self, reads: list[tuple]) -> list[ReadResult]:

@@ -705,10 +705,11 @@ def test_decoding_many_rows_at_once_equals_decoding_each(data, extra, missing):
 def test_redis_async_reads_equal_reads(redis_store):
     import asyncio
 
-    ids = list(range(40))
-    write(redis_store, "a", table({"id": ids}, {"x": ids, "s": [str(i) for i in ids]}, [t(i) for i in ids]))
-    write(redis_store, "b", table({"id": ids[::2]}, {"y": [float(i) for i in ids[::2]]}, [t(1)] * 20))
-    reads = [("a", ["id"], [(i,) for i in ids + [99]], ["x", "s"], {"x": pa.int64(), "s": pa.string()}),
+    ids = list(range(40)) + [-7, 123_456_789_012, -(2**63), 2**63 - 1]  # integer keys of many widths
+    write(redis_store, "a", table({"id": ids}, {"x": ids, "s": [str(i) for i in ids]}, [t(1)] * len(ids)))
+    write(redis_store, "b", table({"id": ids[::2]}, {"y": [float(i) for i in ids[::2]]}, [t(1)] * 22))
+    unknown = [99, 10**30]  # not stored; the second is wider than any int64 key
+    reads = [("a", ["id"], [(i,) for i in ids + unknown], ["x", "s"], {"x": pa.int64(), "s": pa.string()}),
              ("b", ["id"], [(i,) for i in ids], ["y"], {"y": pa.float64()}),
              ("b", ["id"], [], ["y"], {"y": pa.float64()})]
 
@@ -719,6 +720,7 @@ def test_redis_async_reads_equal_reads(redis_store):
         many, again = asyncio.run(both_loops())
         assert many == [redis_store.read(*args) for args in reads]
         assert again == many[1:2]
+        assert many[0].values["x"] == ids + [None, None]
 
 
 @pytest.mark.redis
