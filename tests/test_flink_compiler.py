@@ -21,7 +21,7 @@ from featurestore.errors import DefinitionError
 from featurestore.types import Float64, Int64, String, Timestamp
 from tests.conformance import reference
 from tests.conformance.test_transforms_conformance import EXPRESSIONS, FILTERS, SCHEMA, _same_value
-from transforms import Aggregation, col, lit
+from transforms import Aggregation, coalesce, col, lit, when
 from transforms import compile_flink as cf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,6 +97,66 @@ def test_integer_arithmetic_is_overflow_checked_when_types_are_known():
     assert cf.to_sql(col("i") + 1)[0] == "(`i` + CAST(1 AS BIGINT))"  # no schema: plain
     assert cf.to_sql(col("f") * col("g"), SCHEMA)[0] == "(`f` * `g`)"  # floats: never checked
     assert cf.to_sql(-col("f"), SCHEMA)[0] == "(- `f`)"
+
+
+def test_errors_as_values_give_null_and_a_message_instead_of_failing():
+    checked = ("(CAST(`i` AS DECIMAL(19, 0)) + CAST(CAST(1 AS BIGINT) AS DECIMAL(19, 0))) "
+               "{} -9223372036854775808 AND 9223372036854775807")
+    sql, err = cf.to_sql_with_error(col("i") + 1, SCHEMA)
+    assert sql == f"(CASE WHEN {checked.format('BETWEEN')} THEN (`i` + CAST(1 AS BIGINT)) END)"
+    assert err == (f"(CASE WHEN {checked.format('NOT BETWEEN')} "
+                   "THEN 'integer overflow in +: ' || CAST(`i` AS STRING) END)")
+    assert "CAST('integer overflow" not in sql + err  # nothing that throws
+    # the default compile is unchanged: it still fails the row (and the job)
+    assert cf.to_sql(col("i") + 1, SCHEMA)[0].startswith(f"(CASE WHEN {checked.format('NOT BETWEEN')} THEN CAST(")
+    # nothing that can fail: no error; no schema: plain (wrapping) arithmetic, no error either
+    assert cf.to_sql_with_error(col("f") * col("g"), SCHEMA) == ("(`f` * `g`)", None)
+    assert cf.to_sql_with_error(col("i") + 1) == ("(`i` + CAST(1 AS BIGINT))", None)
+    # nested: every checked operation contributes, the innermost (evaluated first) first
+    _, err = cf.to_sql_with_error(col("i") * col("i") * col("i"), SCHEMA)
+    assert err.startswith("COALESCE((CASE WHEN ") and err.count("'integer overflow in *: '") == 2
+
+
+def test_errors_as_values_count_only_where_the_operation_is_evaluated():
+    big = col("i") * col("j")
+    _, big_err = cf.to_sql_with_error(big, SCHEMA)
+    big_sql, _ = cf.to_sql_with_error(big, SCHEMA)
+    # a when branch: only when its condition holds; the otherwise: only when none does
+    _, err = cf.to_sql_with_error(when(col("b"), big).otherwise(lit(0)), SCHEMA)
+    assert err == f"(CASE WHEN `b` THEN {big_err} ELSE CAST(NULL AS STRING) END)"
+    _, err = cf.to_sql_with_error(when(col("b"), lit(0)).otherwise(big), SCHEMA)
+    assert err == f"(CASE WHEN `b` THEN CAST(NULL AS STRING) ELSE {big_err} END)"
+    # a coalesce argument: only when the ones before it are null
+    _, err = cf.to_sql_with_error(coalesce(col("i"), big), SCHEMA)
+    assert err == f"(CASE WHEN `i` IS NULL THEN {big_err} END)"
+    _, err = cf.to_sql_with_error(coalesce(big, col("i")), SCHEMA)
+    assert err == big_err
+    assert big_sql in cf.to_sql_with_error(coalesce(big, col("i")), SCHEMA)[0]
+    # & and | evaluate both sides
+    _, err = cf.to_sql_with_error(col("b") & (big > 0), SCHEMA)
+    assert err == big_err
+
+
+def test_compile_view_with_an_error_column():
+    sql = cf.compile_view("src", [(col("i") + 1).alias("i1"), col("s")], col("b"), ["id"], SCHEMA,
+                          error_column="err")
+    assert "CAST('integer overflow" not in sql
+    assert " AS `i1`, `s` AS `s`, (CASE WHEN " in sql
+    assert sql.endswith(" END) AS `err` FROM `src` WHERE `b`")  # a filter that cannot fail: unchanged
+    # nothing can fail: the error column is a null string
+    sql = cf.compile_view("src", [col("s").alias("s2")], None, ["id"], SCHEMA, error_column="err")
+    assert sql == "SELECT `id`, `s` AS `s2`, CAST(NULL AS STRING) AS `err` FROM `src`"
+    # a filter that can fail keeps its failing rows (to report them), and its error comes first (the
+    # test is not `IS NOT NULL`, on which Calcite's simplifier takes exponential time)
+    flt = (col("j") * 2) > 0
+    f_sql, f_err = cf.to_sql_with_error(flt, SCHEMA)
+    t_sql, t_err = cf.to_sql_with_error(col("i") + 1, SCHEMA)
+    sql = cf.compile_view("src", [(col("i") + 1).alias("i1")], flt, [], SCHEMA, error_column="err")
+    assert sql == (f"SELECT {t_sql} AS `i1`, COALESCE({f_err}, {t_err}) AS `err` FROM `src` "
+                   f"WHERE ({f_sql} OR CHAR_LENGTH({f_err}) > 0)")
+    # without error_column: the same as before
+    assert cf.compile_view("src", [(col("i") + 1).alias("i1")], flt, [], SCHEMA) == (
+        f"SELECT {cf.to_sql(col('i') + 1, SCHEMA)[0]} AS `i1` FROM `src` WHERE {cf.to_sql(flt, SCHEMA)[0]}")
 
 
 def test_compile_view_shape():
@@ -206,8 +266,13 @@ def test_flink_sql_matches_the_conformance_reference(flink_python: Path):
         "filtered": cf.compile_view("src", [(col("i") + 1).alias("i1")], flt, ["id"], schema),
     }
     # integer overflow fails the job, as on the other engines (Flink alone would wrap around)
-    must_fail = {"overflow": cf.compile_view("src", [(col("i") * col("i") * col("i") * col("i")).alias("p")],
-                                             None, ["id"], schema)}
+    i4 = col("i") * col("i") * col("i") * col("i")
+    must_fail = {"overflow": cf.compile_view("src", [i4.alias("p")], None, ["id"], schema)}
+    # ... unless errors are values (the stream job): null and a message, the other rows unharmed
+    queries["as_values"] = cf.compile_view("src", [i4.alias("p"), when(col("i") > 1000, i4).otherwise(0).alias("q")],
+                                           None, ["id"], schema, error_column="err")
+    queries["filter_fails"] = cf.compile_view("src", [col("i").alias("i0")], i4 > 0, ["id"], schema,
+                                              error_column="err")
     spec = {"view": view, "queries": queries, "must_fail": must_fail}
     proc = subprocess.run([str(flink_python), "-c", _SCRIPT, json.dumps(spec)], capture_output=True,
                           text=True, timeout=600, env=flink_env.child_env(), cwd=ROOT, stdin=subprocess.DEVNULL)
@@ -233,3 +298,16 @@ def test_flink_sql_matches_the_conformance_reference(flink_python: Path):
     assert not any(isinstance(v, float) and math.isnan(v) for r in got["filtered"] for v in r.values())
     assert any(r["i"] == 2**40 for r in rows)
     assert isinstance(got["overflow"], str) and "integer overflow in *" in got["overflow"], got["overflow"]
+
+    def fits(v: int) -> bool:
+        return -(2**63) <= v < 2**63
+
+    def overflow(i: int) -> str | None:  # i * i overflows first
+        return None if fits(i * i) else f"integer overflow in *: {i}"
+
+    want = {r["id"]: {"id": r["id"], "p": None if r["i"] is None or not fits(r["i"] ** 4) else r["i"] ** 4,
+                      "q": 0 if r["i"] is None or r["i"] <= 1000 else (r["i"] ** 4 if fits(r["i"] ** 4) else None),
+                      "err": None if r["i"] is None else overflow(r["i"])} for r in rows}
+    assert {r["id"]: r for r in got["as_values"]} == want
+    assert {r["id"]: r["err"] for r in got["filter_fails"]} == {
+        r["id"]: overflow(r["i"]) for r in rows if r["i"] not in (None, 0)}  # i ** 4 > 0, or it fails

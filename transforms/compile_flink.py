@@ -38,6 +38,15 @@ with ``NumberFormatException: ... 'integer overflow in +: <left operand>'`` (a n
 that is not a number), like the other engines, which raise. Operands are repeated in the checked form,
 so the SQL text grows with the nesting depth of integer arithmetic. Without a schema the plain
 (wrapping) operators are emitted.
+
+Errors as values (the stream job): a failing row must not fail a job that never ends, so
+``compile_view(..., error_column=...)`` (and :func:`to_sql_with_error`) compile the same checks without
+the throwing cast: an overflowing operation gives null, and the view gets one more column, the first
+failure's message (``integer overflow in +: <left operand>``) or null. A failure counts only where the
+reference semantics evaluate the failing operation: a ``when`` branch when its condition holds (and
+the earlier ones do not), a ``coalesce`` argument when the arguments before it are null; both sides of
+``&``/``|`` and every operand elsewhere are always evaluated. A row whose filter fails is kept (with
+its error) instead of being dropped, so the job can report it; a row the filter drops reports nothing.
 """
 
 from __future__ import annotations
@@ -187,6 +196,21 @@ class FlinkCompiler(Compiler):
     def supports(cls, obj, schema: Mapping[str, DataType] | None = None) -> bool:
         return not cls.unsupported_in(obj, schema)
 
+    def __init__(self, schema: Mapping[str, DataType] | None = None, *, errors_as_values: bool = False):
+        super().__init__(schema)
+        self.errors_as_values = errors_as_values
+        # Error messages (SQL, null when the row does not fail) of the part being compiled.
+        self._errors: list[str] = []
+
+    def visit_with_error(self, node: ir.Expr) -> tuple[str, str | None]:
+        """``(value sql, error sql or None)`` for ``node``: the error is the first failure's message, null
+        when the row does not fail (always None unless ``errors_as_values``)."""
+        outer, self._errors = self._errors, []
+        try:
+            return self.visit(node), _first_error(self._errors)
+        finally:
+            self._errors = outer
+
     def _type(self, node: ir.Expr) -> DataType | None:
         try:
             return _LenientChecker(dict(self.schema or {}), None).t(node)
@@ -275,23 +299,36 @@ class FlinkCompiler(Compiler):
                 return plain
         t = self._type(n)
         lo, hi = _INT_RANGE[t.name]
-        fail = f"CAST('integer overflow in {what}: ' || CAST({shown} AS STRING) AS {flink_type(t)})"
+        message = f"'integer overflow in {what}: ' || CAST({shown} AS STRING)"
+        if self.errors_as_values:
+            self._errors.append(f"(CASE WHEN {exact} NOT BETWEEN {lo} AND {hi} THEN {message} END)")
+            return f"(CASE WHEN {exact} BETWEEN {lo} AND {hi} THEN {plain} END)"
+        fail = f"CAST({message} AS {flink_type(t)})"
         return f"(CASE WHEN {exact} NOT BETWEEN {lo} AND {hi} THEN {fail} ELSE {plain} END)"
 
-    def _unified(self, n: ir.Expr, values: Sequence[ir.Expr]) -> list[str]:
-        """Values of a coalesce/case, cast to the result type when it is a float (mixed int/float)."""
+    def _unified(self, n: ir.Expr, values: Sequence[ir.Expr]) -> list[tuple[str, str | None]]:
+        """Values of a coalesce/case, cast to the result type when it is a float (mixed int/float),
+        each with its own error (see :meth:`visit_with_error`)."""
         out = self._type(n)
         res = []
         for v in values:
-            s = self.visit(v)
+            s, err = self.visit_with_error(v)
             vt = self._type(v)
             if _is_float(out) and vt is not None and vt != out:
                 s = f"CAST({s} AS {flink_type(out)})"
-            res.append(s)
+            res.append((s, err))
         return res
 
     def visit_Coalesce(self, n: ir.Coalesce) -> str:
-        return f"COALESCE({', '.join(self._unified(n, n.args))})"
+        args = self._unified(n, n.args)
+        # an argument is evaluated only when the ones before it are null
+        err = None
+        for sql, own in reversed(args):
+            later = f"(CASE WHEN {sql} IS NULL THEN {err} END)" if err is not None else None
+            err = _first_error([e for e in (own, later) if e is not None])
+        if err is not None:
+            self._errors.append(err)
+        return f"COALESCE({', '.join(sql for sql, _ in args)})"
 
     def visit_IsNull(self, n: ir.IsNull) -> str:
         return f"({self.visit(n.expr)} IS NULL)"
@@ -349,13 +386,33 @@ class FlinkCompiler(Compiler):
         return f"CAST(EXTRACT({unit} FROM {midnight}) AS BIGINT)"
 
     def visit_Case(self, n: ir.Case) -> str:
-        conds = [self.visit(c) for c, _ in n.branches]
+        conds = [self.visit_with_error(c) for c, _ in n.branches]
         values = self._unified(n, [v for _, v in n.branches] + [n.otherwise])
         parts = ["CASE"]
-        for c, v in zip(conds, values):
+        for (c, _), (v, _) in zip(conds, values):
             parts.append(f"WHEN {c} THEN {v}")
-        parts.append(f"ELSE {values[-1]} END")
+        parts.append(f"ELSE {values[-1][0]} END")
+        # a condition is evaluated when the ones before it are not true; a value when its condition is
+        err = values[-1][1]
+        for (c, c_err), (_, v_err) in zip(reversed(conds), reversed(values[:-1])):
+            branch = None
+            if v_err is not None or err is not None:
+                branch = (f"(CASE WHEN {c} THEN {v_err or _NO_ERROR} "
+                          f"ELSE {err or _NO_ERROR} END)")
+            err = _first_error([e for e in (c_err, branch) if e is not None])
+        if err is not None:
+            self._errors.append(err)
         return "(" + " ".join(parts) + ")"
+
+
+_NO_ERROR = "CAST(NULL AS STRING)"
+
+
+def _first_error(errors: Sequence[str]) -> str | None:
+    """The first non-null of ``errors`` (SQL), None when there are none."""
+    if not errors:
+        return None
+    return errors[0] if len(errors) == 1 else f"COALESCE({', '.join(errors)})"
 
 
 UNSUPPORTED = FlinkCompiler.UNSUPPORTED
@@ -377,28 +434,63 @@ def to_sql(expr: ir.Expr, schema: Mapping[str, DataType] | None = None) -> tuple
     return FlinkCompiler(schema).visit(expr), {}
 
 
+def to_sql_with_error(expr: ir.Expr, schema: Mapping[str, DataType] | None = None) -> tuple[str, str | None]:
+    """``(sql, error sql or None)``: ``expr`` compiled with errors as values (see the module docs):
+    where the default compile fails the job, the value is null and the error SQL gives the message.
+
+    >>> from transforms import col
+    >>> from featurestore.types import Int64
+    >>> sql, err = to_sql_with_error(-col("i"), {"i": Int64})
+    >>> err
+    "(CASE WHEN (- CAST(`i` AS DECIMAL(19, 0))) NOT BETWEEN -9223372036854775808 AND 9223372036854775807 \
+THEN 'integer overflow in negation: ' || CAST(`i` AS STRING) END)"
+    """
+    return FlinkCompiler(schema, errors_as_values=True).visit_with_error(expr)
+
+
 def compile_view(
     source_table: str,
     transform: Sequence[ir.Expr],
     filter: ir.Expr | None,
     passthrough_columns: Sequence[str],
     schema: Mapping[str, DataType] | None = None,
+    *,
+    error_column: str | None = None,
 ) -> str:
     """``SELECT <passthrough>, <transforms> FROM `<source_table>` WHERE <filter>``.
 
     ``source_table`` is a table (or view) name registered in the TableEnvironment; it is quoted as
     one identifier. The filter sees the source columns (before the transforms); a null filter drops
     the row. Each transform must be named; output order is passthrough columns, then transforms.
+
+    With ``error_column`` a row that fails (integer overflow) does not fail the query: the failing
+    value is null and the last column, ``error_column``, holds the first failure's message (the
+    filter's, then the transforms' in order), null for rows that do not fail. A row whose filter fails
+    is kept, so its error can be reported.
     """
     from transforms.typing import output_name
 
-    c = FlinkCompiler(schema)
+    c = FlinkCompiler(schema, errors_as_values=error_column is not None)
+    errors = []
+    where = None
+    if filter is not None:
+        where, err = c.visit_with_error(filter)
+        if err is not None:
+            # Not `<error> IS NOT NULL`: Calcite's simplifier pushes IS NOT NULL through the nested
+            # CASE/COALESCE/|| of the error into every operand, exponential in the nesting depth.
+            where = f"({where} OR CHAR_LENGTH({err}) > 0)"
+            errors.append(err)
     items = [quote_ident(p) for p in passthrough_columns]
     for e in transform:
-        items.append(f"{c.visit(e)} AS {quote_ident(output_name(e))}")
+        sql, err = c.visit_with_error(e)
+        items.append(f"{sql} AS {quote_ident(output_name(e))}")
+        if err is not None:
+            errors.append(err)
     if not items:
         raise DefinitionError("a view selects no columns")
+    if error_column is not None:
+        items.append(f"{_first_error(errors) or _NO_ERROR} AS {quote_ident(error_column)}")
     sql = f"SELECT {', '.join(items)} FROM {quote_ident(source_table)}"
-    if filter is not None:
-        sql += f" WHERE {c.visit(filter)}"
+    if where is not None:
+        sql += f" WHERE {where}"
     return sql
