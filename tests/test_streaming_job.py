@@ -4,6 +4,7 @@
   and equal offline rows (a plain view and an aggregation view, both with a filter and a transform);
 - killing the job mid-stream and starting it again loses nothing and counts nothing twice;
 - malformed and late messages go to the dead-letter topic with the reason, and the job keeps going;
+- so do events a view's transform fails on (an integer overflow), where a batch engine would raise;
 - the broker going away for a while: the job waits and carries on.
 """
 
@@ -298,6 +299,79 @@ def test_malformed_and_late_messages_go_to_the_dead_letter_topic(tmp_path, boots
     stopped = CliRunner().invoke(main, ["--repo", str(store.repo_path), "stream", "stop", "user_clicks"])
     assert stopped.exit_code == 0 and "user_clicks: stopped" in stopped.output
     assert not manager.status_of(store, "user_clicks").running
+
+
+OVERFLOW_FEATURES = """
+from datetime import timedelta
+from featurestore import Entity, FeatureView, FileSource, KafkaSource, Field, col
+from featurestore.types import Int64
+user = Entity(name="user", join_keys=["user_id"])
+history = FileSource(name="orders_history", path="data/orders.parquet", timestamp_field="ts")
+orders = KafkaSource(name="orders", bootstrap_servers="{bootstrap}", topic="{topic}", format="json",
+                     timestamp_field="ts", batch_source=history, watermark_delay=timedelta(seconds=1),
+                     allowed_lateness=timedelta(minutes=10))
+user_qty = FeatureView(name="user_qty", entities=[user], source=orders, ttl=timedelta(days=1),
+                       filter=col("qty") >= 0, transform=[(col("qty") + 1).alias("qty1")],
+                       schema=[Field(name="qty1", dtype=Int64)])
+"""
+ORDERS = pa.schema([("user_id", pa.int64()), ("qty", pa.int64()), ("ts", TS)])
+
+
+def test_events_a_transform_fails_on_go_to_the_dead_letter_topic_and_the_job_carries_on(
+        tmp_path, bootstrap, kafka, redis_url, flink_ready, jobs):
+    topic = f"fs-overflow-{uuid.uuid4().hex[:12]}"
+    now = datetime.now(UTC).replace(microsecond=0)
+    first = [{"user_id": i % 4, "qty": i, "ts": now - timedelta(seconds=120 - i)} for i in range(40)]
+    repo = write_repo(tmp_path, OVERFLOW_FEATURES.format(bootstrap=bootstrap, topic=topic),
+                      tables={"orders": pa.Table.from_pylist(first, schema=ORDERS)},
+                      online_store=f"{{type: redis, url: '{_redis_db(redis_url, 8)}'}}")
+    with open(repo / "featurestore.yaml", "a") as f:
+        f.write("stream_engine: {checkpoint_interval_seconds: 1, offline_flush_seconds: 1}\n")
+    store = FeatureStore(repo)
+    store.apply()
+    kafka.create_topic(topic)
+    kafka.produce(topic, [_json(e) for e in first])
+    manager.start(store, "user_qty", wait_seconds=0)
+    jobs.append((store, "user_qty"))
+    _wait("the first events", lambda: manager.status_of(store, "user_qty").counters.get("admitted", 0) == 40,
+          120, jobs)
+    pid = manager.status_of(store, "user_qty").pid
+
+    def online(users: list[int]) -> list:
+        return store.get_online_features(features=["user_qty:qty1"],
+                                         entity_rows=[{"user_id": u} for u in users]).to_dict()["qty1"]
+
+    assert online([0, 1, 2, 3]) == [37, 38, 39, 40]
+    # user 2's newest event overflows qty + 1: were it applied, its (null) value would be the newest
+    bad = {"user_id": 2, "qty": 2**63 - 1, "ts": now}
+    after = [{"user_id": 1, "qty": 100, "ts": now + timedelta(seconds=1)},
+             {"user_id": 99, "qty": 5, "ts": now + timedelta(seconds=2)}]
+    kafka.produce(topic, [_json(bad)] + [_json(e) for e in after])
+    _wait("the events after the failing one", lambda: online([1, 99]) == [101, 6], 60, jobs)
+    dead = kafka.read_topic(f"{topic}.dead-letter", timeout=30)
+    assert len(dead) == 1, [m.json() for m in dead]
+    letter = dead[0].json()
+    assert letter["reason"] == "transform: integer overflow in +: 9223372036854775807"
+    assert (letter["view"], letter["topic"], letter["partition"], letter["offset"]) == ("user_qty", topic, 0, 40)
+    assert letter["row"]["user_id"] == 2 and letter["row"]["qty1"] is None
+    assert online([2]) == [39]  # not applied online
+    _wait("offline rows", lambda: store.offline_store.read("user_qty").num_rows == 42, 30, jobs)
+    offline = store.offline_store.read("user_qty").to_pylist()
+    assert now not in {r["event_timestamp"] for r in offline}  # nor offline
+    assert sorted(r["qty1"] for r in offline) == sorted([e["qty"] + 1 for e in first] + [101, 6])
+    _wait("status counters", lambda: manager.status_of(store, "user_qty").counters.get("transform_errors") == 1, 10)
+    status = manager.status_of(store, "user_qty")
+    assert status.running and status.pid == pid  # the same job, never failed over
+    assert status.counters["events"] == 43 and status.counters["admitted"] == 42
+    assert status.counters.get("dead_letters", 0) == 0 and status.counters.get("late_events", 0) == 0
+    log = (manager.job_dir(store, "user_qty") / "job.log").read_text(errors="replace")
+    assert "NumberFormatException" not in log  # no failed attempt either
+    from click.testing import CliRunner
+
+    from featurestore.cli import main
+
+    shown = CliRunner().invoke(main, ["--repo", str(store.repo_path), "stream", "status", "user_qty"])
+    assert shown.exit_code == 0 and "transform_errors=1" in shown.output, shown.output
 
 
 def _services(*args: str) -> subprocess.CompletedProcess:

@@ -190,6 +190,10 @@ FEATURES = """
         filter=col("kind") != "x", transform=[(col("price") * 2).alias("price2")],
         aggregations=[Aggregation(column="price2", function="sum", window=timedelta(minutes=10))])
     plain = FeatureView(name="plain", entities=[user], source=hist)
+    from featurestore import Field
+    from featurestore.types import Int64
+    unused_next = FeatureView(name="unused_next", entities=[user], source=clicks,
+        transform=[(col("unused") + 1).alias("next")], schema=[Field(name="next", dtype=Int64)])
 """
 
 
@@ -210,6 +214,39 @@ def test_plan_lists_what_messages_carry_and_compiles_the_transforms(tmp_path: Pa
     assert plan["kafka"]["group_id"] == "featurestore.test.user_clicks"
     with pytest.raises(InvalidInputError, match="KafkaSource"):
         build_plan(store, "plain")
+
+
+def test_plan_turns_transform_failures_into_an_error_column_instead_of_failing_the_job(tmp_path: Path):
+    store = store_for(tmp_path, FEATURES, tables={"clicks": _history()})
+    store.apply()
+    select = build_plan(store, "unused_next")["select"]
+    assert "CAST('integer overflow" not in select  # the throwing cast of the batch-like compile
+    assert "THEN 'integer overflow in +: ' || CAST(`unused` AS STRING) END) AS `__fs_error` FROM `events`" in select
+    assert select.startswith("SELECT `user_id` AS `user_id`, `next` AS `next`, ")
+    # the outer select hands the error column on to fs_sink, after the meta columns
+    assert ", `__fs_offset`, `__fs_kafka_ts`, `__fs_rowtime`, `__fs_error` FROM (SELECT `user_id`, " in select
+    # nothing in user_clicks can fail: the column is a constant null
+    assert "CAST(NULL AS STRING) AS `__fs_error` FROM `events`" in build_plan(store, "user_clicks")["select"]
+
+
+def test_intervals_of_any_length_are_valid_flink_sql():
+    from featurestore.streaming.plan import interval_sql
+
+    assert interval_sql(0) == "INTERVAL '0 00:00:00.000' DAY TO SECOND(3)"
+    assert interval_sql(1500) == "INTERVAL '0 00:00:01.500' DAY TO SECOND(3)"
+    # 600 s: INTERVAL '600.000' SECOND fails Flink's validation (leading precision 2)
+    assert interval_sql(600_000) == "INTERVAL '0 00:10:00.000' DAY TO SECOND(3)"
+    assert interval_sql(((2 * 24 + 3) * 60 + 4) * 60_000 + 5_006) == "INTERVAL '2 03:04:05.006' DAY TO SECOND(3)"
+
+
+def test_dead_letter_of_a_row_says_why_and_where_from():
+    from featurestore.streaming.writers import row_dead_letter
+
+    plan = {"view": "v", "kafka": {"topic": "t"}}
+    row = {"user_id": 1, "next": None, "event_timestamp": datetime(2024, 1, 1, tzinfo=UTC), "b": b"x"}
+    assert json.loads(row_dead_letter(plan, "transform: integer overflow in +: 9", row, 0, 7)) == {
+        "reason": "transform: integer overflow in +: 9", "view": "v", "topic": "t", "partition": 0, "offset": 7,
+        "row": {"user_id": 1, "next": None, "event_timestamp": "2024-01-01T00:00:00+00:00"}}
 
 
 # ------------------------------------------------------------------------------ offline, exactly once

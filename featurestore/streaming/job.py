@@ -12,9 +12,12 @@ One Flink SQL pipeline (parallelism 1, so every step sees events in offset order
       -> fs_parse (Python, a batch at a time): JSON -> the plan's typed columns as a JSON array, or the
          message goes to the dead-letter topic with the reason
       -> Flink SQL: typed columns out of the array, then the view's filter and transforms compiled from
-         the IR by ``transforms.compile_flink``, and whether the event is late (behind the watermark
-         by more than ``allowed_lateness``, from ``CURRENT_WATERMARK``)
-      -> fs_sink (Python, a batch at a time): late events are counted (metric ``late_events``) and
+         the IR by ``transforms.compile_flink`` with errors as values (a failing operation, e.g. an
+         integer overflow, gives null and its message in ``__fs_error`` instead of failing the job,
+         which would restart into the same event forever), and whether the event is late (behind the
+         watermark by more than ``allowed_lateness``, from ``CURRENT_WATERMARK``)
+      -> fs_sink (Python, a batch at a time): events the transforms failed on (metric and counter
+         ``transform_errors``, reason ``transform: <message>``) and late events (``late_events``) are
          sent to the dead-letter topic, applied to neither store; the rest are appended to the offline
          store (one atomic commit that also records the last Kafka offset per partition, so a replay
          appends nothing twice) and written online through ``OnlineStore.write``, the event-time
@@ -46,9 +49,11 @@ from typing import Any
 
 from featurestore.streaming import events as ev
 from featurestore.streaming.plan import (
+    ERROR,
     META_COLUMNS,
     ROWTIME,
     events_view_sql,
+    interval_sql,
     rowtime_expression,
 )
 
@@ -174,18 +179,26 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
                "Bool": lambda v: v.upper() == "TRUE", "Timestamp": None}
 
     class Sink(ScalarFunction):
-        """A batch of transformed events -> late ones dead-lettered; the rest to both stores."""
+        """A batch of transformed events -> failed and late ones dead-lettered; the rest to both stores."""
 
         def open(self, function_context):
             from featurestore.store import FeatureStore
-            from featurestore.streaming.writers import DeadLetters, OfflineRows, online_writer
+            from featurestore.streaming.writers import (
+                DeadLetters,
+                OfflineRows,
+                online_writer,
+                row_dead_letter,
+            )
 
             self.store = FeatureStore(plan["repo_path"])
             self.offline = OfflineRows(plan, self.store)
             self.online = online_writer(plan, self.store) if plan["online"] else None
             self.dead = DeadLetters(plan)
+            self.letter = row_dead_letter
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline")
-            self.late_metric = function_context.get_metric_group().counter("late_events")
+            metrics = function_context.get_metric_group()
+            self.late_metric = metrics.counter("late_events")
+            self.error_metric = metrics.counter("transform_errors")
             self.status = StatusFile(state_dir, "sink")
 
         def is_deterministic(self):  # it writes the stores
@@ -195,8 +208,9 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
             n = next(len(s) for s in series if isinstance(s, pd.Series))
             # A constant argument (e.g. the null created time of a source without one) is a scalar.
             cols = [s.tolist() if isinstance(s, pd.Series) else [s] * n for s in series]
-            late_flags = cols[-1]
+            errors, late_flags = cols[-2], cols[-1]
             rows, items, letters = [], [], []
+            n_failed = n_late = 0
             for i in range(n):
                 row = {}
                 for j, name in enumerate(out_names):
@@ -206,21 +220,28 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
                         v = ev.parse_time(v, name) if to is None else to(v)
                     row[name] = v
                 partition, offset = int(cols[n_out][i]), int(cols[n_out + 1][i])
+                if errors[i] is not None:  # the filter or a transform failed on this event
+                    letters.append(self.letter(plan, f"transform: {errors[i]}", row, partition, offset))
+                    n_failed += 1
+                    continue
                 if late_flags[i]:
-                    letters.append(json.dumps({
-                        "reason": f"late: event time {row['event_timestamp'].isoformat()} is more than the "
-                                  f"allowed lateness ({kafka['allowed_lateness_ms']} ms) behind the watermark",
-                        "view": view, "topic": kafka["topic"], "partition": partition, "offset": offset,
-                        "row": {k: (v.isoformat() if hasattr(v, "isoformat") else v)
-                                for k, v in row.items() if not isinstance(v, bytes)}}))
+                    letters.append(self.letter(
+                        plan, f"late: event time {row['event_timestamp'].isoformat()} is more than the allowed "
+                              f"lateness ({kafka['allowed_lateness_ms']} ms) behind the watermark",
+                        row, partition, offset))
+                    n_late += 1
                     continue
                 kafka_ts = cols[n_out + 2][i]
                 rows.append(row)
                 items.append((row, partition, offset, None if kafka_ts is None else _epoch_ms(kafka_ts)))
             if letters:
                 self.dead.send(letters)
-                self.late_metric.inc(len(letters))
-                self.status.bump("late_events", len(letters))
+                if n_late:
+                    self.late_metric.inc(n_late)
+                    self.status.bump("late_events", n_late)
+                if n_failed:
+                    self.error_metric.inc(n_failed)
+                    self.status.bump("transform_errors", n_failed)
             if items:
                 # The offline commit (Parquet file, fsyncs) and the online write overlap; both finish
                 # before this call returns, so before the checkpoint that covers these events.
@@ -236,7 +257,7 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
                 self.status.bump("admitted", len(items))
                 self.status.bump("sink_batches")
                 self.status.set("last_write", time.time())
-            return pd.Series([True] * n)
+            return pd.Series([1] * n, dtype="int64")
 
         def close(self):
             self.pool.shutdown()
@@ -244,26 +265,28 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
             self.store.close()
 
     t_env.create_temporary_function("fs_parse", udf(Parse(), result_type=DataTypes.STRING(), func_type="pandas"))
-    t_env.create_temporary_function("fs_sink", udf(Sink(), result_type=DataTypes.BOOLEAN(), func_type="pandas"))
-    delay = kafka["watermark_delay_ms"] / 1000
+    # BIGINT, not BOOLEAN: Calcite rewrites a boolean call over a CASE argument (the error column is
+    # one) into a CASE over two calls (ReduceExpressionsRule.pushPredicateIntoCase), and the Python
+    # operator then runs the sink twice per event.
+    t_env.create_temporary_function("fs_sink", udf(Sink(), result_type=DataTypes.BIGINT(), func_type="pandas"))
     t_env.execute_sql(
         "CREATE TEMPORARY TABLE `fs_kafka` (`value` BYTES, `partition` INT METADATA VIRTUAL, "
         "`offset` BIGINT METADATA VIRTUAL, `record_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL, "
         f"`{ROWTIME}` AS {rowtime_expression(plan['timestamp_json'])}, "
-        f"WATERMARK FOR `{ROWTIME}` AS `{ROWTIME}` - INTERVAL '{delay:.3f}' SECOND) "
+        f"WATERMARK FOR `{ROWTIME}` AS `{ROWTIME}` - {interval_sql(kafka['watermark_delay_ms'])}) "
         f"WITH ('connector' = 'kafka', 'topic' = {quote_string(kafka['topic'])}, "
         f"'properties.bootstrap.servers' = {quote_string(kafka['bootstrap_servers'])}, "
         f"'properties.group.id' = {quote_string(kafka['group_id'])}, 'scan.startup.mode' = 'group-offsets', "
         "'properties.auto.offset.reset' = 'earliest', 'properties.commit.offsets.on.checkpoint' = 'true', "
         "'scan.topic-partition-discovery.interval' = '10 s', 'format' = 'raw')")
-    t_env.execute_sql("CREATE TEMPORARY TABLE `fs_done` (`ok` BOOLEAN) WITH ('connector' = 'blackhole')")
+    t_env.execute_sql("CREATE TEMPORARY TABLE `fs_done` (`ok` BIGINT) WITH ('connector' = 'blackhole')")
     t_env.create_temporary_view("fs_parsed", t_env.sql_query(
         f"SELECT fs_parse(`value`, `partition`, `offset`) AS `p`, `partition`, `offset`, `record_time`, "
         f"`{ROWTIME}` FROM `fs_kafka`"))
     t_env.create_temporary_view("events", t_env.sql_query(events_view_sql(plan)))
-    lateness = kafka["allowed_lateness_ms"] / 1000
-    args = ", ".join([f"CAST(`{c}` AS STRING)" for c in out_names] + [f"`{c}`" for c in META_COLUMNS])
-    late = (f"COALESCE(`{ROWTIME}` < CURRENT_WATERMARK(`{ROWTIME}`) - INTERVAL '{lateness:.3f}' SECOND, FALSE)")
+    args = ", ".join([f"CAST(`{c}` AS STRING)" for c in out_names] + [f"`{c}`" for c in (*META_COLUMNS, ERROR)])
+    late = (f"COALESCE(`{ROWTIME}` < CURRENT_WATERMARK(`{ROWTIME}`) - {interval_sql(kafka['allowed_lateness_ms'])}, "
+            "FALSE)")
     insert = f"INSERT INTO `fs_done` SELECT fs_sink({args}, {late}) FROM ({plan['select']})"
     return t_env, insert
 

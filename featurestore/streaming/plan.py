@@ -8,7 +8,8 @@
 - the Flink SQL around the job's Python functions: the event time read from the raw message for the
   watermark (``rowtime_expression``), the typed columns out of the parser's output
   (``events_view_sql``), and the view's filter and transforms (compiled from the same IR as the batch
-  engines, by ``transforms.compile_flink``);
+  engines, by ``transforms.compile_flink``, with errors as values: a row the transforms fail on, e.g.
+  an integer overflow, carries the message in ``__fs_error`` and the job dead-letters it);
 - the stores' rows: key columns, stored columns (features, or the events an aggregation reads),
   aggregations, TTL.
 
@@ -29,8 +30,10 @@ from featurestore.sources import StreamSource, source_from_spec
 # dead-letter report) and the Kafka record time (the created time of an aggregation's online row).
 PARTITION, OFFSET, KAFKA_TS, ROWTIME = "__fs_partition", "__fs_offset", "__fs_kafka_ts", "__fs_rowtime"
 META_COLUMNS = (PARTITION, OFFSET, KAFKA_TS)
+# Why the view's filter or transforms failed on the row (null when they did not).
+ERROR = "__fs_error"
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 # Bytes columns are not streamed yet: Flink SQL has no exact way to carry them out of JSON.
 _SCALARS = ("Int32", "Int64", "Float32", "Float64", "String", "Bool", "Timestamp")
 
@@ -103,7 +106,7 @@ def build_plan(store: Any, view_name: str, spec: dict[str, Any] | None = None) -
         raise DefinitionError(f"feature view {view_name!r}: the stream engine cannot run {unsupported[0]!r} "
                               f"(see transforms.compile_flink.UNSUPPORTED)", obj=view_name)
     passthrough = [c["name"] for c in columns if c["name"] not in produced] + list(META_COLUMNS) + [ROWTIME]
-    inner = cf.compile_view("events", transform, flt, passthrough, schema)
+    inner = cf.compile_view("events", transform, flt, passthrough, schema, error_column=ERROR)
     out_types = dict(schema)
     for name, arrow_type in stored:
         out_types[name] = fstypes.from_arrow(arrow_type)
@@ -118,7 +121,7 @@ def build_plan(store: Any, view_name: str, spec: dict[str, Any] | None = None) -
     items = [text(n, n) for n in outputs]
     items.append(text(ts_col, EVENT_TS))
     items.append(text(created_col, CREATED_TS) if created_col else f"CAST(NULL AS STRING) AS {CREATED_TS}")
-    items += [cf.quote_ident(m) for m in (*META_COLUMNS, ROWTIME)]
+    items += [cf.quote_ident(m) for m in (*META_COLUMNS, ROWTIME, ERROR)]
     select = f"SELECT {', '.join(items)} FROM ({inner})"
     ttl = spec.get("ttl_seconds")
     return {
@@ -148,6 +151,16 @@ def build_plan(store: Any, view_name: str, spec: dict[str, Any] | None = None) -
         "online": spec.get("online", True),
         "stream_engine": dict(store.config.stream_engine),
     }
+
+
+def interval_sql(ms: int) -> str:
+    """A Flink SQL interval literal of ``ms`` milliseconds (>= 0). Not ``INTERVAL '<s>' SECOND``: its
+    default leading precision is 2, so 100 s or more fails validation (and Flink allows no more)."""
+    days, rest = divmod(int(ms), 86_400_000)
+    hours, rest = divmod(rest, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds, millis = divmod(rest, 1000)
+    return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}' DAY TO SECOND(3)"
 
 
 _LOCAL_TIME = r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d{1,3})?)?)"

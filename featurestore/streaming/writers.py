@@ -160,6 +160,17 @@ def online_writer(plan: dict[str, Any], store: Any) -> OnlineAggregator | _Plain
     return OnlineAggregator(plan, store) if plan["aggregations"] else _PlainOnline(plan, store)
 
 
+def row_dead_letter(plan: dict[str, Any], reason: str, row: dict[str, Any], partition: int, offset: int) -> str:
+    """The dead-letter record (JSON text) of an event the job read but applies to neither store (late,
+    or its transforms failed): why, where from, and the row as the job had it (times as ISO text)."""
+    import json
+
+    return json.dumps({"reason": reason, "view": plan["view"], "topic": plan["kafka"]["topic"],
+                       "partition": partition, "offset": offset,
+                       "row": {k: (v.isoformat() if hasattr(v, "isoformat") else v)
+                               for k, v in row.items() if not isinstance(v, bytes)}})
+
+
 class DeadLetters:
     """Produces dead-letter records to the source's dead-letter topic, waiting for the broker's acks."""
 
