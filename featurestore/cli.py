@@ -226,7 +226,7 @@ def stream_start(ctx: click.Context, view: str, fresh: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def stream_status(ctx: click.Context, view: str | None, as_json: bool) -> None:
-    """Show stream jobs: running or not, last checkpoint, counters (events, dead letters, late events)."""
+    """Show stream jobs: running or not, last checkpoint, counters (events, dead letters, late events, transform errors)."""
     from featurestore.streaming import manager
 
     jobs = manager.status(_store(ctx), view)
