@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 
 def run(repo: str, *, host: str = "127.0.0.1", port: int = 6566, workers: int = 1,
@@ -29,7 +30,7 @@ def run(repo: str, *, host: str = "127.0.0.1", port: int = 6566, workers: int = 
 
     os.environ[REPO_ENV] = repo
     config = uvicorn.Config("serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                            access_log=access_log, log_level=log_level)
+                            access_log=access_log, log_level=log_level, http=_http_protocol())
     if workers <= 1:
         uvicorn.Server(config).run()
         return
@@ -41,6 +42,16 @@ def run(repo: str, *, host: str = "127.0.0.1", port: int = 6566, workers: int = 
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     Multiprocess(config, sockets=[sock]).run()
+
+
+def _http_protocol() -> Any:
+    """httptools with one socket write per response (``serving.http_protocol``); uvicorn's choice
+    without httptools."""
+    try:
+        from serving.http_protocol import CoalescingHttpToolsProtocol
+    except ImportError:
+        return "auto"
+    return CoalescingHttpToolsProtocol
 
 
 def _bind_reuse_port(host: str, port: int, backlog: int) -> socket.socket:

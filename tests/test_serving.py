@@ -8,6 +8,7 @@ to ``serving.app.create_app`` through FastAPI's TestClient or over TCP.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import socket
 import subprocess
@@ -34,6 +35,7 @@ from featurestore.errors import (
 from featurestore.online_store import EventTimes
 from serving.app import create_app
 from serving.client import AuthenticationError, FeatureClient, PermissionDeniedError, RequestTooLargeError
+from serving.http_protocol import CoalescingHttpToolsProtocol, CoalescingTransport
 from tests.repo_helpers import write_repo
 
 UTC = timezone.utc
@@ -136,7 +138,7 @@ def uvicorn_server(app) -> Iterator[str]:
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           access_log=False))
+                                           access_log=False, http=CoalescingHttpToolsProtocol))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -687,6 +689,80 @@ def test_client_push_pandas_and_413(sqlite_store):
         assert resp.statuses()["speed"] == ["PRESENT", "NULL_VALUE"]
         with pytest.raises(RequestTooLargeError):
             fc.get_online_features(["live:speed"], entities={"driver_id": [1, 2, 3, 4]})
+
+
+class _RecordingTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name, default=None):
+        return ("127.0.0.1", 1) if name in ("sockname", "peername") else default
+
+
+def test_coalescing_transport_writes_once_per_loop_iteration_and_flushes_on_close():
+    import asyncio
+
+    async def scenario() -> tuple[list[bytes], list[bytes], bool]:
+        real = _RecordingTransport()
+        t = CoalescingTransport(real, asyncio.get_running_loop())
+        t.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        t.write(b"body")
+        assert real.writes == [] and t.get_write_buffer_size() == 23
+        await asyncio.sleep(0)
+        first = list(real.writes)
+        t.write(b"last")
+        t.close()  # pending bytes go out before the close
+        return first, real.writes, real.closed
+
+    first, writes, closed = asyncio.run(scenario())
+    assert first == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+    assert writes == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"last"] and closed
+    assert CoalescingTransport(_RecordingTransport(), None).get_extra_info("peername") == ("127.0.0.1", 1)
+
+
+def test_real_server_answers_keep_alive_requests_and_large_bodies_through_the_coalescing_protocol(store):
+    """Many requests on one keep-alive connection, and a response far larger than the socket buffers
+    (flow control), come back complete and in order."""
+    import http.client
+
+    app = create_app(store)
+    with uvicorn_server(app) as url:
+        conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=10)
+        try:
+            for i in range(30):
+                ids = [1 + i % N_DRIVERS, 99]
+                conn.request("POST", "/get-online-features", body=json.dumps(
+                    {"features": ["stats:trips"], "entities": {"driver_id": ids}}),
+                    headers={"content-type": "application/json"})
+                r = conn.getresponse()
+                body = json.loads(r.read())
+                assert r.status == 200 and column(body, "trips")["values"] == [(1 + i % N_DRIVERS) * 10, None]
+            conn.request("GET", "/openapi.json")
+            r = conn.getresponse()
+            spec = r.read()
+            assert r.status == 200 and json.loads(spec)["paths"]
+            big = {"features": ["stats:trips", "stats:label"], "entities": {"driver_id": [1, 2, 3] * 3000}}
+            conn.request("POST", "/get-online-features", body=json.dumps(big),
+                         headers={"content-type": "application/json"})
+            r = conn.getresponse()
+            body = r.read()
+            assert r.status == 200 and len(body) == int(r.getheader("content-length")) > 200_000
+            assert column(json.loads(body), "trips")["values"] == [10, 20, 30] * 3000
+        finally:
+            conn.close()
 
 
 def test_featurestore_serve_command(tmp_path, sqlite_store):
