@@ -121,6 +121,8 @@ def materialize_view(store: "FeatureStore", spec: dict, start: datetime, end: da
             return helpers.submit(store.engine.read_rows, data, keys, features, *chunks[i]) if i < len(chunks) else None
 
         upcoming = read(0)
+        if write_online and not aggregated:
+            store.online_store  # noqa: B018 - load the backend (imports, connection) while the first chunk is read
         for i, (chunk_start, chunk_end) in enumerate(chunks):
             rows = upcoming.result()
             offline = helpers.submit(store.offline_store.write, spec["name"], rows, chunk_start, chunk_end, EVENT_TS)
