@@ -105,17 +105,24 @@ def _json(e: dict[str, Any]) -> str:
     return json.dumps({**e, "ts": e["ts"].isoformat()})
 
 
-def _repo(tmp_path: Path, bootstrap: str, topic: str, redis_url: str, history: list[dict], *, delay: float = 5,
-          lateness: float = 0, stream_engine: str = "{checkpoint_interval_seconds: 1, offline_flush_seconds: 1}"
-          ) -> FeatureStore:
-    repo = write_repo(tmp_path, FEATURES.format(bootstrap=bootstrap, topic=topic, delay=delay, lateness=lateness),
-                      tables={"clicks": pa.Table.from_pylist(history, schema=SCHEMA)},
-                      online_store=f"{{type: redis, url: '{redis_url}'}}")
+FAST_CHECKPOINTS = "{checkpoint_interval_seconds: 1, offline_flush_seconds: 1}"
+
+
+def _applied_repo(tmp_path: Path, code: str, tables: dict[str, pa.Table], redis_url: str,
+                  stream_engine: str = FAST_CHECKPOINTS) -> FeatureStore:
+    """A repo of ``code`` with its source tables, online store ``redis_url`` and ``stream_engine``, applied."""
+    repo = write_repo(tmp_path, code, tables=tables, online_store=f"{{type: redis, url: '{redis_url}'}}")
     with open(repo / "featurestore.yaml", "a") as f:
         f.write(f"stream_engine: {stream_engine}\n")
     store = FeatureStore(repo)
     store.apply()
     return store
+
+
+def _repo(tmp_path: Path, bootstrap: str, topic: str, redis_url: str, history: list[dict], *, delay: float = 5,
+          lateness: float = 0, stream_engine: str = FAST_CHECKPOINTS) -> FeatureStore:
+    return _applied_repo(tmp_path, FEATURES.format(bootstrap=bootstrap, topic=topic, delay=delay, lateness=lateness),
+                         {"clicks": pa.Table.from_pylist(history, schema=SCHEMA)}, redis_url, stream_engine)
 
 
 def _wait(what: str, check: Callable[[], bool], timeout: float, jobs: list[tuple[FeatureStore, str]] = ()) -> None:
@@ -322,13 +329,8 @@ def test_events_a_transform_fails_on_go_to_the_dead_letter_topic_and_the_job_car
     topic = f"fs-overflow-{uuid.uuid4().hex[:12]}"
     now = datetime.now(UTC).replace(microsecond=0)
     first = [{"user_id": i % 4, "qty": i, "ts": now - timedelta(seconds=120 - i)} for i in range(40)]
-    repo = write_repo(tmp_path, OVERFLOW_FEATURES.format(bootstrap=bootstrap, topic=topic),
-                      tables={"orders": pa.Table.from_pylist(first, schema=ORDERS)},
-                      online_store=f"{{type: redis, url: '{_redis_db(redis_url, 8)}'}}")
-    with open(repo / "featurestore.yaml", "a") as f:
-        f.write("stream_engine: {checkpoint_interval_seconds: 1, offline_flush_seconds: 1}\n")
-    store = FeatureStore(repo)
-    store.apply()
+    store = _applied_repo(tmp_path, OVERFLOW_FEATURES.format(bootstrap=bootstrap, topic=topic),
+                          {"orders": pa.Table.from_pylist(first, schema=ORDERS)}, _redis_db(redis_url, 8))
     kafka.create_topic(topic)
     kafka.produce(topic, [_json(e) for e in first])
     manager.start(store, "user_qty", wait_seconds=0)
@@ -437,13 +439,8 @@ def test_push_to_a_streaming_push_source_takes_the_stream_path(tmp_path, bootstr
     topic = f"fs-push-{uuid.uuid4().hex[:12]}"
     now = datetime.now(UTC)
     history = [{"user_id": 1, "price": 1.0, "kind": "a", "ts": now - timedelta(days=3)}]
-    repo = write_repo(tmp_path, PUSH_FEATURES.format(bootstrap=bootstrap, topic=topic),
-                      tables={"clicks": pa.Table.from_pylist(history, schema=SCHEMA)},
-                      online_store=f"{{type: redis, url: '{_redis_db(redis_url, 7)}'}}")
-    with open(repo / "featurestore.yaml", "a") as f:
-        f.write("stream_engine: {checkpoint_interval_seconds: 1, offline_flush_seconds: 1}\n")
-    store = FeatureStore(repo)
-    store.apply()
+    store = _applied_repo(tmp_path, PUSH_FEATURES.format(bootstrap=bootstrap, topic=topic),
+                          {"clicks": pa.Table.from_pylist(history, schema=SCHEMA)}, _redis_db(redis_url, 7))
     kafka.create_topic(topic)
     manager.start(store, "user_spend", wait_seconds=0)
     jobs.append((store, "user_spend"))
