@@ -125,6 +125,17 @@ def _repo(tmp_path: Path, bootstrap: str, topic: str, redis_url: str, history: l
                          {"clicks": pa.Table.from_pylist(history, schema=SCHEMA)}, redis_url, stream_engine)
 
 
+def _start_on(store: FeatureStore, view: str, kafka, topic: str, events: list[dict],
+              jobs: list[tuple[FeatureStore, str]]) -> None:
+    """Create ``topic``, produce ``events``, start the view's job and wait until it admitted them all."""
+    kafka.create_topic(topic)
+    kafka.produce(topic, [_json(e) for e in events])
+    manager.start(store, view, wait_seconds=0)
+    jobs.append((store, view))
+    _wait("the first events", lambda: manager.status_of(store, view).counters.get("admitted", 0) == len(events),
+          120, jobs)
+
+
 def _wait(what: str, check: Callable[[], bool], timeout: float, jobs: list[tuple[FeatureStore, str]] = ()) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -266,12 +277,7 @@ def test_malformed_and_late_messages_go_to_the_dead_letter_topic(tmp_path, boots
     for e in on_time:
         e["kind"] = "a"
     store = _repo(tmp_path, bootstrap, topic, _redis_db(redis_url, 5), on_time, delay=1, lateness=30)
-    kafka.create_topic(topic)
-    kafka.produce(topic, [_json(e) for e in on_time])
-    manager.start(store, "user_clicks", wait_seconds=0)
-    jobs.append((store, "user_clicks"))
-    _wait("the first events", lambda: manager.status_of(store, "user_clicks").counters.get("admitted", 0) == 200,
-          120, jobs)
+    _start_on(store, "user_clicks", kafka, topic, on_time, jobs)
     time.sleep(1.5)  # a watermark past the first events is out
     newest = max(e["ts"] for e in on_time)
     within = {"user_id": 1, "price": 1.0, "kind": "a", "ts": newest - timedelta(seconds=20)}  # allowed lateness
@@ -331,12 +337,7 @@ def test_events_a_transform_fails_on_go_to_the_dead_letter_topic_and_the_job_car
     first = [{"user_id": i % 4, "qty": i, "ts": now - timedelta(seconds=120 - i)} for i in range(40)]
     store = _applied_repo(tmp_path, OVERFLOW_FEATURES.format(bootstrap=bootstrap, topic=topic),
                           {"orders": pa.Table.from_pylist(first, schema=ORDERS)}, _redis_db(redis_url, 8))
-    kafka.create_topic(topic)
-    kafka.produce(topic, [_json(e) for e in first])
-    manager.start(store, "user_qty", wait_seconds=0)
-    jobs.append((store, "user_qty"))
-    _wait("the first events", lambda: manager.status_of(store, "user_qty").counters.get("admitted", 0) == 40,
-          120, jobs)
+    _start_on(store, "user_qty", kafka, topic, first, jobs)
     pid = manager.status_of(store, "user_qty").pid
 
     def online(users: list[int]) -> list:
