@@ -262,13 +262,22 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("bulk", [False, True], ids=["script", "set-nx-first"])
-def test_two_concurrent_writer_processes_end_with_the_max_per_key(store_config, bulk):
-    cls, cfg, repo = store_config
-    if bulk:
-        if cls is SqliteOnlineStore:
-            pytest.skip("the SET NX bulk path is Redis' own")
-        cfg = {**cfg, "bulk_absent_min_rows": 1}  # every batch tries SET NX first, racing the other writer
+def test_two_concurrent_writer_processes_end_with_the_max_per_key(store_config):
+    _two_concurrent_writers(*store_config)
+
+
+@pytest.mark.redis
+def test_two_concurrent_redis_writers_racing_on_set_nx_end_with_the_max_per_key(tmp_path, redis_url):
+    prefix = f"fst{uuid.uuid4().hex[:12]}"
+    # every batch tries SET NX first (the bulk path), racing the other writer for the same new keys
+    cfg = {"type": "redis", "url": redis_url, "key_prefix": prefix, "bulk_absent_min_rows": 1}
+    try:
+        _two_concurrent_writers(RedisOnlineStore, cfg, tmp_path)
+    finally:
+        _redis_cleanup(redis_url, prefix)
+
+
+def _two_concurrent_writers(cls, cfg: dict, repo) -> None:
     nkeys = 400
     procs = []
     start_at = time.time() + 3.0
