@@ -765,6 +765,49 @@ def test_real_server_answers_keep_alive_requests_and_large_bodies_through_the_co
             conn.close()
 
 
+def test_balanced_accept_loop_serves_a_bound_socket_one_connection_at_a_time():
+    """``create_server(sock=...)`` on the balanced loop listens, hands each accepted connection to the
+    protocol, and stops accepting when closed; other create_server calls are uvloop's own."""
+    import asyncio
+
+    from serving.balanced_accept import OneAtATimeServer, loop_factory
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport = transport
+
+        def data_received(self, data):
+            self.transport.write(data.upper())
+
+    async def scenario() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = await loop.create_server(Echo, sock=sock, backlog=16)
+        assert isinstance(server, OneAtATimeServer) and server.sockets == (sock,)
+        port = sock.getsockname()[1]
+        answers = []
+        streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
+        for i, (reader, writer) in enumerate(streams):
+            writer.write(b"hi%d" % i)
+            answers.append(await asyncio.wait_for(reader.read(10), 5))
+            writer.close()
+        server.close()
+        await server.wait_closed()
+        assert not server.is_serving()
+        plain = await loop.create_server(Echo, "127.0.0.1", 0)  # not a bound socket: uvloop's server
+        assert not isinstance(plain, OneAtATimeServer)
+        plain.close()
+        sock.close()
+        return answers
+
+    loop = loop_factory()
+    try:
+        assert loop.run_until_complete(scenario()) == [b"HI%d" % i for i in range(5)]
+    finally:
+        loop.close()
+
+
 def test_featurestore_serve_command(tmp_path, sqlite_store):
     port = free_port()
     env = {**os.environ, "FEATURESTORE_API_KEYS": "k:read"}
@@ -790,8 +833,8 @@ def test_featurestore_serve_command(tmp_path, sqlite_store):
                 fc.get_online_features(["stats:trips"], entities={"driver_id": [2]})
             # no ~40 ms delayed-ACK stall per response with several workers (TCP_NODELAY)
             assert (time.perf_counter() - start) / 20 < 0.03
-            # connections opened at once spread over both workers (each binds with SO_REUSEPORT), not
-            # all to whichever woke first (all on one: chance 2 / 2**16)
+            # connections opened at once spread over both workers (each accepts one per wakeup,
+            # serving.balanced_accept), not all to whichever woke first
             workers = _children(proc.pid)
             before = {pid: _socket_count(pid) for pid in workers}
             conns = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(16)]  # a burst
