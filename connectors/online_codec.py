@@ -386,7 +386,7 @@ class _Plan:
     """How to pull the requested features out of rows written with one schema."""
 
     __slots__ = ("fixed", "nb", "zero_bitmap", "var_slots", "null_slots", "getter", "converts", "slots",
-                 "missing", "dtype", "schema_size")
+                 "missing", "dtype", "schema_size", "fields")
 
     def __init__(self, schema: bytes, wanted: tuple[tuple[str, int], ...]):
         feats: list[tuple[str, int]] = []
@@ -440,6 +440,7 @@ class _Plan:
             if convert is not None:
                 converts.append((j, convert))
         self.slots, self.missing = slots, missing
+        self.fields = [(slot, f"s{slot}") for slot in sorted(set(slots)) if slot != missing]  # record fields read
         if len(slots) == 1:
             only = slots[0]
             self.getter = lambda values: [values[only]]
@@ -557,10 +558,7 @@ class RowDecoder:
         if not ((raw[:, 0] == FORMAT).all() and (head == head[0]).all()):
             return None  # some row has another schema: row by row
         rec = np.frombuffer(joined, dtype=dtype)
-        columns: dict[int, list] = {}
-        for slot in set(plan.slots):
-            if slot != plan.missing:
-                columns[slot] = rec[f"s{slot}"].tolist()
+        columns = {slot: rec[name].tolist() for slot, name in plan.fields}
         nulls: set[int] = set()  # slots with a null value somewhere
         for j in range(plan.nb):
             bits = rec[f"nb{j}"]

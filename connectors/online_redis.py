@@ -442,25 +442,32 @@ class RedisOnlineStore(OnlineStore):
             return [prefix + part(key[0]) for key in keys]
         return [prefix + codec.encode_key(key) for key in keys]
 
-    def _mget_packet(self, view: str, join_keys: list[str], keys: list[tuple]) -> bytes:
+    def _mget_packet(self, view: str, join_keys: list[str], keys: list[tuple],
+                     decimals_of: dict[int, list[bytes] | None] | None = None) -> bytes:
         """``MGET`` of the keys' Redis keys in RESP; the usual single integer join key in one formatting
-        pass per key (``_pack_mget(_read_keys(...))`` builds each key, then its RESP frame)."""
-        if len(join_keys) == 1 and keys and set(map(len, keys)) == {1}:
-            ints = [k for (k,) in keys]
-            if set(map(type, ints)) == {int}:
-                heads = self._int_frames.get(view)
-                if heads is None:
-                    # key = prefix + b"i<digits>:<decimal>" (online_codec.encode_key_part); per digit
-                    # count, the frame up to the decimal: b"$<key length>\r\n<prefix>i<digits>:"
-                    prefix = self._view_prefix(view)
-                    heads = self._int_frames[view] = [
-                        b"$%d\r\n%si%d:" % (len(prefix) + 2 + n + len(b"%d" % n), prefix, n) for n in range(24)]
-                decimals = " ".join(map(str, ints)).encode().split()  # all ints formatted in C
-                try:
-                    return (b"*%d\r\n$4\r\nMGET\r\n" % (len(ints) + 1)
-                            + b"".join([heads[len(d)] + d + b"\r\n" for d in decimals]))
-                except IndexError:  # an integer wider than int64: the general path
-                    pass
+        pass per key (``_pack_mget(_read_keys(...))`` builds each key, then its RESP frame).
+        ``decimals_of`` caches the decimals per key list (by identity) across the views of one lookup."""
+        if len(join_keys) != 1 or not keys:
+            return _pack_mget(self._read_keys(view, join_keys, keys))
+        if decimals_of is None:
+            decimals = _int_decimals(keys)
+        elif id(keys) in decimals_of:  # the key lists of one call are all alive: ids are unique
+            decimals = decimals_of[id(keys)]
+        else:
+            decimals = decimals_of[id(keys)] = _int_decimals(keys)
+        if decimals is not None:
+            heads = self._int_frames.get(view)
+            if heads is None:
+                # key = prefix + b"i<digits>:<decimal>" (online_codec.encode_key_part); per digit
+                # count, the frame up to the decimal: b"$<key length>\r\n<prefix>i<digits>:"
+                prefix = self._view_prefix(view)
+                heads = self._int_frames[view] = [
+                    b"$%d\r\n%si%d:" % (len(prefix) + 2 + n + len(b"%d" % n), prefix, n) for n in range(24)]
+            try:
+                return (b"*%d\r\n$4\r\nMGET\r\n" % (len(decimals) + 1)
+                        + b"".join([heads[len(d)] + d + b"\r\n" for d in decimals]))
+            except IndexError:  # an integer wider than int64: the general path
+                pass
         return _pack_mget(self._read_keys(view, join_keys, keys))
 
     async def read_many_async(self, reads: list[tuple]) -> list[ReadResult]:
@@ -468,7 +475,8 @@ class RedisOnlineStore(OnlineStore):
         ``reads`` are pipelined on this loop's connection (see the module docstring)."""
         if self._async is None:
             return [self.read(*args) for args in reads]
-        commands = [self._mget_packet(view, join_keys, keys) for view, join_keys, keys, *_ in reads]
+        decimals_of: dict[int, list[bytes] | None] = {}
+        commands = [self._mget_packet(view, join_keys, keys, decimals_of) for view, join_keys, keys, *_ in reads]
         try:
             replies = await self._async.execute(commands)
         except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
@@ -502,6 +510,17 @@ class RedisOnlineStore(OnlineStore):
         self._client.close()
         if self._async is not None:
             self._async.close()
+
+
+def _int_decimals(keys: list[tuple]) -> list[bytes] | None:
+    """The decimal digits of each key of a list of one-int key tuples (None for any other keys), all
+    formatted in C by one ``str.join``."""
+    if set(map(len, keys)) != {1}:
+        return None
+    ints = [k for (k,) in keys]
+    if set(map(type, ints)) != {int}:
+        return None
+    return " ".join(map(str, ints)).encode().split()
 
 
 def _pack_mget(keys: list[bytes]) -> bytes:

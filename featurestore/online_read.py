@@ -208,13 +208,17 @@ class OnlineReader:
             if col not in columns:
                 raise InvalidInputError(f"entities: missing join key {col!r}")
         coerced: dict[str, list] = {}
+        tuples: dict[tuple, list] = {}  # views keyed by the same columns share one list of key tuples
         for view, keys, join_keys, read, types, _outs, _ttl in plan.views:
-            key_lists = []
-            for name, t in keys:
-                if name not in coerced:
-                    coerced[name] = _coerce_keys(name, columns[name], t)
-                key_lists.append(coerced[name])
-            key_tuples = list(zip(*key_lists)) if key_lists else [()] * n
+            names = tuple(name for name, _t in keys)
+            key_tuples = tuples.get(names)
+            if key_tuples is None:
+                key_lists = []
+                for name, t in keys:
+                    if name not in coerced:
+                        coerced[name] = _coerce_keys(name, columns[name], t)
+                    key_lists.append(coerced[name])
+                key_tuples = tuples[names] = list(zip(*key_lists)) if key_lists else [()] * n
             lookup.reads.append((view, join_keys, key_tuples, read, types))
         return lookup
 

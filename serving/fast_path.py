@@ -84,6 +84,11 @@ def parse(raw: bytes) -> FastBody | None:
     for values in entities.values():
         if type(values) is not list:
             return None
+        kinds = set(map(type, values))
+        if kinds == {int}:  # the usual column, checked without a Python loop
+            if values and not (_INT64_MIN <= min(values) and max(values) <= _INT64_MAX):
+                return None
+            continue
         for v in values:
             t = type(v)
             if t is int:

@@ -229,6 +229,21 @@ def test_lookup_of_many_entities_equals_store_response(store, client):
     assert trips["values"][:3] == [20, 10, None] and trips["statuses"][2] == "NOT_FOUND"
 
 
+def test_fast_path_takes_only_int64_and_string_entity_values():
+    """Anything else (an integer outside int64, a bool, a float, null) is left to the full route, which
+    answers it with its own errors."""
+    from serving.fast_path import parse
+
+    def body(values) -> bytes:
+        return json.dumps({"features": ["stats:trips"], "entities": {"driver_id": values}}).encode()
+
+    for ok in ([1, 2, 3], [-(2**63), 2**63 - 1], ["7", 8], [], ["a"]):
+        parsed = parse(body(ok))
+        assert parsed is not None and parsed.entities == {"driver_id": ok}, ok
+    for refused in ([1, 2**63], [-(2**63) - 1], [1, True], [1.5], [None], [[1]]):
+        assert parse(body(refused)) is None, refused
+
+
 def test_fast_path_answers_like_the_full_route(store):
     """Plain lookups are answered by the app object itself (serving.fast_path); with it switched off the
     FastAPI route answers. Same bodies, statuses and metrics either way, for what the fast path serves
