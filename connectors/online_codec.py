@@ -386,7 +386,7 @@ class _Plan:
     """How to pull the requested features out of rows written with one schema."""
 
     __slots__ = ("fixed", "nb", "zero_bitmap", "var_slots", "null_slots", "getter", "converts", "slots",
-                 "missing", "dtype", "schema_size", "fields")
+                 "missing", "dtype", "fields")
 
     def __init__(self, schema: bytes, wanted: tuple[tuple[str, int], ...]):
         feats: list[tuple[str, int]] = []
@@ -416,7 +416,6 @@ class _Plan:
             null_slots.append((i >> 3, 1 << (i & 7), slot))
             slot += 1
         self.fixed = _struct(fmt)
-        self.schema_size = len(schema)
         self.dtype = None  # numpy layout of a whole row, for decoding many rows at once (fixed-width only)
         if not var_slots:
             layout = [("fmt", "u1"), ("ev", ">i8"), ("cr", ">i8"), ("slen", ">u2")]
@@ -458,14 +457,9 @@ class RowDecoder:
         self._plans: dict[tuple, dict[bytes, _Plan]] = {}  # request -> row schema -> plan
 
     def decode(self, rows: list[bytes | None], features: list[str],
-               feature_types: dict[str, pa.DataType]) -> tuple[dict[str, list], list[datetime | None]]:
-        """(values per feature, event time per row) of ``rows`` (None: no row for that key)."""
-        result = self.decode_result(rows, features, feature_types)
-        return result.values, result.event_timestamps
-
-    def decode_result(self, rows: list[bytes | None], features: list[str],
-                      feature_types: dict[str, pa.DataType]) -> ReadResult:
-        """``decode`` as an online store's ``ReadResult``, with its ``complete`` hint when known."""
+               feature_types: dict[str, pa.DataType]) -> ReadResult:
+        """``rows`` (None: no row for that key) as an online store's ``ReadResult``, with its
+        ``complete`` hint when known."""
         try:
             wanted = tuple((f, type_code(feature_types[f])) for f in features)
         except KeyError as exc:
@@ -523,7 +517,6 @@ class RowDecoder:
         if not out_rows:
             return ReadResult({f: [] for f in features}, stamps)
         return ReadResult({f: list(col) for f, col in zip(features, zip(*out_rows))}, stamps)
-
 
     def _decode_columnar(self, rows: list, features: list[str], wanted: tuple,
                          plans: dict) -> ReadResult | None:

@@ -427,7 +427,7 @@ class RedisOnlineStore(OnlineStore):
              feature_types: dict[str, pa.DataType]) -> ReadResult:
         redis_keys = self._read_keys(view, join_keys, keys)
         rows = self._call("read", self._client.mget, redis_keys) if redis_keys else []
-        return self._decoder.decode_result(rows, features, feature_types)
+        return self._decoder.decode(rows, features, feature_types)
 
     def _read_keys(self, view: str, join_keys: list[str], keys: list[tuple]) -> list[bytes]:
         prefix = self._prefixes.get(view)
@@ -443,15 +443,13 @@ class RedisOnlineStore(OnlineStore):
         return [prefix + codec.encode_key(key) for key in keys]
 
     def _mget_packet(self, view: str, join_keys: list[str], keys: list[tuple],
-                     decimals_of: dict[int, list[bytes] | None] | None = None) -> bytes:
+                     decimals_of: dict[int, list[bytes] | None]) -> bytes:
         """``MGET`` of the keys' Redis keys in RESP; the usual single integer join key in one formatting
         pass per key (``_pack_mget(_read_keys(...))`` builds each key, then its RESP frame).
         ``decimals_of`` caches the decimals per key list (by identity) across the views of one lookup."""
         if len(join_keys) != 1 or not keys:
             return _pack_mget(self._read_keys(view, join_keys, keys))
-        if decimals_of is None:
-            decimals = _int_decimals(keys)
-        elif id(keys) in decimals_of:  # the key lists of one call are all alive: ids are unique
+        if id(keys) in decimals_of:  # the key lists of one call are all alive: ids are unique
             decimals = decimals_of[id(keys)]
         else:
             decimals = decimals_of[id(keys)] = _int_decimals(keys)
@@ -489,7 +487,7 @@ class RedisOnlineStore(OnlineStore):
                     raise self._unavailable_error(error, "read") from error
                 raise error
             rows = reply if keys else []
-            out.append(self._decoder.decode_result(rows, features, feature_types))
+            out.append(self._decoder.decode(rows, features, feature_types))
         return out
 
     def delete_view(self, view: str) -> None:

@@ -171,7 +171,7 @@ class SqliteOnlineStore(OnlineStore):
                 found.update(conn.execute(sql, [self.project, view, *chunk]).fetchall())
         except sqlite3.OperationalError as exc:
             raise BackendUnavailableError(f"SQLite online store read failed: {exc}") from exc
-        return self._decoder.decode_result([found.get(k) for k in encoded], features, feature_types)
+        return self._decoder.decode([found.get(k) for k in encoded], features, feature_types)
 
     def delete_view(self, view: str) -> None:
         conn = self._conn()

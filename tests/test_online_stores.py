@@ -694,18 +694,18 @@ def test_decoding_many_rows_at_once_equals_decoding_each(data, extra, missing):
     types = {name: arr.type for name, arr in arrays.items()} | {"not_stored": pa.string()}
     names = list(types)
     one_by_one = [codec.RowDecoder().decode([row], names, types) for row in rows]
-    many_values, many_stamps = codec.RowDecoder().decode(rows, names, types)
-    assert many_stamps == [stamps[0] for _values, stamps in one_by_one]
+    result = codec.RowDecoder().decode(rows, names, types)
+    many_values = result.values
+    assert result.event_timestamps == [one.event_timestamps[0] for one in one_by_one]
     for name in names:
-        for got, (values, _stamps) in zip(many_values[name], one_by_one):
-            assert same(got, values[name][0]), name
-    result = codec.RowDecoder().decode_result(rows, names, types)
+        for got, one in zip(many_values[name], one_by_one):
+            assert same(got, one.values[name][0]), name
     # the "complete" hint names exactly the features with a value for every key (when it names any)
     assert result.complete <= {name for name in names if None not in result.values[name]}
     if not missing and len(rows) >= 8:
         assert result.complete == {name for name in names if None not in result.values[name]}
     mixed = rows + other.encoded_rows().to_pylist()  # two schemas: decoded row by row, same answer
-    mixed_values, _ = codec.RowDecoder().decode(mixed, names, types)
+    mixed_values = codec.RowDecoder().decode(mixed, names, types).values
     assert mixed_values["int64"][-1] == 7 and mixed_values["int32"][-1] is None
     assert all(same(a, b) for a, b in zip(mixed_values["float32"], many_values["float32"]))
 
