@@ -57,6 +57,7 @@ FORMAT_VERSION = 1
 ROW_GROUP_SIZE = 128 * 1024
 COMPRESSION = "zstd"
 DEFAULT_VACUUM_GRACE = timedelta(hours=1)
+APPENDS_DIR = "_appends"
 
 # Test hook: when set to a path, a writer creates that file and then sleeps just before it replaces the
 # manifest (data files written and fsynced, lock held). Lets tests SIGKILL a writer at the worst moment.
@@ -217,6 +218,9 @@ class _Manifest:
     intervals: list[tuple[datetime, datetime]] = field(default_factory=list)
     # Per stream (e.g. a Kafka topic), per partition: the last offset whose rows are committed here.
     streams: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Per stream: what its writer commits with its offsets (JSON-safe; a stream job keeps its
+    # per-partition watermarks and dead-letter positions here), replaced by each commit that has it.
+    progress: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -230,6 +234,7 @@ class _Manifest:
             "files": [f.to_json() for f in self.files],
             "intervals": [[_iso(lo), _iso(hi)] for lo, hi in self.intervals],
             "streams": self.streams,
+            "progress": self.progress,
         }
 
     @classmethod
@@ -243,6 +248,7 @@ class _Manifest:
             files=[_File.from_json(f) for f in d["files"]],
             intervals=[(_parse(lo), _parse(hi)) for lo, hi in d["intervals"]],
             streams={k: {p: int(o) for p, o in v.items()} for k, v in d.get("streams", {}).items()},
+            progress=dict(d.get("progress", {})),
         )
 
 
@@ -278,6 +284,17 @@ class ParquetOfflineStore:
         base = raw if raw.is_absolute() else Path(repo_path) / raw
         self.root = (base / project).resolve()
         self.project = project
+        self._kind = "parquet"
+
+    @property
+    def appends(self) -> "ParquetOfflineStore":
+        """The rows stream jobs and pushes append, one table per view beside the materialized one
+        (under ``_appends/``). Materialization replaces intervals of the materialized table only, so an
+        appended event stays part of the view's history whatever is rematerialized; exports read both."""
+        store = ParquetOfflineStore.__new__(ParquetOfflineStore)
+        store.config, store.project = self.config, self.project
+        store.root, store._kind = self.root / APPENDS_DIR, "parquet-appends"
+        return store
 
     def close(self) -> None:
         """Nothing to release (no open handles between calls)."""
@@ -427,7 +444,7 @@ class ParquetOfflineStore:
 
     def _commit(self, view: str, view_dir: Path, prepared: _Prepared, ts_col: str,
                 interval: tuple[datetime, datetime] | None,
-                stream: tuple[str, dict[int, tuple[int, int]]] | None = None) -> None:
+                stream: tuple[str, dict[int, tuple[int, int]], dict[str, Any] | None] | None = None) -> None:
         """Under the view's lock: rewrite what the interval touches, then replace the manifest."""
         new_files = list(prepared.written)
         superseded: list[str] = []
@@ -441,8 +458,11 @@ class ParquetOfflineStore:
                         raise InvalidInputError(f"view {view!r}: the offline store's schema changed "
                                                 f"while writing; retry the write")
                 streams = {k: dict(v) for k, v in current.streams.items()} if current else {}
+                progress = dict(current.progress) if current else {}
                 if stream is not None:
-                    name, spans = stream
+                    name, spans, stream_progress = stream
+                    if stream_progress is not None:
+                        progress[name] = stream_progress
                     done = streams.setdefault(name, {})
                     for part, (first, last) in sorted(spans.items()):
                         if done.get(str(part), -1) >= first:
@@ -501,6 +521,7 @@ class ParquetOfflineStore:
                     files=files,
                     intervals=intervals,
                     streams=streams,
+                    progress=progress,
                 )
                 self._store_manifest(view_dir, manifest)
         except BaseException:
@@ -666,24 +687,28 @@ class ParquetOfflineStore:
             self._remove_files(view_dir, [p for p in paths if p not in live])
 
     def append(self, view: str, table: pa.Table, timestamp_column: str, *, stream: str | None = None,
-               offsets: dict[int, tuple[int, int]] | None = None) -> None:
+               offsets: dict[int, tuple[int, int]] | None = None,
+               progress: dict[str, Any] | None = None) -> None:
         """Add rows without replacing any (streaming, push); coverage is unchanged.
 
         A stream job passes ``stream`` (its source, e.g. ``kafka:<topic>``) and, per partition, the
-        first and last offset of the rows: the commit records the last offsets in the manifest, in the
-        same atomic step as the rows, and fails with ConflictError if a partition's rows from ``first`` on
-        are already committed. Reading ``stream_offsets`` and dropping rows at or below them makes a
-        replayed append write each row exactly once.
+        first and last offset it has handled (rows or not): the commit records the last offsets in the
+        manifest, in the same atomic step as the rows, and fails with ConflictError if a partition's
+        offsets from ``first`` on are already committed. Reading ``stream_offsets`` and dropping rows at
+        or below them makes a replayed append write each row exactly once. ``progress`` (JSON-safe) is
+        committed in the same step and read back with ``stream_progress``.
         """
         if (stream is None) != (offsets is None):
             raise InvalidInputError("append takes stream= and offsets= together")
+        if progress is not None and stream is None:
+            raise InvalidInputError("append takes progress= only with stream=")
         view_dir = self._view_dir(view)
         table = self._validate_ts(table, timestamp_column)
         if table.num_rows == 0 and self._load(view) is not None and not offsets:
             return
         prepared = self._prepare(view, view_dir, table, timestamp_column, lambda day: True)
         self._commit(view, view_dir, prepared, timestamp_column, None,
-                     None if stream is None else (stream, dict(offsets or {})))
+                     None if stream is None else (stream, dict(offsets or {}), progress))
 
     def stream_offsets(self, view: str, stream: str) -> dict[int, int]:
         """Per partition, the last offset of ``stream`` whose rows ``view`` has committed ({} if none)."""
@@ -691,6 +716,20 @@ class ParquetOfflineStore:
         if manifest is None:
             return {}
         return {int(p): o for p, o in manifest.streams.get(stream, {}).items()}
+
+    def stream_progress(self, view: str, stream: str) -> tuple[dict[int, int], dict[str, Any]]:
+        """(committed offsets per partition, the progress committed with them) of ``stream``, read
+        from one manifest."""
+        manifest = self._load(view)
+        if manifest is None:
+            return {}, {}
+        return ({int(p): o for p, o in manifest.streams.get(stream, {}).items()},
+                dict(manifest.progress.get(stream, {})))
+
+    def streams(self, view: str) -> dict[str, dict[str, Any]]:
+        """Every stream's committed progress for ``view`` (see ``stream_progress``)."""
+        manifest = self._load(view)
+        return dict(manifest.progress) if manifest else {}
 
     def delete_view(self, view: str) -> bool:
         """Remove the view's data; returns whether there was any. Idempotent."""
@@ -701,6 +740,8 @@ class ParquetOfflineStore:
                 os.unlink(view_dir / MANIFEST)  # readers see "no view" from here on
                 _fsync_path(str(view_dir), directory=True)
             shutil.rmtree(view_dir, ignore_errors=True)
+        if self._kind == "parquet":
+            existed = self.appends.delete_view(view) or existed
         return existed
 
     def compact(self, view: str, *, max_small_files: int = 16, small_rows: int = 8 * ROW_GROUP_SIZE) -> int:
@@ -738,7 +779,7 @@ class ParquetOfflineStore:
                 self._store_manifest(view_dir, _Manifest(
                     view=view, generation=manifest.generation, version=manifest.version + 1,
                     timestamp_column=manifest.timestamp_column, schema=manifest.schema, files=files,
-                    intervals=manifest.intervals, streams=manifest.streams))
+                    intervals=manifest.intervals, streams=manifest.streams, progress=manifest.progress))
         except BaseException:
             self._remove_files(view_dir, [f.path for f in new_files])
             raise
@@ -772,6 +813,8 @@ class ParquetOfflineStore:
                                 removed.append(str(p))
                         with contextlib.suppress(OSError):
                             entry.rmdir()  # only if now empty
+        if self._kind == "parquet":
+            removed += self.appends.vacuum(view, grace)
         return removed
 
     # -- public API: reads -----------------------------------------------------------------------
@@ -811,9 +854,9 @@ class ParquetOfflineStore:
         """Changes with every commit (and when the view is deleted and recreated)."""
         manifest = self._load(view)
         if manifest is None:
-            return f"parquet:{self.project}/{view}:absent"
+            return f"{self._kind}:{self.project}/{view}:absent"
         digest = hashlib.sha256("\n".join(f.path for f in manifest.files).encode()).hexdigest()[:16]
-        return f"parquet:{self.project}/{view}:{manifest.generation[:12]}:v{manifest.version}:{digest}"
+        return f"{self._kind}:{self.project}/{view}:{manifest.generation[:12]}:v{manifest.version}:{digest}"
 
     @staticmethod
     def _live(manifest: _Manifest, start: datetime | None, end: datetime | None) -> list[_File]:

@@ -59,3 +59,9 @@ class MissingDependencyError(FeatureStoreError, ImportError):
         super().__init__(f"{package} is not installed: pip install 'featurestore[{extra}]'")
         self.package = package
         self.extra = extra
+
+
+class StreamIncompleteWarning(UserWarning):
+    """An export asked for times its stream jobs have not completed: on-time events for those times
+    may still arrive (see the README's Semantics section)."""
+

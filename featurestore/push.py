@@ -168,7 +168,7 @@ def push(store: "FeatureStore", name: str, rows: Any, to: str = "online") -> Pus
             result.online_written += written.written
             result.online_skipped += written.skipped_stale
         if to in ("offline", "online_and_offline"):
-            store.offline_store.append(view["name"], data, EVENT_TS)
+            store.offline_store.appends.append(view["name"], data, EVENT_TS)
     return result
 
 

@@ -11,7 +11,8 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -29,8 +30,10 @@ from featurestore.errors import (
     FeatureViewNotFound,
     InvalidInputError,
     NotFoundError,
+    StreamIncompleteWarning,
 )
-from featurestore.sources import FileSource, SqlSource, batch_source_of, source_from_spec
+from featurestore.sources import FileSource, SqlSource, StreamSource, batch_source_of, source_from_spec
+from featurestore.streaming.progress import complete_until
 
 if TYPE_CHECKING:
     from featurestore.store import FeatureStore
@@ -244,8 +247,12 @@ def output_names(requests: list[ViewRequest], full_feature_names: bool, entity_c
 @dataclass
 class PlannedRead:
     join: ViewJoin
-    read_from: str  # "offline_store" | "source"
+    read_from: str  # "offline_store" | "source", with "+appended" when streamed or pushed rows join them
     fingerprint: str
+    # For a view whose source streams: the event time below which its stream job has completed
+    # (``featurestore.streaming.progress.complete_until``), None when it has committed nothing.
+    stream_complete_until: datetime | None = None
+    streams: bool = False
 
 
 def needed_from(spec: dict, lo: datetime | None) -> datetime | None:
@@ -282,6 +289,7 @@ def plan_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: 
     ftypes = _feature_types(spec)
     keys, stored = stored_columns(spec)
     offline = store.offline_store
+    source = source_from_spec(spec["source"])
     lo = needed_from(spec, lo)
     if offline.covers(req.name, lo or MIN_TIME, hi):
         files = offline.files(req.name, lo, hi)
@@ -289,10 +297,20 @@ def plan_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: 
                 else ViewData(EVENT_TS, CREATED_TS, table=offline.read(req.name, lo, hi)))
         read_from, fingerprint = "offline_store", offline.fingerprint(req.name)
     else:
-        source = source_from_spec(spec["source"])
         data, fingerprint = source_data(store, spec, batch_source_of(source),
                                         [k for k, _ in keys] + [c for c, _ in stored], lo, hi)
         read_from = "source"
+    # Rows stream jobs and pushes appended: part of the view's history whatever was materialized.
+    appended = offline.appends.files(req.name, lo, hi)
+    if appended:
+        data = replace(data, appended=tuple(appended), columns=tuple(n for n, _ in keys + stored))
+        read_from += "+appended"
+        fingerprint += "|" + offline.appends.fingerprint(req.name)
+    streams = isinstance(source, StreamSource) and source.streams
+    complete = None
+    if streams:
+        bounds = [complete_until(p) for p in offline.appends.streams(req.name).values()]
+        complete = min((b for b in bounds if b is not None), default=None)
     aggregations = ()
     if spec.get("aggregations"):
         from transforms.aggregation import Aggregation
@@ -308,7 +326,7 @@ def plan_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: 
         aggregations=aggregations,
         event_columns=event_columns,
     )
-    return PlannedRead(join, read_from, fingerprint)
+    return PlannedRead(join, read_from, fingerprint, complete, streams)
 
 
 def pipeline(store: "FeatureStore", spec: dict, source) -> dict[str, Any]:
@@ -392,6 +410,7 @@ class RetrievalJob:
             request_inputs(odfv.spec, {c: None for c in table.column_names})  # names a missing field now
         self._names = output_names(self._requests + self._on_demand, full_feature_names, table.column_names)
         self._result: pa.Table | None = None
+        self._hi: datetime | None = None  # the latest entity time, once computed
         self.manifest: dict[str, Any] = {}
 
     def _plan_reads(self, lo_t: datetime, hi: datetime) -> list[PlannedRead]:
@@ -414,8 +433,30 @@ class RetrievalJob:
             "row_count": rows,
             "entity_fingerprint": (_table_fingerprint(self._entity) if self._entity_path is None
                                    else _entity_file_fingerprint(self._entity_path)),
-            "views": {r.join.name: {"read_from": r.read_from, "fingerprint": r.fingerprint} for r in reads},
+            "views": {r.join.name: {"read_from": r.read_from, "fingerprint": r.fingerprint,
+                                    **self._stream_note(r)} for r in reads},
         }
+
+    def _stream_note(self, read: PlannedRead) -> dict[str, Any]:
+        """For a view whose source streams: up to when its stream job has completed, and whether the
+        export's latest entity time is past that (on-time events for it may still arrive)."""
+        if not read.streams:
+            return {}
+        until = read.stream_complete_until
+        return {"stream_complete_until": until.isoformat() if until else None,
+                "stream_complete": until is not None and self._hi is not None and self._hi < until}
+
+    def _warn_incomplete(self, reads: list[PlannedRead]) -> None:
+        for r in reads:
+            note = self._stream_note(r)
+            if note and not note["stream_complete"]:
+                until = note["stream_complete_until"]
+                warnings.warn(StreamIncompleteWarning(
+                    f"feature view {r.join.name!r}: the export asks for times up to {self._hi.isoformat()}, but "
+                    + (f"its stream job has completed only events before {until}" if until else
+                       "its stream job has committed nothing yet")
+                    + "; on-time events for later times may still arrive (see the manifest's "
+                      "stream_complete_until)"), stacklevel=4)
 
     def _join(self, entity: pa.Table, lo: datetime, hi: datetime, attempts: int = 3
               ) -> tuple[list[PlannedRead], pa.Table]:
@@ -440,7 +481,9 @@ class RetrievalJob:
         times = entity.column(self._ts_col)
         reads = []
         if entity.num_rows:
-            reads, features = self._join(entity, pc.min(times).as_py(), pc.max(times).as_py())
+            self._hi = pc.max(times).as_py()
+            reads, features = self._join(entity, pc.min(times).as_py(), self._hi)
+            self._warn_incomplete(reads)
         else:
             features = pa.table({self._names[(r.name, f)]: pa.array([], _feature_types(r.spec)[f])
                                  for r in self._requests for f in r.all_features})
@@ -499,8 +542,9 @@ class RetrievalJob:
 
     def _cluster_export(self, path: Path) -> dict[str, Any]:
         times = normalise_timestamps(pq.read_table(self._entity_path, columns=[self._ts_col]), self._ts_col)
-        reads = self._plan_reads(pc.min(times.column(0)).as_py(), pc.max(times.column(0)).as_py()) \
-            if times.num_rows else []
+        self._hi = pc.max(times.column(0)).as_py() if times.num_rows else None
+        reads = self._plan_reads(pc.min(times.column(0)).as_py(), self._hi) if times.num_rows else []
+        self._warn_incomplete(reads)
         rows = self._store.engine.export_parquet(self._entity_path, self._ts_col, [r.join for r in reads],
                                                  str(path.resolve()))
         manifest = dict(self._manifest(rows, reads), output=str(path.resolve()))

@@ -35,6 +35,11 @@ class ViewData:
     filter: Any = None
     transform: tuple[Any, ...] = ()
     schema: tuple[tuple[str, Any], ...] = ()
+    # Rows appended by stream jobs and pushes (Parquet files of ``columns``, ``event_timestamp`` and
+    # ``created_timestamp``), added to the rows above after their pipeline; an appended row equal to a
+    # row above (in ``columns`` and both times) is the same event and counts once (EXCEPT ALL).
+    appended: tuple[str, ...] = ()
+    columns: tuple[str, ...] = ()
 
     @property
     def has_pipeline(self) -> bool:

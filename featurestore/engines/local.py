@@ -94,7 +94,7 @@ class LocalEngine(Engine):
             else:
                 base = f"read_parquet(${alias}_files, union_by_name = true, hive_partitioning = false)"
         if not data.has_pipeline:
-            return base
+            return self._with_appended(data, base, alias, params)
         from transforms import output_name
         from transforms.compile_duckdb import DuckDBCompiler
 
@@ -110,7 +110,23 @@ class LocalEngine(Engine):
             items = [star] + [f"{expr} AS {quote(name)}" for name, expr in outputs]
             where = f" WHERE {compiler.visit(data.filter)}" if data.filter is not None else ""
             sql = f"SELECT {', '.join(items)} FROM ({sql}) AS {alias}_src{where}"
-        return f"({sql})"
+        return self._with_appended(data, f"({sql})", alias, params)
+
+    def _with_appended(self, data: ViewData, scan: str, alias: str, params: dict[str, Any]) -> str:
+        """``scan`` plus the view's appended rows that are not already among its rows (see ViewData)."""
+        if not data.appended:
+            return scan
+        params[alias + "_appended"] = list(data.appended)
+        times = [(data.timestamp_column, EVENT_TS)]
+        if data.created_column:
+            times.append((data.created_column, CREATED_TS))
+        cols = ", ".join(quote(c) for c in data.columns)
+        ours = ", ".join(f"{self._ts(c)} AS {quote(c)}" for c, _ in times)
+        theirs = ", ".join(f"{self._ts(a)} AS {quote(c)}" for c, a in times)
+        appended = f"read_parquet(${alias}_appended, union_by_name = true, hive_partitioning = false)"
+        return (f"(WITH {alias}_rows AS (SELECT {cols}, {ours} FROM {scan} AS {alias}_scan) "
+                f"SELECT * FROM {alias}_rows UNION ALL (SELECT {cols}, {theirs} FROM {appended} "
+                f"EXCEPT ALL SELECT * FROM {alias}_rows))")
 
     @staticmethod
     def _ts(column: str) -> str:

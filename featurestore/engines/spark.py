@@ -99,7 +99,23 @@ class SparkEngine(Engine):
             produced = {output_name(e) for e in data.transform}
             keep = [c for c in frame.columns if c not in produced]
             frame = apply_view(frame, list(data.transform), data.filter, keep)
+        if data.appended:
+            frame = self._with_appended(data, frame)
         return frame
+
+    def _with_appended(self, data: ViewData, frame: "DataFrame") -> "DataFrame":
+        """``frame`` plus the view's appended rows that are not already among its rows (see ViewData)."""
+        from pyspark.sql import functions as F
+
+        times = [(data.timestamp_column, EVENT_TS)]
+        if data.created_column:
+            times.append((data.created_column, CREATED_TS))
+        ours = frame.select(*[F.col(c) for c in data.columns],
+                            *[F.col(c).cast("timestamp").alias(c) for c, _ in times])
+        appended = self.spark.read.option("mergeSchema", "true").parquet(*data.appended)
+        theirs = appended.select(*[F.col(c).cast(ours.schema[c].dataType) for c in data.columns],
+                                 *[F.col(a).cast("timestamp").alias(c) for c, a in times])
+        return ours.unionByName(theirs.exceptAll(ours))
 
     @staticmethod
     def _cast(column, t: pa.DataType):
