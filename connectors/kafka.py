@@ -188,11 +188,14 @@ class KafkaClient:
 
     def produce(self, topic: str, values: Iterable[Value],
                 key: Callable[[Any], Value] | None = None,
-                timestamp_ms: Callable[[Any], int] | None = None) -> int:
+                timestamp_ms: Callable[[Any], int] | None = None,
+                partition: Callable[[Any], int] | None = None) -> int:
         """Write values (bytes, str, or a mapping sent as JSON) and wait until all are acknowledged.
 
-        ``key`` and ``timestamp_ms`` compute a record's key and timestamp from its value. Returns the
-        number of records written; raises BackendUnavailableError if any was not delivered.
+        ``key`` and ``timestamp_ms`` compute a record's key and timestamp from its value, ``partition``
+        its partition (without it the producer's partitioner picks one from the key). Records to one
+        partition keep the order of ``values`` (the producer is idempotent). Returns the number of
+        records written; raises BackendUnavailableError if any was not delivered.
         """
         ck = _ck()
         producer = self.producer()
@@ -209,6 +212,8 @@ class KafkaClient:
                 kwargs["key"] = _encode(key(value))
             if timestamp_ms is not None:
                 kwargs["timestamp"] = int(timestamp_ms(value))
+            if partition is not None:
+                kwargs["partition"] = int(partition(value))
             while True:
                 try:
                     producer.produce(topic, **kwargs)
@@ -229,8 +234,9 @@ class KafkaClient:
 
     # ------------------------------------------------------------ bounded reads
     def read_topic(self, topic: str, timeout: float | None = None,
-                   max_messages: int | None = None) -> list[Message]:
-        """Every record in ``topic`` from the start up to its end as of this call, in partition order.
+                   max_messages: int | None = None, start: dict[int, int] | None = None) -> list[Message]:
+        """Every record in ``topic`` from the start up to its end as of this call, in partition order;
+        with ``start``, a partition listed there is read from that offset on.
 
         No consumer group is joined and no offset committed (partitions are assigned directly), so
         reading never disturbs a job's consumer group.
@@ -251,6 +257,7 @@ class KafkaClient:
             deadline = time.monotonic() + wait
             for p in sorted(meta.partitions):
                 low, high = self._watermarks(consumer, ck.TopicPartition(topic, p), deadline)
+                low = max(low, (start or {}).get(p, low))
                 if high > low:
                     ends[p] = high
                     assign.append(ck.TopicPartition(topic, p, low))

@@ -144,7 +144,7 @@ def test_streaming_example_serves_what_the_producer_sent(tmp_path, redis_url, fl
         counters = jobs[0]["counters"]
         assert jobs[0]["running"] and counters["events"] == 600 and counters["offline_rows"] == 600
         assert counters.get("dead_letters", 0) == 0 and counters.get("late_events", 0) == 0
-        offline = store.offline_store.read("user_clicks").to_pylist()
+        offline = store.offline_store.appends.read("user_clicks").to_pylist()
         assert len(offline) == 600
         totals: dict[int, float] = {}
         for row in offline:

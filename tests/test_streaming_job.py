@@ -169,8 +169,8 @@ def _online(store: FeatureStore, view: str, users: list[int]) -> dict:
     return store.get_online_features(features=refs, entity_rows=[{"user_id": u} for u in users]).to_dict()
 
 
-def _offline(store: FeatureStore, view: str) -> list[tuple]:
-    table = store.offline_store.read(view)
+def _offline(store: FeatureStore, view: str, appended: bool = False) -> list[tuple]:
+    table = (store.offline_store.appends if appended else store.offline_store).read(view)
     cols = [c for c in table.column_names if c != "created_timestamp"]
     return sorted(tuple(r[c] for c in cols) for r in table.select(cols).to_pylist())
 
@@ -197,20 +197,21 @@ def test_stream_and_batch_give_the_same_online_values_and_offline_rows(tmp_path,
         jobs.append((stream, view))
     users = sorted({e["user_id"] for e in events})
     kept = [e for e in events if e["kind"] != "x"]
-    _wait("all offline rows", lambda: set(stream.offline_store.views()) == {"user_clicks", "user_last"}
-          and stream.offline_store.read("user_clicks").num_rows == len(kept)
-          and stream.offline_store.read("user_last").num_rows == sum(e["price"] > 0.5 for e in events), 180, jobs)
+    _wait("all offline rows", lambda: set(stream.offline_store.appends.views()) == {"user_clicks", "user_last"}
+          and stream.offline_store.appends.read("user_clicks").num_rows == len(kept)
+          and stream.offline_store.appends.read("user_last").num_rows == sum(e["price"] > 0.5 for e in events), 180, jobs)
     for view in ("user_clicks", "user_last"):
         for engine, batch in batches.items():
             _wait(f"{view} online values equal to the {engine} engine's",
                   lambda view=view, batch=batch: _online(stream, view, users) == _online(batch, view, users), 60, jobs)
             assert _online(stream, view, users) == _online(batch, view, users), engine
-            assert _offline(stream, view) == _offline(batch, view), engine
+            assert _offline(stream, view, appended=True) == _offline(batch, view), engine
     values = _online(stream, "user_clicks", users)
     assert sum(values["price2_count_lifetime"]) == len(kept)
     assert sum(v is not None for v in values["price2_sum_10m"]) > len(users) // 2  # the windows are live
     _wait("status counters", lambda: manager.status_of(stream, "user_clicks").counters.get("offline_rows")
-          == len(kept), 10)  # written about once a second
+          == len(kept) and manager.status_of(stream, "user_clicks").counters.get("events") == len(events),
+          10)  # each operator writes its counters about once a second
     status = manager.status_of(stream, "user_clicks")
     assert status.running and status.counters["events"] == len(events)
     assert status.counters["admitted"] == len(kept) and status.counters.get("late_events", 0) == 0
@@ -257,13 +258,13 @@ def test_killed_job_resumes_from_its_checkpoint_and_counts_every_event_once(tmp_
 
     _wait("every event counted", lambda: sum(c or 0 for c in online_totals()[0].values()) >= len(kept), 180,
           [(store, "user_clicks")])
-    _wait("every offline row", lambda: store.offline_store.read("user_clicks").num_rows >= len(kept), 60,
+    _wait("every offline row", lambda: store.offline_store.appends.read("user_clicks").num_rows >= len(kept), 60,
           [(store, "user_clicks")])
     time.sleep(3)  # anything counted twice would show up by now
     counts, sums = online_totals()
     assert counts == want_count
     assert sums == want_sum
-    offline = store.offline_store.read("user_clicks")
+    offline = store.offline_store.appends.read("user_clicks")
     assert offline.num_rows == len(kept)
     got = sorted((r["user_id"], r["price2"], r["event_timestamp"]) for r in offline.to_pylist())
     assert got == sorted((e["user_id"], e["price"] * 2, e["ts"]) for e in kept)
@@ -306,8 +307,8 @@ def test_malformed_and_late_messages_go_to_the_dead_letter_topic(tmp_path, boots
     shown = CliRunner().invoke(main, ["--repo", str(store.repo_path), "stream", "status", "user_clicks"])
     assert shown.exit_code == 0 and f"running (pid {status.pid})" in shown.output
     assert "late_events=1" in shown.output and "dead_letters=3" in shown.output
-    _wait("offline rows", lambda: store.offline_store.read("user_clicks").num_rows == 202, 30, jobs)
-    offline_times = set(store.offline_store.read("user_clicks").column("event_timestamp").to_pylist())
+    _wait("offline rows", lambda: store.offline_store.appends.read("user_clicks").num_rows == 202, 30, jobs)
+    offline_times = set(store.offline_store.appends.read("user_clicks").column("event_timestamp").to_pylist())
     assert within["ts"] in offline_times and too_late["ts"] not in offline_times
     stopped = CliRunner().invoke(main, ["--repo", str(store.repo_path), "stream", "stop", "user_clicks"])
     assert stopped.exit_code == 0 and "user_clicks: stopped" in stopped.output
@@ -358,8 +359,8 @@ def test_events_a_transform_fails_on_go_to_the_dead_letter_topic_and_the_job_car
     assert (letter["view"], letter["topic"], letter["partition"], letter["offset"]) == ("user_qty", topic, 0, 40)
     assert letter["row"]["user_id"] == 2 and letter["row"]["qty1"] is None
     assert online([2]) == [39]  # not applied online
-    _wait("offline rows", lambda: store.offline_store.read("user_qty").num_rows == 42, 30, jobs)
-    offline = store.offline_store.read("user_qty").to_pylist()
+    _wait("offline rows", lambda: store.offline_store.appends.read("user_qty").num_rows == 42, 30, jobs)
+    offline = store.offline_store.appends.read("user_qty").to_pylist()
     assert now not in {r["event_timestamp"] for r in offline}  # nor offline
     assert sorted(r["qty1"] for r in offline) == sorted([e["qty"] + 1 for e in first] + [101, 6])
     _wait("status counters", lambda: manager.status_of(store, "user_qty").counters.get("transform_errors") == 1, 10)
@@ -463,9 +464,9 @@ def test_push_to_a_streaming_push_source_takes_the_stream_path(tmp_path, bootstr
 
         _wait("the pushed rows online", lambda: online() == {"sum": [4.75, 6.0, 8.0], "count": [3, 2, 1]}, 120,
               jobs)
-    _wait("the pushed rows offline", lambda: "user_spend" in store.offline_store.views()
-          and store.offline_store.read("user_spend").num_rows == 6, 30, jobs)
-    assert sorted(store.offline_store.read("user_spend").column("price").to_pylist()) == [0.25, 1.5, 2.0, 3.0, 4.0, 8.0]
+    _wait("the pushed rows offline", lambda: "user_spend" in store.offline_store.appends.views()
+          and store.offline_store.appends.read("user_spend").num_rows == 6, 30, jobs)
+    assert sorted(store.offline_store.appends.read("user_spend").column("price").to_pylist()) == [0.25, 1.5, 2.0, 3.0, 4.0, 8.0]
 
 
 @pytest.fixture
@@ -500,8 +501,8 @@ def test_job_runs_on_a_flink_cluster_by_config(tmp_path, bootstrap, kafka, redis
     want = [sum(1 for e in kept if e["user_id"] == u) for u in users]
     _wait("the cluster job's online values",
           lambda: _online(store, "user_clicks", users)["price2_count_lifetime"] == want, 180)
-    _wait("its offline rows", lambda: "user_clicks" in store.offline_store.views()
-          and store.offline_store.read("user_clicks").num_rows == len(kept), 60)
+    _wait("its offline rows", lambda: "user_clicks" in store.offline_store.appends.views()
+          and store.offline_store.appends.read("user_clicks").num_rows == len(kept), 60)
     assert manager.stop(store, "user_clicks", timeout=60)
     assert [j["state"] for j in flink_cluster.jobs()] == ["CANCELED"]
     assert not manager.status_of(store, "user_clicks").running

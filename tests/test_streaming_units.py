@@ -209,7 +209,9 @@ def test_plan_lists_what_messages_carry_and_compiles_the_transforms(tmp_path: Pa
     assert [(c["name"], c["dtype"], c["required"]) for c in plan["columns"]] == [
         ("user_id", "Int64", True), ("ts", "Timestamp", True), ("price", "Float64", False),
         ("kind", "String", False)]  # not "unused"
-    assert "WHERE (`kind` <> CAST('x' AS STRING))" in plan["select"]
+    # the filter is a column (no message is dropped before the sink, which keeps per-partition time)
+    assert "COALESCE((`kind` <> CAST('x' AS STRING)), FALSE) AS `__fs_keep`" in plan["select"]
+    assert "WHERE" not in plan["select"]
     assert "(`price` * CAST(2 AS BIGINT)) AS `price2`" in plan["select"]
     assert plan["kafka"]["group_id"] == "featurestore.test.user_clicks"
     with pytest.raises(InvalidInputError, match="KafkaSource"):
@@ -224,19 +226,31 @@ def test_plan_turns_transform_failures_into_an_error_column_instead_of_failing_t
     assert "THEN 'integer overflow in +: ' || CAST(`unused` AS STRING) END) AS `__fs_error` FROM `events`" in select
     assert select.startswith("SELECT `user_id` AS `user_id`, `next` AS `next`, ")
     # the outer select hands the error column on to fs_sink, after the meta columns
-    assert ", `__fs_offset`, `__fs_kafka_ts`, `__fs_rowtime`, `__fs_error` FROM (SELECT `user_id`, " in select
+    assert ", `__fs_offset`, `__fs_kafka_ts`, `__fs_bad`, `__fs_keep`, `__fs_error` FROM (SELECT `user_id`, " \
+        in select
     # nothing in user_clicks can fail: the column is a constant null
     assert "CAST(NULL AS STRING) AS `__fs_error` FROM `events`" in build_plan(store, "user_clicks")["select"]
 
 
-def test_intervals_of_any_length_are_valid_flink_sql():
-    from featurestore.streaming.plan import interval_sql
+def test_lateness_is_judged_against_the_events_own_partition():
+    from featurestore.streaming.progress import PartitionProgress, complete_until
 
-    assert interval_sql(0) == "INTERVAL '0 00:00:00.000' DAY TO SECOND(3)"
-    assert interval_sql(1500) == "INTERVAL '0 00:00:01.500' DAY TO SECOND(3)"
-    # 600 s: INTERVAL '600.000' SECOND fails Flink's validation (leading precision 2)
-    assert interval_sql(600_000) == "INTERVAL '0 00:10:00.000' DAY TO SECOND(3)"
-    assert interval_sql(((2 * 24 + 3) * 60 + 4) * 60_000 + 5_006) == "INTERVAL '2 03:04:05.006' DAY TO SECOND(3)"
+    s = 1_000_000
+    progress = PartitionProgress(delay_us=5 * s, lateness_us=2 * s)
+    progress.advance(0, 0, 100 * s)
+    progress.advance(1, 0, 10 * s)  # partition 1 is far behind partition 0: none of its events is late
+    assert not progress.is_late(1, 9 * s)
+    assert not progress.is_late(0, 93 * s)  # exactly delay + lateness behind: on time
+    assert progress.is_late(0, 93 * s - 1)
+    progress.advance(0, 1, 50 * s)  # an older event does not move the clock back
+    assert progress.max_event_us[0] == 100 * s and progress.offsets == {0: 1, 1: 0}
+    progress.advance(0, 2, None)  # a malformed message: handled, no time
+    assert progress.handled(0, 2) and not progress.handled(0, 3) and progress.max_event_us[0] == 100 * s
+    again = PartitionProgress.from_committed(progress.offsets, progress.to_json(), 5 * s, 2 * s)
+    assert again == progress  # what a commit records is all a restarted job needs
+    # the stream is complete below the slowest partition's watermark minus the allowed lateness
+    assert complete_until(progress.to_json()) == datetime(1970, 1, 1, 0, 0, 3, tzinfo=UTC)
+    assert complete_until({}) is None
 
 
 def test_dead_letter_of_a_row_says_why_and_where_from():
@@ -259,30 +273,32 @@ def _offline_writer(tmp_path: Path):
     return store, OfflineRows(build_plan(store, "user_clicks"), store)
 
 
-def test_offline_appends_skip_committed_offsets(tmp_path: Path):
+def test_offline_commits_record_offsets_and_progress_with_the_rows(tmp_path: Path):
     store, rows = _offline_writer(tmp_path)
     t = datetime(2024, 1, 1, tzinfo=UTC)
-    items = [({"user_id": i, "price2": float(i), "event_timestamp": t, "created_timestamp": None}, i % 2, i // 2)
-             for i in range(10)]
-    assert rows.append(items[:6]) == 6
-    assert rows.append(items) == 4  # a replay after a restart: only the new offsets
-    assert rows.append(items) == 0
-    table = store.offline_store.read("user_clicks")
-    assert sorted(table.column("user_id").to_pylist()) == list(range(10))
-    assert store.offline_store.stream_offsets("user_clicks", "kafka:clicks") == {0: 4, 1: 4}
+    batch = [{"user_id": i, "price2": float(i), "event_timestamp": t, "created_timestamp": None} for i in range(6)]
+    assert rows.commit(batch, {0: (0, 4), 1: (0, 2)}, {"max_event_us": {"0": 5}}) == 6
+    assert rows.commit([], {0: (5, 7)}, {"max_event_us": {"0": 9}}) == 0  # e.g. a batch of late events
+    appended = store.offline_store.appends
+    assert appended.stream_progress("user_clicks", "kafka:clicks") == ({0: 7, 1: 2}, {"max_event_us": {"0": 9}})
+    assert rows.committed() == ({0: 7, 1: 2}, {"max_event_us": {"0": 9}})
+    table = appended.read("user_clicks")
+    assert sorted(table.column("user_id").to_pylist()) == list(range(6))
     with pytest.raises(ConflictError, match="overlap"):
-        store.offline_store.append("user_clicks", table.slice(0, 1), "event_timestamp", stream="kafka:clicks",
-                                   offsets={0: (3, 3)})
-    assert store.offline_store.read("user_clicks").num_rows == 10  # nothing half-written
+        rows.commit(batch[:1], {0: (3, 3)}, {})
+    assert appended.read("user_clicks").num_rows == 6  # nothing half-written
+    # appended rows live beside the materialized table: materialization never replaces them
+    assert "user_clicks" not in store.offline_store.views()
+    assert store.offline_store.delete_view("user_clicks") and appended.views() == []
 
 
 def test_streaming_appends_are_compacted_as_small_files_pile_up(tmp_path: Path):
     store, rows = _offline_writer(tmp_path)
     t = datetime(2024, 1, 1, tzinfo=UTC)
-    offline = store.offline_store
-    for i in range(40):  # one commit per flush, as the stream job does
-        rows.append([({"user_id": i, "price2": float(i), "event_timestamp": t + timedelta(minutes=i),
-                       "created_timestamp": None}, 0, i)])
+    offline = store.offline_store.appends
+    for i in range(40):  # one commit per batch, as the stream job does
+        rows.commit([{"user_id": i, "price2": float(i), "event_timestamp": t + timedelta(minutes=i),
+                      "created_timestamp": None}], {0: (i, i)}, {})
         assert len(offline.files("user_clicks")) <= 17
     table = offline.read("user_clicks").sort_by("user_id")
     assert table.column("user_id").to_pylist() == list(range(40))

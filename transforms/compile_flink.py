@@ -456,6 +456,7 @@ def compile_view(
     schema: Mapping[str, DataType] | None = None,
     *,
     error_column: str | None = None,
+    filter_column: str | None = None,
 ) -> str:
     """``SELECT <passthrough>, <transforms> FROM `<source_table>` WHERE <filter>``.
 
@@ -467,6 +468,10 @@ def compile_view(
     value is null and the last column, ``error_column``, holds the first failure's message (the
     filter's, then the transforms' in order), null for rows that do not fail. A row whose filter fails
     is kept, so its error can be reported.
+
+    With ``filter_column`` no row is dropped: the filter's outcome (true, or false for false and null)
+    is that column, after the transforms and before ``error_column``. A stream job uses this to see
+    every event (its offsets and event times) while applying only the ones the filter keeps.
     """
     from transforms.typing import output_name
 
@@ -488,9 +493,11 @@ def compile_view(
             errors.append(err)
     if not items:
         raise DefinitionError("a view selects no columns")
+    if filter_column is not None:
+        items.append(f"COALESCE({where or 'TRUE'}, FALSE) AS {quote_ident(filter_column)}")
     if error_column is not None:
         items.append(f"{_first_error(errors) or _NO_ERROR} AS {quote_ident(error_column)}")
     sql = f"SELECT {', '.join(items)} FROM {quote_ident(source_table)}"
-    if where is not None:
+    if where is not None and filter_column is None:
         sql += f" WHERE {where}"
     return sql

@@ -7,32 +7,28 @@ Runs in ``.venv-flink`` (PyFlink 2.2), started by ``featurestore stream start`` 
 
 One Flink SQL pipeline (parallelism 1, so every step sees events in offset order)::
 
-    Kafka topic (raw bytes + partition, offset, record time); event time (``__fs_rowtime``) read from
-    the raw JSON by SQL, watermark = event time - ``watermark_delay``
-      -> fs_parse (Python, a batch at a time): JSON -> the plan's typed columns as a JSON array, or the
-         message goes to the dead-letter topic with the reason
+    Kafka topic (raw bytes + partition, offset, record time)
+      -> fs_parse (Python, a batch at a time): JSON -> the plan's typed columns as a JSON array, or
+         ``E`` and the message's dead letter
       -> Flink SQL: typed columns out of the array, then the view's filter and transforms compiled from
          the IR by ``transforms.compile_flink`` with errors as values (a failing operation, e.g. an
          integer overflow, gives null and its message in ``__fs_error`` instead of failing the job,
-         which would restart into the same event forever), and whether the event is late (behind the
-         watermark by more than ``allowed_lateness``, from ``CURRENT_WATERMARK``)
-      -> fs_sink (Python, a batch at a time): events the transforms failed on (metric and counter
-         ``transform_errors``, reason ``transform: <message>``) and late events (``late_events``) are
-         sent to the dead-letter topic, applied to neither store; the rest are appended to the offline
-         store (one atomic commit that also records the last Kafka offset per partition, so a replay
-         appends nothing twice) and written online through ``OnlineStore.write``, the event-time
-         monotonic path of materialization (aggregation views fold them into each entity's state
-         first, ``featurestore.streaming.writers.OnlineAggregator``)
+         which would restart into the same event forever); the filter's outcome is a column, so no
+         message is dropped before the sink
+      -> fs_sink (Python, a batch at a time, ``featurestore.streaming.sink``): judges lateness against
+         each partition's own watermark, sends dead letters (malformed, failed, late), writes the
+         events online (monotonic; aggregation views fold them into each entity's state first) and
+         appends them offline in one commit that records the offsets and watermarks it completes
 
 The Python functions are vectorized (pandas UDFs): each call takes a batch of rows, so the cost per
-event is a few Python operations, not a trip between the JVM and Python per operator.
+event is a few Python operations, not a trip between the JVM and Python per operator. Flink's own
+watermarks are not used: lateness is decided in the sink (``featurestore.streaming.progress`` says why).
 
 Exactly once, end to end: Flink checkpoints hold the Kafka offsets. A Python function call finishes
 before its batch's bundle does, and a bundle finishes before a checkpoint barrier passes, so every
-event a checkpoint covers has been written to both stores (and dead letters produced, acknowledged).
-After a crash the job restarts from the last checkpoint (``--restore``, or in-process by the restart
-strategy) and replays later events: offline rows at or below the recorded offsets are dropped,
-aggregation states record the last offset they folded, and online writes are monotonic.
+message a checkpoint covers has been committed by the sink. After a crash the job restarts from the
+last checkpoint (``--restore``, or in-process by the restart strategy) and replays later messages; the
+sink skips those its last commit covers and decides the rest again exactly as before.
 """
 
 from __future__ import annotations
@@ -43,19 +39,11 @@ import os
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from featurestore.streaming import events as ev
-from featurestore.streaming.plan import (
-    ERROR,
-    META_COLUMNS,
-    ROWTIME,
-    events_view_sql,
-    interval_sql,
-    rowtime_expression,
-)
+from featurestore.streaming.plan import SINK_META, events_view_sql
 
 
 class StatusFile:
@@ -140,65 +128,41 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
     columns = plan["columns"]
 
     class Parse(ScalarFunction):
-        """A batch of Kafka records -> typed JSON arrays; bad ones are dead-lettered (marked ``E``)."""
+        """A batch of Kafka records -> typed JSON arrays; a bad one becomes ``E`` and its dead letter,
+        which the sink sends (the one place that knows what was sent before a restart)."""
 
         def open(self, function_context):
-            from featurestore.streaming.writers import DeadLetters
-
             self.status = StatusFile(state_dir, "parse")
-            self.dead_metric = function_context.get_metric_group().counter("dead_letters")
-            self.dead = DeadLetters(plan)
 
-        def is_deterministic(self):  # it produces dead letters: never folded or run twice by the planner
+        def is_deterministic(self):  # never folded or run twice by the planner
             return False
 
         def eval(self, values, partitions, offsets):
-            out, letters = [], []
+            out = []
             for raw, partition, offset in zip(values, partitions, offsets):
                 try:
                     out.append(ev.dumps_values(ev.parse(raw, columns)))
                 except ev.EventError as exc:
-                    out.append("E")
-                    letters.append(ev.dead_letter(str(exc), raw, view=view, topic=kafka["topic"],
-                                                  partition=int(partition), offset=int(offset)))
-            if letters:
-                self.dead.send(letters)
-                self.dead_metric.inc(len(letters))
-                self.status.bump("dead_letters", len(letters))
+                    out.append("E" + ev.dead_letter(str(exc), raw, view=view, topic=kafka["topic"],
+                                                    partition=int(partition), offset=int(offset)))
             self.status.bump("events", len(out))
             return pd.Series(out, dtype=object)
 
         def close(self):
             self.status.write()
 
-    out_names = plan["output_columns"]
-    out_types = plan["output_types"]
-    n_out = len(out_names)
-    # Values reach fs_sink as text (pandas would turn a null integer into NaN, and NaN into null).
-    convert = {"Int64": int, "Int32": int, "Float64": float, "Float32": float, "String": str,
-               "Bool": lambda v: v.upper() == "TRUE", "Timestamp": None}
-
     class Sink(ScalarFunction):
-        """A batch of transformed events -> failed and late ones dead-lettered; the rest to both stores."""
+        """A batch of messages -> dead letters, online writes, one offline commit (``streaming.sink``)."""
 
         def open(self, function_context):
             from featurestore.store import FeatureStore
-            from featurestore.streaming.writers import (
-                DeadLetters,
-                OfflineRows,
-                online_writer,
-                row_dead_letter,
-            )
+            from featurestore.streaming.sink import EventSink
 
             self.store = FeatureStore(plan["repo_path"])
-            self.offline = OfflineRows(plan, self.store)
-            self.online = online_writer(plan, self.store) if plan["online"] else None
-            self.dead = DeadLetters(plan)
-            self.letter = row_dead_letter
-            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline")
+            self.sink = EventSink(plan, self.store)
             metrics = function_context.get_metric_group()
-            self.late_metric = metrics.counter("late_events")
-            self.error_metric = metrics.counter("transform_errors")
+            self.metrics = {name: metrics.counter(name) for name in ("dead_letters", "late_events",
+                                                                     "transform_errors")}
             self.status = StatusFile(state_dir, "sink")
 
         def is_deterministic(self):  # it writes the stores
@@ -208,72 +172,33 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
             n = next(len(s) for s in series if isinstance(s, pd.Series))
             # A constant argument (e.g. the null created time of a source without one) is a scalar.
             cols = [s.tolist() if isinstance(s, pd.Series) else [s] * n for s in series]
-            errors, late_flags = cols[-2], cols[-1]
-            rows, items, letters = [], [], []
-            n_failed = n_late = 0
-            for i in range(n):
-                row = {}
-                for j, name in enumerate(out_names):
-                    v = cols[j][i]
-                    if v is not None:
-                        to = convert[out_types[name]]
-                        v = ev.parse_time(v, name) if to is None else to(v)
-                    row[name] = v
-                partition, offset = int(cols[n_out][i]), int(cols[n_out + 1][i])
-                if errors[i] is not None:  # the filter or a transform failed on this event
-                    letters.append(self.letter(plan, f"transform: {errors[i]}", row, partition, offset))
-                    n_failed += 1
-                    continue
-                if late_flags[i]:
-                    letters.append(self.letter(
-                        plan, f"late: event time {row['event_timestamp'].isoformat()} is more than the allowed "
-                              f"lateness ({kafka['allowed_lateness_ms']} ms) behind the watermark",
-                        row, partition, offset))
-                    n_late += 1
-                    continue
-                kafka_ts = cols[n_out + 2][i]
-                rows.append(row)
-                items.append((row, partition, offset, None if kafka_ts is None else _epoch_ms(kafka_ts)))
-            if letters:
-                self.dead.send(letters)
-                if n_late:
-                    self.late_metric.inc(n_late)
-                    self.status.bump("late_events", n_late)
-                if n_failed:
-                    self.error_metric.inc(n_failed)
-                    self.status.bump("transform_errors", n_failed)
-            if items:
-                # The offline commit (Parquet file, fsyncs) and the online write overlap; both finish
-                # before this call returns, so before the checkpoint that covers these events.
-                offline = self.pool.submit(self.offline.append, [(r, p, o) for r, p, o, _ in items])
-                try:
-                    if self.online is not None:
-                        stored, skipped = self.online.write(items)
-                        self.status.bump("online_written", stored)
-                        self.status.bump("online_skipped_stale", skipped)
-                finally:
-                    written = offline.result()
-                self.status.bump("offline_rows", written)
-                self.status.bump("admitted", len(items))
+            out = self.sink.handle(cols)
+            for name, value in (("dead_letters", out.malformed), ("late_events", out.late),
+                                ("transform_errors", out.failed)):
+                if value:
+                    self.metrics[name].inc(value)
+            for name in ("replayed", "filtered", "online_written", "online_skipped_stale", "offline_rows",
+                         "admitted", "letters_resent_skipped"):
+                if getattr(out, name):
+                    self.status.bump(name, getattr(out, name))
+            for name, value in (("dead_letters", out.malformed), ("late_events", out.late),
+                                ("transform_errors", out.failed)):
+                if value:
+                    self.status.bump(name, value)
+            if out.admitted or out.malformed or out.late or out.failed or out.filtered:
                 self.status.bump("sink_batches")
                 self.status.set("last_write", time.time())
             return pd.Series([1] * n, dtype="int64")
 
         def close(self):
-            self.pool.shutdown()
             self.status.write()
             self.store.close()
 
     t_env.create_temporary_function("fs_parse", udf(Parse(), result_type=DataTypes.STRING(), func_type="pandas"))
-    # BIGINT, not BOOLEAN: Calcite rewrites a boolean call over a CASE argument (the error column is
-    # one) into a CASE over two calls (ReduceExpressionsRule.pushPredicateIntoCase), and the Python
-    # operator then runs the sink twice per event.
     t_env.create_temporary_function("fs_sink", udf(Sink(), result_type=DataTypes.BIGINT(), func_type="pandas"))
     t_env.execute_sql(
         "CREATE TEMPORARY TABLE `fs_kafka` (`value` BYTES, `partition` INT METADATA VIRTUAL, "
-        "`offset` BIGINT METADATA VIRTUAL, `record_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL, "
-        f"`{ROWTIME}` AS {rowtime_expression(plan['timestamp_json'])}, "
-        f"WATERMARK FOR `{ROWTIME}` AS `{ROWTIME}` - {interval_sql(kafka['watermark_delay_ms'])}) "
+        "`offset` BIGINT METADATA VIRTUAL, `record_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL) "
         f"WITH ('connector' = 'kafka', 'topic' = {quote_string(kafka['topic'])}, "
         f"'properties.bootstrap.servers' = {quote_string(kafka['bootstrap_servers'])}, "
         f"'properties.group.id' = {quote_string(kafka['group_id'])}, 'scan.startup.mode' = 'group-offsets', "
@@ -281,25 +206,12 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
         "'scan.topic-partition-discovery.interval' = '10 s', 'format' = 'raw')")
     t_env.execute_sql("CREATE TEMPORARY TABLE `fs_done` (`ok` BIGINT) WITH ('connector' = 'blackhole')")
     t_env.create_temporary_view("fs_parsed", t_env.sql_query(
-        f"SELECT fs_parse(`value`, `partition`, `offset`) AS `p`, `partition`, `offset`, `record_time`, "
-        f"`{ROWTIME}` FROM `fs_kafka`"))
+        "SELECT fs_parse(`value`, `partition`, `offset`) AS `p`, `partition`, `offset`, `record_time` "
+        "FROM `fs_kafka`"))
     t_env.create_temporary_view("events", t_env.sql_query(events_view_sql(plan)))
-    args = ", ".join([f"CAST(`{c}` AS STRING)" for c in out_names] + [f"`{c}`" for c in (*META_COLUMNS, ERROR)])
-    late = (f"COALESCE(`{ROWTIME}` < CURRENT_WATERMARK(`{ROWTIME}`) - {interval_sql(kafka['allowed_lateness_ms'])}, "
-            "FALSE)")
-    insert = f"INSERT INTO `fs_done` SELECT fs_sink({args}, {late}) FROM ({plan['select']})"
+    args = ", ".join([f"CAST(`{c}` AS STRING)" for c in plan["output_columns"]] + [f"`{c}`" for c in SINK_META])
+    insert = f"INSERT INTO `fs_done` SELECT fs_sink({args}) FROM ({plan['select']})"
     return t_env, insert
-
-
-def _epoch_ms(value: Any) -> int:
-    """A Kafka record time as pandas hands it over (Timestamp or datetime) -> epoch milliseconds."""
-    from datetime import timezone
-
-    if hasattr(value, "to_pydatetime"):
-        value = value.to_pydatetime()
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return int(value.timestamp() * 1000)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,11 +5,13 @@
 - the event columns a message must carry (the view's keys, event time, created time, the columns its
   filter and transforms read, the stored columns no transform produces), with their types, taken from
   the source's history (``batch_source``) exactly as batch reads type them;
-- the Flink SQL around the job's Python functions: the event time read from the raw message for the
-  watermark (``rowtime_expression``), the typed columns out of the parser's output
-  (``events_view_sql``), and the view's filter and transforms (compiled from the same IR as the batch
-  engines, by ``transforms.compile_flink``, with errors as values: a row the transforms fail on, e.g.
-  an integer overflow, carries the message in ``__fs_error`` and the job dead-letters it);
+- the Flink SQL around the job's Python functions: the typed columns out of the parser's output
+  (``events_view_sql``; a message the parser rejected carries its dead letter in ``__fs_bad``), and
+  the view's filter and transforms (compiled from the same IR as the batch engines, by
+  ``transforms.compile_flink``, with errors as values: a row the transforms fail on, e.g. an integer
+  overflow, carries the message in ``__fs_error`` and the job dead-letters it). No row is dropped in
+  SQL: the filter's outcome is the column ``__fs_keep``, so the sink sees every message in offset
+  order, which is what its per-partition watermarks and exactly-once progress are made of;
 - the stores' rows: key columns, stored columns (features, or the events an aggregation reads),
   aggregations, TTL.
 
@@ -28,12 +30,15 @@ from featurestore.sources import StreamSource, source_from_spec
 
 # Columns the job adds to every event: where it came from (exactly-once offline appends and the
 # dead-letter report) and the Kafka record time (the created time of an aggregation's online row).
-PARTITION, OFFSET, KAFKA_TS, ROWTIME = "__fs_partition", "__fs_offset", "__fs_kafka_ts", "__fs_rowtime"
+PARTITION, OFFSET, KAFKA_TS = "__fs_partition", "__fs_offset", "__fs_kafka_ts"
 META_COLUMNS = (PARTITION, OFFSET, KAFKA_TS)
-# Why the view's filter or transforms failed on the row (null when they did not).
-ERROR = "__fs_error"
+# The dead letter of a message the parser rejected (null for events), whether the view's filter keeps
+# the event, and why the view's filter or transforms failed on it (null when they did not).
+BAD, KEEP, ERROR = "__fs_bad", "__fs_keep", "__fs_error"
+# What the job's SQL hands the sink after the view's columns, in this order.
+SINK_META = (*META_COLUMNS, BAD, KEEP, ERROR)
 
-PLAN_VERSION = 2
+PLAN_VERSION = 3
 # Bytes columns are not streamed yet: Flink SQL has no exact way to carry them out of JSON.
 _SCALARS = ("Int32", "Int64", "Float32", "Float64", "String", "Bool", "Timestamp")
 
@@ -105,8 +110,9 @@ def build_plan(store: Any, view_name: str, spec: dict[str, Any] | None = None) -
     if unsupported:
         raise DefinitionError(f"feature view {view_name!r}: the stream engine cannot run {unsupported[0]!r} "
                               f"(see transforms.compile_flink.UNSUPPORTED)", obj=view_name)
-    passthrough = [c["name"] for c in columns if c["name"] not in produced] + list(META_COLUMNS) + [ROWTIME]
-    inner = cf.compile_view("events", transform, flt, passthrough, schema, error_column=ERROR)
+    passthrough = [c["name"] for c in columns if c["name"] not in produced] + [*META_COLUMNS, BAD]
+    inner = cf.compile_view("events", transform, flt, passthrough, schema, error_column=ERROR,
+                            filter_column=KEEP)
     out_types = dict(schema)
     for name, arrow_type in stored:
         out_types[name] = fstypes.from_arrow(arrow_type)
@@ -121,7 +127,7 @@ def build_plan(store: Any, view_name: str, spec: dict[str, Any] | None = None) -
     items = [text(n, n) for n in outputs]
     items.append(text(ts_col, EVENT_TS))
     items.append(text(created_col, CREATED_TS) if created_col else f"CAST(NULL AS STRING) AS {CREATED_TS}")
-    items += [cf.quote_ident(m) for m in (*META_COLUMNS, ROWTIME, ERROR)]
+    items += [cf.quote_ident(m) for m in SINK_META]
     select = f"SELECT {', '.join(items)} FROM ({inner})"
     ttl = spec.get("ttl_seconds")
     return {
@@ -144,7 +150,6 @@ def build_plan(store: Any, view_name: str, spec: dict[str, Any] | None = None) -
         "output_columns": outputs + [EVENT_TS, CREATED_TS],
         "output_types": {n: out_types[n].to_spec() for n in outputs} | {EVENT_TS: "Timestamp",
                                                                        CREATED_TS: "Timestamp"},
-        "timestamp_json": next(c["json"] for c in columns if c["name"] == ts_col),
         "aggregations": list(spec.get("aggregations") or []),
         "spec": spec,
         "ttl_seconds": ttl,
@@ -153,42 +158,10 @@ def build_plan(store: Any, view_name: str, spec: dict[str, Any] | None = None) -
     }
 
 
-def interval_sql(ms: int) -> str:
-    """A Flink SQL interval literal of ``ms`` milliseconds (>= 0). Not ``INTERVAL '<s>' SECOND``: its
-    default leading precision is 2, so 100 s or more fails validation (and Flink allows no more)."""
-    days, rest = divmod(int(ms), 86_400_000)
-    hours, rest = divmod(rest, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    seconds, millis = divmod(rest, 1000)
-    return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}' DAY TO SECOND(3)"
-
-
-_LOCAL_TIME = r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d{1,3})?)?)"
-_ZONE = r"([+-]\d\d):?(\d\d)$"
-_INTEGER = r"^-?[0-9]+$"
-
-
-def rowtime_expression(ts_field: str) -> str:
-    """SQL reading the event time from the raw message, for the watermark only (the stored event time
-    is the Python parser's): epoch milliseconds, or ISO 8601 text with an optional zone offset; a
-    message without a readable time gets the epoch (it is dead-lettered by the parser anyway)."""
-    from transforms.compile_flink import quote_string
-
-    path = quote_string("$['" + ts_field.replace("'", "\\'") + "']")
-    raw = f"JSON_VALUE(CAST(`value` AS STRING), {path})"
-    local = f"REGEXP_EXTRACT({raw}, {quote_string(_LOCAL_TIME)}, 1)"
-    hours = f"REGEXP_EXTRACT({raw}, {quote_string(_ZONE)}, 1)"
-    minutes = f"REGEXP_EXTRACT({raw}, {quote_string(_ZONE)}, 2)"
-    offset = (f"COALESCE(CAST({hours} AS INT) * 60 + CASE WHEN {hours} LIKE '-%' THEN -1 ELSE 1 END "
-              f"* CAST({minutes} AS INT), 0)")
-    iso = f"TIMESTAMPADD(MINUTE, -({offset}), TRY_CAST(REPLACE({local}, 'T', ' ') AS TIMESTAMP(3)))"
-    epoch_ms = f"CAST(TO_TIMESTAMP_LTZ(TRY_CAST({raw} AS BIGINT), 3) AS TIMESTAMP(3))"
-    return (f"COALESCE(CASE WHEN REGEXP({raw}, {quote_string(_INTEGER)}) THEN {epoch_ms} ELSE {iso} END, "
-            f"TIMESTAMP '1970-01-01 00:00:00')")
-
-
 def events_view_sql(plan: dict[str, Any]) -> str:
-    """The parsed events as typed columns (from fs_parse's JSON array), with the meta columns."""
+    """The parsed events as typed columns (from fs_parse's JSON array), with the meta columns; a
+    message fs_parse rejected (its output is ``E`` and the dead letter) has null columns and the letter
+    in ``__fs_bad``."""
     from transforms.compile_flink import flink_type, quote_ident, quote_string
 
     items = []
@@ -200,5 +173,5 @@ def events_view_sql(plan: dict[str, Any]) -> str:
         expr = f"CAST(JSON_VALUE(`p`, {path}) AS {flink_type(dtype)})"
         items.append(f"{expr} AS {quote_ident(c['name'])}")
     items += [f"`partition` AS `{PARTITION}`", f"`offset` AS `{OFFSET}`", f"`record_time` AS `{KAFKA_TS}`",
-              f"`{ROWTIME}`"]
-    return f"SELECT {', '.join(items)} FROM `fs_parsed` WHERE `p` <> 'E'"
+              f"CASE WHEN `p` LIKE 'E%' THEN SUBSTRING(`p` FROM 2) END AS `{BAD}`"]
+    return f"SELECT {', '.join(items)} FROM `fs_parsed`"

@@ -12,8 +12,10 @@ aggregates are accumulated exactly (integers stay integers; ``mean`` as sum and 
 Welford's method; ``last`` by the largest (event time, created time)).
 
 The row's event time is the entity's newest event time (so the view's TTL decides freshness, as for
-plain views), and its created time the largest Kafka record time of the events applied, which only
-grows: a replay after a restart rewrites an equal row (skipped by the monotonic write) or a newer one.
+plain views), and its created time the largest Kafka record time of the events applied, raised where
+needed so that every fold has a larger one than the fold before: the event-time monotonic write then
+takes each new fold of the state (an event that arrives after a later one of its entity changes the
+state but not the newest event time) and still refuses older writers.
 The state is made of JSON types only (lists, numbers, strings), so the stream job can keep it in the
 online store as JSON. Pure Python (no pyarrow, no pyflink), so the main environment tests it against
 the batch engines.
@@ -64,6 +66,12 @@ class AggregationState:
         state["latest"] = ts_us if state["latest"] is None else max(state["latest"], ts_us)
         if kafka_ms is not None:
             state["kafka"] = kafka_ms if state["kafka"] is None else max(state["kafka"], kafka_ms)
+        # The row's created time: the newest Kafka record time, but always past the previous fold's, so
+        # the event-time monotonic write takes every new fold of the state (an out-of-order event leaves
+        # the newest event time as it was, and record times repeat within a millisecond).
+        previous = state.get("version")
+        floor = 0 if state["kafka"] is None else state["kafka"] * 1000
+        state["version"] = floor if previous is None else max(floor, previous + 1)
         if self.longest_us is not None:
             state["ts"].append(ts_us)
             state["cr"].append(cr_us)
@@ -96,7 +104,9 @@ class AggregationState:
                 out[ev_column(c)] = list(state["v"][c])
         for a in self.lifetime:
             out[a["name"]] = _result(a["function"], state["life"][a["name"]])
-        created_us = None if state["kafka"] is None else state["kafka"] * 1000
+        created_us = state.get("version")
+        if created_us is None and state["kafka"] is not None:  # a state folded before versions existed
+            created_us = state["kafka"] * 1000
         out[EVENT_TS] = state["latest"] if times_as_us else from_us(state["latest"])
         out[CREATED_TS] = created_us if times_as_us else from_us(created_us)
         return out

@@ -58,41 +58,30 @@ class OnlineRows:
 
 
 class OfflineRows:
-    """Appends the job's rows (keys, stored columns, event and created time) to the offline store, and
-    merges the small files those appends leave once a day partition has many."""
+    """Appends the job's rows (keys, stored columns, event and created time) to the view's appended
+    table, with the offsets and progress they complete, and merges the small files those appends leave
+    once a day partition has many."""
 
     def __init__(self, plan: dict[str, Any], store: Any):
         self.plan = plan
-        self.store = store
+        self.offline = store.offline_store.appends
         fields = _key_schema(plan) + _stored_fields(plan)
         self.schema = pa.schema(fields + [pa.field(EVENT_TS, _TS), pa.field(CREATED_TS, _TS)])
         self.stream = stream_name(plan)
-        # Offsets committed per partition: read once, then kept up to date by this writer (the job is
-        # the view's only stream writer; the commit itself re-checks them under the view's lock).
-        self._done: dict[int, int] | None = None
 
-    def append(self, items: list[tuple[dict[str, Any], int, int]]) -> int:
-        """Append ``(row, partition, offset)`` items in one commit, skipping offsets already committed;
-        returns the rows written."""
-        offline = self.store.offline_store
-        if self._done is None:
-            self._done = offline.stream_offsets(self.plan["view"], self.stream)
-        done = self._done
-        fresh = [(row, p, o) for row, p, o in items if o > done.get(p, -1)]
-        if not fresh:
-            return 0
-        spans: dict[int, tuple[int, int]] = {}
-        for _, p, o in fresh:
-            first, last = spans.get(p, (o, o))
-            spans[p] = (min(first, o), max(last, o))
-        table = pa.Table.from_pylist([row for row, _, _ in fresh], schema=self.schema)
-        try:
-            offline.append(self.plan["view"], table, EVENT_TS, stream=self.stream, offsets=spans)
-        except BaseException:
-            self._done = None  # read what is really committed before the next append
-            raise
-        done.update({p: last for p, (_, last) in spans.items()})
-        offline.compact(self.plan["view"])  # one small file per commit: merge them as they pile up
+    def committed(self) -> tuple[dict[int, int], dict[str, Any]]:
+        """(last offset committed per partition, the progress committed with them)."""
+        return self.offline.stream_progress(self.plan["view"], self.stream)
+
+    def commit(self, rows: list[dict[str, Any]], spans: dict[int, tuple[int, int]],
+               progress: dict[str, Any]) -> int:
+        """Append ``rows`` and record, in the same atomic commit, the offsets ``spans`` (first, last per
+        partition) as handled with ``progress``; returns the rows written."""
+        table = pa.Table.from_pylist(rows, schema=self.schema)
+        self.offline.append(self.plan["view"], table, EVENT_TS, stream=self.stream, offsets=spans,
+                            progress=progress)
+        if rows:
+            self.offline.compact(self.plan["view"])  # one small file per commit: merge them as they pile up
         return table.num_rows
 
 
@@ -172,14 +161,70 @@ def row_dead_letter(plan: dict[str, Any], reason: str, row: dict[str, Any], part
 
 
 class DeadLetters:
-    """Produces dead-letter records to the source's dead-letter topic, waiting for the broker's acks."""
+    """Produces dead-letter records to the source's dead-letter topic, waiting for the broker's acks,
+    and remembers where they landed, so a restarted job can tell which it already sent."""
 
     def __init__(self, plan: dict[str, Any]):
         from connectors.kafka import KafkaClient, KafkaConfig
 
         self.topic = plan["kafka"]["dead_letter_topic"]
+        self.view, self.source_topic = plan["view"], plan["kafka"]["topic"]
         self.client = KafkaClient(KafkaConfig(bootstrap_servers=plan["kafka"]["bootstrap_servers"],
                                               timeout_seconds=60))
+        # Per dead-letter partition, the offset after the last letter this writer saw acknowledged.
+        self.positions: dict[int, int] = {}
 
     def send(self, records: list[str]) -> None:
-        self.client.produce(self.topic, records)
+        from connectors.kafka import _ck
+        from featurestore.errors import BackendUnavailableError
+
+        producer = self.client.producer()
+        errors: list[str] = []
+
+        def on_delivery(err: Any, msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+            else:
+                self.positions[msg.partition()] = max(self.positions.get(msg.partition(), 0), msg.offset() + 1)
+
+        for record in records:
+            while True:
+                try:
+                    producer.produce(self.topic, value=record.encode(), on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+                except _ck().KafkaException as exc:
+                    raise BackendUnavailableError(f"could not produce to Kafka topic {self.topic!r}: {exc}") from exc
+        remaining = producer.flush(self.client.config.timeout_seconds)
+        if remaining or errors:
+            raise BackendUnavailableError(f"dead letters to Kafka topic {self.topic!r} not acknowledged: "
+                                          f"{errors[0] if errors else f'{remaining} pending'}")
+
+    def sent_since(self, positions: dict[int, int]) -> set[tuple[int, int]]:
+        """(source partition, offset) of this view's letters in the dead-letter topic at or after
+        ``positions`` (every partition from its start where none is given): the letters a job sent
+        after its last commit, before it stopped."""
+        import json
+
+        from featurestore.errors import BackendUnavailableError
+
+        if self.topic not in self.client.list_topics():
+            return set()
+        try:
+            messages = self.client.read_topic(self.topic, start=positions)
+        except BackendUnavailableError:
+            if self.topic not in self.client.list_topics():
+                return set()
+            raise
+        sent = set()
+        for m in messages:
+            self.positions[m.partition] = max(self.positions.get(m.partition, 0), m.offset + 1)
+            try:
+                letter = json.loads(m.value)
+            except ValueError:
+                continue
+            if isinstance(letter, dict) and letter.get("view") == self.view \
+                    and letter.get("topic") == self.source_topic:
+                sent.add((letter.get("partition"), letter.get("offset")))
+        return sent

@@ -1,0 +1,143 @@
+"""What the stream job does with each batch of messages, in plain Python (testable without Flink).
+
+The job's SQL hands the sink every message it read, in offset order per partition: the view's output
+columns (as text), then ``plan.SINK_META`` (partition, offset, Kafka record time, the dead letter of a
+message the parser rejected, whether the view's filter keeps the event, why a transform failed). For
+each message not handled before (``progress.PartitionProgress``) the sink decides, in this order:
+
+1. rejected by the parser (malformed): dead letter;
+2. the view's filter or transforms failed on it: dead letter (``transform: <message>``);
+3. the filter drops it: nothing (it still moves its partition's watermark);
+4. late (behind its partition's watermark by more than the allowed lateness): dead letter;
+5. otherwise it is applied to both stores.
+
+Then, in this order: the dead letters are produced (and acknowledged), the events are written online
+(monotonic, and folded into aggregation states that remember the offsets they hold), and the offline
+rows are appended in one commit that also records the batch's offsets and the partitions' progress. That
+commit is the batch's end: after a crash the job resumes from its last Flink checkpoint (never past
+the commit), skips what the commit covers and decides the rest again, the same way. Dead letters a job
+sent after its last commit are found in the dead-letter topic when it starts and not sent again; online
+writes of those events are idempotent. So every message lands once: applied, or dead-lettered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from featurestore.engines.base import EVENT_TS
+from featurestore.streaming import events as ev
+from featurestore.streaming.progress import PartitionProgress
+from featurestore.streaming.state import to_us
+from featurestore.streaming.writers import DeadLetters, OfflineRows, online_writer, row_dead_letter
+
+# Values reach the sink as text (pandas would turn a null integer into NaN, and NaN into null).
+_CONVERT = {"Int64": int, "Int32": int, "Float64": float, "Float32": float, "String": str,
+            "Bool": lambda v: v.upper() == "TRUE", "Timestamp": None}
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did, for the job's counters."""
+
+    replayed: int = 0
+    malformed: int = 0
+    failed: int = 0
+    filtered: int = 0
+    late: int = 0
+    admitted: int = 0
+    online_written: int = 0
+    online_skipped_stale: int = 0
+    offline_rows: int = 0
+    letters_resent_skipped: int = 0
+
+
+def _epoch_ms(value: Any) -> int | None:
+    """A Kafka record time as pandas hands it over (Timestamp or datetime) -> epoch milliseconds."""
+    from datetime import timezone
+
+    if value is None:
+        return None
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return int(value.timestamp() * 1000)
+
+
+class EventSink:
+    """The job's last step for one view (see the module docs)."""
+
+    def __init__(self, plan: dict[str, Any], store: Any, *, dead_letters: DeadLetters | None = None):
+        self.plan = plan
+        self.names = plan["output_columns"]
+        self.converters = [_CONVERT[plan["output_types"][n]] for n in self.names]
+        self.offline = OfflineRows(plan, store)
+        self.online = online_writer(plan, store) if plan["online"] else None
+        self.dead = dead_letters or DeadLetters(plan)
+        offsets, committed = self.offline.committed()
+        kafka = plan["kafka"]
+        self.progress = PartitionProgress.from_committed(
+            offsets, committed, kafka["watermark_delay_ms"] * 1000, kafka["allowed_lateness_ms"] * 1000)
+        self.dead.positions = {int(p): int(o) for p, o in (committed.get("dead_letters") or {}).items()}
+        self.already_sent = self.dead.sent_since(dict(self.dead.positions))
+
+    def _row(self, cols: list[list[Any]], i: int) -> dict[str, Any]:
+        row = {}
+        for j, name in enumerate(self.names):
+            v = cols[j][i]
+            if v is not None:
+                to = self.converters[j]
+                v = ev.parse_time(v, name) if to is None else to(v)
+            row[name] = v
+        return row
+
+    def handle(self, cols: list[list[Any]]) -> BatchOutcome:
+        """One batch: ``cols`` are the SQL's columns (output columns, then ``plan.SINK_META``) as lists."""
+        n_out = len(self.names)
+        partitions, offsets, kafka_times, bad, keep, errors = cols[n_out:n_out + 6]
+        out = BatchOutcome()
+        letters: list[tuple[int, int, str]] = []
+        items: list[tuple[dict[str, Any], int, int, int | None]] = []
+        spans: dict[int, tuple[int, int]] = {}
+        progress = self.progress
+        late_ms = self.plan["kafka"]["allowed_lateness_ms"]
+        for i in range(len(partitions)):
+            p, o = int(partitions[i]), int(offsets[i])
+            if progress.handled(p, o):
+                out.replayed += 1
+                continue
+            spans[p] = (spans[p][0] if p in spans else o, o)
+            if bad[i] is not None:
+                progress.advance(p, o, None)
+                letters.append((p, o, bad[i]))
+                out.malformed += 1
+                continue
+            row = self._row(cols, i)
+            event_us = to_us(row[EVENT_TS])
+            late = progress.is_late(p, event_us)
+            progress.advance(p, o, event_us)
+            if errors[i] is not None:
+                letters.append((p, o, row_dead_letter(self.plan, f"transform: {errors[i]}", row, p, o)))
+                out.failed += 1
+            elif not keep[i]:
+                out.filtered += 1
+            elif late:
+                letters.append((p, o, row_dead_letter(
+                    self.plan, f"late: event time {row[EVENT_TS].isoformat()} is more than the allowed "
+                               f"lateness ({late_ms} ms) behind the watermark of partition {p}", row, p, o)))
+                out.late += 1
+            else:
+                items.append((row, p, o, _epoch_ms(kafka_times[i])))
+        if not spans:
+            return out
+        fresh = [text for p, o, text in letters if (p, o) not in self.already_sent]
+        out.letters_resent_skipped = len(letters) - len(fresh)
+        if fresh:
+            self.dead.send(fresh)
+        if items and self.online is not None:
+            out.online_written, out.online_skipped_stale = self.online.write(items)
+        committed = {**progress.to_json(), "dead_letters": {str(p): o for p, o in self.dead.positions.items()}}
+        out.offline_rows = self.offline.commit([row for row, _, _, _ in items], spans, committed)
+        out.admitted = len(items)
+        return out
