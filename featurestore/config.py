@@ -27,7 +27,6 @@ class RepoConfig(BaseModel):
     online_store: dict[str, Any] = Field(default_factory=lambda: {"type": "sqlite"})
     engine: dict[str, Any] = Field(default_factory=lambda: {"type": "local"})
     stream_engine: dict[str, Any] = Field(default_factory=lambda: {"type": "flink"})
-    entity_key_serialization_version: int = 1
 
     @field_validator("project")
     @classmethod

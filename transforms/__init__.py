@@ -26,7 +26,7 @@ Timestamp (naive = UTC), None -> untyped null; ``lit(value, type)`` gives a type
 - arithmetic ``e + e``, ``-``, ``*``, ``/``, ``%``, ``-e``. ``/`` is float division (Float64) and
   dividing by zero gives null (not inf, not an error); ``%`` takes the sign of the dividend (SQL/C
   remainder, ``-7 % 3 == -1``) and ``% 0`` is null. Integer overflow is not checked at plan time: at
-  run time both engines raise an error. See ``transforms.typing`` for result types.
+  run time both engines raise an error. See ``transforms.type_rules`` for result types.
 - comparisons ``== != < <= > >=``; boolean ``&``, ``|``, ``~`` (use these, not and/or/not).
 - ``coalesce(e, ...)``, ``e.fill_null(v)``, ``e.is_null()``, ``e.is_not_null()``
 - ``when(cond, value).when(...).otherwise(value)`` (``.end()`` for a null default)
@@ -41,7 +41,7 @@ Null semantics are SQL's: any operator or function with a null input gives null 
 ``True | null`` is True), ``coalesce``, ``is_null``/``is_not_null`` and ``when``. A filter keeps the
 rows where it is True (null drops the row). NaN is not given special treatment: avoid it.
 
-Casts (with the source type known, see ``transforms.typing.cast_allowed``): float -> integer truncates
+Casts (with the source type known, see ``transforms.type_rules.cast_allowed``): float -> integer truncates
 toward zero; string -> number accepts only trimmed decimal text (``"12"``, ``"-1.5e3"``), anything else
 is null; a value out of the target's range is null; Bool -> number is 1/0; integer -> Bool is ``!= 0``;
 integer/Bool -> String is decimal text / ``"true"``/``"false"``.
@@ -85,7 +85,7 @@ from transforms.ir import (
     to_spec,
     when,
 )
-from transforms.typing import infer_type, output_name
+from transforms.type_rules import infer_type, output_name
 
 __all__ = [
     "FUNCTIONS",

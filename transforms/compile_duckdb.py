@@ -218,7 +218,7 @@ def compile_view(
     dropped. Each transform must be named (``.alias()`` or a bare column); output column order is the
     passthrough columns, then the transforms. ``scan_sql`` is trusted SQL from the integrator.
     """
-    from transforms.typing import output_name
+    from transforms.type_rules import output_name
 
     c = DuckDBCompiler(schema)
     items = [quote_ident(p) for p in passthrough_columns]

@@ -62,7 +62,7 @@ from transforms import ir
 from transforms.aggregation import Aggregation
 from transforms.compile_duckdb import FLOAT_TEXT, INT_TEXT
 from transforms.compiler import Compiler
-from transforms.typing import _Checker
+from transforms.type_rules import _Checker
 
 _FLINK_TYPES = {
     "Int32": "INT",
@@ -473,7 +473,7 @@ def compile_view(
     is that column, after the transforms and before ``error_column``. A stream job uses this to see
     every event (its offsets and event times) while applying only the ones the filter keeps.
     """
-    from transforms.typing import output_name
+    from transforms.type_rules import output_name
 
     c = FlinkCompiler(schema, errors_as_values=error_column is not None)
     errors = []

@@ -253,7 +253,7 @@ def apply_view(df, transform: Sequence[ir.Expr], filter: ir.Expr | None, passthr
     outputs. The schema for casts is read from ``df``."""
     from pyspark.sql import functions as F
 
-    from transforms.typing import output_name
+    from transforms.type_rules import output_name
 
     c = SparkCompiler(schema_of(df))
     if filter is not None:

@@ -65,6 +65,6 @@ class Compiler:
         """The type of ``node`` when a schema was given, else None (used by casts)."""
         if self.schema is None:
             return None
-        from transforms.typing import _Checker
+        from transforms.type_rules import _Checker
 
         return _Checker(self.schema, None).t(node)

@@ -50,7 +50,7 @@ def build_plan(store: Any, view_name: str, spec: dict[str, Any] | None = None) -
     from featurestore.validate import source_schema
     from transforms import compile_flink as cf
     from transforms import ir
-    from transforms.typing import output_name
+    from transforms.type_rules import output_name
 
     if spec is None:
         spec = store.registry.get("feature_view", view_name)

@@ -16,7 +16,7 @@ from featurestore import types as T
 from transforms import ir
 from transforms.aggregation import Aggregation
 from transforms.compile_duckdb import FLOAT_TEXT, INT_TEXT
-from transforms.typing import _Checker
+from transforms.type_rules import _Checker
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

@@ -1,6 +1,6 @@
 """Benchmark of the feature server over HTTP on this machine (not part of the product API).
 
-    .venv/bin/python -m serving.bench --redis-url redis://127.0.0.1:56379/0 [--workers 1] [--duration 10]
+    .venv/bin/python benchmarks/bench_serving.py --redis-url redis://127.0.0.1:56379/0 [--workers 1] [--duration 10]
 
 Builds a scratch repo like the benchmark workload (10,000 drivers; ``driver_hourly_stats`` with 10
 features, ``driver_daily_stats`` with 5), materializes it into Redis under a unique key prefix, starts
