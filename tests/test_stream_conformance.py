@@ -648,13 +648,18 @@ class _Run:
     def cleanup(self, ok: bool) -> None:
         if self.kafka_stopped:
             _services("start", "kafka")
+        self.kafka.close()
         if ok:  # a failed run's topics stay for a look
+            # Neither the job nor a producer may ask for the topics' metadata after they are deleted: the
+            # broker would create them again.
+            manager.stop(self.store, self.view.name, timeout=10)
+            admin = KafkaClient(KafkaConfig(bootstrap_servers=self.bootstrap, timeout_seconds=30))
             for name in (self.topic, f"{self.topic}.dead-letter"):
                 try:
-                    self.kafka.delete_topic(name)
+                    admin.delete_topic(name)
                 except Exception:  # noqa: BLE001 - cleanup only
                     pass
-        self.kafka.close()
+            admin.close()
         if not ok:  # nor its online rows (keys under the prefix the failure message names)
             return
         try:
