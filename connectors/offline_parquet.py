@@ -261,6 +261,15 @@ class _Prepared:
     deferred: dict[date, pa.Table]  # rows of partially covered days, written under the lock
 
 
+@dataclass(frozen=True)
+class StagedAppend:
+    """Rows of an append written as data files that no manifest lists yet (``stage_append``)."""
+
+    view: str
+    timestamp_column: str
+    prepared: _Prepared
+
+
 # -- the store --------------------------------------------------------------------------------------
 class ParquetOfflineStore:
     """History of every feature view as Parquet files, with atomic, serialized commits.
@@ -702,13 +711,33 @@ class ParquetOfflineStore:
             raise InvalidInputError("append takes stream= and offsets= together")
         if progress is not None and stream is None:
             raise InvalidInputError("append takes progress= only with stream=")
-        view_dir = self._view_dir(view)
         table = self._validate_ts(table, timestamp_column)
         if table.num_rows == 0 and self._load(view) is not None and not offsets:
             return
-        prepared = self._prepare(view, view_dir, table, timestamp_column, lambda day: True)
-        self._commit(view, view_dir, prepared, timestamp_column, None,
+        self.commit_append(self.stage_append(view, table, timestamp_column), stream=stream, offsets=offsets,
+                           progress=progress)
+
+    def stage_append(self, view: str, table: pa.Table, timestamp_column: str) -> "StagedAppend":
+        """The slow half of ``append``: the rows written as data files (fsynced, not yet visible).
+        ``commit_append`` makes them visible; uncommitted ones are orphans ``vacuum`` removes. A stream
+        job stages a batch's rows while it writes them online, and commits after."""
+        view_dir = self._view_dir(view)
+        table = self._validate_ts(table, timestamp_column)
+        return StagedAppend(view, timestamp_column,
+                            self._prepare(view, view_dir, table, timestamp_column, lambda day: True))
+
+    def commit_append(self, staged: "StagedAppend", *, stream: str | None = None,
+                      offsets: dict[int, tuple[int, int]] | None = None,
+                      progress: dict[str, Any] | None = None) -> None:
+        """The fast half of ``append`` (see ``append`` for ``stream``, ``offsets`` and ``progress``)."""
+        if (stream is None) != (offsets is None):
+            raise InvalidInputError("append takes stream= and offsets= together")
+        self._commit(staged.view, self._view_dir(staged.view), staged.prepared, staged.timestamp_column, None,
                      None if stream is None else (stream, dict(offsets or {}), progress))
+
+    def discard_append(self, staged: "StagedAppend") -> None:
+        """Remove the data files of a staged append that will not be committed."""
+        self._remove_files(self._view_dir(staged.view), [f.path for f in staged.prepared.written])
 
     def stream_offsets(self, view: str, stream: str) -> dict[int, int]:
         """Per partition, the last offset of ``stream`` whose rows ``view`` has committed ({} if none)."""

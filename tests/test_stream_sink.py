@@ -132,7 +132,7 @@ class Recorder:
             base = len(names)
             cols[base].append(m["partition"])
             cols[base + 1].append(m["offset"])
-            cols[base + 2].append(datetime(2026, 1, 1, tzinfo=UTC))
+            cols[base + 2].append(1_767_225_600_000)  # the Kafka record time, epoch ms
             cols[base + 3].append(None if e is not None else json.dumps(
                 {"reason": "bad JSON", "view": plan["view"], "topic": plan["kafka"]["topic"],
                  "partition": m["partition"], "offset": m["offset"]}))
@@ -226,7 +226,8 @@ def test_export_sees_streamed_rows_with_the_history_and_counts_each_event_once(t
     for view in ("spend", "last"):
         plan = build_plan(store, view)
         rows = [_row(plan, e) for e in streamed + [archived]]
-        OfflineRows(plan, store).commit(rows, {0: (0, len(rows) - 1)},
+        writer = OfflineRows(plan, store)
+        writer.commit(writer.stage(rows), {0: (0, len(rows) - 1)},
                                         {"max_event_us": {"0": int(now.timestamp() * 1e6)},
                                          "watermark_delay_us": 5_000_000, "allowed_lateness_us": 1_000_000})
     entity = pa.table({"user_id": pa.array([0, 1, 2, 3, 0], pa.int64()),

@@ -277,15 +277,17 @@ def test_offline_commits_record_offsets_and_progress_with_the_rows(tmp_path: Pat
     store, rows = _offline_writer(tmp_path)
     t = datetime(2024, 1, 1, tzinfo=UTC)
     batch = [{"user_id": i, "price2": float(i), "event_timestamp": t, "created_timestamp": None} for i in range(6)]
-    assert rows.commit(batch, {0: (0, 4), 1: (0, 2)}, {"max_event_us": {"0": 5}}) == 6
-    assert rows.commit([], {0: (5, 7)}, {"max_event_us": {"0": 9}}) == 0  # e.g. a batch of late events
+    staged = rows.stage(batch)
+    assert "user_clicks" not in rows.offline.views()  # staged files are not visible before the commit
+    assert rows.commit(staged, {0: (0, 4), 1: (0, 2)}, {"max_event_us": {"0": 5}}) == 6
+    assert rows.commit(rows.stage([]), {0: (5, 7)}, {"max_event_us": {"0": 9}}) == 0  # e.g. all late
     appended = store.offline_store.appends
     assert appended.stream_progress("user_clicks", "kafka:clicks") == ({0: 7, 1: 2}, {"max_event_us": {"0": 9}})
     assert rows.committed() == ({0: 7, 1: 2}, {"max_event_us": {"0": 9}})
     table = appended.read("user_clicks")
     assert sorted(table.column("user_id").to_pylist()) == list(range(6))
     with pytest.raises(ConflictError, match="overlap"):
-        rows.commit(batch[:1], {0: (3, 3)}, {})
+        rows.commit(rows.stage(batch[:1]), {0: (3, 3)}, {})
     assert appended.read("user_clicks").num_rows == 6  # nothing half-written
     # appended rows live beside the materialized table: materialization never replaces them
     assert "user_clicks" not in store.offline_store.views()
@@ -297,8 +299,9 @@ def test_streaming_appends_are_compacted_as_small_files_pile_up(tmp_path: Path):
     t = datetime(2024, 1, 1, tzinfo=UTC)
     offline = store.offline_store.appends
     for i in range(40):  # one commit per batch, as the stream job does
-        rows.commit([{"user_id": i, "price2": float(i), "event_timestamp": t + timedelta(minutes=i),
-                      "created_timestamp": None}], {0: (i, i)}, {})
+        rows.commit(rows.stage([{"user_id": i, "price2": float(i), "event_timestamp": t + timedelta(minutes=i),
+                                 "created_timestamp": None}]), {0: (i, i)}, {})
+        rows.compact()
         assert len(offline.files("user_clicks")) <= 17
     table = offline.read("user_clicks").sort_by("user_id")
     assert table.column("user_id").to_pylist() == list(range(40))

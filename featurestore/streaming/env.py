@@ -46,7 +46,7 @@ FLINK_REQUIREMENTS: tuple[str, ...] = (
     f"apache-flink=={FLINK_VERSION}",
     "pyarrow>=16,<17",
     "pandas>=2.0,<2.3",
-    "redis>=5,<6",
+    "redis[hiredis]>=5,<6",  # hiredis: the job reads aggregation states back from Redis every batch
 )
 PROJECT_EXTRAS = "redis,streaming"
 STAMP_NAME = ".featurestore-flink.json"

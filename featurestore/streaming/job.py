@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from featurestore.streaming import events as ev
-from featurestore.streaming.plan import SINK_META, events_view_sql
+from featurestore.streaming.plan import KAFKA_TS, SINK_META, events_view_sql
 
 
 class StatusFile:
@@ -151,6 +151,8 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
         def close(self):
             self.status.write()
 
+    kafka_ts_index = len(plan["output_columns"]) + SINK_META.index(KAFKA_TS)
+
     class Sink(ScalarFunction):
         """A batch of messages -> dead letters, online writes, one offline commit (``streaming.sink``)."""
 
@@ -172,6 +174,7 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
             n = next(len(s) for s in series if isinstance(s, pd.Series))
             # A constant argument (e.g. the null created time of a source without one) is a scalar.
             cols = [s.tolist() if isinstance(s, pd.Series) else [s] * n for s in series]
+            cols[kafka_ts_index] = _epoch_ms(series[kafka_ts_index])
             out = self.sink.handle(cols)
             for name, value in (("dead_letters", out.malformed), ("late_events", out.late),
                                 ("transform_errors", out.failed)):
@@ -191,6 +194,7 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
             return pd.Series([1] * n, dtype="int64")
 
         def close(self):
+            self.sink.close()
             self.status.write()
             self.store.close()
 
@@ -212,6 +216,16 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
     args = ", ".join([f"CAST(`{c}` AS STRING)" for c in plan["output_columns"]] + [f"`{c}`" for c in SINK_META])
     insert = f"INSERT INTO `fs_done` SELECT fs_sink({args}) FROM ({plan['select']})"
     return t_env, insert
+
+
+def _epoch_ms(times: Any) -> list[int | None]:
+    """Kafka record times as pandas hands them over -> epoch milliseconds (vectorized)."""
+    import pandas as pd
+
+    ts = pd.to_datetime(times, utc=True)
+    missing = ts.isna().to_numpy()
+    ms = (ts.array.asi8 // 1_000_000).tolist()
+    return [None if m else v for v, m in zip(ms, missing)] if missing.any() else ms
 
 
 def main(argv: list[str] | None = None) -> int:

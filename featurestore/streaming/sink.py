@@ -13,7 +13,8 @@ each message not handled before (``progress.PartitionProgress``) the sink decide
 
 Then, in this order: the dead letters are produced (and acknowledged), the events are written online
 (monotonic, and folded into aggregation states that remember the offsets they hold), and the offline
-rows are appended in one commit that also records the batch's offsets and the partitions' progress. That
+rows (written meanwhile as files no reader sees yet) are appended in one commit that also records the
+batch's offsets and the partitions' progress. That
 commit is the batch's end: after a crash the job resumes from its last Flink checkpoint (never past
 the commit), skips what the commit covers and decides the rest again, the same way. Dead letters a job
 sent after its last commit are found in the dead-letter topic when it starts and not sent again; online
@@ -22,18 +23,33 @@ writes of those events are idempotent. So every message lands once: applied, or 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from featurestore.engines.base import EVENT_TS
 from featurestore.streaming import events as ev
 from featurestore.streaming.progress import PartitionProgress
-from featurestore.streaming.state import to_us
+from featurestore.streaming.state import from_us, to_us
 from featurestore.streaming.writers import DeadLetters, OfflineRows, online_writer, row_dead_letter
 
-# Values reach the sink as text (pandas would turn a null integer into NaN, and NaN into null).
+_EPOCH = datetime(1970, 1, 1)
+_US = timedelta(microseconds=1)
+
+
+def _time_us(text: str) -> int:
+    """Flink SQL's text of a TIMESTAMP(6) (``YYYY-MM-DD HH:MM:SS[.ffffff]``, UTC) -> epoch microseconds."""
+    try:
+        return (datetime.fromisoformat(text) - _EPOCH) // _US
+    except ValueError:
+        return to_us(ev.parse_time(text, "time"))
+
+
+# Values reach the sink as text (pandas would turn a null integer into NaN, and NaN into null); times
+# become epoch microseconds, which Arrow and the aggregation states take as they are.
 _CONVERT = {"Int64": int, "Int32": int, "Float64": float, "Float32": float, "String": str,
-            "Bool": lambda v: v.upper() == "TRUE", "Timestamp": None}
+            "Bool": lambda v: v.upper() == "TRUE", "Timestamp": _time_us}
 
 
 @dataclass
@@ -52,19 +68,6 @@ class BatchOutcome:
     letters_resent_skipped: int = 0
 
 
-def _epoch_ms(value: Any) -> int | None:
-    """A Kafka record time as pandas hands it over (Timestamp or datetime) -> epoch milliseconds."""
-    from datetime import timezone
-
-    if value is None:
-        return None
-    if hasattr(value, "to_pydatetime"):
-        value = value.to_pydatetime()
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return int(value.timestamp() * 1000)
-
-
 class EventSink:
     """The job's last step for one view (see the module docs)."""
 
@@ -72,6 +75,7 @@ class EventSink:
         self.plan = plan
         self.names = plan["output_columns"]
         self.converters = [_CONVERT[plan["output_types"][n]] for n in self.names]
+        self.times = {n for n in self.names if plan["output_types"][n] == "Timestamp"}
         self.offline = OfflineRows(plan, store)
         self.online = online_writer(plan, store) if plan["online"] else None
         self.dead = dead_letters or DeadLetters(plan)
@@ -81,19 +85,23 @@ class EventSink:
             offsets, committed, kafka["watermark_delay_ms"] * 1000, kafka["allowed_lateness_ms"] * 1000)
         self.dead.positions = {int(p): int(o) for p, o in (committed.get("dead_letters") or {}).items()}
         self.already_sent = self.dead.sent_since(dict(self.dead.positions))
+        # One thread for the offline files: staging a batch's rows, compacting after a commit.
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offline")
 
     def _row(self, cols: list[list[Any]], i: int) -> dict[str, Any]:
         row = {}
         for j, name in enumerate(self.names):
             v = cols[j][i]
-            if v is not None:
-                to = self.converters[j]
-                v = ev.parse_time(v, name) if to is None else to(v)
-            row[name] = v
+            row[name] = None if v is None else self.converters[j](v)
         return row
 
+    def _letter(self, reason: str, row: dict[str, Any], partition: int, offset: int) -> str:
+        shown = {k: (from_us(v) if k in self.times and v is not None else v) for k, v in row.items()}
+        return row_dead_letter(self.plan, reason, shown, partition, offset)
+
     def handle(self, cols: list[list[Any]]) -> BatchOutcome:
-        """One batch: ``cols`` are the SQL's columns (output columns, then ``plan.SINK_META``) as lists."""
+        """One batch: ``cols`` are the SQL's columns (output columns, then ``plan.SINK_META``) as lists;
+        the Kafka record times as epoch milliseconds."""
         n_out = len(self.names)
         partitions, offsets, kafka_times, bad, keep, errors = cols[n_out:n_out + 6]
         out = BatchOutcome()
@@ -114,30 +122,41 @@ class EventSink:
                 out.malformed += 1
                 continue
             row = self._row(cols, i)
-            event_us = to_us(row[EVENT_TS])
+            event_us = row[EVENT_TS]
             late = progress.is_late(p, event_us)
             progress.advance(p, o, event_us)
             if errors[i] is not None:
-                letters.append((p, o, row_dead_letter(self.plan, f"transform: {errors[i]}", row, p, o)))
+                letters.append((p, o, self._letter(f"transform: {errors[i]}", row, p, o)))
                 out.failed += 1
             elif not keep[i]:
                 out.filtered += 1
             elif late:
-                letters.append((p, o, row_dead_letter(
-                    self.plan, f"late: event time {row[EVENT_TS].isoformat()} is more than the allowed "
-                               f"lateness ({late_ms} ms) behind the watermark of partition {p}", row, p, o)))
+                letters.append((p, o, self._letter(
+                    f"late: event time {from_us(event_us).isoformat()} is more than the allowed lateness "
+                    f"({late_ms} ms) behind the watermark of partition {p}", row, p, o)))
                 out.late += 1
             else:
-                items.append((row, p, o, _epoch_ms(kafka_times[i])))
+                items.append((row, p, o, kafka_times[i]))
         if not spans:
             return out
-        fresh = [text for p, o, text in letters if (p, o) not in self.already_sent]
-        out.letters_resent_skipped = len(letters) - len(fresh)
-        if fresh:
-            self.dead.send(fresh)
-        if items and self.online is not None:
-            out.online_written, out.online_skipped_stale = self.online.write(items)
+        # The offline rows are written (not yet visible) while the letters and online writes go out.
+        staged = self.pool.submit(self.offline.stage, [row for row, _, _, _ in items])
+        try:
+            fresh = [text for p, o, text in letters if (p, o) not in self.already_sent]
+            out.letters_resent_skipped = len(letters) - len(fresh)
+            if fresh:
+                self.dead.send(fresh)
+            if items and self.online is not None:
+                out.online_written, out.online_skipped_stale = self.online.write(items)
+        except BaseException:
+            self.pool.submit(lambda: self.offline.discard(staged.result()))
+            raise
         committed = {**progress.to_json(), "dead_letters": {str(p): o for p, o in self.dead.positions.items()}}
-        out.offline_rows = self.offline.commit([row for row, _, _, _ in items], spans, committed)
+        out.offline_rows = self.offline.commit(staged.result(), spans, committed)
         out.admitted = len(items)
+        if items:
+            self.pool.submit(self.offline.compact)  # before the next batch's staging, off this call's path
         return out
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)

@@ -73,16 +73,22 @@ class OfflineRows:
         """(last offset committed per partition, the progress committed with them)."""
         return self.offline.stream_progress(self.plan["view"], self.stream)
 
-    def commit(self, rows: list[dict[str, Any]], spans: dict[int, tuple[int, int]],
-               progress: dict[str, Any]) -> int:
-        """Append ``rows`` and record, in the same atomic commit, the offsets ``spans`` (first, last per
-        partition) as handled with ``progress``; returns the rows written."""
-        table = pa.Table.from_pylist(rows, schema=self.schema)
-        self.offline.append(self.plan["view"], table, EVENT_TS, stream=self.stream, offsets=spans,
-                            progress=progress)
-        if rows:
-            self.offline.compact(self.plan["view"])  # one small file per commit: merge them as they pile up
-        return table.num_rows
+    def stage(self, rows: list[dict[str, Any]]) -> Any:
+        """Write ``rows`` as data files, not yet visible (``commit`` makes them so)."""
+        return self.offline.stage_append(self.plan["view"], pa.Table.from_pylist(rows, schema=self.schema), EVENT_TS)
+
+    def commit(self, staged: Any, spans: dict[int, tuple[int, int]], progress: dict[str, Any]) -> int:
+        """Make the ``staged`` rows visible and record, in the same atomic commit, the offsets ``spans``
+        (first, last per partition) as handled with ``progress``; returns the rows committed."""
+        self.offline.commit_append(staged, stream=self.stream, offsets=spans, progress=progress)
+        return sum(f.rows for f in staged.prepared.written)
+
+    def discard(self, staged: Any) -> None:
+        self.offline.discard_append(staged)
+
+    def compact(self) -> None:
+        """Merge the small files the commits leave once a day partition has many."""
+        self.offline.compact(self.plan["view"])
 
 
 STATE_COLUMN = "__fs_stream_state"
@@ -111,7 +117,7 @@ class OnlineAggregator:
 
     def write(self, items: list[tuple[dict[str, Any], int, int, int | None]]) -> tuple[int, int]:
         """Fold ``(row, partition, offset, kafka record ms)`` items; (rows written, skipped as stale)."""
-        from featurestore.streaming.state import dumps, loads, to_us
+        from featurestore.streaming.state import dumps, loads
 
         groups: dict[tuple, list] = {}
         for item in items:
@@ -127,13 +133,22 @@ class OnlineAggregator:
                 if offset <= st["pos"].get(str(partition), -1):
                     continue
                 created = row.get(CREATED_TS)
-                self.agg.add(st, to_us(row[EVENT_TS]), None if created is None else to_us(created), row, kafka_ms)
+                self.agg.add(st, _us(row[EVENT_TS]), None if created is None else _us(created), row, kafka_ms)
                 st["pos"][str(partition)] = offset
                 changed = True
             if changed:
                 rows.append({**dict(zip(self.keys, key)), **self.agg.row(st, times_as_us=True),
                              STATE_COLUMN: dumps(st)})
         return self.rows.write(rows)
+
+
+def _us(t: Any) -> int:
+    """A row's time as epoch microseconds (the sink hands them over as such; tests may use datetimes)."""
+    if isinstance(t, int):
+        return t
+    from featurestore.streaming.state import to_us
+
+    return to_us(t)
 
 
 class _PlainOnline:
