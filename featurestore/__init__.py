@@ -8,27 +8,50 @@
 ...                    schema=[Field(name="conv_rate", dtype=Float32)])
 >>> [f.name for f in view.features]
 ['conv_rate']
+
+The names below are loaded on first use (module ``__getattr__``), so ``import featurestore`` and
+``import featurestore.types`` cost next to nothing and pull in no pydantic, pyarrow or engine.
 """
 
-from featurestore.definitions import Entity, FeatureService, FeatureView, Field
-from featurestore.errors import FeatureStoreError
-from featurestore.on_demand import OnDemandFeatureView, RequestSource, on_demand_feature_view
-from featurestore.sources import FileSource, KafkaSource, PushSource, SqlSource
-from featurestore.store import FeatureStore
+from __future__ import annotations
 
-__all__ = ["Entity", "Field", "FeatureView", "FeatureService", "FileSource", "SqlSource", "PushSource", "KafkaSource", "FeatureStore",
-           "FeatureStoreError", "OnDemandFeatureView", "RequestSource", "on_demand_feature_view", "Aggregation",
-           "col", "lit", "coalesce", "when"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-_FROM_TRANSFORMS = {"Aggregation", "col", "lit", "coalesce", "when"}
+# public name -> the module that defines it
+_EXPORTS = {
+    "Entity": "featurestore.definitions", "FeatureService": "featurestore.definitions",
+    "FeatureView": "featurestore.definitions", "Field": "featurestore.definitions",
+    "FeatureStoreError": "featurestore.errors",
+    "OnDemandFeatureView": "featurestore.on_demand", "RequestSource": "featurestore.on_demand",
+    "on_demand_feature_view": "featurestore.on_demand",
+    "FileSource": "featurestore.sources", "KafkaSource": "featurestore.sources",
+    "PushSource": "featurestore.sources", "SqlSource": "featurestore.sources",
+    "FeatureStore": "featurestore.store",
+    "Aggregation": "transforms", "col": "transforms", "lit": "transforms", "coalesce": "transforms",
+    "when": "transforms",
+}
+__all__ = list(_EXPORTS)
+
+if TYPE_CHECKING:
+    from featurestore.definitions import Entity, FeatureService, FeatureView, Field
+    from featurestore.errors import FeatureStoreError
+    from featurestore.on_demand import OnDemandFeatureView, RequestSource, on_demand_feature_view
+    from featurestore.sources import FileSource, KafkaSource, PushSource, SqlSource
+    from featurestore.store import FeatureStore
+    from transforms import Aggregation, coalesce, col, lit, when
 
 
-def __getattr__(name: str):
-    # The transform language is re-exported lazily: ``transforms`` imports ``featurestore.types``, so
-    # importing it here eagerly would be circular when a user imports ``transforms`` first.
-    if name in _FROM_TRANSFORMS:
-        import transforms
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featurestore' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
 
-        return getattr(transforms, name)
-    raise AttributeError(f"module 'featurestore' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
