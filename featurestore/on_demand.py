@@ -21,6 +21,7 @@ import pyarrow as pa
 from featurestore import types as fstypes
 from featurestore.definitions import FeatureView, Field, check_name
 from featurestore.errors import DefinitionError, FeatureStoreError, InvalidInputError
+from featurestore.user_code import import_file
 
 
 class OnDemandFeatureError(FeatureStoreError):
@@ -137,8 +138,6 @@ def load_udf(spec: dict, repo_path: Path) -> Callable:
     if not path.exists():
         raise OnDemandFeatureError(f"on-demand feature view {spec['name']!r}: module {udf['module']} not found",
                                    spec["name"])
-    from featurestore.repo import import_file
-
     module = import_file(path, "_fsodfv_" + hashlib.sha256(str(path).encode()).hexdigest()[:12], repo_path)
     obj = getattr(module, udf["function"], None)
     fn = obj.udf if isinstance(obj, OnDemandFeatureView) else obj

@@ -18,6 +18,8 @@ GROUPS = {
     "engine": "featurestore.engines",
 }
 
+# The built-in backends, the same table as the entry points in pyproject.toml (a test keeps the two
+# equal), so a source checkout works without an installed distribution.
 _BUILTIN = {
     "offline_store": {"parquet": "connectors.offline_parquet:ParquetOfflineStore"},
     "online_store": {"sqlite": "connectors.online_sqlite:SqliteOnlineStore",

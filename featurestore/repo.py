@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from featurestore.definitions import Entity, FeatureService, FeatureView
 from featurestore.errors import DefinitionError
+from featurestore.on_demand import OnDemandFeatureView
 from featurestore.sources import DataSource
+from featurestore.user_code import import_file
 
 IGNORE_FILE = ".featurestoreignore"
 _SKIP_DIRS = {"data", "__pycache__", "node_modules", "site-packages"}
@@ -43,8 +43,6 @@ class RepoContents:
             return self.feature_views
         if isinstance(obj, FeatureService):
             return self.feature_services
-        from featurestore.on_demand import OnDemandFeatureView
-
         if isinstance(obj, OnDemandFeatureView):
             return self.on_demand_views
         return None
@@ -79,23 +77,6 @@ def python_files(repo: Path) -> list[Path]:
     return out
 
 
-def import_file(path: Path, module_name: str, repo: Path):
-    """Import one Python file of a repo as ``module_name``, with the repo importable for its own
-    imports (``from features import driver``)."""
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"{path} is not an importable Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    added_path = str(repo) not in sys.path
-    if added_path:
-        sys.path.insert(0, str(repo))
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        if added_path:
-            sys.path.remove(str(repo))
-    return module
 
 
 def load_repo(repo: Path) -> RepoContents:
