@@ -59,9 +59,6 @@ COMPRESSION = "zstd"
 DEFAULT_VACUUM_GRACE = timedelta(hours=1)
 APPENDS_DIR = "_appends"
 
-# Test hook: when set to a path, a writer creates that file and then sleeps just before it replaces the
-# manifest (data files written and fsynced, lock held). Lets tests SIGKILL a writer at the worst moment.
-_PAUSE_BEFORE_COMMIT_ENV = "FEATURESTORE_PARQUET_PAUSE_BEFORE_COMMIT"
 
 _VIEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _PART_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -347,10 +344,6 @@ class ParquetOfflineStore:
             json.dump(manifest.to_json(), f, indent=1)
             f.flush()
             os.fsync(f.fileno())
-        hook = os.environ.get(_PAUSE_BEFORE_COMMIT_ENV)
-        if hook:
-            Path(hook).touch()
-            time.sleep(3600)
         os.replace(tmp, view_dir / MANIFEST)
         _fsync_path(str(view_dir), directory=True)
 

@@ -33,7 +33,9 @@ _EXPORTS = {
     "Aggregation": "transforms", "col": "transforms", "lit": "transforms", "coalesce": "transforms",
     "when": "transforms",
 }
-__all__ = list(_EXPORTS)
+__all__ = ["Entity", "FeatureService", "FeatureView", "Field", "FeatureStoreError", "OnDemandFeatureView",
+           "RequestSource", "on_demand_feature_view", "FileSource", "KafkaSource", "PushSource", "SqlSource",
+           "FeatureStore", "Aggregation", "col", "lit", "coalesce", "when"]
 
 if TYPE_CHECKING:
     from featurestore.definitions import Entity, FeatureService, FeatureView, Field

@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from connectors.offline_parquet import (
-    _PAUSE_BEFORE_COMMIT_ENV,
     MANIFEST,
     ParquetOfflineStore,
     ParquetOfflineStoreConfig,
@@ -327,11 +326,23 @@ def test_duckdb_reads_live_files(store: ParquetOfflineStore) -> None:
 
 # -- crash safety ------------------------------------------------------------------------------------
 WRITER = textwrap.dedent("""
-    import sys
+    import os, sys, time
     from datetime import datetime, timedelta, timezone
     from pathlib import Path
     import pyarrow as pa
-    from connectors.offline_parquet import ParquetOfflineStore, ParquetOfflineStoreConfig
+    from connectors.offline_parquet import MANIFEST, ParquetOfflineStore, ParquetOfflineStoreConfig
+
+    pause = os.environ.get("PAUSE_BEFORE_COMMIT")
+    if pause:  # data files written and fsynced, lock held: stop just before the manifest is replaced
+        replace = os.replace
+
+        def paused_replace(src, dst):
+            if Path(dst).name == MANIFEST:
+                Path(pause).touch()
+                time.sleep(3600)
+            replace(src, dst)
+
+        os.replace = paused_replace
 
     root, view, start_h, end_h, n, base = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
     repeat = int(sys.argv[7]) if len(sys.argv) > 7 else 1
@@ -368,7 +379,7 @@ def test_killed_writer_leaves_nothing_visible(tmp_path: Path) -> None:
 
     marker = tmp_path / "paused"
     # rewrites Mar 1 12:00 .. Mar 3 12:00: drops/rewrites Mar 2's file, touches both boundary days
-    proc = run_writer(root, "trips", 12, 60, 5000, 1000, env={_PAUSE_BEFORE_COMMIT_ENV: str(marker)})
+    proc = run_writer(root, "trips", 12, 60, 5000, 1000, env={"PAUSE_BEFORE_COMMIT": str(marker)})
     try:
         deadline = time.monotonic() + 60
         while not marker.exists():

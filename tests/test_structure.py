@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,3 +34,9 @@ def test_import_featurestore_loads_no_store_engine_or_pydantic():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['featurestore', 'featurestore.errors', 'featurestore.types']"
+
+
+def test_the_export_table_names_every_public_name():
+    import featurestore
+
+    assert sorted(featurestore._EXPORTS) == sorted(featurestore.__all__)
