@@ -1,7 +1,7 @@
 """Check the hand-written DuckDB floor against a brute-force point-in-time join on a sample.
 
 The benchmark judges every system by the floor's answer, so the floor itself is checked here with a
-plain per-row loop over the DESIGN.md rule (latest e <= t with e >= t - ttl, ties by latest created,
+plain per-row loop over the README's point-in-time rule (latest e <= t with e >= t - ttl, ties by latest created,
 no match gives nulls). Rows are sampled from the 100k entity frame plus every duplicate, edge and
 unknown-key kind the generator makes.
 

@@ -87,7 +87,7 @@ user_last = FeatureView(name="user_last", entities=[user], source=clicks, ttl=ti
                         schema=[Field(name="kind_upper", dtype=String), Field(name="price1", dtype=Float64)])
 """,
 }
-STREAM_ENGINE = "{checkpoint_interval_seconds: 1, offline_flush_seconds: 1}"
+STREAM_ENGINE = "{checkpoint_interval_seconds: 1}"
 
 
 # ------------------------------------------------------------------------------------- scenario

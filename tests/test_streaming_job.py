@@ -105,7 +105,7 @@ def _json(e: dict[str, Any]) -> str:
     return json.dumps({**e, "ts": e["ts"].isoformat()})
 
 
-FAST_CHECKPOINTS = "{checkpoint_interval_seconds: 1, offline_flush_seconds: 1}"
+FAST_CHECKPOINTS = "{checkpoint_interval_seconds: 1}"
 
 
 def _applied_repo(tmp_path: Path, code: str, tables: dict[str, pa.Table], redis_url: str,
@@ -487,7 +487,7 @@ def test_job_runs_on_a_flink_cluster_by_config(tmp_path, bootstrap, kafka, redis
     now = datetime.now(UTC)
     events = _events(300, 8, now - timedelta(minutes=3), timedelta(minutes=2), seed=21)
     store = _repo(tmp_path, bootstrap, topic, _redis_db(redis_url, 13), events[:1],
-                  stream_engine=f"{{checkpoint_interval_seconds: 1, offline_flush_seconds: 1, "
+                  stream_engine=f"{{checkpoint_interval_seconds: 1, "
                                 f"jobmanager: '{flink_cluster.jobmanager}'}}")
     kafka.create_topic(topic)
     kafka.produce(topic, [_json(e) for e in events])

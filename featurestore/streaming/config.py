@@ -26,10 +26,6 @@ class StreamEngineConfig(BaseModel):
     # rely on (see featurestore.streaming.job); Python work is the bottleneck long before one slot is.
     parallelism: Literal[1] = 1
     checkpoint_interval_seconds: float = Field(5.0, gt=0)
-    # Offline appends are buffered in checkpointed state and committed as one Parquet file this often.
-    offline_flush_seconds: float = Field(10.0, gt=0)
-    # Online writes are batched this long at most (one Redis round trip per batch).
-    online_flush_ms: int = Field(20, ge=0, le=10_000)
     # PyFlink hands records between the JVM and Python in bundles finished at least this often: it bounds
     # how long an event waits between stages.
     bundle_time_ms: int = Field(100, ge=1, le=60_000)

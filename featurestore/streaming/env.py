@@ -1,7 +1,7 @@
 """The virtual environment the Flink job runs in (``.venv-flink``), and checks that it works.
 
 PyFlink 2.2 (through apache-beam) caps pyarrow below 17, pandas below 2.3 and redis-py below 6, while
-the main environment runs Spark 4 with pyarrow >= 18 (DESIGN.md, "Environments"). So the stream job
+the main environment runs Spark 4 with pyarrow >= 18. So the stream job
 runs in its own venv: PyFlink 2.2, this project (editable, so ``transforms/`` and ``connectors/`` are
 the checkout's) with its redis and streaming extras, and the versions of the shared libraries that
 PyFlink allows. Creating it is idempotent: a stamp file in the venv records what was installed, and
