@@ -49,9 +49,10 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
 from featurestore.errors import ConflictError, FeatureViewNotFound, InvalidInputError
+from featurestore.timestamps import TS, column_us
 
 UTC = timezone.utc
-TS_TYPE = pa.timestamp("us", tz="UTC")
+TS_TYPE = TS
 MANIFEST = "_manifest.json"
 FORMAT_VERSION = 1
 ROW_GROUP_SIZE = 128 * 1024
@@ -155,16 +156,8 @@ def _schema_from_text(text: str) -> pa.Schema:
 
 
 def _normalise_ts_array(arr: pa.ChunkedArray | pa.Array, name: str) -> pa.ChunkedArray | pa.Array:
-    """Any timestamp (any unit, naive = UTC, any zone) as timestamp[us, UTC]; values are the same instants."""
-    t = arr.type
-    if t == TS_TYPE:
-        return arr
-    if t.unit == "ns":
-        # Floor (not truncate towards zero) to whole microseconds, on the zone-free values.
-        naive = pc.cast(arr, pa.timestamp("ns"))
-        arr = pc.floor_temporal(naive, unit="microsecond")
-        arr = pc.cast(arr, pa.timestamp("us"))
-    return pc.cast(arr, TS_TYPE)
+    """Any timestamp as timestamp[us, UTC] (``featurestore.timestamps``: naive = UTC, ns floored)."""
+    return column_us(arr)
 
 
 def _normalise_table(table: pa.Table) -> pa.Table:

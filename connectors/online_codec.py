@@ -34,7 +34,7 @@ pieces into one byte string per row. Only long-stable pyarrow/numpy APIs are use
 from __future__ import annotations
 
 import struct
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any, Callable
@@ -46,12 +46,11 @@ import pyarrow.compute as pc
 from featurestore import types as fstypes
 from featurestore.errors import DefinitionError, InvalidInputError
 from featurestore.online_store import EventTimes, ReadResult
+from featurestore.timestamps import EPOCH, TS, column_us, from_us
 
 FORMAT = 1
 INT64_MIN = -(2**63)
-UTC = timezone.utc
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-TS_US = pa.timestamp("us", tz="UTC")
+TS_US = TS
 
 HEADER = struct.Struct(">BqqH")  # format, event_ts, created_ts, schema length
 HEADER_SIZE = HEADER.size  # 19
@@ -167,11 +166,9 @@ def timestamps_us(column: pa.Array | pa.ChunkedArray, *, name: str, nullable: bo
     """A timestamp column as int64 microseconds since the epoch (nulls -> INT64_MIN if allowed)."""
     col = _combined(column)
     t = col.type
-    if pa.types.is_date(t):
-        col = col.cast(pa.timestamp("us"))
-    elif not pa.types.is_timestamp(t):
+    if not (pa.types.is_date(t) or pa.types.is_timestamp(t)):
         raise InvalidInputError(f"column {name!r} must be a timestamp, got {t}")
-    col = pc.cast(col, pa.timestamp("us", tz=col.type.tz or "UTC"), safe=False).cast(pa.int64())
+    col = column_us(col).cast(pa.int64())  # naive = UTC, nanoseconds floored (featurestore.timestamps)
     if col.null_count:
         if not nullable:
             raise InvalidInputError(f"timestamp column {name!r} has null values")
@@ -180,7 +177,7 @@ def timestamps_us(column: pa.Array | pa.ChunkedArray, *, name: str, nullable: bo
 
 
 def us_to_datetime(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=us)
+    return from_us(us)
 
 
 # ------------------------------------------------------------------------------------- encoding

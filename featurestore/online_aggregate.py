@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from featurestore import types as fstypes
+from featurestore.timestamps import TS
 
 if TYPE_CHECKING:
     from transforms.aggregation import Aggregation
 
 EV_TS, EV_CR = "__fs_ev_ts", "__fs_ev_cr"
-_TS = pa.timestamp("us", tz="UTC")
+_TS = TS
 
 
 def ev_column(column: str) -> str:

@@ -29,8 +29,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from featurestore.timestamps import from_us, to_us
+
 _UTC = datetime.timezone.utc
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=_UTC)
 
 # Capability names a backend may declare in ``capabilities``.
 CAP_TTL_EXPIRY = "ttl_expiry"  # rows disappear by themselves once event_ts + ttl has passed
@@ -96,13 +97,13 @@ class EventTimes(Sequence):
 
     def newest(self) -> datetime.datetime | None:
         us = self.us if self.present is None else self.us[self.present]
-        return _EPOCH + datetime.timedelta(microseconds=int(us.max())) if len(us) else None
+        return from_us(int(us.max())) if len(us) else None
 
     def fresh_since(self, oldest: datetime.datetime | None) -> np.ndarray:
         """Per key: it has a row, with an event time at or after ``oldest`` (any time when None)."""
         fresh = np.ones(len(self.us), dtype=bool) if self.present is None else self.present.copy()
         if oldest is not None:
-            fresh &= self.us >= (oldest - _EPOCH) // datetime.timedelta(microseconds=1)
+            fresh &= self.us >= to_us(oldest)
         return fresh
 
 

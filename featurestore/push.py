@@ -23,6 +23,7 @@ from featurestore import types as fstypes
 from featurestore.engines.base import CREATED_TS, EVENT_TS
 from featurestore.errors import InvalidInputError, NotFoundError
 from featurestore.retrieval import key_columns
+from featurestore.timestamps import TS
 
 if TYPE_CHECKING:
     from featurestore.store import FeatureStore
@@ -94,9 +95,9 @@ def conform(view: dict, table: pa.Table) -> pa.Table:
     features = [(f["name"], fstypes.from_spec(f["dtype"]).to_arrow()) for f in view["schema"]
                 if f["name"] not in key_names]
     expected = {k: t for k, t in keys} | dict(features)
-    expected[ts_field] = pa.timestamp("us", tz="UTC")
+    expected[ts_field] = TS
     if created_field:
-        expected[created_field] = pa.timestamp("us", tz="UTC")
+        expected[created_field] = TS
     unknown = [c for c in table.column_names if c not in expected]
     if unknown:
         raise InvalidInputError(f"push to {view['name']!r}: unknown columns {unknown}")
@@ -121,7 +122,7 @@ def conform(view: dict, table: pa.Table) -> pa.Table:
             arrays.append(col)
         names.append(EVENT_TS if name == ts_field else CREATED_TS if name == created_field else name)
     if CREATED_TS not in names:
-        arrays.append(pa.nulls(table.num_rows, pa.timestamp("us", tz="UTC")))
+        arrays.append(pa.nulls(table.num_rows, TS))
         names.append(CREATED_TS)
     out = pa.Table.from_arrays(arrays, names=names)
     for k, _ in keys:
@@ -145,7 +146,7 @@ def _parse_times(view: str, name: str, col) -> pa.Array:
             raise InvalidInputError(f"push to {view!r}: column {name!r} has {text!r}, which is not an ISO "
                                     "timestamp") from None
         out.append(value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value)
-    return pa.array(out, pa.timestamp("us", tz="UTC"))
+    return pa.array(out, TS)
 
 
 def push(store: "FeatureStore", name: str, rows: Any, to: str = "online") -> PushResult:

@@ -34,6 +34,7 @@ from featurestore.errors import (
 )
 from featurestore.sources import FileSource, SqlSource, StreamSource, batch_source_of, source_from_spec
 from featurestore.streaming.progress import complete_until
+from featurestore.timestamps import column_us
 
 if TYPE_CHECKING:
     from featurestore.store import FeatureStore
@@ -199,8 +200,7 @@ def normalise_timestamps(table: pa.Table, column: str) -> pa.Table:
         raise InvalidInputError(f"entity_df column {column!r} must hold timestamps, not {t}")
     if col.null_count:
         raise InvalidInputError(f"entity_df column {column!r} has {col.null_count} null timestamps")
-    # A naive timestamp cast to a zoned one keeps its value, i.e. it is read as UTC.
-    col = col.cast(pa.timestamp("us", tz="UTC"))
+    col = column_us(col)  # naive = UTC, nanoseconds floored (featurestore.timestamps)
     return table.set_column(table.column_names.index(column), column, col)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from featurestore.errors import DefinitionError
+from featurestore.timestamps import TS
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ _SCALAR_ARROW = {
     "String": pa.string(),
     "Bool": pa.bool_(),
     "Bytes": pa.binary(),
-    "Timestamp": pa.timestamp("us", tz="UTC"),
+    "Timestamp": TS,
 }
 
 _FAMILY = {

@@ -17,8 +17,9 @@ from featurestore.errors import ConflictError, DefinitionError, InvalidInputErro
 from featurestore.online_aggregate import finish
 from featurestore.streaming import events as ev
 from featurestore.streaming.plan import build_plan
-from featurestore.streaming.state import AggregationState, to_us
+from featurestore.streaming.state import AggregationState
 from featurestore.streaming.writers import OfflineRows
+from featurestore.timestamps import to_us
 from tests.repo_helpers import store_for
 from transforms.aggregation import Aggregation
 

@@ -33,7 +33,7 @@ def test_import_featurestore_loads_no_store_engine_or_pydantic():
             "('featurestore', 'connectors', 'serving', 'pydantic', 'yaml', 'duckdb', 'pyspark')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "['featurestore', 'featurestore.errors', 'featurestore.types']"
+    assert out.stdout.strip() == "['featurestore', 'featurestore.errors', 'featurestore.timestamps', 'featurestore.types']"
 
 
 def test_the_export_table_names_every_public_name():

@@ -22,11 +22,10 @@ progress to tell how complete the stream's history is (``complete_until``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
-UTC = timezone.utc
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from featurestore.timestamps import from_us
 
 
 @dataclass
@@ -76,4 +75,4 @@ def complete_until(progress: dict[str, Any]) -> datetime | None:
         return None
     bound = min(int(t) for t in tops.values()) - int(progress.get("watermark_delay_us", 0)) \
         - int(progress.get("allowed_lateness_us", 0))
-    return _EPOCH + timedelta(microseconds=bound)
+    return from_us(bound)

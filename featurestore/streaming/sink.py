@@ -31,8 +31,9 @@ from typing import Any
 from featurestore.engines.base import EVENT_TS
 from featurestore.streaming import events as ev
 from featurestore.streaming.progress import PartitionProgress
-from featurestore.streaming.state import from_us, to_us
+from featurestore.streaming.state import from_us
 from featurestore.streaming.writers import DeadLetters, OfflineRows, online_writer, row_dead_letter
+from featurestore.timestamps import to_us
 
 _EPOCH = datetime(1970, 1, 1)
 _US = timedelta(microseconds=1)

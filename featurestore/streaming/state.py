@@ -25,20 +25,16 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
-UTC = timezone.utc
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from featurestore import timestamps
+
 _NO_CREATED = -(2**63)  # a missing created time orders first
 
 
-def to_us(t: datetime) -> int:
-    return (t - _EPOCH) // timedelta(microseconds=1)
-
-
 def from_us(us: int | None) -> datetime | None:
-    return None if us is None else _EPOCH + timedelta(microseconds=us)
+    return None if us is None else timestamps.from_us(us)
 
 
 class AggregationState:

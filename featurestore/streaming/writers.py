@@ -11,8 +11,9 @@ import pyarrow as pa
 
 from featurestore import types as fstypes
 from featurestore.engines.base import CREATED_TS, EVENT_TS
+from featurestore.timestamps import TS, to_us
 
-_TS = pa.timestamp("us", tz="UTC")
+_TS = TS
 
 
 def _key_schema(plan: dict[str, Any]) -> list[pa.Field]:
@@ -144,11 +145,7 @@ class OnlineAggregator:
 
 def _us(t: Any) -> int:
     """A row's time as epoch microseconds (the sink hands them over as such; tests may use datetimes)."""
-    if isinstance(t, int):
-        return t
-    from featurestore.streaming.state import to_us
-
-    return to_us(t)
+    return t if isinstance(t, int) else to_us(t)
 
 
 class _PlainOnline:
