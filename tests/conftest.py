@@ -218,3 +218,14 @@ def tmp_repo(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
     repo.mkdir()
     return repo
+
+
+@pytest.fixture
+def jobs() -> Iterator[list]:
+    """(store, view) pairs of stream jobs a test started; each is stopped when the test ends."""
+    from featurestore.streaming import manager
+
+    started: list = []
+    yield started
+    for store, view in started:
+        manager.stop(store, view, timeout=10)

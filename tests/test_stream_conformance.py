@@ -16,8 +16,8 @@ Then, once the job has caught up:
 - an export (``get_historical_features``) equals the point-in-time oracle over the source's history
   plus the kept events.
 
-By default two seeds run (an aggregation view with the backlog, a kill and a broker restart; a plain
-view with the backlog and a kill). ``FS_STREAM_SEEDS=N`` adds N random seeds; ``FS_STREAM_SEED=a,b``
+By default three seeds run (an aggregation view with the backlog, a kill and a broker restart; a plain
+view with the backlog and a kill; another aggregation view with its own partitions, delays and kills). ``FS_STREAM_SEEDS=N`` adds N random seeds; ``FS_STREAM_SEED=a,b``
 runs the given seeds (e.g. one a failure printed). Every failure message starts with the seed.
 """
 
@@ -34,7 +34,7 @@ import time
 import uuid
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -257,14 +257,6 @@ def export_rows(sc: Scenario, expected: Expected, history: list[Event], start: d
 @pytest.fixture(scope="module")
 def flink_ready(flink_python: Path) -> None:
     """The Flink venv exists (the jobs start it themselves)."""
-
-
-@pytest.fixture
-def jobs() -> Iterator[list[tuple[FeatureStore, str]]]:
-    started: list[tuple[FeatureStore, str]] = []
-    yield started
-    for store, view in started:
-        manager.stop(store, view, timeout=10)
 
 
 class _Record(str):
@@ -714,7 +706,8 @@ def run_scenario(seed: int, view_kind: str | None, *, tmp_path: Path, bootstrap:
 # ------------------------------------------------------------------------------------- tests
 def _seeds() -> list[Any]:
     params = [pytest.param(1001, "aggregation", True, id="seed1001-aggregation-kill-broker-restart"),
-              pytest.param(2002, "plain", False, id="seed2002-plain-kill")]
+              pytest.param(2002, "plain", False, id="seed2002-plain-kill"),
+              pytest.param(3003, "aggregation", False, id="seed3003-aggregation-kill")]
     named = [int(s) for s in os.environ.get("FS_STREAM_SEED", "").replace(",", " ").split()]
     extra = int(os.environ.get("FS_STREAM_SEEDS", "0") or 0)
     sysrand = random.SystemRandom()

@@ -149,14 +149,6 @@ def _wait(what: str, check: Callable[[], bool], timeout: float, jobs: list[tuple
     raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{details}")
 
 
-@pytest.fixture
-def jobs() -> Iterator[list[tuple[FeatureStore, str]]]:
-    started: list[tuple[FeatureStore, str]] = []
-    yield started
-    for store, view in started:
-        manager.stop(store, view, timeout=10)
-
-
 ALL_FEATURES = {
     "user_clicks": ["price2_sum_10m", "price2_count_10m", "price2_mean_10m", "price2_min_10m", "price2_max_10m",
                     "price2_last_10m", "price2_sum_lifetime", "price2_count_lifetime"],

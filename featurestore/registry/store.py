@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -139,7 +141,7 @@ def create_registry_engine(url: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEO
         try:
             cursor.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
             if not memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _switch_to_wal(cursor, lock_timeout)
         finally:
             cursor.close()
 
@@ -151,6 +153,23 @@ def create_registry_engine(url: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEO
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+def _switch_to_wal(cursor, lock_timeout: float) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while another connection holds the lock: switching the
+    journal mode answers "database is locked" at once, without waiting for the busy timeout (seen
+    when several processes open a new registry together)."""
+    deadline = time.monotonic() + lock_timeout
+    pause = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
 
 
 # -- reads ----------------------------------------------------------------------------------------
