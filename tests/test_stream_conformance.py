@@ -17,7 +17,9 @@ Then, once the job has caught up:
   plus the kept events.
 
 By default three seeds run (an aggregation view with the backlog, a kill and a broker restart; a plain
-view with the backlog and a kill; another aggregation view with its own partitions, delays and kills). ``FS_STREAM_SEEDS=N`` adds N random seeds; ``FS_STREAM_SEED=a,b``
+view with the backlog and a kill; another aggregation view with its own partitions, delays and
+kills). Every kill is followed by a burst of 20,000+ events while the job is down.
+``FS_STREAM_SEEDS=N`` adds N random seeds; ``FS_STREAM_SEED=a,b``
 runs the given seeds (e.g. one a failure printed). Every failure message starts with the seed.
 """
 
@@ -136,7 +138,7 @@ def make_scenario(seed: int, view_kind: str | None = None, *, broker_restart: bo
         delay=rng.randint(2, 8), lateness=rng.choice([0, 0, 3, 10, 15]), ttl_days=7,
         backlog=20_000 + rng.randrange(0, 5_000),
         slow=[rng.randint(1_000, 2_500) for _ in range(n_kills + 1)],
-        bursts=[rng.randint(8_000, 20_000) for _ in range(n_kills)],
+        bursts=[rng.randint(20_000, 24_000) for _ in range(n_kills)],  # a backlog while it is down
         tail=rng.randint(300, 1_500),
         broker_restart=restart if broker_restart is None else broker_restart,
         bad_rate=rng.uniform(0.002, 0.006), late_rate=rng.uniform(0.002, 0.006))

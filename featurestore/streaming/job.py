@@ -85,16 +85,19 @@ class StatusFile:
 
 def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_jar: str) -> Any:
     """The job's TableEnvironment and its INSERT statement (not yet executed)."""
-    import pandas as pd
+    t_env = _table_environment(plan, state_dir, restore, connector_jar)
+    _register_functions(t_env, plan, state_dir)
+    return t_env, _pipeline_sql(t_env, plan)
+
+
+def _table_environment(plan: dict[str, Any], state_dir: str, restore: str | None, connector_jar: str) -> Any:
+    """A streaming TableEnvironment set up for the job: checkpoints, restarts, Python bundles."""
     from pyflink.common import Configuration
-    from pyflink.table import DataTypes, EnvironmentSettings, TableEnvironment
-    from pyflink.table.udf import ScalarFunction, udf
+    from pyflink.table import EnvironmentSettings, TableEnvironment
 
     from featurestore.streaming.config import stream_engine_config
-    from transforms.compile_flink import quote_string
 
     cfg = stream_engine_config(plan.get("stream_engine"))
-    kafka = plan["kafka"]
     view = plan["view"]
     conf = Configuration()
     settings = {
@@ -104,7 +107,6 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
         "table.local-time-zone": "UTC",
         "python.fn-execution.bundle.time": str(cfg.bundle_time_ms),
         "python.execution-mode": cfg.execution_mode,
-        "pipeline.auto-watermark-interval": "100 ms",
         "execution.checkpointing.interval": f"{int(cfg.checkpoint_interval_seconds * 1000)} ms",
         "execution.checkpointing.mode": "EXACTLY_ONCE",
         "execution.checkpointing.dir": Path(state_dir, "checkpoints").resolve().as_uri(),
@@ -122,10 +124,19 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
         settings["execution.state-recovery.path"] = Path(restore).resolve().as_uri()
     for key, value in settings.items():
         conf.set_string(key, value)
-    t_env = TableEnvironment.create(EnvironmentSettings.new_instance().in_streaming_mode()
-                                    .with_configuration(conf).build())
+    return TableEnvironment.create(EnvironmentSettings.new_instance().in_streaming_mode()
+                                   .with_configuration(conf).build())
+
+
+def _register_functions(t_env: Any, plan: dict[str, Any], state_dir: str) -> None:
+    """The job's two vectorized Python functions: ``fs_parse`` and ``fs_sink``."""
+    import pandas as pd
+    from pyflink.table import DataTypes
+    from pyflink.table.udf import ScalarFunction, udf
 
     columns = plan["columns"]
+    kafka = plan["kafka"]
+    view = plan["view"]
 
     class Parse(ScalarFunction):
         """A batch of Kafka records -> typed JSON arrays; a bad one becomes ``E`` and its dead letter,
@@ -200,6 +211,13 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
 
     t_env.create_temporary_function("fs_parse", udf(Parse(), result_type=DataTypes.STRING(), func_type="pandas"))
     t_env.create_temporary_function("fs_sink", udf(Sink(), result_type=DataTypes.BIGINT(), func_type="pandas"))
+
+
+def _pipeline_sql(t_env: Any, plan: dict[str, Any]) -> str:
+    """Declares the Kafka source and the views over it; returns the INSERT that runs the pipeline."""
+    from transforms.compile_flink import quote_string
+
+    kafka = plan["kafka"]
     t_env.execute_sql(
         "CREATE TEMPORARY TABLE `fs_kafka` (`value` BYTES, `partition` INT METADATA VIRTUAL, "
         "`offset` BIGINT METADATA VIRTUAL, `record_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL) "
@@ -215,7 +233,7 @@ def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_j
     t_env.create_temporary_view("events", t_env.sql_query(events_view_sql(plan)))
     args = ", ".join([f"CAST(`{c}` AS STRING)" for c in plan["output_columns"]] + [f"`{c}`" for c in SINK_META])
     insert = f"INSERT INTO `fs_done` SELECT fs_sink({args}) FROM ({plan['select']})"
-    return t_env, insert
+    return insert
 
 
 def _epoch_ms(times: Any) -> list[int | None]:
