@@ -189,21 +189,25 @@ class KafkaClient:
     def produce(self, topic: str, values: Iterable[Value],
                 key: Callable[[Any], Value] | None = None,
                 timestamp_ms: Callable[[Any], int] | None = None,
-                partition: Callable[[Any], int] | None = None) -> int:
+                partition: Callable[[Any], int] | None = None,
+                delivered: Callable[[int, int], None] | None = None) -> int:
         """Write values (bytes, str, or a mapping sent as JSON) and wait until all are acknowledged.
 
         ``key`` and ``timestamp_ms`` compute a record's key and timestamp from its value, ``partition``
         its partition (without it the producer's partitioner picks one from the key). Records to one
         partition keep the order of ``values`` (the producer is idempotent). Returns the number of
-        records written; raises BackendUnavailableError if any was not delivered.
+        records written; raises BackendUnavailableError if any was not delivered. ``delivered`` is called
+        with the partition and offset of each record the broker acknowledged.
         """
         ck = _ck()
         producer = self.producer()
         errors: list[str] = []
 
-        def on_delivery(err: Any, _msg: Any) -> None:
+        def on_delivery(err: Any, msg: Any) -> None:
             if err is not None:
                 errors.append(str(err))
+            elif delivered is not None:
+                delivered(msg.partition(), msg.offset())
 
         count = 0
         for value in values:

@@ -52,7 +52,6 @@ from featurestore.errors import ConflictError, FeatureViewNotFound, InvalidInput
 from featurestore.timestamps import TS, column_us
 
 UTC = timezone.utc
-TS_TYPE = TS
 MANIFEST = "_manifest.json"
 FORMAT_VERSION = 1
 ROW_GROUP_SIZE = 128 * 1024
@@ -258,6 +257,10 @@ class StagedAppend:
     view: str
     timestamp_column: str
     prepared: _Prepared
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.prepared.written)
 
 
 # -- the store --------------------------------------------------------------------------------------
@@ -488,8 +491,8 @@ class ParquetOfflineStore:
                         else:
                             data = pq.read_table(str(view_dir / f.path)).cast(prepared.schema)
                             ts = data.column(ts_col)
-                            outside = pc.or_(pc.less(ts, pa.scalar(start, TS_TYPE)),
-                                             pc.greater_equal(ts, pa.scalar(end, TS_TYPE)))
+                            outside = pc.or_(pc.less(ts, pa.scalar(start, TS)),
+                                             pc.greater_equal(ts, pa.scalar(end, TS)))
                             kept_rows.setdefault(f.day, []).append(data.filter(outside))
                             superseded.append(f.path)
                     files = survivors
@@ -545,8 +548,8 @@ class ParquetOfflineStore:
     @staticmethod
     def _check_inside(table: pa.Table, ts_col: str, start: datetime, end: datetime) -> None:
         ts = table.column(ts_col)
-        bad = pc.sum(pc.or_(pc.less(ts, pa.scalar(start, TS_TYPE)),
-                            pc.greater_equal(ts, pa.scalar(end, TS_TYPE)))).as_py() or 0
+        bad = pc.sum(pc.or_(pc.less(ts, pa.scalar(start, TS)),
+                            pc.greater_equal(ts, pa.scalar(end, TS)))).as_py() or 0
         if bad:
             raise InvalidInputError(f"timestamp column {ts_col!r}: {bad} row(s) outside the "
                                     f"interval [{start.isoformat()}, {end.isoformat()})")
@@ -727,10 +730,7 @@ class ParquetOfflineStore:
 
     def stream_offsets(self, view: str, stream: str) -> dict[int, int]:
         """Per partition, the last offset of ``stream`` whose rows ``view`` has committed ({} if none)."""
-        manifest = self._load(view)
-        if manifest is None:
-            return {}
-        return {int(p): o for p, o in manifest.streams.get(stream, {}).items()}
+        return self.stream_progress(view, stream)[0]
 
     def stream_progress(self, view: str, stream: str) -> tuple[dict[int, int], dict[str, Any]]:
         """(committed offsets per partition, the progress committed with them) of ``stream``, read
@@ -930,9 +930,9 @@ class ParquetOfflineStore:
                 ts = data.column(ts_col)
                 mask = None
                 if start is not None:
-                    mask = pc.greater_equal(ts, pa.scalar(start, TS_TYPE))
+                    mask = pc.greater_equal(ts, pa.scalar(start, TS))
                 if end is not None:
-                    upper = pc.less_equal(ts, pa.scalar(end, TS_TYPE))
+                    upper = pc.less_equal(ts, pa.scalar(end, TS))
                     mask = upper if mask is None else pc.and_(mask, upper)
                 data = data.filter(mask)
             parts.append(data.select(wanted))

@@ -46,11 +46,10 @@ import pyarrow.compute as pc
 from featurestore import types as fstypes
 from featurestore.errors import DefinitionError, InvalidInputError
 from featurestore.online_store import EventTimes, ReadResult
-from featurestore.timestamps import EPOCH, TS, column_us, from_us
+from featurestore.timestamps import EPOCH, column_us, from_us
 
 FORMAT = 1
 INT64_MIN = -(2**63)
-TS_US = TS
 
 HEADER = struct.Struct(">BqqH")  # format, event_ts, created_ts, schema length
 HEADER_SIZE = HEADER.size  # 19
@@ -200,7 +199,7 @@ def _binary_from(offsets: np.ndarray, data: pa.Buffer) -> pa.Array:
 def _numpy_values(arr: pa.Array, code: int) -> np.ndarray:
     """Values of a non-list fixed-width array as numpy (nulls as zero), in its little-endian layout."""
     if code == TIMESTAMP:
-        arr = pc.cast(arr, TS_US, safe=False).cast(pa.int64())
+        arr = column_us(arr).cast(pa.int64())
     elif code == BOOL:
         arr = arr.cast(pa.uint8())
     else:

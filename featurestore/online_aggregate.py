@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from transforms.aggregation import Aggregation
 
 EV_TS, EV_CR = "__fs_ev_ts", "__fs_ev_cr"
-_TS = TS
 
 
 def ev_column(column: str) -> str:
@@ -46,8 +45,8 @@ def state_types(spec: dict) -> dict[str, pa.DataType]:
     types: dict[str, pa.DataType] = {}
     windowed = [a for a in aggs if a.window is not None]
     if windowed:
-        types[EV_TS] = pa.list_(_TS)
-        types[EV_CR] = pa.list_(_TS)
+        types[EV_TS] = pa.list_(TS)
+        types[EV_CR] = pa.list_(TS)
         for a in windowed:
             types[ev_column(a.column)] = pa.list_(events[a.column])
     for a in aggs:

@@ -191,14 +191,11 @@ def _register_functions(t_env: Any, plan: dict[str, Any], state_dir: str) -> Non
                                 ("transform_errors", out.failed)):
                 if value:
                     self.metrics[name].inc(value)
+                    self.status.bump(name, value)
             for name in ("replayed", "filtered", "online_written", "online_skipped_stale", "offline_rows",
                          "admitted", "letters_resent_skipped"):
                 if getattr(out, name):
                     self.status.bump(name, getattr(out, name))
-            for name, value in (("dead_letters", out.malformed), ("late_events", out.late),
-                                ("transform_errors", out.failed)):
-                if value:
-                    self.status.bump(name, value)
             if out.admitted or out.malformed or out.late or out.failed or out.filtered:
                 self.status.bump("sink_batches")
                 self.status.set("last_write", time.time())

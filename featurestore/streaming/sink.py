@@ -25,24 +25,20 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from featurestore.engines.base import EVENT_TS
 from featurestore.streaming import events as ev
 from featurestore.streaming.progress import PartitionProgress
-from featurestore.streaming.state import from_us
 from featurestore.streaming.writers import DeadLetters, OfflineRows, online_writer, row_dead_letter
-from featurestore.timestamps import to_us
-
-_EPOCH = datetime(1970, 1, 1)
-_US = timedelta(microseconds=1)
+from featurestore.timestamps import from_us, to_us
 
 
 def _time_us(text: str) -> int:
     """Flink SQL's text of a TIMESTAMP(6) (``YYYY-MM-DD HH:MM:SS[.ffffff]``, UTC) -> epoch microseconds."""
     try:
-        return (datetime.fromisoformat(text) - _EPOCH) // _US
+        return to_us(datetime.fromisoformat(text))
     except ValueError:
         return to_us(ev.parse_time(text, "time"))
 

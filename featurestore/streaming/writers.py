@@ -13,8 +13,6 @@ from featurestore import types as fstypes
 from featurestore.engines.base import CREATED_TS, EVENT_TS
 from featurestore.timestamps import TS, to_us
 
-_TS = TS
-
 
 def _key_schema(plan: dict[str, Any]) -> list[pa.Field]:
     return [pa.field(k, fstypes.from_spec(plan["key_types"][k]).to_arrow()) for k in plan["keys"]]
@@ -44,7 +42,7 @@ class OnlineRows:
             fields += [pa.field(n, t) for n, t in state_types(plan["spec"]).items()]
         else:
             fields += _stored_fields(plan)
-        self.schema = pa.schema(fields + [pa.field(EVENT_TS, _TS), pa.field(CREATED_TS, _TS)])
+        self.schema = pa.schema(fields + [pa.field(EVENT_TS, TS), pa.field(CREATED_TS, TS)])
         ttl = plan.get("ttl_seconds")
         self.ttl = None if ttl is None else timedelta(seconds=ttl)
 
@@ -67,7 +65,7 @@ class OfflineRows:
         self.plan = plan
         self.offline = store.offline_store.appends
         fields = _key_schema(plan) + _stored_fields(plan)
-        self.schema = pa.schema(fields + [pa.field(EVENT_TS, _TS), pa.field(CREATED_TS, _TS)])
+        self.schema = pa.schema(fields + [pa.field(EVENT_TS, TS), pa.field(CREATED_TS, TS)])
         self.stream = stream_name(plan)
 
     def committed(self) -> tuple[dict[int, int], dict[str, Any]]:
@@ -82,7 +80,7 @@ class OfflineRows:
         """Make the ``staged`` rows visible and record, in the same atomic commit, the offsets ``spans``
         (first, last per partition) as handled with ``progress``; returns the rows committed."""
         self.offline.commit_append(staged, stream=self.stream, offsets=spans, progress=progress)
-        return sum(f.rows for f in staged.prepared.written)
+        return staged.rows
 
     def discard(self, staged: Any) -> None:
         self.offline.discard_append(staged)
@@ -187,31 +185,10 @@ class DeadLetters:
         self.positions: dict[int, int] = {}
 
     def send(self, records: list[str]) -> None:
-        from connectors.kafka import _ck
-        from featurestore.errors import BackendUnavailableError
+        def delivered(partition: int, offset: int) -> None:
+            self.positions[partition] = max(self.positions.get(partition, 0), offset + 1)
 
-        producer = self.client.producer()
-        errors: list[str] = []
-
-        def on_delivery(err: Any, msg: Any) -> None:
-            if err is not None:
-                errors.append(str(err))
-            else:
-                self.positions[msg.partition()] = max(self.positions.get(msg.partition(), 0), msg.offset() + 1)
-
-        for record in records:
-            while True:
-                try:
-                    producer.produce(self.topic, value=record.encode(), on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
-                except _ck().KafkaException as exc:
-                    raise BackendUnavailableError(f"could not produce to Kafka topic {self.topic!r}: {exc}") from exc
-        remaining = producer.flush(self.client.config.timeout_seconds)
-        if remaining or errors:
-            raise BackendUnavailableError(f"dead letters to Kafka topic {self.topic!r} not acknowledged: "
-                                          f"{errors[0] if errors else f'{remaining} pending'}")
+        self.client.produce(self.topic, records, delivered=delivered)
 
     def sent_since(self, positions: dict[int, int]) -> set[tuple[int, int]]:
         """(source partition, offset) of this view's letters in the dead-letter topic at or after
