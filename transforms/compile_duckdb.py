@@ -25,8 +25,9 @@ from featurestore import types as _t
 from featurestore.errors import DefinitionError
 from featurestore.types import DataType
 from transforms import ir
-from transforms.aggregation import Aggregation
+from transforms.aggregation import Aggregation, value_aliases
 from transforms.compiler import Compiler
+from transforms.type_rules import output_name
 
 INT_TEXT = r"[+-]?[0-9]+"
 FLOAT_TEXT = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
@@ -218,8 +219,6 @@ def compile_view(
     dropped. Each transform must be named (``.alias()`` or a bare column); output column order is the
     passthrough columns, then the transforms. ``scan_sql`` is trusted SQL from the integrator.
     """
-    from transforms.type_rules import output_name
-
     c = DuckDBCompiler(schema)
     items = [quote_ident(p) for p in passthrough_columns]
     for e in transform:
@@ -261,67 +260,105 @@ def aggregate_at_points_sql(
     points, created time nulls first) with ``last_value(... IGNORE NULLS)`` over a struct of the value
     and its time, then keeps it only if its time is inside the window.
     """
-    from transforms.aggregation import value_aliases
-
     value_cols = value_aliases(aggregations, keys, "aggregate_at_points_sql")
+    key_list = ", ".join(quote_ident(k) for k in keys)
+    union = _events_and_points_sql(events_sql, points_sql, keys, ts_col, value_cols, created_col, point_id)
+    windows, inner, outer = _window_columns(aggregations, value_cols, key_list, schema)
+    window_clause = ",\n       ".join(f"{name} AS ({spec})" for name, spec in windows.items())
+    return (
+        f"SELECT __fs_pid AS {quote_ident(point_id)}, {', '.join(outer)}\n"
+        f"FROM (\n  SELECT __fs_kind, __fs_pid, __fs_t, {', '.join(inner)}\n"
+        f"  FROM ({union}) AS __fs_u\n  WINDOW {window_clause}\n) AS __fs_w\n"
+        f"WHERE __fs_kind = 1"
+    )
+
+
+# Aggregation function -> DuckDB aggregate function computing it.
+_AGGREGATE_SQL = {"sum": "sum", "count": "count", "mean": "avg", "min": "min", "max": "max",
+                  "stddev": "stddev_samp"}
+
+
+def _events_and_points_sql(events_sql: str, points_sql: str, keys: Sequence[str], ts_col: str,
+                           value_cols: Mapping[str, str], created_col: str | None, point_id: str) -> str:
+    """The events (``__fs_kind`` 0, rows with a null key or time left out) and the points (kind 1,
+    nulls for the values) stacked into one relation with the same columns: the keys, ``__fs_t`` and
+    ``__fs_c`` (event and created time in microseconds), ``__fs_kind``, ``__fs_pid`` and the values."""
     q = quote_ident
     key_list = ", ".join(q(k) for k in keys)
     created = f"epoch_us({q(created_col)})" if created_col else "CAST(NULL AS BIGINT)"
     ev_values = ", ".join(f"{q(c)} AS {alias}" for c, alias in value_cols.items())
     pt_values = ", ".join(f"NULL AS {alias}" for alias in value_cols.values())
     not_null = " AND ".join(f"{q(k)} IS NOT NULL" for k in [*keys, ts_col])
-    union = (
+    return (
         f"SELECT {key_list}, epoch_us({q(ts_col)}) AS __fs_t, {created} AS __fs_c, 0 AS __fs_kind, "
         f"NULL AS __fs_pid, {ev_values} FROM ({events_sql}) AS __fs_e WHERE {not_null}\n"
         f"UNION ALL\n"
         f"SELECT {key_list}, epoch_us({q(ts_col)}), CAST(NULL AS BIGINT), 1, {q(point_id)}, {pt_values} "
         f"FROM ({points_sql}) AS __fs_p"
     )
+
+
+def _window_columns(aggregations: Sequence[Aggregation], value_cols: Mapping[str, str], key_list: str,
+                    schema: Mapping[str, DataType] | None) -> tuple[dict[str, str], list[str], list[str]]:
+    """``(windows, inner, outer)``: the named windows (name -> spec), the window-function columns
+    computed over the stacked rows, and the result columns that read them, one per aggregation."""
     windows: dict[str, str] = {}
     inner: list[str] = []
     outer: list[str] = []
-    last_cols: dict[str, str] = {}
+    last_cols: dict[str, str] = {}  # value alias -> column of its latest (value, time) struct
     for i, a in enumerate(aggregations):
         v = value_cols[a.column]
-        w_us = a.window_micros
         if a.function == "last":
             if v not in last_cols:
                 last_cols[v] = f"__fs_l{len(last_cols)}"
-                windows.setdefault(
-                    "__fs_wl",
-                    f"PARTITION BY {key_list} ORDER BY __fs_t ASC NULLS FIRST, __fs_kind ASC, "
-                    "__fs_c ASC NULLS FIRST ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW",
-                )
-                inner.append(
-                    f"last_value(CASE WHEN __fs_kind = 0 THEN {{'v': {v}, 't': __fs_t}} END IGNORE NULLS) "
-                    f"OVER __fs_wl AS {last_cols[v]}"
-                )
-            lc = last_cols[v]
-            cond = "__fs_t IS NOT NULL" if w_us is None else f"{lc}.t > __fs_t - {int(w_us)}"
-            outer.append(f"CASE WHEN {cond} THEN {lc}.v END AS {q(a.name)}")
+                windows.setdefault("__fs_wl", _latest_event_window(key_list))
+                inner.append(f"{_latest_event_sql(v)} AS {last_cols[v]}")
+            outer.append(f"{_last_in_window_sql(last_cols[v], a.window_micros)} AS {quote_ident(a.name)}")
             continue
-        if w_us is None:
-            wname = "__fs_wlife"
-            frame = "RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
-        else:
-            wname = f"__fs_w{int(w_us)}"
-            frame = f"RANGE BETWEEN {int(w_us) - 1} PRECEDING AND CURRENT ROW"
-        windows.setdefault(wname, f"PARTITION BY {key_list} ORDER BY __fs_t ASC NULLS FIRST {frame}")
-        fn = {"sum": "sum", "count": "count", "mean": "avg", "min": "min", "max": "max",
-              "stddev": "stddev_samp"}[a.function]
-        expr = f"{fn}({v}) OVER {wname}"
-        if a.function == "sum" and schema is not None and a.column in schema:
-            t = schema[a.column]
-            if not isinstance(t, _t.Array) and t.family == "integer":
-                expr = f"CAST({expr} AS BIGINT)"
-        if a.function == "count":
+        wname, spec = _sliding_window(a.window_micros, key_list)
+        windows.setdefault(wname, spec)
+        inner.append(f"{_aggregate_sql(a, v, wname, schema)} AS __fs_a{i}")
+        outer.append(f"__fs_a{i} AS {quote_ident(a.name)}")
+    return windows, inner, outer
+
+
+def _latest_event_window(key_list: str) -> str:
+    """Every row up to the current one, ordered by time, then events before points, then created time
+    (nulls first): the last event of that frame is the latest one at the current row's time."""
+    return (f"PARTITION BY {key_list} ORDER BY __fs_t ASC NULLS FIRST, __fs_kind ASC, "
+            "__fs_c ASC NULLS FIRST ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW")
+
+
+def _latest_event_sql(v: str) -> str:
+    """The ``{'v': value, 't': time}`` struct of the latest event (points carry no struct)."""
+    return (f"last_value(CASE WHEN __fs_kind = 0 THEN {{'v': {v}, 't': __fs_t}} END IGNORE NULLS) "
+            f"OVER __fs_wl")
+
+
+def _last_in_window_sql(last_col: str, w_us: int | None) -> str:
+    """The latest event's value when its time is inside the window ending at the row's time."""
+    cond = "__fs_t IS NOT NULL" if w_us is None else f"{last_col}.t > __fs_t - {int(w_us)}"
+    return f"CASE WHEN {cond} THEN {last_col}.v END"
+
+
+def _sliding_window(w_us: int | None, key_list: str) -> tuple[str, str]:
+    """The name and spec of the RANGE window of length ``w_us`` (None: lifetime) over each key."""
+    if w_us is None:
+        wname = "__fs_wlife"
+        frame = "RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
+    else:
+        wname = f"__fs_w{int(w_us)}"
+        frame = f"RANGE BETWEEN {int(w_us) - 1} PRECEDING AND CURRENT ROW"
+    return wname, f"PARTITION BY {key_list} ORDER BY __fs_t ASC NULLS FIRST {frame}"
+
+
+def _aggregate_sql(a: Aggregation, v: str, wname: str, schema: Mapping[str, DataType] | None) -> str:
+    """``a`` over window ``wname``; integer sums (when ``schema`` says so) and counts as BIGINT."""
+    expr = f"{_AGGREGATE_SQL[a.function]}({v}) OVER {wname}"
+    if a.function == "sum" and schema is not None and a.column in schema:
+        t = schema[a.column]
+        if not isinstance(t, _t.Array) and t.family == "integer":
             expr = f"CAST({expr} AS BIGINT)"
-        inner.append(f"{expr} AS __fs_a{i}")
-        outer.append(f"__fs_a{i} AS {q(a.name)}")
-    window_clause = ",\n       ".join(f"{name} AS ({spec})" for name, spec in windows.items())
-    return (
-        f"SELECT __fs_pid AS {q(point_id)}, {', '.join(outer)}\n"
-        f"FROM (\n  SELECT __fs_kind, __fs_pid, __fs_t, {', '.join(inner)}\n"
-        f"  FROM ({union}) AS __fs_u\n  WINDOW {window_clause}\n) AS __fs_w\n"
-        f"WHERE __fs_kind = 1"
-    )
+    if a.function == "count":
+        expr = f"CAST({expr} AS BIGINT)"
+    return expr

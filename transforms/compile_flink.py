@@ -1,9 +1,10 @@
 """Compile transform IR to Flink SQL text (the stream engine): row expressions and filters.
 
-Windowed aggregations are not compiled here yet. Compiling is pure: :func:`to_sql` returns SQL text
-for one expression and :func:`compile_view` a whole ``SELECT``; running them needs a PyFlink
-``TableEnvironment`` (in ``.venv-flink``, see ``featurestore.streaming.env``). This module imports
-only the standard library and the project's own modules, never pyflink.
+Windowed aggregations are not compiled here (every ``agg:`` function is in :data:`UNSUPPORTED`).
+Compiling is pure: :func:`to_sql` returns SQL text for one expression and :func:`compile_view` a whole
+``SELECT``; running them needs a PyFlink ``TableEnvironment`` (in ``.venv-flink``, see
+``featurestore.streaming.env``). This module imports only the standard library and the project's own
+modules, never pyflink.
 
 Literals are written into the text (``TableEnvironment.execute_sql`` has no bound parameters), so they
 are rendered from validated Python values only, never from raw user text:
@@ -62,7 +63,7 @@ from transforms import ir
 from transforms.aggregation import Aggregation
 from transforms.compile_duckdb import FLOAT_TEXT, INT_TEXT
 from transforms.compiler import Compiler
-from transforms.type_rules import _Checker
+from transforms.type_rules import _Checker, output_name
 
 _FLINK_TYPES = {
     "Int32": "INT",
@@ -473,8 +474,6 @@ def compile_view(
     is that column, after the transforms and before ``error_column``. A stream job uses this to see
     every event (its offsets and event times) while applying only the ones the filter keeps.
     """
-    from transforms.type_rules import output_name
-
     c = FlinkCompiler(schema, errors_as_values=error_column is not None)
     errors = []
     where = None

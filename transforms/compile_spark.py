@@ -23,9 +23,10 @@ from featurestore import types as _t
 from featurestore.errors import DefinitionError
 from featurestore.types import DataType
 from transforms import ir
-from transforms.aggregation import Aggregation
+from transforms.aggregation import Aggregation, value_aliases
 from transforms.compile_duckdb import FLOAT_TEXT, INT_TEXT
 from transforms.compiler import Compiler
+from transforms.type_rules import output_name
 
 _SPARK_TYPES = {
     "Int32": "int",
@@ -253,8 +254,6 @@ def apply_view(df, transform: Sequence[ir.Expr], filter: ir.Expr | None, passthr
     outputs. The schema for casts is read from ``df``."""
     from pyspark.sql import functions as F
 
-    from transforms.type_rules import output_name
-
     c = SparkCompiler(schema_of(df))
     if filter is not None:
         df = df.filter(c.visit(filter))
@@ -286,16 +285,30 @@ def aggregate_at_points(
     is ``last(struct(value, time), ignorenulls)`` over rows ordered by (time, events before points,
     created nulls first). Runs entirely on the executors.
     """
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from transforms.aggregation import value_aliases
-
     value_cols = value_aliases(aggregations, keys, "aggregate_at_points")
+    stacked = _events_and_points(events_df, points_df, keys, ts_col, value_cols, created_col, point_id)
+    inner, outer = _window_columns(aggregations, value_cols, [F.col(quote_ident(k)) for k in keys])
+    windowed = stacked.select(F.col("__fs_kind"), F.col("__fs_pid"), F.col("__fs_t"), *inner)
+    return windowed.filter(F.col("__fs_kind") == 1).select(F.col("__fs_pid").alias(point_id), *outer)
+
+
+# Aggregation function -> name of the pyspark.sql.functions function computing it.
+_AGGREGATE_FN = {"sum": "sum", "count": "count", "mean": "avg", "min": "min", "max": "max",
+                 "stddev": "stddev_samp"}
+
+
+def _events_and_points(events_df, points_df, keys: Sequence[str], ts_col: str, value_cols: Mapping[str, str],
+                       created_col: str | None, point_id: str):
+    """The events (``__fs_kind`` 0, rows with a null key or time left out) and the points (kind 1,
+    nulls for the values) stacked into one DataFrame with the same columns: the keys, ``__fs_t`` and
+    ``__fs_c`` (event and created time in microseconds), ``__fs_kind``, ``__fs_pid`` and the values."""
+    from pyspark.sql import functions as F
+
     q = quote_ident
     ev_types = dict(events_df.dtypes)
     pid_type = dict(points_df.dtypes)[point_id]
-
     not_null = None
     for k in [*keys, ts_col]:
         cond = F.col(q(k)).isNotNull()
@@ -316,46 +329,62 @@ def aggregate_at_points(
         F.col(q(point_id)).alias("__fs_pid"),
         *[F.lit(None).cast(ev_types[c]).alias(alias) for c, alias in value_cols.items()],
     )
-    u = events.unionByName(points)
-    part = [F.col(q(k)) for k in keys]
+    return events.unionByName(points)
+
+
+def _window_columns(aggregations: Sequence[Aggregation], value_cols: Mapping[str, str],
+                    part: list) -> tuple[list, list]:
+    """``(inner, outer)``: the window-function columns computed over the stacked rows (partitioned by
+    ``part``), and the result columns that read them, one per aggregation."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
     t = F.col("__fs_t")
     inner = []
     outer = []
-    last_cols: dict[str, str] = {}
+    last_cols: dict[str, str] = {}  # value alias -> column of its latest (value, time) struct
     w_last = (
         Window.partitionBy(*part)
         .orderBy(t.asc_nulls_first(), F.col("__fs_kind").asc(), F.col("__fs_c").asc_nulls_first())
         .rowsBetween(Window.unboundedPreceding, Window.currentRow)
     )
-    fns = {
-        "sum": F.sum,
-        "count": F.count,
-        "mean": F.avg,
-        "min": F.min,
-        "max": F.max,
-        "stddev": F.stddev_samp,
-    }
     for i, a in enumerate(aggregations):
         v = value_cols[a.column]
-        w_us = a.window_micros
         if a.function == "last":
             if v not in last_cols:
                 last_cols[v] = f"__fs_l{len(last_cols)}"
                 struct = F.when(F.col("__fs_kind") == 0, F.struct(F.col(v).alias("v"), t.alias("t")))
                 inner.append(F.last(struct, ignorenulls=True).over(w_last).alias(last_cols[v]))
-            lc = F.col(last_cols[v])
-            cond = t.isNotNull() if w_us is None else lc["t"] > t - F.lit(int(w_us))
-            outer.append(F.when(cond, lc["v"]).alias(a.name))
+            outer.append(_last_in_window(F.col(last_cols[v]), a.window_micros).alias(a.name))
             continue
-        ordered = Window.partitionBy(*part).orderBy(t.asc_nulls_first())
-        if w_us is None:
-            w = ordered.rangeBetween(Window.unboundedPreceding, Window.currentRow)
-        else:
-            w = ordered.rangeBetween(-(int(w_us) - 1), Window.currentRow)
-        expr = fns[a.function](F.col(v)).over(w)
-        if a.function == "count":
-            expr = expr.cast("bigint")
-        inner.append(expr.alias(f"__fs_a{i}"))
+        inner.append(_sliding_aggregate(a, v, part).alias(f"__fs_a{i}"))
         outer.append(F.col(f"__fs_a{i}").alias(a.name))
-    windowed = u.select(F.col("__fs_kind"), F.col("__fs_pid"), t, *inner)
-    return windowed.filter(F.col("__fs_kind") == 1).select(F.col("__fs_pid").alias(point_id), *outer)
+    return inner, outer
+
+
+def _last_in_window(latest, w_us: int | None):
+    """The value of the ``latest`` (value, time) struct when its time is inside the window ending at
+    the row's time."""
+    from pyspark.sql import functions as F
+
+    t = F.col("__fs_t")
+    cond = t.isNotNull() if w_us is None else latest["t"] > t - F.lit(int(w_us))
+    return F.when(cond, latest["v"])
+
+
+def _sliding_aggregate(a: Aggregation, v: str, part: list):
+    """``a`` of value column ``v`` over a RANGE window of its length (or lifetime) ending at each row;
+    counts as bigint."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w_us = a.window_micros
+    ordered = Window.partitionBy(*part).orderBy(F.col("__fs_t").asc_nulls_first())
+    if w_us is None:
+        w = ordered.rangeBetween(Window.unboundedPreceding, Window.currentRow)
+    else:
+        w = ordered.rangeBetween(-(int(w_us) - 1), Window.currentRow)
+    expr = getattr(F, _AGGREGATE_FN[a.function])(F.col(v)).over(w)
+    if a.function == "count":
+        expr = expr.cast("bigint")
+    return expr

@@ -10,6 +10,7 @@ from featurestore.errors import DefinitionError
 from featurestore.types import DataType
 from transforms import ir
 from transforms.aggregation import Aggregation
+from transforms.type_rules import _Checker
 
 
 class Compiler:
@@ -65,6 +66,4 @@ class Compiler:
         """The type of ``node`` when a schema was given, else None (used by casts)."""
         if self.schema is None:
             return None
-        from transforms.type_rules import _Checker
-
         return _Checker(self.schema, None).t(node)
