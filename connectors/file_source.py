@@ -7,8 +7,8 @@ answers which files there are, what schema they have and a fingerprint of their 
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,6 +16,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from featurestore.errors import NotFoundError
+from featurestore.fingerprints import fingerprint_paths
+from featurestore.ports.engine import ViewData
+from featurestore.ports.source_reader import SourceReader
 from featurestore.sources import FileSource
 
 _EXTENSIONS = {"parquet": (".parquet", ".pq", ".parq"), "csv": (".csv", ".csv.gz")}
@@ -55,10 +58,16 @@ def fingerprint(source: FileSource, repo_path: Path) -> str:
     return fingerprint_paths(resolve_paths(source, repo_path))
 
 
-def fingerprint_paths(paths: list[str]) -> str:
-    """A digest of files' paths, sizes and modification times (not their contents: cheap)."""
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        stat = os.stat(path)
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return "files:" + digest.hexdigest()[:32]
+class FileSourceReader(SourceReader):
+    """FileSource rows: the files themselves, which the engines scan natively."""
+
+    def schema(self, source: FileSource) -> pa.Schema:
+        return read_schema(source, self.repo_path)
+
+    def fingerprint(self, source: FileSource) -> str:
+        return fingerprint(source, self.repo_path)
+
+    def read(self, source: FileSource, columns: list[str] | None, start: datetime | None,
+             end: datetime | None) -> ViewData:
+        return ViewData(source.timestamp_field, source.created_timestamp_field,
+                        files=tuple(resolve_paths(source, self.repo_path)), file_format=source.file_format)

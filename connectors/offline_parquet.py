@@ -49,6 +49,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
 from featurestore.errors import ConflictError, FeatureViewNotFound, InvalidInputError
+from featurestore.ports.offline_store import CAP_COMPACT, CAP_FILES, CAP_STAGED_WRITE, OfflineStore
 from featurestore.timestamps import TS, column_us
 
 UTC = timezone.utc
@@ -264,7 +265,7 @@ class StagedAppend:
 
 
 # -- the store --------------------------------------------------------------------------------------
-class ParquetOfflineStore:
+class ParquetOfflineStore(OfflineStore):
     """History of every feature view as Parquet files, with atomic, serialized commits.
 
     >>> import tempfile, pyarrow as pa
@@ -278,7 +279,7 @@ class ParquetOfflineStore:
     (2, True)
     """
 
-    capabilities = frozenset({"write", "append", "read", "coverage"})
+    capabilities = frozenset({CAP_FILES, CAP_STAGED_WRITE, CAP_COMPACT})
 
     def __init__(self, config: ParquetOfflineStoreConfig, repo_path: Path, project: str):
         self.config = config

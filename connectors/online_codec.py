@@ -37,7 +37,7 @@ import struct
 from datetime import datetime, timedelta
 from functools import lru_cache
 from operator import itemgetter
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 
 from featurestore import types as fstypes
 from featurestore.errors import DefinitionError, InvalidInputError
-from featurestore.online_store import EventTimes, ReadResult
+from featurestore.ports.online_store import EventTimes, ReadResult
 from featurestore.timestamps import EPOCH, column_us, from_us
 
 FORMAT = 1
@@ -378,20 +378,14 @@ def _converter(code: int) -> Callable | None:
     return None
 
 
-class _Plan:
-    """How to pull the requested features out of rows written with one schema."""
+class _Layout:
+    """Where the requested features sit in rows written with one schema, and how to convert them."""
 
     __slots__ = ("fixed", "nb", "zero_bitmap", "var_slots", "null_slots", "getter", "converts", "slots",
                  "missing", "dtype", "fields")
 
     def __init__(self, schema: bytes, wanted: tuple[tuple[str, int], ...]):
-        feats: list[tuple[str, int]] = []
-        pos = 0
-        while pos < len(schema):
-            code, length = struct.unpack_from(">BH", schema, pos)
-            pos += 3
-            feats.append((schema[pos:pos + length].decode("utf-8"), code))
-            pos += length
+        feats = _schema_features(schema)
         self.nb = (len(feats) + 7) // 8
         self.zero_bitmap = bytes(self.nb)
         fmt = "<"
@@ -412,14 +406,8 @@ class _Plan:
             null_slots.append((i >> 3, 1 << (i & 7), slot))
             slot += 1
         self.fixed = _struct(fmt)
-        self.dtype = None  # numpy layout of a whole row, for decoding many rows at once (fixed-width only)
-        if not var_slots:
-            layout = [("fmt", "u1"), ("ev", ">i8"), ("cr", ">i8"), ("slen", ">u2")]
-            if schema:
-                layout.append(("schema", f"V{len(schema)}"))
-            layout += [(f"nb{j}", "u1") for j in range(self.nb)]
-            layout += [(f"s{j}", _FIXED_NP_OF_CHAR[c]) for j, c in enumerate(fmt[1:])]
-            self.dtype = np.dtype(layout)
+        # numpy type of a whole row, for decoding many rows at once (fixed-width features only)
+        self.dtype = None if var_slots else _record_dtype(schema, self.nb, fmt[1:])
         self.var_slots = var_slots
         self.null_slots = null_slots
         # The decoded values list gets one extra None at index ``slot`` for features the row lacks.
@@ -436,21 +424,57 @@ class _Plan:
                 converts.append((j, convert))
         self.slots, self.missing = slots, missing
         self.fields = [(slot, f"s{slot}") for slot in sorted(set(slots)) if slot != missing]  # record fields read
-        if len(slots) == 1:
-            only = slots[0]
-            self.getter = lambda values: [values[only]]
-        elif slots:
-            self.getter = itemgetter(*slots)
-        else:
-            self.getter = lambda values: ()
+        self.getter = _picker(slots)
         self.converts = converts
 
 
+def _schema_features(schema: bytes) -> list[tuple[str, int]]:
+    """(name, type code) of each feature in a row's schema section."""
+    feats: list[tuple[str, int]] = []
+    pos = 0
+    while pos < len(schema):
+        code, length = struct.unpack_from(">BH", schema, pos)
+        pos += 3
+        feats.append((schema[pos:pos + length].decode("utf-8"), code))
+        pos += length
+    return feats
+
+
+def _record_dtype(schema: bytes, nb: int, chars: str) -> np.dtype:
+    """The numpy record type of a whole row whose features are all fixed-width (``chars``: their
+    struct format characters, in schema order)."""
+    fields = [("fmt", "u1"), ("ev", ">i8"), ("cr", ">i8"), ("slen", ">u2")]
+    if schema:
+        fields.append(("schema", f"V{len(schema)}"))
+    fields += [(f"nb{j}", "u1") for j in range(nb)]
+    fields += [(f"s{j}", _FIXED_NP_OF_CHAR[c]) for j, c in enumerate(chars)]
+    return np.dtype(fields)
+
+
+def _picker(slots: list[int]) -> Callable:
+    """A function from a row's decoded values to the requested ones, in request order."""
+    if len(slots) == 1:
+        only = slots[0]
+        return lambda values: [values[only]]
+    if slots:
+        return itemgetter(*slots)
+    return lambda values: ()
+
+
+def _new_layout(layouts: dict[bytes, _Layout], schema: bytes, wanted: tuple) -> _Layout:
+    """The layout of rows written with ``schema``, added to ``layouts`` (cleared first when it holds
+    many: the cache stays bounded)."""
+    if len(layouts) > 256:
+        layouts.clear()
+    layout = layouts[schema] = _Layout(schema, wanted)
+    return layout
+
+
 class RowDecoder:
-    """Decodes stored rows into per-feature Python values; plans are cached per (schema, request)."""
+    """Decodes stored rows into per-feature Python values; layouts are cached per (request, schema)."""
 
     def __init__(self) -> None:
-        self._plans: dict[tuple, dict[bytes, _Plan]] = {}  # request -> row schema -> plan
+        self._layouts: dict[tuple, dict[bytes, _Layout]] = {}  # request -> row schema -> layout
 
     def decode(self, rows: list[bytes | None], features: list[str],
                feature_types: dict[str, pa.DataType]) -> ReadResult:
@@ -460,15 +484,25 @@ class RowDecoder:
             wanted = tuple((f, type_code(feature_types[f])) for f in features)
         except KeyError as exc:
             raise InvalidInputError(f"no type given for feature {exc.args[0]!r}") from None
-        plans = self._plans.get(wanted)
-        if plans is None:
-            if len(self._plans) > 256:
-                self._plans.clear()
-            plans = self._plans[wanted] = {}
+        layouts = self._layouts.get(wanted)  # row schema -> layout, for this request
+        if layouts is None:
+            layouts = self._new_layout_cache(wanted)
         if len(rows) >= _COLUMNAR_MIN_ROWS and wanted:
-            decoded = self._decode_columnar(rows, features, wanted, plans)
+            decoded = self._decode_columnar(rows, features, wanted, layouts)
             if decoded is not None:
                 return decoded
+        return self._decode_rows(rows, features, wanted, layouts)
+
+    def _new_layout_cache(self, wanted: tuple) -> dict[bytes, _Layout]:
+        """An empty layout cache for a request not seen before (all are dropped when there are many)."""
+        if len(self._layouts) > 256:
+            self._layouts.clear()
+        layouts = self._layouts[wanted] = {}
+        return layouts
+
+    def _decode_rows(self, rows: list[bytes | None], features: list[str], wanted: tuple,
+                     layouts: dict[bytes, _Layout]) -> ReadResult:
+        """``decode`` row by row (any mix of schemas and feature kinds)."""
         out_rows: list = []
         stamps: list[datetime | None] = []
         empty = (None,) * len(wanted)
@@ -482,28 +516,26 @@ class RowDecoder:
             stamps.append(EPOCH + timedelta(microseconds=ev))
             pos = HEADER_SIZE + slen
             schema = row[HEADER_SIZE:pos]
-            plan = plans.get(schema)
-            if plan is None:
-                if len(plans) > 256:
-                    plans.clear()
-                plan = plans[schema] = _Plan(schema, wanted)
-            bitmap = row[pos:pos + plan.nb]
-            pos += plan.nb
-            values = list(plan.fixed.unpack_from(row, pos))
-            pos += plan.fixed.size
-            for slot in plan.var_slots:
+            layout = layouts.get(schema)
+            if layout is None:
+                layout = _new_layout(layouts, schema, wanted)
+            bitmap = row[pos:pos + layout.nb]
+            pos += layout.nb
+            values = list(layout.fixed.unpack_from(row, pos))
+            pos += layout.fixed.size
+            for slot in layout.var_slots:
                 length = values[slot]
                 values[slot] = row[pos:pos + length]
                 pos += length
             values.append(None)
-            if bitmap != plan.zero_bitmap:
-                for byte, mask, slot in plan.null_slots:
+            if bitmap != layout.zero_bitmap:
+                for byte, mask, slot in layout.null_slots:
                     if bitmap[byte] & mask:
                         values[slot] = None
-            picked = plan.getter(values)
-            if plan.converts:
+            picked = layout.getter(values)
+            if layout.converts:
                 picked = list(picked)
-                for j, convert in plan.converts:
+                for j, convert in layout.converts:
                     value = picked[j]
                     if value is not None:
                         picked[j] = convert(value)
@@ -515,75 +547,96 @@ class RowDecoder:
         return ReadResult({f: list(col) for f, col in zip(features, zip(*out_rows))}, stamps)
 
     def _decode_columnar(self, rows: list, features: list[str], wanted: tuple,
-                         plans: dict) -> ReadResult | None:
+                         layouts: dict[bytes, _Layout]) -> ReadResult | None:
         """``decode`` of rows that all share one schema of fixed-width features (the usual case: one
         view, written by one definition), as one numpy record array; None for anything else."""
-        all_present = None not in rows
-        present = range(len(rows)) if all_present else [i for i, row in enumerate(rows) if row is not None]
-        if not present:
+        found = _records_of_one_schema(rows, wanted, layouts)
+        if found is None:
             return None
-        first = rows[present[0]]
-        if len(first) < HEADER_SIZE or first[0] != FORMAT:
-            return None
-        slen = int.from_bytes(first[17:19], "big")
-        schema = first[HEADER_SIZE:HEADER_SIZE + slen]
-        plan = plans.get(schema)
-        if plan is None:
-            if len(plans) > 256:
-                plans.clear()
-            plan = plans[schema] = _Plan(schema, wanted)
-        dtype = plan.dtype
-        size = len(first)
-        if dtype is None or size != dtype.itemsize:
-            return None
-        picked = rows if all_present else [rows[i] for i in present]
-        if set(map(len, picked)) != {size}:
-            return None
-        joined = b"".join(picked)
-        # Every row starts with FORMAT and carries the first row's schema length and schema (bytes 17 to
-        # 19 + slen): compared as one 2-D byte array, not row by row.
-        raw = np.frombuffer(joined, dtype=np.uint8).reshape(len(picked), size)
-        head = raw[:, 17:HEADER_SIZE + slen]
-        if not ((raw[:, 0] == FORMAT).all() and (head == head[0]).all()):
-            return None  # some row has another schema: row by row
-        rec = np.frombuffer(joined, dtype=dtype)
-        columns = {slot: rec[name].tolist() for slot, name in plan.fields}
-        nulls: set[int] = set()  # slots with a null value somewhere
-        for j in range(plan.nb):
-            bits = rec[f"nb{j}"]
-            if bits.any():
-                for byte, mask, slot in plan.null_slots:
-                    if byte == j and slot in columns:
-                        for k in np.flatnonzero(bits & mask).tolist():
-                            columns[slot][k] = None
-                            nulls.add(slot)
-        n_present = len(picked)
-        outs = [columns[slot] if slot != plan.missing else [None] * n_present for slot in plan.slots]
-        for j, convert in plan.converts:
+        layout, rec, present = found
+        columns, nulls = _record_columns(layout, rec)
+        n_present = len(rec)
+        outs = [columns[slot] if slot != layout.missing else [None] * n_present for slot in layout.slots]
+        for j, convert in layout.converts:
             outs[j] = [None if v is None else convert(v) for v in outs[j]]
         event_us = rec["ev"].astype(np.int64)
         n = len(rows)
-        if n_present != n:  # scatter into place; absent keys get None
-            def spread(values: list) -> list:
-                out = [None] * n
-                for i, v in zip(present, values):
-                    out[i] = v
-                return out
-
-            outs = [spread(col) for col in outs]
-            mask = np.zeros(n, dtype=bool)
-            mask[present] = True
-            full = np.zeros(n, dtype=np.int64)
-            full[mask] = event_us
-            stamps = EventTimes(full, mask)
+        if n_present != n:
+            outs, stamps = _scatter(outs, event_us, present, n)
         else:
             stamps = EventTimes(event_us)
         values = {}
         for f, col in zip(features, outs):
             values[f] = col if f not in values else list(col)
         complete = frozenset() if n_present != n else frozenset(
-            f for f, slot in zip(features, plan.slots) if slot != plan.missing and slot not in nulls)
+            f for f, slot in zip(features, layout.slots) if slot != layout.missing and slot not in nulls)
         return ReadResult(values, stamps, complete)
+
+
+def _records_of_one_schema(rows: list, wanted: tuple,
+                           layouts: dict[bytes, _Layout]) -> tuple[_Layout, np.ndarray, Sequence[int]] | None:
+    """The rows that are not None as one numpy record array, with their layout and their indexes in
+    ``rows``, when they all have the first one's schema and it has fixed-width features only; else None."""
+    all_present = None not in rows
+    present = range(len(rows)) if all_present else [i for i, row in enumerate(rows) if row is not None]
+    if not present:
+        return None
+    first = rows[present[0]]
+    if len(first) < HEADER_SIZE or first[0] != FORMAT:
+        return None
+    slen = int.from_bytes(first[17:19], "big")
+    schema = first[HEADER_SIZE:HEADER_SIZE + slen]
+    layout = layouts.get(schema)
+    if layout is None:
+        layout = _new_layout(layouts, schema, wanted)
+    dtype = layout.dtype
+    size = len(first)
+    if dtype is None or size != dtype.itemsize:
+        return None
+    picked = rows if all_present else [rows[i] for i in present]
+    if set(map(len, picked)) != {size}:
+        return None
+    joined = b"".join(picked)
+    # Every row starts with FORMAT and carries the first row's schema length and schema (bytes 17 to
+    # 19 + slen): compared as one 2-D byte array, not row by row.
+    raw = np.frombuffer(joined, dtype=np.uint8).reshape(len(picked), size)
+    head = raw[:, 17:HEADER_SIZE + slen]
+    if not ((raw[:, 0] == FORMAT).all() and (head == head[0]).all()):
+        return None  # some row has another schema: row by row
+    return layout, np.frombuffer(joined, dtype=dtype), present
+
+
+def _record_columns(layout: _Layout, rec: np.ndarray) -> tuple[dict[int, list], set[int]]:
+    """The values of each slot the request reads (slot -> list, None where the row's null bitmap says
+    so), and the slots with a null value somewhere."""
+    columns = {slot: rec[name].tolist() for slot, name in layout.fields}
+    nulls: set[int] = set()
+    for j in range(layout.nb):
+        bits = rec[f"nb{j}"]
+        if bits.any():
+            for byte, mask, slot in layout.null_slots:
+                if byte == j and slot in columns:
+                    for k in np.flatnonzero(bits & mask).tolist():
+                        columns[slot][k] = None
+                        nulls.add(slot)
+    return columns, nulls
+
+
+def _scatter(outs: list[list], event_us: np.ndarray, present: Sequence[int],
+             n: int) -> tuple[list[list], EventTimes]:
+    """The columns and event times of the rows at indexes ``present``, put in place among ``n`` rows:
+    the absent keys get None."""
+    def spread(values: list) -> list:
+        out = [None] * n
+        for i, v in zip(present, values):
+            out[i] = v
+        return out
+
+    mask = np.zeros(n, dtype=bool)
+    mask[present] = True
+    full = np.zeros(n, dtype=np.int64)
+    full[mask] = event_us
+    return [spread(col) for col in outs], EventTimes(full, mask)
 
 
 def row_timestamps(row: bytes) -> tuple[int, int]:
@@ -620,7 +673,7 @@ class WriteBatch:
         columns = [(name, table.column(name)) for name in table.column_names if name not in skip]
         self.dropped = 0
         # One join key: its own column has as many distinct values as the encoded keys (the encoding
-        # is one-to-one per type), and counting ints is ~5x cheaper than counting the encoded bytes.
+        # is one-to-one per type), and counting ints is cheaper than counting the encoded bytes.
         distinct_of = keys
         if len(join_keys) == 1:
             t = table.schema.field(join_keys[0]).type

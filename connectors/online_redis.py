@@ -25,10 +25,10 @@ flight), so encoding overlaps Redis' own work.
 Bulk loads (writes of ``bulk_absent_min_rows`` rows or more: materialization) first send ``SET key row
 NX [PXAT t]`` for every row, without the script: ``NX`` only creates a missing key, so it cannot break
 the monotonic rule either, and only the rows whose key exists go through the script afterwards. Redis'
-CPU is the floor of a bulk load (measured on a 2-core VM, per million new keys): ~2.2 s for ``SET ...
-NX PXAT``, ~3.5 s for the script (its Lua arguments and per-key calls cost more than the writes); the
-per-key expiry alone is ~1 s of it. A 2,000-row probe decides whether ``NX`` pays: when most keys
-exist (re-runs, incremental loads) the rest of the rows go straight to the script.
+CPU is the floor of a bulk load, and a new key costs it less through ``SET ... NX`` than through the
+script (whose Lua arguments and per-key calls cost more than the writes). A small first slice (the
+probe) decides whether ``NX`` pays: when most keys exist (re-runs, incremental loads) a failed ``NX``
+is work for nothing, so the rest of the rows go straight to the script.
 
 Connection failures and timeouts become ``BackendUnavailableError`` within about ``socket_timeout``
 (connect and reply); the pool drops broken connections, so the first call after Redis is back works.
@@ -46,13 +46,14 @@ import asyncio
 import collections
 import copy
 import datetime
+import functools
 import inspect
 import math
 import pathlib
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -61,7 +62,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from connectors import online_codec as codec
 from featurestore.errors import BackendUnavailableError, InvalidInputError, MissingDependencyError
-from featurestore.online_store import (
+from featurestore.ports.online_store import (
+    CAP_ASYNC_READ,
     CAP_MULTI_PROCESS,
     CAP_REMOTE,
     CAP_TTL_EXPIRY,
@@ -164,12 +166,86 @@ def _raw_socket_ok(conn) -> bool:
     return getattr(conn, "_sock", None) is not None
 
 
+def _set_nx_slices(n: int) -> list[tuple[int, int]]:
+    """The row ranges a bulk write of ``n`` rows sends at a time: the probe, then
+    ``_ABSENT_SLICE_ROWS`` rows each."""
+    bounds = [(0, min(n, _ABSENT_PROBE_ROWS))]
+    bounds += [(lo, min(n, lo + _ABSENT_SLICE_ROWS)) for lo in range(bounds[0][1], n, _ABSENT_SLICE_ROWS)]
+    return bounds
+
+
+def _pack_set_nx(batch: codec.WriteBatch, keys: pa.Array, expiry: pa.Array | None, lo: int,
+                 hi: int) -> memoryview:
+    """Rows ``lo:hi`` as pipelined ``SET key row NX [PXAT t]`` commands, in RESP."""
+    head = _SET_HEAD_TTL if expiry is not None else _SET_HEAD
+    tail = _NX_PXAT if expiry is not None else _NX
+    parts = [pa.scalar(head, pa.large_binary()), _resp_bulk(keys.slice(lo, hi - lo)),
+             _resp_bulk(batch.encoded_rows(lo, hi)), pa.scalar(tail, pa.large_binary())]
+    if expiry is not None:
+        parts.append(_resp_bulk(expiry.slice(lo, hi - lo)))
+    data, offsets = _data_and_offsets(pc.binary_join_element_wise(*parts, _EMPTY))
+    return data[offsets[0]:offsets[-1]]
+
+
+class _SetNxReplies:
+    """The replies to pipelined ``SET ... NX`` commands, read off a redis-py connection's socket.
+
+    Every such reply is one line, ``+OK`` or a null (``_`` in RESP3, ``$-1`` in RESP2), so the replies
+    of a slice are told apart by their first bytes in one numpy pass; anything else (an error reply
+    such as OOM) raises, and the caller drops the connection.
+    """
+
+    __slots__ = ("sock", "exc", "buf")
+
+    def __init__(self, sock, exc) -> None:
+        self.sock = sock
+        self.exc = exc  # redis.exceptions
+        self.buf = bytearray()  # bytes received and not consumed yet
+
+    def read(self, need: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next ``need`` replies: masks of the rows set (``+OK``) and of those whose key existed."""
+        data, starts, ends = self._lines(need)
+        first = data[starts]
+        ok = first == _PLUS
+        nil = (first == _UNDERSCORE) | (first == _DOLLAR_BYTE)
+        if not (ok | nil).all():
+            self._raise_unexpected(int(starts[np.flatnonzero(~(ok | nil))[0]]))
+        del self.buf[:int(ends[-1]) + 1]
+        return ok, nil
+
+    def _lines(self, need: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The received bytes once they hold ``need`` lines, and where each of those lines starts and
+        where its newline is."""
+        buf = self.buf
+        while buf.count(b"\n") < need:
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                raise self.exc.ConnectionError("Redis closed the connection during a bulk write")
+            buf.extend(chunk)
+        data = np.frombuffer(bytes(buf), dtype=np.uint8)
+        ends = np.flatnonzero(data == 10)[:need]  # each reply is one line
+        starts = np.empty(need, dtype=np.int64)
+        starts[0], starts[1:] = 0, ends[:-1] + 1
+        return data, starts, ends
+
+    def _raise_unexpected(self, at: int) -> NoReturn:
+        reply = bytes(self.buf[at:self.buf.find(b"\r\n", at)])
+        if reply.startswith(b"-"):
+            raise self.exc.ResponseError(reply[1:].decode("utf-8", "replace"))
+        raise self.exc.ConnectionError(f"unexpected reply from Redis to SET NX: {reply[:40]!r}")
+
+    def check_drained(self) -> None:
+        """Raise if Redis sent more than was read."""
+        if self.buf:
+            raise self.exc.ConnectionError("unexpected extra replies from Redis after a bulk write")
+
+
 def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 class RedisOnlineStore(OnlineStore):
-    capabilities = frozenset({CAP_TTL_EXPIRY, CAP_MULTI_PROCESS, CAP_REMOTE})
+    capabilities = frozenset({CAP_TTL_EXPIRY, CAP_MULTI_PROCESS, CAP_REMOTE, CAP_ASYNC_READ})
 
     def __init__(self, config: RedisOnlineStoreConfig, repo_path: pathlib.Path, project: str) -> None:
         if isinstance(config, dict):
@@ -296,22 +372,18 @@ class RedisOnlineStore(OnlineStore):
 
         ``NX`` writes only a key that does not exist, atomically, so it can never overwrite a newer row:
         the monotonic rule holds with any number of writers. A key that exists gets a nil reply and its
-        row is left to the compare-and-set script. Redis spends ~2.2 s per million new keys on this
-        against ~3.5 s for the script (whose Lua arguments and per-key calls cost more than the
-        writes). When most keys of a slice already exist (a re-run, an incremental load) the rest of the
-        rows go straight to the script: a failed ``NX`` costs Redis ~1 us for nothing.
+        row is left to the compare-and-set script. A new key costs Redis less this way than through the
+        script (whose Lua arguments and per-key calls cost more than the writes), but a failed ``NX`` is
+        Redis work for nothing: when most keys of a slice already exist (a re-run, an incremental load)
+        the rest of the rows go straight to the script.
 
         Returns (rows written, mask of the rows the script still has to try). Replies are read off the
-        socket as bytes: every reply of ``SET ... NX`` is one line, ``+OK`` or a null (``_`` in RESP3,
-        ``$-1`` in RESP2), so a slice's replies are told apart by their first bytes in one numpy pass;
-        anything else (an error reply such as OOM) raises, and the caller drops the connection.
+        socket as bytes (``_SetNxReplies``).
         """
         n = len(keys)
-        head = _SET_HEAD_TTL if expiry is not None else _SET_HEAD
-        tail = _NX_PXAT if expiry is not None else _NX
         todo = np.zeros(n, dtype=bool)
-        sock = conn._sock
-        buf = bytearray()
+        replies = _SetNxReplies(conn._sock, self._exc)
+        pack = functools.partial(_pack_set_nx, batch, keys, expiry)
         written = 0
         in_flight: collections.deque = collections.deque()
         stop = n  # rows from here on are left to the script
@@ -319,44 +391,16 @@ class RedisOnlineStore(OnlineStore):
         def collect(lo: int, hi: int) -> bool:
             """Read the replies of rows lo:hi; False when most of their keys existed."""
             nonlocal written
-            need = hi - lo
-            while buf.count(b"\n") < need:
-                chunk = sock.recv(1 << 20)
-                if not chunk:
-                    raise self._exc.ConnectionError("Redis closed the connection during a bulk write")
-                buf.extend(chunk)
-            data = np.frombuffer(bytes(buf), dtype=np.uint8)
-            ends = np.flatnonzero(data == 10)[:need]  # each reply is one line
-            starts = np.empty(need, dtype=np.int64)
-            starts[0], starts[1:] = 0, ends[:-1] + 1
-            first = data[starts]
-            ok = first == _PLUS
-            nil = (first == _UNDERSCORE) | (first == _DOLLAR_BYTE)
-            if not (ok | nil).all():
-                at = int(starts[np.flatnonzero(~(ok | nil))[0]])
-                reply = bytes(buf[at:buf.find(b"\r\n", at)])
-                if reply.startswith(b"-"):
-                    raise self._exc.ResponseError(reply[1:].decode("utf-8", "replace"))
-                raise self._exc.ConnectionError(f"unexpected reply from Redis to SET NX: {reply[:40]!r}")
-            del buf[:int(ends[-1]) + 1]
+            ok, nil = replies.read(hi - lo)
             written += int(ok.sum())
             todo[lo:hi] = nil
-            return int(nil.sum()) * 2 <= need
-
-        def pack(lo: int, hi: int) -> memoryview:
-            parts = [pa.scalar(head, pa.large_binary()), _resp_bulk(keys.slice(lo, hi - lo)),
-                     _resp_bulk(batch.encoded_rows(lo, hi)), pa.scalar(tail, pa.large_binary())]
-            if expiry is not None:
-                parts.append(_resp_bulk(expiry.slice(lo, hi - lo)))
-            data, offsets = _data_and_offsets(pc.binary_join_element_wise(*parts, _EMPTY))
-            return data[offsets[0]:offsets[-1]]
+            return int(nil.sum()) * 2 <= hi - lo
 
         # A small first slice (the probe) decides whether SET NX pays; its replies are awaited before
         # anything else is sent. After it, a helper thread encodes slice k+1 (Arrow and numpy, mostly
         # without the GIL) while this one sends slice k and reads the replies of slice k-1, so Redis
         # always has commands queued.
-        bounds = [(0, min(n, _ABSENT_PROBE_ROWS))]
-        bounds += [(lo, min(n, lo + _ABSENT_SLICE_ROWS)) for lo in range(bounds[0][1], n, _ABSENT_SLICE_ROWS)]
+        bounds = _set_nx_slices(n)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-encode") as encoder:
             ahead = None
             for k, (lo, hi) in enumerate(bounds):
@@ -369,8 +413,7 @@ class RedisOnlineStore(OnlineStore):
                     break
         while in_flight:
             collect(*in_flight.popleft())
-        if buf:
-            raise self._exc.ConnectionError("unexpected extra replies from Redis after a bulk write")
+        replies.check_drained()
         todo[stop:] = True
         return written, todo
 
@@ -380,7 +423,7 @@ class RedisOnlineStore(OnlineStore):
         # arguments) are one contiguous slice of the packed column's data buffer. Rows are encoded one
         # slice (_CALLS_PER_PIPELINE calls) at a time; before sending slice k+1 the replies of slice
         # k-1 are read, so Redis always has a slice to run while the next one is encoded, and never
-        # more than two slices queued (a reply is awaited for at most ~2 slices of Redis work).
+        # more than two slices queued (a reply is awaited for at most two slices of Redis work).
         sha = self._sha
         per_row_args = 1 if expiry is None else 2
         flag = b"$1\r\n1\r\n" if expiry is not None else b"$1\r\n0\r\n"

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from connectors import online_codec as codec
 from featurestore.errors import BackendUnavailableError, InvalidInputError
-from featurestore.online_store import CAP_MULTI_PROCESS, OnlineStore, ReadResult, WriteResult
+from featurestore.ports.online_store import CAP_MULTI_PROCESS, OnlineStore, ReadResult, WriteResult
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS online_rows (

@@ -16,6 +16,8 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from featurestore.errors import BackendUnavailableError, DefinitionError, NotFoundError
+from featurestore.ports.engine import ViewData
+from featurestore.ports.source_reader import CAP_PRUNE, SourceReader
 from featurestore.sources import SqlSource
 
 _ENGINES: dict[str, sa.Engine] = {}
@@ -142,3 +144,20 @@ def fingerprint(source: SqlSource) -> str:
         raise BackendUnavailableError(f"SqlSource {source.name!r}: database unreachable: {exc.orig}") from exc
     digest = hashlib.sha256(f"{url}\0{source.table}\0{source.query}\0{count}\0{lo}\0{hi}".encode())
     return "sql:" + digest.hexdigest()[:32]
+
+
+class SqlSourceReader(SourceReader):
+    """SqlSource rows: the wanted columns and time range, selected by the database into Arrow."""
+
+    capabilities = frozenset({CAP_PRUNE})
+
+    def schema(self, source: SqlSource) -> pa.Schema:
+        return read_schema(source)
+
+    def fingerprint(self, source: SqlSource) -> str:
+        return fingerprint(source)
+
+    def read(self, source: SqlSource, columns: list[str] | None, start: datetime | None,
+             end: datetime | None) -> ViewData:
+        return ViewData(source.timestamp_field, source.created_timestamp_field,
+                        table=read_arrow(source, columns, start, end))

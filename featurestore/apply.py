@@ -14,6 +14,7 @@ from typing import Iterable
 
 from featurestore.definitions import Entity, FeatureService, FeatureView
 from featurestore.errors import IncompatibleChangeError
+from featurestore.on_demand import OnDemandFeatureView, OnDemandSpec
 from featurestore.repo import RepoContents, origin_of
 from featurestore.sources import DataSource
 from featurestore.validate import Problems, check_engine, check_service, check_unique, resolve_view
@@ -70,20 +71,22 @@ def desired_state(contents: RepoContents, repo_path: Path, stored: Specs | None 
     for view in resolved_views:
         check_engine(view, engine_type, problems)
     view_specs = {v.name: v.to_spec() for v in resolved_views}
-    known_views = dict((stored or {}).get("feature_view", {})) | view_specs
+    # The fields of every view a service or an on-demand view may name: stored ones, then the repo's.
+    known_views = {name: FeatureView.from_spec(spec).schema
+                   for name, spec in (stored or {}).get("feature_view", {}).items()}
+    known_views |= {v.name: v.schema for v in resolved_views}
     odfvs = check_unique("OnDemandFeatureView", contents.on_demand_views, problems, origin_of)
-    odfv_specs = {}
     for odfv in odfvs:
         if odfv.name in known_views:
             problems.add(f"OnDemandFeatureView {odfv.name!r}: a feature view has the same name", obj=odfv.name,
                          field_name="name")
-        spec = odfv.to_spec(repo_path)
-        for source in spec["sources"]:
-            if source not in known_views:
-                problems.add(f"OnDemandFeatureView {odfv.name!r} reads unknown feature view {source!r}",
+        for source in odfv.sources:
+            if isinstance(source, FeatureView) and source.name not in known_views:
+                problems.add(f"OnDemandFeatureView {odfv.name!r} reads unknown feature view {source.name!r}",
                              obj=odfv.name, field_name="sources")
-        odfv_specs[odfv.name] = spec
-    known = known_views | dict((stored or {}).get("on_demand_feature_view", {})) | odfv_specs
+    known = known_views | {name: OnDemandSpec.from_spec(spec).schema
+                           for name, spec in (stored or {}).get("on_demand_feature_view", {}).items()}
+    known |= {odfv.name: odfv.schema for odfv in odfvs}
     for svc in services:
         check_service(svc, known, problems)
     problems.raise_if_any()
@@ -91,7 +94,7 @@ def desired_state(contents: RepoContents, repo_path: Path, stored: Specs | None 
         "entity": {e.name: e.to_spec() for e in entities},
         "data_source": {s.name: s.to_spec() for s in sources},
         "feature_view": view_specs,
-        "on_demand_feature_view": odfv_specs,
+        "on_demand_feature_view": {odfv.name: odfv.to_spec(repo_path) for odfv in odfvs},
         "feature_service": {s.name: s.to_spec() for s in services},
     }
 
@@ -129,23 +132,25 @@ def incompatibilities(current: Specs, desired: Specs, plan: Plan) -> list[str]:
             continue
         old, new = current[change.kind][change.name], desired[change.kind][change.name]
         if change.kind == "feature_view":
-            if old["entities"] != new["entities"]:
-                out.append(f"feature view {change.name!r}: entities change from {old['entities']} to "
-                           f"{new['entities']}")
-            old_keys = {c["name"]: c["dtype"] for c in old.get("entity_columns", [])}
-            new_keys = {c["name"]: c["dtype"] for c in new.get("entity_columns", [])}
-            if old_keys != new_keys and old["entities"] == new["entities"]:
+            old_view, new_view = FeatureView.from_spec(old), FeatureView.from_spec(new)
+            old_entities, new_entities = list(old_view.entity_names), list(new_view.entity_names)
+            if old_entities != new_entities:
+                out.append(f"feature view {change.name!r}: entities change from {old_entities} to "
+                           f"{new_entities}")
+            old_keys = {c.name: c.dtype.to_spec() for c in old_view.entity_columns}
+            new_keys = {c.name: c.dtype.to_spec() for c in new_view.entity_columns}
+            if old_keys != new_keys and old_entities == new_entities:
                 out.append(f"feature view {change.name!r}: join key types change from {old_keys} to {new_keys}")
-        elif change.kind == "entity" and old["join_keys"] != new["join_keys"]:
-            out.append(f"entity {change.name!r}: join keys change from {old['join_keys']} to {new['join_keys']}")
+        elif change.kind == "entity":
+            old_keys, new_keys = list(Entity.from_spec(old).join_keys), list(Entity.from_spec(new).join_keys)
+            if old_keys != new_keys:
+                out.append(f"entity {change.name!r}: join keys change from {old_keys} to {new_keys}")
     return out
 
 
 def contents_of(objects: Iterable[object]) -> RepoContents:
     contents = RepoContents()
     for obj in objects:
-        from featurestore.on_demand import OnDemandFeatureView
-
         if not isinstance(obj, (Entity, DataSource, FeatureView, FeatureService, OnDemandFeatureView)):
             raise TypeError(f"apply takes definitions (Entity, FeatureView, ...), got {obj!r}")
         contents.add(obj, "<apply(objects=...)>")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
-from featurestore.errors import FeatureStoreError
+from featurestore.errors import FeatureStoreError, InvalidInputError, MissingDependencyError, NotFoundError
+from serving import server
 
 
 def _store(ctx: click.Context):
@@ -87,8 +90,6 @@ def list_(ctx: click.Context, kind: str) -> None:
 @click.pass_context
 def describe(ctx: click.Context, kind: str, name: str) -> None:
     """Print one registry object as JSON."""
-    from featurestore.errors import NotFoundError
-
     spec = _store(ctx).registry.get(_KINDS[kind], name)
     if spec is None:
         raise NotFoundError(f"{_KINDS[kind]} {name!r} is not in the registry")
@@ -106,8 +107,6 @@ def describe(ctx: click.Context, kind: str, name: str) -> None:
 def export(ctx: click.Context, entities: str, features: str | None, service: str | None, output: str,
            full_feature_names: bool) -> None:
     """Write a point-in-time-correct training set (and its manifest) to --output."""
-    from featurestore.errors import InvalidInputError
-
     if (features is None) == (service is None):
         raise InvalidInputError("give exactly one of --features or --service")
     refs = service if service else [f.strip() for f in features.split(",") if f.strip()]
@@ -166,13 +165,9 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, access_log: bo
 
     API keys come from FEATURESTORE_API_KEYS="key1:read,key2:read+write" (unset: no auth).
     """
-    import os
-
     from featurestore.config import load_config
-    from featurestore.errors import MissingDependencyError
 
     try:
-        from serving import server
         from serving.auth import ENV_VAR, parse_api_keys
     except ImportError as exc:
         raise MissingDependencyError(getattr(exc, "name", None) or "fastapi", "serving") from None
@@ -189,8 +184,6 @@ def stream() -> None:
 
 
 def _describe_job(job) -> str:
-    import datetime as dt
-
     def when(t):
         return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if t else "-"
 

@@ -8,23 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from featurestore import types as fstypes
 from featurestore.errors import DefinitionError
-from featurestore.sources import DataSource, source_from_spec
-
-if TYPE_CHECKING:
-    from transforms.aggregation import Aggregation
-    from transforms.ir import Expr
-
-
-def _transforms():
-    """The transforms package, imported on use: it imports featurestore.types, so a module-level import
-    here would be circular when ``transforms`` is imported first."""
-    from transforms import aggregation, ir
-
-    return ir, aggregation.Aggregation
+from featurestore.sources import DataSource, batch_source_of, source_from_spec
+from transforms import ir
+from transforms.aggregation import Aggregation
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
@@ -128,9 +118,9 @@ class FeatureView:
     # columns), ``transform`` adds or replaces columns (each expression named with .alias()), and
     # ``aggregations`` turn the resulting events into windowed features (the view's features are then
     # the aggregations, named e.g. ``amount_sum_1h``).
-    transform: Sequence["Expr"] = ()
-    filter: "Expr | None" = None
-    aggregations: Sequence["Aggregation"] = ()
+    transform: Sequence[ir.Expr] = ()
+    filter: "ir.Expr | None" = None
+    aggregations: Sequence[Aggregation] = ()
     # Types of the columns the aggregations read, resolved at apply time.
     event_columns: Sequence[Field] = ()
 
@@ -151,7 +141,6 @@ class FeatureView:
         object.__setattr__(self, "transform", tuple(self.transform))
         object.__setattr__(self, "aggregations", tuple(self.aggregations))
         object.__setattr__(self, "event_columns", tuple(self.event_columns))
-        ir, Aggregation = _transforms()
         for e in self.transform:
             if not isinstance(e, ir.Expr):
                 raise DefinitionError(f"FeatureView {self.name!r}: transform takes expressions (col(...)...), "
@@ -201,6 +190,26 @@ class FeatureView:
         keys = {c.name for c in self.entity_columns} | set(self._declared_keys())
         return tuple(f for f in self.schema if f.name not in keys)
 
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def aggregated(self) -> bool:
+        """Whether the view's features are windowed aggregations of its events."""
+        return bool(self.aggregations)
+
+    @property
+    def stored_fields(self) -> tuple[Field, ...]:
+        """The columns of the view's stored rows besides keys and times: its features, or for an
+        aggregation view the event columns its aggregations read."""
+        return tuple(self.event_columns) if self.aggregated else self.features
+
+    @property
+    def batch_source(self) -> DataSource:
+        """The source batch reads use: the source, or a push or Kafka source's history."""
+        return batch_source_of(self.source)
+
     def _declared_keys(self) -> set[str]:
         return {k for ent in self.entities if not isinstance(ent, str) for k in ent.join_keys}
 
@@ -221,7 +230,6 @@ class FeatureView:
 
     # -- specs ----------------------------------------------------------------------------------
     def to_spec(self) -> dict[str, Any]:
-        ir, _ = _transforms()
         return {
             "name": self.name,
             "entities": list(self.entity_names),
@@ -243,7 +251,6 @@ class FeatureView:
     def from_spec(cls, spec: dict[str, Any]) -> "FeatureView":
         ttl = spec.get("ttl_seconds")
         flt = spec.get("filter")
-        ir, Aggregation = _transforms()
         return cls(
             name=spec["name"],
             entities=tuple(spec["entities"]),
@@ -296,18 +303,15 @@ class FeatureService:
                                       field="features")
         object.__setattr__(self, "features", items)
 
-    def projections(self) -> list[dict[str, Any]]:
-        out = []
-        for item in self.features:
-            if not isinstance(item, FeatureViewProjection):  # a whole feature view or on-demand view
-                out.append({"view": item.name, "features": None})  # None: every feature of the view
-            else:
-                feats = None if item.features is None else list(item.features)
-                out.append({"view": item.view, "features": feats})
-        return out
+    def projections(self) -> list[FeatureViewProjection]:
+        """What the service lists, each item as a projection (``features`` None: every feature)."""
+        return [item if isinstance(item, FeatureViewProjection) else FeatureViewProjection(item.name, None)
+                for item in self.features]
 
     def to_spec(self) -> dict[str, Any]:
-        return {"name": self.name, "features": self.projections(), "description": self.description,
+        features = [{"view": p.view, "features": None if p.features is None else list(p.features)}
+                    for p in self.projections()]
+        return {"name": self.name, "features": features, "description": self.description,
                 "tags": dict(self.tags), "owner": self.owner}
 
     @classmethod

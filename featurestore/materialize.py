@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import pyarrow as pa
 
-from featurestore.engines.base import CREATED_TS, EVENT_TS
+from featurestore.definitions import FeatureView
+from featurestore.engines.spark_writes import frame_schema, write_offline, write_online
 from featurestore.errors import FeatureViewNotFound, InvalidInputError
+from featurestore.ports.engine import CAP_CLUSTER_WRITES, CREATED_TS, EVENT_TS, ViewData, ViewJoin
 from featurestore.retrieval import MIN_TIME, source_data, stored_columns
-from featurestore.sources import batch_source_of, source_from_spec
 
 if TYPE_CHECKING:
     from featurestore.store import FeatureStore
@@ -72,14 +73,14 @@ def _chunks(lo: datetime, hi: datetime, start: datetime, end: datetime) -> Itera
         cursor = nxt
 
 
-def _views(store: "FeatureStore", names: Sequence[str] | None) -> list[dict]:
-    specs = store.registry.list("feature_view")
+def _views(store: "FeatureStore", names: Sequence[str] | None) -> list[FeatureView]:
+    views = store.catalog().views
     if names is None:
-        return [specs[n] for n in sorted(specs)]
-    missing = [n for n in names if n not in specs]
+        return [views[n] for n in sorted(views)]
+    missing = [n for n in names if n not in views]
     if missing:
         raise FeatureViewNotFound(f"feature view {missing[0]!r} is not in the registry")
-    return [specs[n] for n in names]
+    return [views[n] for n in names]
 
 
 @contextmanager
@@ -96,22 +97,29 @@ def _progress(enabled: bool | None):
         yield bar
 
 
-def materialize_view(store: "FeatureStore", spec: dict, start: datetime, end: datetime, *, online: bool,
-                     progress=None) -> ViewResult:
-    source = batch_source_of(source_from_spec(spec["source"]))
-    keys, stored = stored_columns(spec)
+def _state_join(view: FeatureView, data: ViewData) -> ViewJoin:
+    """An aggregation view as the engine's ``aggregation_state`` takes it."""
+    return ViewJoin(name=view.name, keys=tuple((k, k, t) for k, t in stored_columns(view)[0]),
+                    features=tuple((a.name, a.name, f.dtype.to_arrow())
+                                   for a in view.aggregations for f in view.schema if f.name == a.name),
+                    ttl_seconds=view.ttl_seconds, data=data, aggregations=tuple(view.aggregations),
+                    event_columns=tuple((c.name, c.dtype) for c in view.event_columns))
+
+
+def materialize_view(store: "FeatureStore", view: FeatureView, start: datetime, end: datetime, *,
+                     online: bool, progress=None) -> ViewResult:
+    keys, stored = stored_columns(view)
     features = [(c, c, t) for c, t in stored]
-    data, _ = source_data(store, spec, source, [k for k, _ in keys] + [c for c, _ in stored], start, end)
-    result = ViewResult(spec["name"], start, end)
+    data, _ = source_data(store, view, [k for k, _ in keys] + [c for c, _ in stored], start, end)
+    result = ViewResult(view.name, start, end)
     lo, hi = store.engine.time_bounds(data, start, end)
     chunks = list(_chunks(lo, hi, start, end)) if lo is not None else [(start, end)]
-    task = progress.add_task(spec["name"], total=len(chunks)) if progress else None
-    ttl = spec.get("ttl_seconds")
-    ttl = None if ttl is None else timedelta(seconds=ttl)
-    aggregated = bool(spec.get("aggregations"))
-    write_online = online and spec.get("online", True)
-    if hasattr(store.engine, "read_frame"):  # a cluster engine: its executors do the writes
-        return _materialize_on_cluster(store, spec, data, keys, features, start, end, ttl, write_online, result)
+    task = progress.add_task(view.name, total=len(chunks)) if progress else None
+    ttl = None if view.ttl_seconds is None else timedelta(seconds=view.ttl_seconds)
+    aggregated = view.aggregated
+    write_online = online and view.online
+    if CAP_CLUSTER_WRITES in store.engine.capabilities:  # its executors do the writes
+        return _materialize_on_cluster(store, view, data, keys, features, start, end, ttl, write_online, result)
     # Per chunk, the offline write (Parquet encoding, in Arrow's C++ without the GIL) runs on a helper
     # thread while this one writes the online store (mostly waiting on the backend): the two are
     # independent. Meanwhile the other helper reads the next chunk, so the online store is not left
@@ -125,11 +133,11 @@ def materialize_view(store: "FeatureStore", spec: dict, start: datetime, end: da
             store.online_store  # noqa: B018 - load the backend (imports, connection) while the first chunk is read
         for i, (chunk_start, chunk_end) in enumerate(chunks):
             rows = upcoming.result()
-            offline = helpers.submit(store.offline_store.write, spec["name"], rows, chunk_start, chunk_end, EVENT_TS)
+            offline = helpers.submit(store.offline_store.write, view.name, rows, chunk_start, chunk_end, EVENT_TS)
             upcoming = read(i + 1)
             try:
                 if write_online and rows.num_rows and not aggregated:
-                    written = store.online_store.write(spec["name"], [k for k, _ in keys], rows,
+                    written = store.online_store.write(view.name, [k for k, _ in keys], rows,
                                                        event_ts_column=EVENT_TS, created_ts_column=CREATED_TS,
                                                        ttl=ttl)
                     result.online_written += written.written
@@ -140,31 +148,28 @@ def materialize_view(store: "FeatureStore", spec: dict, start: datetime, end: da
             if progress:
                 progress.advance(task)
     if write_online and aggregated and lo is not None:
-        states = store.engine.aggregation_state(spec, data, start, end)
+        states = store.engine.aggregation_state(_state_join(view, data), start, end)
         for batch in states.to_batches(max_chunksize=100_000):
-            written = store.online_store.write(spec["name"], [k for k, _ in keys], pa.Table.from_batches([batch]), event_ts_column=EVENT_TS,
-                                               created_ts_column=CREATED_TS, ttl=ttl)
+            written = store.online_store.write(view.name, [k for k, _ in keys], pa.Table.from_batches([batch]),
+                                               event_ts_column=EVENT_TS, created_ts_column=CREATED_TS, ttl=ttl)
             result.online_written += written.written
             result.online_skipped += written.skipped_stale
     return result
 
 
-def _materialize_on_cluster(store: "FeatureStore", spec: dict, data, keys, features, start: datetime,
-                            end: datetime, ttl: timedelta | None, write_online: bool,
+def _materialize_on_cluster(store: "FeatureStore", view: FeatureView, data: ViewData, keys, features,
+                            start: datetime, end: datetime, ttl: timedelta | None, online: bool,
                             result: ViewResult) -> ViewResult:
     """The whole interval in one job: executors stage offline files (the driver commits them
     atomically) and upsert the online store; only counts come back to the driver."""
-    from featurestore.engines.spark_writes import frame_schema, write_offline
-    from featurestore.engines.spark_writes import write_online as write_online_rows
-
     frame = store.engine.read_frame(data, keys, features, start, end)
     result.rows = write_offline(frame, store.config.offline_store, store.repo_path, store.config.project,
-                                spec["name"], start, end, EVENT_TS, schema=frame_schema(keys, features))
-    if write_online:
-        if spec.get("aggregations"):
-            frame = store.engine.aggregation_state(spec, data, start, end)
-        written = write_online_rows(frame, store.config.online_store, store.repo_path, store.config.project,
-                                    spec["name"], [k for k, _ in keys], ttl)
+                                view.name, start, end, EVENT_TS, schema=frame_schema(keys, features))
+    if online:
+        if view.aggregated:
+            frame = store.engine.aggregation_state(_state_join(view, data), start, end)
+        written = write_online(frame, store.config.online_store, store.repo_path, store.config.project,
+                               view.name, [k for k, _ in keys], ttl)
         result.online_written, result.online_skipped = written.written, written.skipped_stale
     return result
 
@@ -177,9 +182,9 @@ def materialize(store: "FeatureStore", start_date, end_date, feature_views: Sequ
         raise InvalidInputError(f"materialize needs start < end, got {start_date} .. {end_date}")
     out = MaterializeResult()
     with _progress(progress) as bar:
-        for spec in _views(store, feature_views):
-            out.views.append(materialize_view(store, spec, start, end, online=online, progress=bar))
-            _set_watermark(store, spec["name"], end)
+        for view in _views(store, feature_views):
+            out.views.append(materialize_view(store, view, start, end, online=online, progress=bar))
+            _set_watermark(store, view.name, end)
     return out
 
 
@@ -188,15 +193,15 @@ def materialize_incremental(store: "FeatureStore", end_date, feature_views: Sequ
     end = as_utc(end_date)
     out = MaterializeResult()
     with _progress(progress) as bar:
-        for spec in _views(store, feature_views):
-            start = get_watermark(store, spec["name"])
+        for view in _views(store, feature_views):
+            start = get_watermark(store, view.name)
             if start is None:
-                ttl = spec.get("ttl_seconds")
+                ttl = view.ttl_seconds
                 start = MIN_TIME if ttl is None else end - timedelta(seconds=ttl)
             if start >= end:
                 continue
-            out.views.append(materialize_view(store, spec, start, end, online=online, progress=bar))
-            _set_watermark(store, spec["name"], end)
+            out.views.append(materialize_view(store, view, start, end, online=online, progress=bar))
+            _set_watermark(store, view.name, end)
     return out
 
 

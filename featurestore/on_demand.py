@@ -18,7 +18,6 @@ from typing import Any, Callable, Sequence
 
 import pyarrow as pa
 
-from featurestore import types as fstypes
 from featurestore.definitions import FeatureView, Field, check_name
 from featurestore.errors import DefinitionError, FeatureStoreError, InvalidInputError
 from featurestore.user_code import import_file
@@ -103,6 +102,46 @@ class OnDemandFeatureView:
         }
 
 
+@dataclass(frozen=True)
+class UdfRef:
+    """Where an applied on-demand function lives (a repo module and its name) and its source's hash."""
+
+    module: str
+    function: str
+    source_sha256: str
+
+
+@dataclass(frozen=True)
+class OnDemandSpec:
+    """An applied on-demand view as the registry holds it: what the server and exports run."""
+
+    name: str
+    sources: tuple[str, ...]  # the feature views whose features it reads
+    request_schema: tuple[Field, ...]
+    schema: tuple[Field, ...]
+    mode: str
+    udf: UdfRef
+    description: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def features(self) -> tuple[Field, ...]:
+        return self.schema
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.schema]
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "OnDemandSpec":
+        udf = spec["udf"]
+        return cls(name=spec["name"], sources=tuple(spec["sources"]),
+                   request_schema=tuple(Field.from_spec(f) for f in spec.get("request_schema", [])),
+                   schema=tuple(Field.from_spec(f) for f in spec["schema"]), mode=spec["mode"],
+                   udf=UdfRef(udf["module"], udf["function"], udf["source_sha256"]),
+                   description=spec.get("description", ""), tags=spec.get("tags", {}))
+
+
 def on_demand_feature_view(*, sources: Sequence[FeatureView | RequestSource], schema: Sequence[Field],
                            mode: str = "python", name: str | None = None, description: str = ""):
     """Declare an on-demand feature view from a function (its name is the view's name by default)."""
@@ -126,34 +165,34 @@ def _source(fn: Callable) -> str:
 _FUNCTIONS: dict[tuple[str, str, str], Callable] = {}
 
 
-def load_udf(spec: dict, repo_path: Path) -> Callable:
+def load_udf(view: OnDemandSpec, repo_path: Path) -> Callable:
     """The applied function, imported from the repo; refuses a function whose source has changed."""
-    udf = spec["udf"]
-    path = Path(udf["module"])
+    udf = view.udf
+    path = Path(udf.module)
     if not path.is_absolute():
         path = repo_path / path
-    key = (str(path), udf["function"], udf["source_sha256"])
+    key = (str(path), udf.function, udf.source_sha256)
     if key in _FUNCTIONS:
         return _FUNCTIONS[key]
     if not path.exists():
-        raise OnDemandFeatureError(f"on-demand feature view {spec['name']!r}: module {udf['module']} not found",
-                                   spec["name"])
+        raise OnDemandFeatureError(f"on-demand feature view {view.name!r}: module {udf.module} not found",
+                                   view.name)
     module = import_file(path, "_fsodfv_" + hashlib.sha256(str(path).encode()).hexdigest()[:12], repo_path)
-    obj = getattr(module, udf["function"], None)
+    obj = getattr(module, udf.function, None)
     fn = obj.udf if isinstance(obj, OnDemandFeatureView) else obj
-    if fn is None or hashlib.sha256(_source(fn).encode()).hexdigest() != udf["source_sha256"]:
-        raise OnDemandFeatureError(f"on-demand feature view {spec['name']!r}: the function changed since it "
-                                   "was applied; run apply again", spec["name"])
+    if fn is None or hashlib.sha256(_source(fn).encode()).hexdigest() != udf.source_sha256:
+        raise OnDemandFeatureError(f"on-demand feature view {view.name!r}: the function changed since it "
+                                   "was applied; run apply again", view.name)
     _FUNCTIONS[key] = fn
     return fn
 
 
-def run(spec: dict, repo_path: Path, inputs: dict[str, list], n: int) -> dict[str, pa.Array]:
+def run(view: OnDemandSpec, repo_path: Path, inputs: dict[str, list], n: int) -> dict[str, pa.Array]:
     """Run one on-demand view over ``n`` rows of ``inputs``; outputs typed as declared."""
-    name = spec["name"]
-    fn = load_udf(spec, repo_path)
+    name = view.name
+    fn = load_udf(view, repo_path)
     try:
-        if spec["mode"] == "pandas":
+        if view.mode == "pandas":
             import pandas as pd
 
             frame = fn(pd.DataFrame(inputs))
@@ -167,34 +206,33 @@ def run(spec: dict, repo_path: Path, inputs: dict[str, list], n: int) -> dict[st
         raise OnDemandFeatureError(f"on-demand feature view {name!r} must return a dict of columns, got "
                                    f"{type(out).__name__}", name)
     result = {}
-    for f in spec["schema"]:
-        if f["name"] not in out:
-            raise OnDemandFeatureError(f"on-demand feature view {name!r} did not return {f['name']!r}", name)
-        values = list(out[f["name"]])
+    for f in view.schema:
+        if f.name not in out:
+            raise OnDemandFeatureError(f"on-demand feature view {name!r} did not return {f.name!r}", name)
+        values = list(out[f.name])
         if len(values) != n:
             raise OnDemandFeatureError(f"on-demand feature view {name!r} returned {len(values)} values of "
-                                       f"{f['name']!r} for {n} rows", name)
-        arrow_type = fstypes.from_spec(f["dtype"]).to_arrow()
+                                       f"{f.name!r} for {n} rows", name)
         try:
-            result[f["name"]] = pa.array(values, arrow_type, from_pandas=True)
+            result[f.name] = pa.array(values, f.dtype.to_arrow(), from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise OnDemandFeatureError(f"on-demand feature view {name!r}: {f['name']!r} is not "
-                                       f"{f['dtype']}: {exc}", name) from None
+            raise OnDemandFeatureError(f"on-demand feature view {name!r}: {f.name!r} is not "
+                                       f"{f.dtype.to_spec()}: {exc}", name) from None
     return result
 
 
-def request_inputs(spec: dict, columns: dict[str, Any]) -> dict[str, Any]:
+def request_inputs(view: OnDemandSpec, columns: dict[str, Any]) -> dict[str, Any]:
     """The request fields of an on-demand view, from the request's columns; names a missing one."""
     out = {}
-    for f in spec.get("request_schema", []):
-        if f["name"] not in columns:
-            raise InvalidInputError(f"on-demand feature view {spec['name']!r} needs request field {f['name']!r}")
-        values = columns[f["name"]]
+    for f in view.request_schema:
+        if f.name not in columns:
+            raise InvalidInputError(f"on-demand feature view {view.name!r} needs request field {f.name!r}")
+        values = columns[f.name]
         if isinstance(values, list):  # request data from a lookup: check it against the declared type
             try:
-                values = pa.array(values, fstypes.from_spec(f["dtype"]).to_arrow()).to_pylist()
+                values = pa.array(values, f.dtype.to_arrow()).to_pylist()
             except (pa.ArrowInvalid, pa.ArrowTypeError):
-                raise InvalidInputError(f"on-demand feature view {spec['name']!r}: request field {f['name']!r} "
-                                        f"takes {f['dtype']} values") from None
-        out[f["name"]] = values
+                raise InvalidInputError(f"on-demand feature view {view.name!r}: request field {f.name!r} "
+                                        f"takes {f.dtype.to_spec()} values") from None
+        out[f.name] = values
     return out

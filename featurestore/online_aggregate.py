@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import statistics
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Mapping, Sequence
 
 import pyarrow as pa
 
-from featurestore import types as fstypes
+from featurestore.definitions import FeatureView
 from featurestore.timestamps import TS
-
-if TYPE_CHECKING:
-    from transforms.aggregation import Aggregation
+from transforms.aggregation import Aggregation
 
 EV_TS, EV_CR = "__fs_ev_ts", "__fs_ev_cr"
 
@@ -31,17 +29,16 @@ def ev_column(column: str) -> str:
     return f"__fs_ev_{column}"
 
 
-def aggregations_of(spec: dict) -> list["Aggregation"]:
-    from transforms.aggregation import Aggregation
-
-    return [Aggregation.from_spec(a) for a in spec.get("aggregations", [])]
-
-
-def state_types(spec: dict) -> dict[str, pa.DataType]:
+def view_state_types(view: FeatureView) -> dict[str, pa.DataType]:
     """The online store columns of an aggregation view's state, with their Arrow types."""
-    aggs = aggregations_of(spec)
-    events = {c["name"]: fstypes.from_spec(c["dtype"]).to_arrow() for c in spec["event_columns"]}
-    outputs = {f["name"]: fstypes.from_spec(f["dtype"]).to_arrow() for f in spec["schema"]}
+    return state_types(view.aggregations, {c.name: c.dtype.to_arrow() for c in view.event_columns},
+                       {f.name: f.dtype.to_arrow() for f in view.schema})
+
+
+def state_types(aggs: Sequence[Aggregation], events: Mapping[str, pa.DataType],
+                outputs: Mapping[str, pa.DataType]) -> dict[str, pa.DataType]:
+    """The state columns of ``aggs`` given the Arrow types of the event columns they read and of
+    their outputs (a lifetime aggregate is stored as its value)."""
     types: dict[str, pa.DataType] = {}
     windowed = [a for a in aggs if a.window is not None]
     if windowed:
@@ -55,7 +52,7 @@ def state_types(spec: dict) -> dict[str, pa.DataType]:
     return types
 
 
-def finish(agg: "Aggregation", state: dict, now: datetime):
+def finish(agg: Aggregation, state: dict, now: datetime):
     """The aggregation's value at ``now`` from one entity's stored state."""
     if agg.window is None:
         return state.get(agg.name)

@@ -17,13 +17,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from featurestore import types as fstypes
+from featurestore import on_demand
+from featurestore.catalog import Catalog
 from featurestore.definitions import FeatureService
 from featurestore.errors import InvalidInputError
-from featurestore.online_aggregate import aggregations_of, finish, state_types
-from featurestore.online_store import EventTimes, ReadResult
+from featurestore.online_aggregate import finish, view_state_types
+from featurestore.ports.online_store import CAP_ASYNC_READ, EventTimes, ReadResult
 from featurestore.retrieval import (
     ViewRequest,
+    arrow_fields,
     key_columns,
     on_demand_inputs,
     output_names,
@@ -91,7 +93,7 @@ def _jsonable(v: Any) -> Any:
 
 
 @dataclass
-class _Plan:
+class _RequestShape:
     """A resolved request: views to read, key columns, output names."""
 
     requests: list[ViewRequest]
@@ -105,7 +107,7 @@ class _Plan:
     state: dict[str, dict[str, pa.DataType]] = field(default_factory=dict)
     on_demand: list[ViewRequest] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
-    # Per view, in request order, what a lookup needs (computed once per plan): name, join keys and
+    # Per view, in request order, what a lookup needs (computed once per shape): name, join keys and
     # their types, features to read with their types (the stored state for aggregation views), output
     # names of the view's features, TTL seconds.
     views: list[tuple] = field(default_factory=list)
@@ -118,66 +120,65 @@ class OnlineReader:
         self.store = store
         self.registry_ttl = registry_ttl_seconds
         self._lock = threading.Lock()
-        self._snapshot: dict | None = None
-        self._version = -1
+        self._catalog: Catalog | None = None
         self._checked = 0.0
-        self._plans: dict[tuple, _Plan] = {}
+        self._shapes: dict[tuple, _RequestShape] = {}
 
-    def snapshot(self) -> dict:
+    def catalog(self) -> Catalog:
+        """The registry's definitions, re-read at most every ``registry_ttl`` seconds and parsed only
+        when the registry version changed."""
         now = time.monotonic()
-        if self._snapshot is None or now - self._checked > self.registry_ttl:
+        if self._catalog is None or now - self._checked > self.registry_ttl:
             with self._lock:
-                if self._snapshot is None or now - self._checked > self.registry_ttl:
-                    version = self.store.registry.version()
-                    if version != self._version or self._snapshot is None:
-                        with self.store.registry.read() as reader:
-                            self._version, self._snapshot = reader.version(), reader.snapshot()
-                        self._plans = {}
+                if self._catalog is None or now - self._checked > self.registry_ttl:
+                    catalog = self.store.catalog()
+                    if self._catalog is None or catalog.version != self._catalog.version:
+                        self._catalog, self._shapes = catalog, {}
                     self._checked = now
-        return self._snapshot
+        return self._catalog
 
-    def plan(self, features, full_feature_names: bool) -> _Plan:
-        snapshot = self.snapshot()
+    def shape(self, features, full_feature_names: bool) -> _RequestShape:
+        """What a lookup of ``features`` needs, resolved once per registry version."""
+        catalog = self.catalog()
         cache_key = (features.name if isinstance(features, FeatureService) else
                      features if isinstance(features, str) else tuple(features), full_feature_names)
-        cached = self._plans.get(cache_key)
+        cached = self._shapes.get(cache_key)
         if cached is not None:
             return cached
-        if len(self._plans) >= 1024:  # many distinct requests: keep the cache bounded
-            self._plans.clear()
-        resolved = resolve_features(snapshot, features)
+        if len(self._shapes) >= 1024:  # many distinct requests: keep the cache bounded
+            self._shapes.clear()
+        resolved = resolve_features(catalog, features)
         requests = resolved.requests
-        offline_only = [r.name for r in requests if not r.spec.get("online", True)]
+        offline_only = [r.name for r in requests if not r.view.online]
         if offline_only:
             raise InvalidInputError(f"feature view {offline_only[0]!r} is not served online (online=False)")
-        keys = {r.name: key_columns(r.spec) for r in requests}
+        keys = {r.name: key_columns(r.view) for r in requests}
         entity_columns = list(dict.fromkeys(k for r in requests for k, _ in keys[r.name]))
         names = output_names(requests + resolved.on_demand, full_feature_names, entity_columns)
-        plan = _Plan(
+        shape = _RequestShape(
             requests=requests,
             names=names,
             on_demand=resolved.on_demand,
             outputs=[names[parse_ref(r)] for r in dict.fromkeys(resolved.refs)],
             keys=keys,
-            types={r.name: {f["name"]: fstypes.from_spec(f["dtype"]).to_arrow() for f in r.spec["schema"]}
-                   for r in requests},
-            ttl={r.name: r.spec.get("ttl_seconds") for r in requests},
+            types={r.name: dict(arrow_fields(r.view.schema)) for r in requests},
+            ttl={r.name: r.view.ttl_seconds for r in requests},
             entity_columns=entity_columns,
         )
         for r in requests:
-            if r.spec.get("aggregations"):
-                plan.aggregations[r.name] = {a.name: a for a in aggregations_of(r.spec)}
-                plan.state[r.name] = state_types(r.spec)
+            if r.view.aggregated:
+                shape.aggregations[r.name] = {a.name: a for a in r.view.aggregations}
+                shape.state[r.name] = view_state_types(r.view)
         for r in requests:
             name, features = r.name, r.all_features
-            if name in plan.aggregations:
-                read, types = list(plan.state[name]), plan.state[name]
+            if name in shape.aggregations:
+                read, types = list(shape.state[name]), shape.state[name]
             else:
-                read, types = features, {f: plan.types[name][f] for f in features}
-            plan.views.append((name, keys[name], [k for k, _ in keys[name]], read, types,
-                               [(f, names[(name, f)]) for f in features], plan.ttl[name]))
-        self._plans[cache_key] = plan
-        return plan
+                read, types = features, {f: shape.types[name][f] for f in features}
+            shape.views.append((name, keys[name], [k for k, _ in keys[name]], read, types,
+                                [(f, names[(name, f)]) for f in features], shape.ttl[name]))
+        self._shapes[cache_key] = shape
+        return shape
 
     def read(self, features: Sequence[str] | FeatureService | str, entity_rows: Any,
              full_feature_names: bool = False, now: datetime | None = None) -> OnlineResponse:
@@ -187,29 +188,28 @@ class OnlineReader:
 
     async def read_async(self, features: Sequence[str] | FeatureService | str, entity_rows: Any,
                          full_feature_names: bool = False, now: datetime | None = None) -> OnlineResponse:
-        """``read`` for an event loop: with a backend that has ``read_many_async`` (Redis), the reads
+        """``read`` for an event loop: with a backend that has ``CAP_ASYNC_READ`` (Redis), the reads
         of all views are sent at once and awaited without blocking the loop; otherwise as ``read``."""
         lookup = self._begin(features, entity_rows, full_feature_names, now)
         online = self.store.online_store
-        read_many = getattr(online, "read_many_async", None)
-        if read_many is None or not lookup.reads:
+        if CAP_ASYNC_READ not in online.capabilities or not lookup.reads:
             results = [online.read(*args) for args in lookup.reads]
         else:
-            results = await read_many(lookup.reads)
+            results = await online.read_many_async(lookup.reads)
         return self._finish(lookup, results)
 
     def _begin(self, features, entity_rows: Any, full_feature_names: bool, now: datetime | None) -> "_Lookup":
         """Validate the request and list the online-store reads it needs (one per view)."""
-        plan = self.plan(features, full_feature_names)
+        shape = self.shape(features, full_feature_names)
         columns = _columns(entity_rows)
         n = _row_count(columns)
-        lookup = _Lookup(plan, columns, n, now or datetime.now(UTC))
-        for col in plan.entity_columns:
+        lookup = _Lookup(shape, columns, n, now or datetime.now(UTC))
+        for col in shape.entity_columns:
             if col not in columns:
                 raise InvalidInputError(f"entities: missing join key {col!r}")
         coerced: dict[str, list] = {}
         tuples: dict[tuple, list] = {}  # views keyed by the same columns share one list of key tuples
-        for view, keys, join_keys, read, types, _outs, _ttl in plan.views:
+        for view, keys, join_keys, read, types, _outs, _ttl in shape.views:
             names = tuple(name for name, _t in keys)
             key_tuples = tuples.get(names)
             if key_tuples is None:
@@ -224,17 +224,17 @@ class OnlineReader:
 
     def _finish(self, lookup: "_Lookup", results: list[ReadResult]) -> OnlineResponse:
         """Statuses (TTL at ``lookup.now``), output names, on-demand features."""
-        plan, n, now = lookup.plan, lookup.n, lookup.now
+        shape, n, now = lookup.shape, lookup.n, lookup.now
         values: dict[str, list] = {}
         statuses: dict[str, list[str]] = {}
         stamps: dict[str, list] = {}
-        for col in plan.entity_columns:
+        for col in shape.entity_columns:
             values[col] = lookup.columns[col]
             statuses[col] = [PRESENT] * n
             stamps[col] = [None] * n
-        for req, (view, *_, outs, ttl), result in zip(plan.requests, plan.views, results):
-            if view in plan.aggregations:
-                result = _finish_all(plan, req, result, n, now)
+        for req, (view, *_, outs, ttl), result in zip(shape.requests, shape.views, results):
+            if view in shape.aggregations:
+                result = _finish_all(shape, req, result, n, now)
             event_ts = result.event_timestamps
             oldest = None if ttl is None else now - timedelta(seconds=ttl)
             # (index, status) of the entities whose row is missing or too old: every feature of theirs
@@ -260,19 +260,17 @@ class OnlineReader:
                         vals[i] = None
                         sts[i] = status
                 values[out], statuses[out], stamps[out] = vals, sts, event_ts
-        for odfv in plan.on_demand:
-            self._run_on_demand(plan, odfv, lookup.columns, values, statuses, stamps, n)
-        return OnlineResponse(plan.entity_columns + plan.outputs, values, statuses, stamps)
+        for odfv in shape.on_demand:
+            self._run_on_demand(shape, odfv, lookup.columns, values, statuses, stamps, n)
+        return OnlineResponse(shape.entity_columns + shape.outputs, values, statuses, stamps)
 
-    def _run_on_demand(self, plan: _Plan, odfv: ViewRequest, columns: dict, values: dict, statuses: dict,
-                       stamps: dict, n: int) -> None:
-        from featurestore import on_demand
-
-        inputs = on_demand_inputs(odfv, plan.requests, plan.names, lambda name: values[name])
-        inputs |= on_demand.request_inputs(odfv.spec, columns)
-        outputs = on_demand.run(odfv.spec, self.store.repo_path, inputs, n)
+    def _run_on_demand(self, shape: _RequestShape, odfv: ViewRequest, columns: dict, values: dict,
+                       statuses: dict, stamps: dict, n: int) -> None:
+        inputs = on_demand_inputs(odfv, shape.requests, shape.names, lambda name: values[name])
+        inputs |= on_demand.request_inputs(odfv.view, columns)
+        outputs = on_demand.run(odfv.view, self.store.repo_path, inputs, n)
         for feature in odfv.features:
-            out = plan.names[(odfv.name, feature)]
+            out = shape.names[(odfv.name, feature)]
             values[out] = outputs[feature].to_pylist()
             statuses[out] = [PRESENT if v is not None else NULL_VALUE for v in values[out]]
             stamps[out] = [None] * n
@@ -282,7 +280,7 @@ class OnlineReader:
 class _Lookup:
     """One lookup between validating the request and assembling the response."""
 
-    plan: _Plan
+    shape: _RequestShape
     columns: dict[str, list]
     n: int
     now: datetime
@@ -290,10 +288,10 @@ class _Lookup:
     reads: list[tuple] = field(default_factory=list)
 
 
-def _finish_all(plan: "_Plan", req: ViewRequest, raw: ReadResult, n: int, now: datetime) -> ReadResult:
+def _finish_all(shape: "_RequestShape", req: ViewRequest, raw: ReadResult, n: int, now: datetime) -> ReadResult:
     """Aggregation values at ``now`` from the stored state of each entity."""
-    aggs = plan.aggregations[req.name]
-    names = list(plan.state[req.name])
+    aggs = shape.aggregations[req.name]
+    names = list(shape.state[req.name])
     values: dict[str, list] = {f: [] for f in req.all_features}
     for i in range(n):
         state = {name: raw.values[name][i] for name in names}

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import importlib
 from importlib import metadata
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from featurestore.errors import ConfigError, MissingDependencyError
+from featurestore.errors import ConfigError, InvalidInputError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from featurestore.ports.source_reader import SourceReader
 
 GROUPS = {
     "offline_store": "featurestore.offline_stores",
     "online_store": "featurestore.online_stores",
     "engine": "featurestore.engines",
+    "source_reader": "featurestore.source_readers",
 }
 
 # The built-in backends, the same table as the entry points in pyproject.toml (a test keeps the two
@@ -26,9 +31,12 @@ _BUILTIN = {
                      "redis": "connectors.online_redis:RedisOnlineStore"},
     "engine": {"local": "featurestore.engines.local:LocalEngine",
                "spark": "featurestore.engines.spark:SparkEngine"},
+    "source_reader": {"file": "connectors.file_source:FileSourceReader",
+                      "sql": "connectors.sql_source:SqlSourceReader"},
 }
 
 _EXTRA_FOR_MODULE = {"redis": "redis", "pyspark": "spark", "psycopg": "postgres", "fastapi": "serving"}
+_READERS: dict[tuple[str, str], Any] = {}
 
 
 def available(kind: str) -> dict[str, str]:
@@ -61,3 +69,17 @@ def config_class(cls: type) -> type:
     if model is None:
         raise ConfigError(f"{cls.__module__}.{cls.__name__} has no {cls.__name__}Config model")
     return model
+
+
+def source_reader(source: Any, repo_path: Path) -> "SourceReader":
+    """The reader the table names for ``source.kind`` (one per kind and repo, kept)."""
+    key = (source.kind, str(repo_path))
+    reader = _READERS.get(key)
+    if reader is None:
+        try:
+            cls = load("source_reader", source.kind)
+        except ConfigError:
+            raise InvalidInputError(f"source {source.name!r} of kind {source.kind!r} cannot be read in batch "
+                                    f"(readers: {', '.join(sorted(available('source_reader')))})") from None
+        reader = _READERS[key] = cls(repo_path)
+    return reader

@@ -13,16 +13,23 @@ aggregations in event-time order. That is the path for views with aggregations.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+import json
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from featurestore import types as fstypes
-from featurestore.engines.base import CREATED_TS, EVENT_TS
+from featurestore.catalog import Catalog
+from featurestore.definitions import FeatureView
 from featurestore.errors import InvalidInputError, NotFoundError
+from featurestore.ports.engine import CREATED_TS, EVENT_TS
 from featurestore.retrieval import key_columns
+from featurestore.sources import PushSource
+from featurestore.streaming import events
+from featurestore.streaming.blueprint import EventColumn, build_blueprint
 from featurestore.timestamps import TS
 
 if TYPE_CHECKING:
@@ -40,10 +47,10 @@ class PushResult:
     streamed: int = 0  # rows written to the push source's Kafka topic, for its views' stream jobs
 
 
-def views_for(snapshot: dict, name: str) -> list[dict]:
+def views_for(catalog: Catalog, name: str) -> list[FeatureView]:
     """Views fed by push source ``name`` (or the view called ``name``)."""
-    views = snapshot.get("feature_view", {})
-    fed = [v for v in views.values() if v["source"]["kind"] == "push" and v["source"]["name"] == name]
+    views = catalog.views
+    fed = [v for v in views.values() if isinstance(v.source, PushSource) and v.source.name == name]
     if not fed and name in views:
         fed = [views[name]]
     if not fed:
@@ -85,25 +92,23 @@ def _as_table(rows: Any) -> pa.Table:
                             f"got {type(rows).__name__}")
 
 
-def conform(view: dict, table: pa.Table) -> pa.Table:
+def conform(view: FeatureView, table: pa.Table) -> pa.Table:
     """The pushed rows as the view's typed columns plus canonical timestamps, or an error naming what
     is wrong."""
-    source = view["source"]
-    ts_field, created_field = source["timestamp_field"], source.get("created_timestamp_field")
+    ts_field, created_field = view.source.timestamp_field, view.source.created_timestamp_field
     keys = key_columns(view)
     key_names = {k for k, _ in keys}
-    features = [(f["name"], fstypes.from_spec(f["dtype"]).to_arrow()) for f in view["schema"]
-                if f["name"] not in key_names]
+    features = [(f.name, f.dtype.to_arrow()) for f in view.schema if f.name not in key_names]
     expected = {k: t for k, t in keys} | dict(features)
     expected[ts_field] = TS
     if created_field:
         expected[created_field] = TS
     unknown = [c for c in table.column_names if c not in expected]
     if unknown:
-        raise InvalidInputError(f"push to {view['name']!r}: unknown columns {unknown}")
+        raise InvalidInputError(f"push to {view.name!r}: unknown columns {unknown}")
     missing = [c for c in [k for k, _ in keys] + [ts_field] if c not in table.column_names]
     if missing:
-        raise InvalidInputError(f"push to {view['name']!r}: missing columns {missing}")
+        raise InvalidInputError(f"push to {view.name!r}: missing columns {missing}")
     arrays, names = [], []
     for name, want in list(expected.items()):
         if name not in table.column_names:
@@ -113,11 +118,11 @@ def conform(view: dict, table: pa.Table) -> pa.Table:
         else:
             col = table.column(name)
             if pa.types.is_timestamp(want) and pa.types.is_string(col.type):
-                col = _parse_times(view["name"], name, col)
+                col = _parse_times(view.name, name, col)
             try:
                 col = col.cast(want) if col.type != want else col
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-                raise InvalidInputError(f"push to {view['name']!r}: column {name!r} should be "
+                raise InvalidInputError(f"push to {view.name!r}: column {name!r} should be "
                                         f"{fstypes.from_arrow(want)}, got {col.type} ({exc})") from None
             arrays.append(col)
         names.append(EVENT_TS if name == ts_field else CREATED_TS if name == created_field else name)
@@ -127,9 +132,9 @@ def conform(view: dict, table: pa.Table) -> pa.Table:
     out = pa.Table.from_arrays(arrays, names=names)
     for k, _ in keys:
         if out.column(k).null_count:
-            raise InvalidInputError(f"push to {view['name']!r}: join key {k!r} has null values")
+            raise InvalidInputError(f"push to {view.name!r}: join key {k!r} has null values")
     if out.column(EVENT_TS).null_count:
-        raise InvalidInputError(f"push to {view['name']!r}: column {ts_field!r} has null values")
+        raise InvalidInputError(f"push to {view.name!r}: column {ts_field!r} has null values")
     return out
 
 
@@ -152,53 +157,44 @@ def _parse_times(view: str, name: str, col) -> pa.Array:
 def push(store: "FeatureStore", name: str, rows: Any, to: str = "online") -> PushResult:
     if to not in TARGETS:
         raise InvalidInputError(f"push: 'to' must be one of {TARGETS}, got {to!r}")
-    snapshot = store.online_reader.snapshot()
-    views = views_for(snapshot, name)
+    views = views_for(store.online_reader.catalog(), name)
     table = as_table(rows)
-    source = views[0]["source"]
-    if source["kind"] == "push" and source.get("topic"):
+    source = views[0].source
+    if isinstance(source, PushSource) and source.streams:
         return _push_to_stream(store, name, views, table)
     conformed = [(v, conform(v, table)) for v in views]  # validate every view before writing any
-    result = PushResult([v["name"] for v in views], table.num_rows)
+    result = PushResult([v.name for v in views], table.num_rows)
     for view, data in conformed:
         if to in ("online", "online_and_offline"):
-            ttl = view.get("ttl_seconds")
-            written = store.online_store.write(view["name"], [k for k, _ in key_columns(view)], data,
+            ttl = view.ttl_seconds
+            written = store.online_store.write(view.name, [k for k, _ in key_columns(view)], data,
                                                event_ts_column=EVENT_TS, created_ts_column=CREATED_TS,
                                                ttl=None if ttl is None else timedelta(seconds=ttl))
             result.online_written += written.written
             result.online_skipped += written.skipped_stale
         if to in ("offline", "online_and_offline"):
-            store.offline_store.appends.append(view["name"], data, EVENT_TS)
+            store.offline_store.appends.append(view.name, data, EVENT_TS)
     return result
 
 
-def _stream_columns(store: "FeatureStore", view: dict) -> list[dict]:
-    """The columns the view's stream job reads (``plan.build_plan``), kept per view definition on the
-    store, so a push does not read the source's schema and compile the view's SQL again."""
-    import json
-
-    from featurestore.streaming.plan import build_plan
-
+def _stream_columns(store: "FeatureStore", view: FeatureView) -> tuple[EventColumn, ...]:
+    """The columns the view's stream job reads (``blueprint.build_blueprint``), kept per view
+    definition on the store, so a push does not read the source's schema and compile the view's SQL
+    again."""
     cache = store.__dict__.setdefault("_stream_columns", {})
-    key = (view["name"], json.dumps(view, sort_keys=True, default=str))
+    key = (view.name, json.dumps(view.to_spec(), sort_keys=True, default=str))
     if key not in cache:
-        cache[key] = build_plan(store, view["name"], spec=view)["columns"]
+        cache[key] = build_blueprint(store, view.name, view=view).columns
     return cache[key]
 
 
-def _stream_messages(store: "FeatureStore", name: str, views: list[dict], table: pa.Table) -> list[str]:
+def _stream_messages(store: "FeatureStore", name: str, views: list[FeatureView], table: pa.Table) -> list[str]:
     """The rows as the JSON messages the views' stream jobs read, each checked as the jobs check them."""
-    import base64
-    import json
-
-    from featurestore.streaming import events
-
-    columns: dict[str, dict] = {}
+    columns: dict[str, EventColumn] = {}
     for view in views:
         for c in _stream_columns(store, view):
-            known = columns.setdefault(c["json"], dict(c))
-            known["required"] = known["required"] or c["required"]
+            known = columns.get(c.json)
+            columns[c.json] = c if known is None else replace(known, required=known.required or c.required)
     unknown = [c for c in table.column_names if c not in columns]
     if unknown:
         raise InvalidInputError(f"push to {name!r}: unknown columns {unknown} (its stream jobs read "
@@ -226,15 +222,14 @@ def _stream_messages(store: "FeatureStore", name: str, views: list[dict], table:
     return messages
 
 
-def _push_to_stream(store: "FeatureStore", name: str, views: list[dict], table: pa.Table) -> PushResult:
-    from connectors.kafka import KafkaClient, KafkaConfig
+def _push_to_stream(store: "FeatureStore", name: str, views: list[FeatureView], table: pa.Table) -> PushResult:
+    from connectors.kafka import KafkaClient, KafkaConfig  # confluent_kafka, only for streaming pushes
 
-    source = views[0]["source"]
+    source = views[0].source
     messages = _stream_messages(store, name, views, table)  # validate every row before writing any
     clients = store.__dict__.setdefault("_push_kafka", {})
-    client = clients.get(source["bootstrap_servers"])
+    client = clients.get(source.bootstrap_servers)
     if client is None:
-        client = clients[source["bootstrap_servers"]] = KafkaClient(
-            KafkaConfig(bootstrap_servers=source["bootstrap_servers"]))
-    written = client.produce(source["topic"], messages)
-    return PushResult([v["name"] for v in views], table.num_rows, streamed=written)
+        client = clients[source.bootstrap_servers] = KafkaClient(KafkaConfig(bootstrap_servers=source.bootstrap_servers))
+    written = client.produce(source.topic, messages)
+    return PushResult([v.name for v in views], table.num_rows, streamed=written)

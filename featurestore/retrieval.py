@@ -21,9 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from featurestore import on_demand, plugins
 from featurestore import types as fstypes
-from featurestore.definitions import FeatureService
-from featurestore.engines.base import CREATED_TS, EVENT_TS, ViewData, ViewJoin
+from featurestore.catalog import Catalog
+from featurestore.definitions import FeatureService, FeatureView, Field
 from featurestore.errors import (
     DefinitionError,
     FeatureNotFound,
@@ -32,9 +33,14 @@ from featurestore.errors import (
     NotFoundError,
     StreamIncompleteWarning,
 )
-from featurestore.sources import FileSource, SqlSource, StreamSource, batch_source_of, source_from_spec
+from featurestore.fingerprints import fingerprint_paths
+from featurestore.on_demand import OnDemandSpec
+from featurestore.ports.engine import CAP_EXPORT_PARQUET, CREATED_TS, EVENT_TS, ViewData, ViewJoin
+from featurestore.ports.offline_store import CAP_FILES
+from featurestore.sources import DataSource, StreamSource
 from featurestore.streaming.progress import complete_until
 from featurestore.timestamps import column_us
+from featurestore.validate import source_schema
 
 if TYPE_CHECKING:
     from featurestore.store import FeatureStore
@@ -45,16 +51,16 @@ MIN_TIME = datetime(1, 1, 1, tzinfo=UTC)
 
 @dataclass
 class ViewRequest:
-    """The features wanted from one view, in request order; ``hidden`` ones are read only as inputs
-    of on-demand views and are not returned."""
+    """The features wanted from one view (a feature view or an on-demand view), in request order;
+    ``hidden`` ones are read only as inputs of on-demand views and are not returned."""
 
-    spec: dict
+    view: FeatureView | OnDemandSpec
     features: list[str] = field(default_factory=list)
     hidden: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
-        return self.spec["name"]
+        return self.view.name
 
     @property
     def all_features(self) -> list[str]:
@@ -78,28 +84,26 @@ def parse_ref(ref: str) -> tuple[str, str]:
     return view, feature
 
 
-def resolve_features(snapshot: dict, features: Sequence[str] | FeatureService | str) -> Resolved:
+def resolve_features(catalog: Catalog, features: Sequence[str] | FeatureService | str) -> Resolved:
     """Refs, per-view requests and on-demand views for a list of refs or a feature service."""
-    views = snapshot.get("feature_view", {})
-    odfvs = snapshot.get("on_demand_feature_view", {})
-    known = views | odfvs
+    views, odfvs = catalog.views, catalog.on_demand
+    known: dict[str, FeatureView | OnDemandSpec] = {**views, **odfvs}
     service_name = None
     if isinstance(features, (FeatureService, str)) and not (isinstance(features, str) and ":" in features):
         service_name = features.name if isinstance(features, FeatureService) else features
-        spec = snapshot.get("feature_service", {}).get(service_name)
-        if spec is None:
-            if isinstance(features, FeatureService):
-                spec = features.to_spec()
-            else:
+        service = catalog.services.get(service_name)
+        if service is None:
+            if not isinstance(features, FeatureService):
                 raise NotFoundError(f"feature service {service_name!r} is not in the registry (run apply?)")
+            service = features
         refs = []
-        for proj in spec["features"]:
-            view = known.get(proj["view"])
+        for proj in service.projections():
+            view = known.get(proj.view)
             if view is None:
                 raise FeatureViewNotFound(f"feature service {service_name!r}: feature view "
-                                          f"{proj['view']!r} is not in the registry")
-            names = proj["features"] if proj["features"] is not None else _feature_names(view)
-            refs += [f"{proj['view']}:{n}" for n in names]
+                                          f"{proj.view!r} is not in the registry")
+            names = proj.features if proj.features is not None else view.feature_names
+            refs += [f"{proj.view}:{n}" for n in names]
     else:
         refs = [features] if isinstance(features, str) else list(features)
     if not refs:
@@ -112,16 +116,16 @@ def resolve_features(snapshot: dict, features: Sequence[str] | FeatureService | 
         if view is None:
             raise FeatureViewNotFound(f"feature view {view_name!r} (from {ref!r}) is not in the registry"
                                       f"{'; known: ' + ', '.join(sorted(known)) if known else ''}")
-        if feature not in _feature_names(view):
+        if feature not in view.feature_names:
             raise FeatureNotFound(f"feature view {view_name!r} has no feature {feature!r} "
-                                  f"(features: {', '.join(_feature_names(view))})")
+                                  f"(features: {', '.join(view.feature_names)})")
         req = (on_demand if view_name in odfvs else requests).setdefault(view_name, ViewRequest(view))
         if feature not in req.features:
             req.features.append(feature)
     for odfv in on_demand.values():  # the on-demand views' inputs: every feature of their sources
-        for source in odfv.spec["sources"]:
+        for source in odfv.view.sources:
             req = requests.setdefault(source, ViewRequest(views[source]))
-            req.hidden += [f for f in _feature_names(views[source]) if f not in req.all_features]
+            req.hidden += [f for f in views[source].feature_names if f not in req.all_features]
     return Resolved(refs, list(requests.values()), list(on_demand.values()), service_name)
 
 
@@ -130,23 +134,24 @@ def on_demand_inputs(odfv: ViewRequest, requests: list[ViewRequest], names: dict
     """The input columns of an on-demand view: its sources' features by feature name."""
     by_name = {r.name: r for r in requests}
     inputs = {}
-    for source in odfv.spec["sources"]:
+    for source in odfv.view.sources:
         for feature in by_name[source].all_features:
             inputs[feature] = column(names[(source, feature)])
     return inputs
 
 
-def _feature_names(view_spec: dict) -> list[str]:
-    keys = {c["name"] for c in view_spec.get("entity_columns", [])}
-    return [f["name"] for f in view_spec["schema"] if f["name"] not in keys]
+def arrow_fields(fields: Sequence[Field]) -> list[tuple[str, pa.DataType]]:
+    """(name, Arrow type) of each field."""
+    return [(f.name, f.dtype.to_arrow()) for f in fields]
 
 
-def _feature_types(view_spec: dict) -> dict[str, pa.DataType]:
-    return {f["name"]: fstypes.from_spec(f["dtype"]).to_arrow() for f in view_spec["schema"]}
+def key_columns(view: FeatureView) -> list[tuple[str, pa.DataType]]:
+    """The view's join key columns and their Arrow types."""
+    return arrow_fields(view.entity_columns)
 
 
-def key_columns(view_spec: dict) -> list[tuple[str, pa.DataType]]:
-    return [(c["name"], fstypes.from_spec(c["dtype"]).to_arrow()) for c in view_spec["entity_columns"]]
+def _feature_types(view: FeatureView) -> dict[str, pa.DataType]:
+    return dict(arrow_fields(view.schema))
 
 
 # -- entity frame --------------------------------------------------------------------------------
@@ -206,7 +211,7 @@ def normalise_timestamps(table: pa.Table, column: str) -> pa.Table:
 
 def check_keys(table: pa.Table, requests: list[ViewRequest]) -> None:
     for req in requests:
-        for key, arrow_type in key_columns(req.spec):
+        for key, arrow_type in key_columns(req.view):
             if key not in table.column_names:
                 raise InvalidInputError(f"entity_df is missing join key column {key!r} needed by feature view "
                                         f"{req.name!r}")
@@ -245,7 +250,7 @@ def output_names(requests: list[ViewRequest], full_feature_names: bool, entity_c
 
 # -- where each view is read from ----------------------------------------------------------------
 @dataclass
-class PlannedRead:
+class ViewRead:
     join: ViewJoin
     read_from: str  # "offline_store" | "source", with "+appended" when streamed or pushed rows join them
     fingerprint: str
@@ -255,50 +260,39 @@ class PlannedRead:
     streams: bool = False
 
 
-def needed_from(spec: dict, lo: datetime | None) -> datetime | None:
+def needed_from(view: FeatureView, lo: datetime | None) -> datetime | None:
     """The earliest event time an export with entity times >= lo + ttl can need (None: all history).
 
     Plain views need [t - ttl, t]; aggregation views need their longest window too, and all history
     for a lifetime aggregation or when there is no TTL (the latest event decides freshness)."""
-    aggs = spec.get("aggregations") or []
-    if not aggs:
+    if not view.aggregated:
         return lo
-    ttl = spec.get("ttl_seconds")
-    windows = [a["window_seconds"] for a in aggs]
+    ttl = view.ttl_seconds
+    windows = [None if a.window is None else a.window.total_seconds() for a in view.aggregations]
     if lo is None or ttl is None or any(w is None for w in windows):
         return None
     return lo + timedelta(seconds=ttl) - timedelta(seconds=max(max(windows), ttl))
 
 
-def stored_columns(spec: dict) -> tuple[list[tuple[str, pa.DataType]], list[tuple[str, pa.DataType]]]:
-    """(key columns, stored columns) of a view's rows: the features, or for an aggregation view the
-    event columns its aggregations read."""
-    keys = key_columns(spec)
-    if spec.get("aggregations"):
-        stored = [(c["name"], fstypes.from_spec(c["dtype"]).to_arrow()) for c in spec["event_columns"]]
-    else:
-        names = {k for k, _ in keys}
-        stored = [(f["name"], fstypes.from_spec(f["dtype"]).to_arrow()) for f in spec["schema"]
-                  if f["name"] not in names]
-    return keys, stored
+def stored_columns(view: FeatureView) -> tuple[list[tuple[str, pa.DataType]], list[tuple[str, pa.DataType]]]:
+    """(key columns, stored columns) of a view's rows, with their Arrow types (``stored_fields``)."""
+    return key_columns(view), arrow_fields(view.stored_fields)
 
 
-def plan_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: datetime,
-              names: dict[tuple[str, str], str]) -> PlannedRead:
-    spec = req.spec
-    ftypes = _feature_types(spec)
-    keys, stored = stored_columns(spec)
+def view_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: datetime,
+              names: dict[tuple[str, str], str]) -> ViewRead:
+    """Where one view's rows for entity times in [lo + ttl, hi] are read from, as an engine join."""
+    view = req.view
+    keys, stored = stored_columns(view)
     offline = store.offline_store
-    source = source_from_spec(spec["source"])
-    lo = needed_from(spec, lo)
+    lo = needed_from(view, lo)
     if offline.covers(req.name, lo or MIN_TIME, hi):
-        files = offline.files(req.name, lo, hi)
+        files = offline.files(req.name, lo, hi) if CAP_FILES in offline.capabilities else []
         data = (ViewData(EVENT_TS, CREATED_TS, files=tuple(files)) if files
                 else ViewData(EVENT_TS, CREATED_TS, table=offline.read(req.name, lo, hi)))
         read_from, fingerprint = "offline_store", offline.fingerprint(req.name)
     else:
-        data, fingerprint = source_data(store, spec, batch_source_of(source),
-                                        [k for k, _ in keys] + [c for c, _ in stored], lo, hi)
+        data, fingerprint = source_data(store, view, [k for k, _ in keys] + [c for c, _ in stored], lo, hi)
         read_from = "source"
     # Rows stream jobs and pushes appended: part of the view's history whatever was materialized.
     appended = offline.appends.files(req.name, lo, hi)
@@ -306,43 +300,34 @@ def plan_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: 
         data = replace(data, appended=tuple(appended), columns=tuple(n for n, _ in keys + stored))
         read_from += "+appended"
         fingerprint += "|" + offline.appends.fingerprint(req.name)
-    streams = isinstance(source, StreamSource) and source.streams
+    streams = isinstance(view.source, StreamSource) and view.source.streams
     complete = None
     if streams:
         bounds = [complete_until(p) for p in offline.appends.streams(req.name).values()]
         complete = min((b for b in bounds if b is not None), default=None)
-    aggregations = ()
-    if spec.get("aggregations"):
-        from transforms.aggregation import Aggregation
-
-        aggregations = tuple(Aggregation.from_spec(a) for a in spec["aggregations"])
-    event_columns = tuple((c["name"], fstypes.from_spec(c["dtype"])) for c in spec.get("event_columns", []))
+    ftypes = _feature_types(view)
     join = ViewJoin(
         name=req.name,
         keys=tuple((k, k, t) for k, t in keys),
         features=tuple((f, names[(req.name, f)], ftypes[f]) for f in req.all_features),
-        ttl_seconds=spec.get("ttl_seconds"),
+        ttl_seconds=view.ttl_seconds,
         data=data,
-        aggregations=aggregations,
-        event_columns=event_columns,
+        aggregations=tuple(view.aggregations),
+        event_columns=tuple((c.name, c.dtype) for c in view.event_columns),
     )
-    return PlannedRead(join, read_from, fingerprint, complete, streams)
+    return ViewRead(join, read_from, fingerprint, complete, streams)
 
 
-def pipeline(store: "FeatureStore", spec: dict, source) -> dict[str, Any]:
+def pipeline(store: "FeatureStore", view: FeatureView, source: DataSource) -> dict[str, Any]:
     """The ViewData pipeline fields of a view over ``source``: field mapping, filter, transforms."""
-    from transforms import ir
-
     out: dict[str, Any] = {}
     if source.field_mapping:
         out["rename"] = tuple(source.field_mapping.items())
-    if spec.get("filter") is not None:
-        out["filter"] = ir.from_spec(spec["filter"])
-    if spec.get("transform"):
-        out["transform"] = tuple(ir.from_spec(e) for e in spec["transform"])
+    if view.filter is not None:
+        out["filter"] = view.filter
+    if view.transform:
+        out["transform"] = tuple(view.transform)
     if "filter" in out or "transform" in out:
-        from featurestore.validate import source_schema
-
         types = {}
         for f in source_schema(source, store.repo_path):
             try:
@@ -353,28 +338,21 @@ def pipeline(store: "FeatureStore", spec: dict, source) -> dict[str, Any]:
     return out
 
 
-def source_data(store: "FeatureStore", spec: dict, source, columns: list[str], lo: datetime | None,
+def source_data(store: "FeatureStore", view: FeatureView, columns: list[str], lo: datetime | None,
                 hi: datetime | None) -> tuple[ViewData, str]:
-    """A view's source rows as engine input (with the view's pipeline), and the source's fingerprint."""
-    created = source.created_timestamp_field
-    steps = pipeline(store, spec, source)
-    if isinstance(source, FileSource):
-        from connectors import file_source
-
-        files = file_source.resolve_paths(source, store.repo_path)
-        return (ViewData(source.timestamp_field, created, files=tuple(files), file_format=source.file_format,
-                         **steps), file_source.fingerprint(source, store.repo_path))
-    if isinstance(source, SqlSource):
-        from connectors import sql_source
-
-        wanted = None
-        if "filter" not in steps and "transform" not in steps:
-            inverse = {v: k for k, v in source.field_mapping.items()}
-            wanted = list(dict.fromkeys([inverse.get(c, c) for c in columns] + [source.timestamp_field]
-                                        + ([created] if created else [])))
-        table = sql_source.read_arrow(source, wanted, lo, hi)
-        return ViewData(source.timestamp_field, created, table=table, **steps), sql_source.fingerprint(source)
-    raise InvalidInputError(f"source {source.name!r} of kind {source.kind!r} cannot be read in batch")
+    """A view's batch source rows as engine input (with the view's pipeline), and the source's
+    fingerprint. Without a pipeline only ``columns`` (view names) and the times are asked for."""
+    source = view.batch_source
+    reader = plugins.source_reader(source, store.repo_path)
+    steps = pipeline(store, view, source)
+    wanted = None
+    if "filter" not in steps and "transform" not in steps:
+        inverse = {v: k for k, v in source.field_mapping.items()}
+        created = source.created_timestamp_field
+        wanted = list(dict.fromkeys([inverse.get(c, c) for c in columns] + [source.timestamp_field]
+                                    + ([created] if created else [])))
+    data = reader.read(source, wanted, lo, hi)
+    return replace(data, **steps), reader.fingerprint(source)
 
 
 # -- the job ---------------------------------------------------------------------------------------
@@ -388,13 +366,14 @@ class RetrievalJob:
     def __init__(self, store: "FeatureStore", entity_df: Any, features, full_feature_names: bool,
                  timestamp_field: str | None = None):
         self._store = store
-        self._snapshot_version, snapshot = store.registry_snapshot()
-        resolved = resolve_features(snapshot, features)
+        catalog = store.catalog()
+        self._snapshot_version = catalog.version
+        resolved = resolve_features(catalog, features)
         self._refs, self._requests, self._service = resolved.refs, resolved.requests, resolved.service
         self._on_demand = resolved.on_demand
         # An engine that runs whole exports on a cluster reads an entity file itself (see to_parquet).
         self._entity_path = None
-        if (isinstance(entity_df, (str, os.PathLike)) and hasattr(store.engine, "export_parquet")
+        if (isinstance(entity_df, (str, os.PathLike)) and CAP_EXPORT_PARQUET in store.engine.capabilities
                 and Path(entity_df).suffix.lower() != ".csv"):
             self._entity_path = str(Path(entity_df).resolve())
             table = pq.read_schema(self._entity_path).empty_table()
@@ -404,24 +383,22 @@ class RetrievalJob:
         self._entity = table
         self._full = full_feature_names
         check_keys(table, self._requests)
-        from featurestore.on_demand import request_inputs
-
         for odfv in self._on_demand:
-            request_inputs(odfv.spec, {c: None for c in table.column_names})  # names a missing field now
+            on_demand.request_inputs(odfv.view, {c: None for c in table.column_names})  # names a missing field now
         self._names = output_names(self._requests + self._on_demand, full_feature_names, table.column_names)
         self._result: pa.Table | None = None
         self._hi: datetime | None = None  # the latest entity time, once computed
         self.manifest: dict[str, Any] = {}
 
-    def _plan_reads(self, lo_t: datetime, hi: datetime) -> list[PlannedRead]:
+    def _view_reads(self, lo_t: datetime, hi: datetime) -> list[ViewRead]:
         reads = []
         for req in self._requests:
-            ttl = req.spec.get("ttl_seconds")
+            ttl = req.view.ttl_seconds
             lo = None if ttl is None else lo_t - timedelta(seconds=ttl)
-            reads.append(plan_read(self._store, req, lo, hi, self._names))
+            reads.append(view_read(self._store, req, lo, hi, self._names))
         return reads
 
-    def _manifest(self, rows: int, reads: list[PlannedRead]) -> dict[str, Any]:
+    def _manifest(self, rows: int, reads: list[ViewRead]) -> dict[str, Any]:
         return {
             "created_at": datetime.now(UTC).isoformat(),
             "project": self._store.config.project,
@@ -437,7 +414,7 @@ class RetrievalJob:
                                     **self._stream_note(r)} for r in reads},
         }
 
-    def _stream_note(self, read: PlannedRead) -> dict[str, Any]:
+    def _stream_note(self, read: ViewRead) -> dict[str, Any]:
         """For a view whose source streams: up to when its stream job has completed, and whether the
         export's latest entity time is past that (on-time events for it may still arrive)."""
         if not read.streams:
@@ -446,7 +423,7 @@ class RetrievalJob:
         return {"stream_complete_until": until.isoformat() if until else None,
                 "stream_complete": until is not None and self._hi is not None and self._hi < until}
 
-    def _warn_incomplete(self, reads: list[PlannedRead]) -> None:
+    def _warn_incomplete(self, reads: list[ViewRead]) -> None:
         for r in reads:
             note = self._stream_note(r)
             if note and not note["stream_complete"]:
@@ -459,11 +436,11 @@ class RetrievalJob:
                       "stream_complete_until)"), stacklevel=4)
 
     def _join(self, entity: pa.Table, lo: datetime, hi: datetime, attempts: int = 3
-              ) -> tuple[list[PlannedRead], pa.Table]:
-        """Plan the reads and join. A materialization that commits between the two can replace (and
-        delete) offline-store files the plan named; then the plan is made again from the new commit."""
+              ) -> tuple[list[ViewRead], pa.Table]:
+        """Decide the reads and join. A materialization that commits between the two can replace (and
+        delete) offline-store files the reads named; then they are decided again from the new commit."""
         for attempt in range(attempts):
-            reads = self._plan_reads(lo, hi)
+            reads = self._view_reads(lo, hi)
             try:
                 return reads, self._store.engine.point_in_time_join(entity, self._ts_col, [r.join for r in reads])
             except Exception:
@@ -485,7 +462,7 @@ class RetrievalJob:
             reads, features = self._join(entity, pc.min(times).as_py(), self._hi)
             self._warn_incomplete(reads)
         else:
-            features = pa.table({self._names[(r.name, f)]: pa.array([], _feature_types(r.spec)[f])
+            features = pa.table({self._names[(r.name, f)]: pa.array([], _feature_types(r.view)[f])
                                  for r in self._requests for f in r.all_features})
         features = self._run_on_demand(features)
         ordered = [self._names[(v, f)] for v, f in (parse_ref(r) for r in dict.fromkeys(self._refs))]
@@ -501,15 +478,13 @@ class RetrievalJob:
         function, with the same inputs, as the server runs at request time."""
         if not self._on_demand:
             return features
-        from featurestore import on_demand
-
         n = self._entity.num_rows
         for odfv in self._on_demand:
             inputs = on_demand_inputs(odfv, self._requests, self._names,
                                       lambda name, table=features: table.column(name).to_pylist())
             inputs |= {k: v.to_pylist() for k, v in on_demand.request_inputs(
-                odfv.spec, {c: self._entity.column(c) for c in self._entity.column_names}).items()}
-            outputs = on_demand.run(odfv.spec, self._store.repo_path, inputs, n)
+                odfv.view, {c: self._entity.column(c) for c in self._entity.column_names}).items()}
+            outputs = on_demand.run(odfv.view, self._store.repo_path, inputs, n)
             for feature in odfv.features:
                 features = features.append_column(self._names[(odfv.name, feature)], outputs[feature])
         return features
@@ -543,7 +518,7 @@ class RetrievalJob:
     def _cluster_export(self, path: Path) -> dict[str, Any]:
         times = normalise_timestamps(pq.read_table(self._entity_path, columns=[self._ts_col]), self._ts_col)
         self._hi = pc.max(times.column(0)).as_py() if times.num_rows else None
-        reads = self._plan_reads(pc.min(times.column(0)).as_py(), self._hi) if times.num_rows else []
+        reads = self._view_reads(pc.min(times.column(0)).as_py(), self._hi) if times.num_rows else []
         self._warn_incomplete(reads)
         rows = self._store.engine.export_parquet(self._entity_path, self._ts_col, [r.join for r in reads],
                                                  str(path.resolve()))
@@ -555,8 +530,6 @@ class RetrievalJob:
 
 
 def _entity_file_fingerprint(path: str) -> str:
-    from connectors.file_source import fingerprint_paths
-
     files = [str(p) for p in Path(path).rglob("*") if p.is_file()] if Path(path).is_dir() else [path]
     return fingerprint_paths(files)
 

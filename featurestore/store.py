@@ -7,8 +7,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from featurestore import apply as apply_mod
+from featurestore import materialize, push
+from featurestore.catalog import Catalog
 from featurestore.config import RepoConfig, backend_config, load_config, resolve_registry_url
 from featurestore.definitions import Entity, FeatureService, FeatureView
+from featurestore.online_read import OnlineReader
+from featurestore.repo import load_repo
+from featurestore.retrieval import RetrievalJob
 
 
 class FeatureStore:
@@ -25,7 +31,7 @@ class FeatureStore:
     # -- backends (opened lazily) ----------------------------------------------------------------
     @cached_property
     def registry(self):
-        from featurestore.registry import Registry
+        from featurestore.registry import Registry  # SQLAlchemy, loaded when the registry is first used
 
         return Registry(resolve_registry_url(self.config.registry, self.repo_path), self.config.project)
 
@@ -43,6 +49,17 @@ class FeatureStore:
     def engine(self):
         cls, cfg = backend_config("engine", self.config.engine)
         return cls(cfg, self.repo_path)
+
+    def catalog(self) -> Catalog:
+        """The registry's objects as typed definitions, parsed once per registry version."""
+        with self.registry.read() as reader:
+            version = reader.version()
+            cached = self.__dict__.get("_catalog")
+            if cached is not None and cached.version == version:
+                return cached
+            catalog = Catalog.parse(version, reader.snapshot())
+        self._catalog = catalog
+        return catalog
 
     def registry_snapshot(self) -> tuple[int, dict]:
         """(version, kind -> name -> spec), read consistently."""
@@ -65,7 +82,6 @@ class FeatureStore:
     # -- definitions -------------------------------------------------------------------------------
     def plan(self, objects: Iterable[object] | None = None):
         """What ``apply`` would change, without changing anything."""
-        from featurestore import apply as apply_mod
 
         desired, deletes = self._desired(objects)
         plan = apply_mod.diff(self.registry.snapshot(), desired, deletes=deletes)
@@ -78,7 +94,6 @@ class FeatureStore:
         Without ``objects`` the registry is made to match the repo, deletes included; with ``objects``
         those are added or updated and nothing is deleted. Returns the applied plan.
         """
-        from featurestore import apply as apply_mod
 
         desired, deletes = self._desired(objects)
         plan = apply_mod.apply_specs(self.registry, desired, deletes=deletes, force=force)
@@ -86,8 +101,6 @@ class FeatureStore:
         return plan
 
     def _desired(self, objects: Iterable[object] | None) -> tuple[dict, bool]:
-        from featurestore import apply as apply_mod
-        from featurestore.repo import load_repo
 
         engine = self.config.engine.get("type", "local")
         if objects is None:
@@ -96,27 +109,20 @@ class FeatureStore:
         return apply_mod.desired_state(contents, self.repo_path, self.registry.snapshot(), engine), False
 
     def list_entities(self) -> list[Entity]:
-        return [Entity.from_spec(s) for s in self.registry.list("entity").values()]
+        return list(self.catalog().entities.values())
 
     def list_feature_views(self) -> list[FeatureView]:
-        return [FeatureView.from_spec(s) for s in self.registry.list("feature_view").values()]
+        return list(self.catalog().views.values())
 
     def list_feature_services(self) -> list[FeatureService]:
-        return [FeatureService.from_spec(s) for s in self.registry.list("feature_service").values()]
+        return list(self.catalog().services.values())
 
     def get_feature_view(self, name: str) -> FeatureView:
-        from featurestore.errors import FeatureViewNotFound
-
-        spec = self.registry.get("feature_view", name)
-        if spec is None:
-            raise FeatureViewNotFound(f"feature view {name!r} is not in the registry")
-        return FeatureView.from_spec(spec)
+        return self.catalog().view(name)
 
     # -- online ------------------------------------------------------------------------------------
     @cached_property
     def online_reader(self):
-        from featurestore.online_read import OnlineReader
-
         return OnlineReader(self)
 
     def get_online_features(self, features: Sequence[str] | FeatureService | str, entity_rows: Any,
@@ -128,8 +134,6 @@ class FeatureStore:
     def push(self, name: str, rows: Any, to: str = "online"):
         """Write rows for a push source (or a feature view) to the online store, the offline store or
         both (``to`` = "online" | "offline" | "online_and_offline"), through the monotonic write path."""
-        from featurestore import push
-
         return push.push(self, name, rows, to)
 
     # -- offline -----------------------------------------------------------------------------------
@@ -139,8 +143,6 @@ class FeatureStore:
 
         ``features`` is a list of ``"view:feature"`` references or a FeatureService (or its name).
         """
-        from featurestore.retrieval import RetrievalJob
-
         return RetrievalJob(self, entity_df, features, full_feature_names, timestamp_field)
 
     def materialize(self, start_date: datetime | None, end_date: datetime,
@@ -148,15 +150,11 @@ class FeatureStore:
                     progress: bool | None = None):
         """Copy each view's rows with start <= event time < end into the offline store (replacing that
         interval) and, with ``online``, the latest value per entity into the online store."""
-        from featurestore import materialize
-
         return materialize.materialize(self, start_date, end_date, feature_views, online=online,
                                        progress=progress)
 
     def materialize_incremental(self, end_date: datetime, feature_views: Sequence[str] | None = None, *,
                                 online: bool = True, progress: bool | None = None):
         """Materialize each view from its last watermark (kept in the registry) up to ``end_date``."""
-        from featurestore import materialize
-
         return materialize.materialize_incremental(self, end_date, feature_views, online=online,
                                                    progress=progress)

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import pyarrow as pa
 
+from featurestore import plugins
 from featurestore import types as fstypes
 from featurestore.definitions import Entity, FeatureService, FeatureView, Field
-from featurestore.engines.base import CREATED_TS, EVENT_TS
-from featurestore.errors import DefinitionError, FeatureStoreError
-from featurestore.sources import DataSource, FileSource, SqlSource, batch_source_of
+from featurestore.errors import DefinitionError, FeatureStoreError, InvalidInputError
+from featurestore.ports.engine import CREATED_TS, EVENT_TS
+from featurestore.sources import DataSource, batch_source_of
+from transforms import infer_type, output_name
+from transforms.compile_duckdb import DuckDBCompiler
+from transforms.compile_spark import SparkCompiler
 
 RESERVED_COLUMNS = {EVENT_TS, CREATED_TS}
 
@@ -41,16 +46,11 @@ class Problems:
 def source_schema(source: DataSource, repo_path: Path) -> pa.Schema:
     """The columns a source provides, after its field mapping is applied."""
     source = batch_source_of(source)
-    if isinstance(source, FileSource):
-        from connectors import file_source
-
-        schema = file_source.read_schema(source, repo_path)
-    elif isinstance(source, SqlSource):
-        from connectors import sql_source
-
-        schema = sql_source.read_schema(source)
-    else:
-        raise DefinitionError(f"source {source.name!r}: unsupported kind {source.kind!r}", obj=source.name)
+    try:
+        reader = plugins.source_reader(source, repo_path)
+    except InvalidInputError:
+        raise DefinitionError(f"source {source.name!r}: unsupported kind {source.kind!r}", obj=source.name) from None
+    schema = reader.schema(source)
     if source.field_mapping:
         schema = pa.schema([f.with_name(source.field_mapping.get(f.name, f.name)) for f in schema])
     return schema
@@ -134,7 +134,6 @@ def view_columns(view: FeatureView, found: dict[str, pa.DataType], problems: Pro
                  ) -> dict[str, fstypes.DataType] | None:
     """The columns a view's rows have: the source's (after field mapping) with the filter applied and
     the transforms' outputs added or replacing; None (and a problem) when an expression is invalid."""
-    from transforms import infer_type, output_name
 
     columns: dict[str, fstypes.DataType] = {}
     for name, arrow_type in found.items():
@@ -213,9 +212,9 @@ def _aggregation_fields(view: FeatureView, columns: dict[str, fstypes.DataType],
 def check_engine(view: FeatureView, engine_type: str, problems: Problems) -> None:
     """An engine that cannot run a node says so at plan time, never mid-job."""
     if engine_type == "spark":
-        from transforms.compile_spark import SparkCompiler as compiler
+        compiler = SparkCompiler
     else:
-        from transforms.compile_duckdb import DuckDBCompiler as compiler
+        compiler = DuckDBCompiler
     nodes = list(view.transform) + ([view.filter] if view.filter is not None else []) + list(view.aggregations)
     try:
         compiler.check_supported(nodes, view=view.name)
@@ -223,17 +222,16 @@ def check_engine(view: FeatureView, engine_type: str, problems: Problems) -> Non
         problems.add(str(exc), obj=view.name, field_name="transform")
 
 
-def check_service(service: FeatureService, views: dict[str, dict], problems: Problems) -> None:
+def check_service(service: FeatureService, views: dict[str, Sequence[Field]], problems: Problems) -> None:
+    """Every view the service lists exists and has the features it names (``views``: name -> fields)."""
     for proj in service.projections():
-        spec = views.get(proj["view"])
-        if spec is None:
-            problems.add(f"FeatureService {service.name!r} references unknown feature view {proj['view']!r}",
+        fields = views.get(proj.view)
+        if fields is None:
+            problems.add(f"FeatureService {service.name!r} references unknown feature view {proj.view!r}",
                          obj=service.name, field_name="features")
             continue
-        if proj["features"] is None:
-            continue
-        known = {f["name"] for f in spec["schema"]}
-        for feat in proj["features"]:
+        known = {f.name for f in fields}
+        for feat in proj.features or ():
             if feat not in known:
-                problems.add(f"FeatureService {service.name!r}: feature view {proj['view']!r} has no feature "
+                problems.add(f"FeatureService {service.name!r}: feature view {proj.view!r} has no feature "
                              f"{feat!r}", obj=service.name, field_name=feat)

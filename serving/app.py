@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
 from fastapi import Depends, FastAPI  # noqa: TID253
 
 from featurestore import __version__
+from featurestore.store import FeatureStore
 from serving import errors, fast_path
 from serving.auth import ENV_VAR as API_KEYS_ENV
 from serving.auth import ApiKeyAuth, parse_api_keys
@@ -28,9 +28,6 @@ from serving.middleware import ServingMiddleware
 from serving.responses import JSONBytesResponse
 from serving.routers import admin, online, push, registry
 from serving.state import ServingState
-
-if TYPE_CHECKING:
-    from featurestore.store import FeatureStore
 
 log = logging.getLogger("featurestore.serving")
 
@@ -72,7 +69,7 @@ def create_app(store: "FeatureStore", *, api_keys: dict[str, set[str]] | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         try:  # warm up: registry snapshot and the online store connection, if they answer
-            store.online_reader.snapshot()
+            store.online_reader.catalog()
             store.online_store  # noqa: B018 - opens the backend
         except Exception as exc:  # noqa: BLE001 - a server must start even if a backend is down
             log.warning("warm-up failed (%s: %s); serving anyway", type(exc).__name__, exc)
@@ -119,7 +116,5 @@ def _add_openapi_schemas(app: FastAPI, schemas: dict) -> None:
 def app_from_env() -> FastAPI:
     """The app ``featurestore serve`` runs (a factory, so each uvicorn worker opens its own store):
     the repo from ``FEATURESTORE_REPO``, API keys from ``FEATURESTORE_API_KEYS``."""
-    from featurestore.store import FeatureStore
-
     store = FeatureStore(repo_path=os.environ.get(REPO_ENV, "."))
     return create_app(store, api_keys=parse_api_keys(os.environ.get(API_KEYS_ENV)), close_store=True)

@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from featurestore.errors import BackendUnavailableError
+from featurestore.ports.online_store import CAP_ASYNC_READ
 from serving.errors import handle_store_error
+from serving.routers.online import _lookup, respond
 
 if TYPE_CHECKING:
     from serving.auth import ApiKeyAuth
@@ -128,8 +130,6 @@ def authorized(auth: "ApiKeyAuth | None", scope: dict) -> bool:
 async def serve(state: "ServingState", auth: "ApiKeyAuth | None", scope: dict, body: bytes,
                 send) -> int | None:
     """Answer the lookup and return the HTTP status sent, or None (nothing sent) for the full route."""
-    from serving.routers.online import _lookup, respond
-
     if not authorized(auth, scope):
         return None
     parsed = parse(body)
@@ -141,7 +141,7 @@ async def serve(state: "ServingState", auth: "ApiKeyAuth | None", scope: dict, b
     features: Any = parsed.feature_service if parsed.features is None else parsed.features
     store = state.store
     try:
-        if hasattr(store.online_store, "read_many_async"):
+        if CAP_ASYNC_READ in store.online_store.capabilities:
             # Awaiting the backend does not block the loop: no thread pool, no degraded mode needed.
             response = await store.online_reader.read_async(features, parsed.entities, parsed.full_feature_names)
             content = respond(state, features, parsed.full_feature_names, rows, response)
@@ -150,7 +150,7 @@ async def serve(state: "ServingState", auth: "ApiKeyAuth | None", scope: dict, b
         else:
             content = _lookup(state, features, parsed, rows)
     except BackendUnavailableError as exc:
-        if not hasattr(store.online_store, "read_many_async"):
+        if CAP_ASYNC_READ not in store.online_store.capabilities:
             state.store_calls.degraded = True
         response = handle_store_error(state.metrics, scope.get("method", "POST"), PATH, exc)
         await response(scope, _no_receive, send)

@@ -119,8 +119,8 @@ def test_export_survives_a_materialization_committing_between_plan_and_join(tmp_
     class RacingJob(RetrievalJob):
         raced = 0
 
-        def _plan_reads(self, lo, hi):
-            reads = super()._plan_reads(lo, hi)
+        def _view_reads(self, lo, hi):
+            reads = super()._view_reads(lo, hi)
             if not RacingJob.raced:  # another process rematerializes right after this plan
                 RacingJob.raced += 1
                 FeatureStore(repo).materialize(T0, T0 + timedelta(days=1), online=False)

@@ -29,6 +29,7 @@ from connectors.offline_parquet import (
     merge_intervals,
 )
 from featurestore.errors import FeatureViewNotFound, InvalidInputError
+from featurestore.ports.offline_store import CAP_COMPACT, CAP_FILES, CAP_STAGED_WRITE, OfflineStore
 
 UTC = timezone.utc
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
@@ -110,7 +111,8 @@ def test_config_resolves_relative_path_and_forbids_extra(tmp_path: Path) -> None
     assert ParquetOfflineStoreConfig.model_validate({"type": "parquet", "path": "x"}).path == "x"
     with pytest.raises(ValidationError):
         ParquetOfflineStoreConfig.model_validate({"type": "parquet", "bogus": 1})
-    assert {"write", "append", "read", "coverage"} <= ParquetOfflineStore.capabilities
+    assert isinstance(s, OfflineStore)
+    assert {CAP_FILES, CAP_STAGED_WRITE, CAP_COMPACT} <= ParquetOfflineStore.capabilities
 
 
 def test_partition_layout_on_disk(store: ParquetOfflineStore) -> None:

@@ -27,7 +27,7 @@ from connectors import online_codec as codec
 from connectors.online_redis import RedisOnlineStore, RedisOnlineStoreConfig
 from connectors.online_sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
 from featurestore.errors import BackendUnavailableError, InvalidInputError
-from featurestore.online_store import OnlineStore, ReadResult, WriteResult
+from featurestore.ports.online_store import CAP_ASYNC_READ, OnlineStore, ReadResult, WriteResult
 
 UTC = timezone.utc
 TS = pa.timestamp("us", tz="UTC")
@@ -721,6 +721,8 @@ def test_redis_async_reads_equal_reads(redis_store):
     reads = [("a", ["id"], [(i,) for i in ids + unknown], ["x", "s"], {"x": pa.int64(), "s": pa.string()}),
              ("b", ["id"], [(i,) for i in ids], ["y"], {"y": pa.float64()}),
              ("b", ["id"], [], ["y"], {"y": pa.float64()})]
+
+    assert CAP_ASYNC_READ in redis_store.capabilities  # what the server's fast path checks
 
     async def both_loops():
         return await redis_store.read_many_async(reads), await redis_store.read_many_async(reads[1:2])

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from featurestore.engines.base import ViewData, ViewJoin
 from featurestore.engines.local import LocalEngine
+from featurestore.ports.engine import ViewData, ViewJoin
 from tests.pit_reference import reference_join
 
 UTC = timezone.utc

@@ -32,7 +32,7 @@ from featurestore.errors import (
     FeatureViewNotFound,
     InvalidInputError,
 )
-from featurestore.online_store import EventTimes
+from featurestore.ports.online_store import EventTimes
 from serving.app import create_app
 from serving.client import AuthenticationError, FeatureClient, PermissionDeniedError, RequestTooLargeError
 from serving.http_protocol import CoalescingHttpToolsProtocol

@@ -20,7 +20,7 @@ import pytest
 
 from connectors.kafka import KafkaClient, KafkaConfig
 from featurestore.errors import StreamIncompleteWarning
-from featurestore.streaming.plan import build_plan
+from featurestore.streaming.blueprint import Blueprint, build_blueprint
 from featurestore.streaming.sink import EventSink
 from featurestore.streaming.writers import OfflineRows, online_writer
 from tests.repo_helpers import store_for
@@ -58,9 +58,9 @@ def _store(tmp_path: Path, history: list[dict], bootstrap: str = "127.0.0.1:1", 
     return store
 
 
-def _row(plan: dict, e: dict[str, Any]) -> dict[str, Any]:
-    row = {k: e[k] for k in plan["keys"]}
-    row.update({c["name"]: e[c["name"]] for c in plan["stored"]})
+def _row(blueprint: Blueprint, e: dict[str, Any]) -> dict[str, Any]:
+    row = {k: e[k] for k in blueprint.keys}
+    row.update({f.name: e[f.name] for f in blueprint.stored})
     return {**row, "event_timestamp": e["ts"], "created_timestamp": None}
 
 
@@ -69,7 +69,7 @@ def _row(plan: dict, e: dict[str, Any]) -> dict[str, Any]:
 
 def test_an_event_older_than_its_entitys_newest_is_folded_and_written(tmp_path: Path):
     store = _store(tmp_path, [])
-    plan = build_plan(store, "spend")
+    plan = build_blueprint(store, "spend")
     writer = online_writer(plan, store)
     t = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
     later = {"user_id": 1, "price": 2.0, "kind": "a", "ts": t + timedelta(seconds=3)}
@@ -117,9 +117,9 @@ class Recorder:
             self.messages.append({"partition": p, "offset": self.next_offset[p], "kind": kind, "event": event})
             self.next_offset[p] += 1
 
-    def columns(self, plan: dict, batch: list[dict]) -> list[list[Any]]:
+    def columns(self, blueprint: Blueprint, batch: list[dict]) -> list[list[Any]]:
         """The columns the job's SQL would hand the sink for ``batch``."""
-        names = plan["output_columns"]
+        names = blueprint.output_columns
         cols: list[list[Any]] = [[] for _ in range(len(names) + 6)]
         for m in batch:
             e = m["event"]
@@ -134,9 +134,9 @@ class Recorder:
             cols[base + 1].append(m["offset"])
             cols[base + 2].append(1_767_225_600_000)  # the Kafka record time, epoch ms
             cols[base + 3].append(None if e is not None else json.dumps(
-                {"reason": "bad JSON", "view": plan["view"], "topic": plan["kafka"]["topic"],
+                {"reason": "bad JSON", "view": blueprint.view, "topic": blueprint.kafka.topic,
                  "partition": m["partition"], "offset": m["offset"]}))
-            keeps = plan["view"] != "spend" or (e is not None and e["kind"] != "x")
+            keeps = blueprint.view != "spend" or (e is not None and e["kind"] != "x")
             cols[base + 4].append(keeps)
             cols[base + 5].append(None)
         return cols
@@ -145,7 +145,7 @@ class Recorder:
 def test_sink_applies_each_message_once_across_crashes(tmp_path: Path, kafka_bootstrap: str, monkeypatch):
     topic = f"fs-sink-{uuid.uuid4().hex[:10]}"
     store = _store(tmp_path, [], bootstrap=kafka_bootstrap, topic=topic)
-    plan = build_plan(store, "spend")
+    plan = build_blueprint(store, "spend")
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
     rec = Recorder(seed=7, partitions=3, users=30, start=start)
     rec.produce(3000)
@@ -224,7 +224,7 @@ def test_export_sees_streamed_rows_with_the_history_and_counts_each_event_once(t
                 for u in range(3)]
     archived = history[0]  # the batch source archives the stream: one event is in both
     for view in ("spend", "last"):
-        plan = build_plan(store, view)
+        plan = build_blueprint(store, view)
         rows = [_row(plan, e) for e in streamed + [archived]]
         writer = OfflineRows(plan, store)
         writer.commit(writer.stage(rows), {0: (0, len(rows) - 1)},

@@ -13,10 +13,11 @@ import pyarrow as pa
 import pytest
 
 from featurestore import FileSource, KafkaSource
+from featurestore import types as fstypes
 from featurestore.errors import ConflictError, DefinitionError, InvalidInputError
 from featurestore.online_aggregate import finish
 from featurestore.streaming import events as ev
-from featurestore.streaming.plan import build_plan
+from featurestore.streaming.blueprint import Blueprint, EventColumn, build_blueprint
 from featurestore.streaming.state import AggregationState
 from featurestore.streaming.writers import OfflineRows
 from featurestore.timestamps import to_us
@@ -61,12 +62,12 @@ def test_kafka_source_rejects_bad_settings_naming_them(kwargs, field):
 # ------------------------------------------------------------------------------ reading messages
 
 COLUMNS = [
-    {"name": "user_id", "json": "user", "dtype": "Int64", "required": True},
-    {"name": "ts", "json": "ts", "dtype": "Timestamp", "required": True},
-    {"name": "price", "json": "price", "dtype": "Float64", "required": False},
-    {"name": "kind", "json": "kind", "dtype": "String", "required": False},
-    {"name": "ok", "json": "ok", "dtype": "Bool", "required": False},
-    {"name": "blob", "json": "blob", "dtype": "Bytes", "required": False},
+    EventColumn("user_id", "user", fstypes.Int64, True),
+    EventColumn("ts", "ts", fstypes.Timestamp, True),
+    EventColumn("price", "price", fstypes.Float64, False),
+    EventColumn("kind", "kind", fstypes.String, False),
+    EventColumn("ok", "ok", fstypes.Bool, False),
+    EventColumn("blob", "blob", fstypes.Bytes, False),
 ]
 
 
@@ -141,9 +142,8 @@ def test_streamed_state_gives_the_batch_export_values(tmp_path: Path):
         v = FeatureView(name="v", entities=[user], source=src, aggregations=[{aggs}])
     """, tables={"ev": events})
     store.apply()
-    spec = store.registry.get("feature_view", "v")
-    agg_specs = spec["aggregations"]
-    state = AggregationState(agg_specs)
+    aggs = store.get_feature_view("v").aggregations
+    state = AggregationState(aggs)
     per_user: dict[int, dict] = {}
     arrivals = events.to_pylist()
     random.Random(3).shuffle(arrivals)  # any arrival order gives the same values
@@ -152,24 +152,25 @@ def test_streamed_state_gives_the_batch_export_values(tmp_path: Path):
         state.add(st, to_us(r["ts"]), None, r, 1)
     entity_df = pa.table({"user_id": pa.array(sorted(per_user), pa.int64()),
                           "event_timestamp": pa.array([now] * len(per_user), TS)})
-    names = [f"v:{a['name']}" for a in agg_specs]
+    names = [f"v:{a.name}" for a in aggs]
     want = store.get_historical_features(entity_df=entity_df, features=names).to_arrow().to_pylist()
-    for a in agg_specs:  # the data exercises every aggregation
-        assert sum(r[a["name"]] not in (None, 0) for r in want) > len(want) // 2, a["name"]
+    for a in aggs:  # the data exercises every aggregation
+        assert sum(r[a.name] not in (None, 0) for r in want) > len(want) // 2, a.name
     for row in want:
         online = state.row(per_user[row["user_id"]])
-        for a in agg_specs:
-            got = finish(Aggregation.from_spec(a), online, now)
-            exp = row[a["name"]]
-            if a["function"] == "stddev" and exp is not None:
-                assert got == pytest.approx(exp, rel=1e-9), (row["user_id"], a["name"])
+        for a in aggs:
+            got = finish(a, online, now)
+            exp = row[a.name]
+            if a.function == "stddev" and exp is not None:
+                assert got == pytest.approx(exp, rel=1e-9), (row["user_id"], a.name)
             else:
-                assert got == exp, (row["user_id"], a["name"], got, exp)
+                assert got == exp, (row["user_id"], a.name, got, exp)
         assert online["event_timestamp"] == max(r["ts"] for r in events.to_pylist() if r["user_id"] == row["user_id"])
 
 
 def test_state_drops_events_no_lookup_can_need():
-    state = AggregationState([{"column": "x", "function": "sum", "window_seconds": 60, "name": "x_sum_1m"}])
+    state = AggregationState([Aggregation.from_spec(
+        {"column": "x", "function": "sum", "window_seconds": 60, "name": "x_sum_1m"})])
     st = state.new()
     t0 = to_us(datetime(2024, 1, 1, tzinfo=UTC))
     for i in range(10):
@@ -206,23 +207,24 @@ def _history() -> pa.Table:
 def test_plan_lists_what_messages_carry_and_compiles_the_transforms(tmp_path: Path):
     store = store_for(tmp_path, FEATURES, tables={"clicks": _history()})
     store.apply()
-    plan = build_plan(store, "user_clicks")
-    assert [(c["name"], c["dtype"], c["required"]) for c in plan["columns"]] == [
+    blueprint = build_blueprint(store, "user_clicks")
+    assert [(c.name, c.dtype.to_spec(), c.required) for c in blueprint.columns] == [
         ("user_id", "Int64", True), ("ts", "Timestamp", True), ("price", "Float64", False),
         ("kind", "String", False)]  # not "unused"
     # the filter is a column (no message is dropped before the sink, which keeps per-partition time)
-    assert "COALESCE((`kind` <> CAST('x' AS STRING)), FALSE) AS `__fs_keep`" in plan["select"]
-    assert "WHERE" not in plan["select"]
-    assert "(`price` * CAST(2 AS BIGINT)) AS `price2`" in plan["select"]
-    assert plan["kafka"]["group_id"] == "featurestore.test.user_clicks"
+    assert "COALESCE((`kind` <> CAST('x' AS STRING)), FALSE) AS `__fs_keep`" in blueprint.select
+    assert "WHERE" not in blueprint.select
+    assert "(`price` * CAST(2 AS BIGINT)) AS `price2`" in blueprint.select
+    assert blueprint.kafka.group_id == "featurestore.test.user_clicks"
+    assert Blueprint.from_json(blueprint.to_json()) == blueprint  # what the job process reads back
     with pytest.raises(InvalidInputError, match="KafkaSource"):
-        build_plan(store, "plain")
+        build_blueprint(store, "plain")
 
 
 def test_plan_turns_transform_failures_into_an_error_column_instead_of_failing_the_job(tmp_path: Path):
     store = store_for(tmp_path, FEATURES, tables={"clicks": _history()})
     store.apply()
-    select = build_plan(store, "unused_next")["select"]
+    select = build_blueprint(store, "unused_next").select
     assert "CAST('integer overflow" not in select  # the throwing cast of the batch-like compile
     assert "THEN 'integer overflow in +: ' || CAST(`unused` AS STRING) END) AS `__fs_error` FROM `events`" in select
     assert select.startswith("SELECT `user_id` AS `user_id`, `next` AS `next`, ")
@@ -230,7 +232,7 @@ def test_plan_turns_transform_failures_into_an_error_column_instead_of_failing_t
     assert ", `__fs_offset`, `__fs_kafka_ts`, `__fs_bad`, `__fs_keep`, `__fs_error` FROM (SELECT `user_id`, " \
         in select
     # nothing in user_clicks can fail: the column is a constant null
-    assert "CAST(NULL AS STRING) AS `__fs_error` FROM `events`" in build_plan(store, "user_clicks")["select"]
+    assert "CAST(NULL AS STRING) AS `__fs_error` FROM `events`" in build_blueprint(store, "user_clicks").select
 
 
 def test_lateness_is_judged_against_the_events_own_partition():
@@ -257,9 +259,8 @@ def test_lateness_is_judged_against_the_events_own_partition():
 def test_dead_letter_of_a_row_says_why_and_where_from():
     from featurestore.streaming.writers import row_dead_letter
 
-    plan = {"view": "v", "kafka": {"topic": "t"}}
     row = {"user_id": 1, "next": None, "event_timestamp": datetime(2024, 1, 1, tzinfo=UTC), "b": b"x"}
-    assert json.loads(row_dead_letter(plan, "transform: integer overflow in +: 9", row, 0, 7)) == {
+    assert json.loads(row_dead_letter("v", "t", "transform: integer overflow in +: 9", row, 0, 7)) == {
         "reason": "transform: integer overflow in +: 9", "view": "v", "topic": "t", "partition": 0, "offset": 7,
         "row": {"user_id": 1, "next": None, "event_timestamp": "2024-01-01T00:00:00+00:00"}}
 
@@ -271,7 +272,7 @@ def _offline_writer(tmp_path: Path):
     """(store, the stream job's offline writer of user_clicks)."""
     store = store_for(tmp_path, FEATURES, tables={"clicks": _history()})
     store.apply()
-    return store, OfflineRows(build_plan(store, "user_clicks"), store)
+    return store, OfflineRows(build_blueprint(store, "user_clicks"), store)
 
 
 def test_offline_commits_record_offsets_and_progress_with_the_rows(tmp_path: Path):

@@ -11,14 +11,19 @@ exactly once; a row number carried through restores input order.
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from featurestore.engines.base import CREATED_TS, EVENT_TS, Engine, ViewData, ViewJoin
+from featurestore import types as fstypes
+from featurestore.online_aggregate import EV_CR, EV_TS, ev_column, state_types
+from featurestore.ports.engine import CREATED_TS, EVENT_TS, Engine, ViewData, ViewJoin, conform_rows
+from transforms import output_name
+from transforms.aggregation import Aggregation
+from transforms.compile_duckdb import DuckDBCompiler, aggregate_at_points_sql
 
 if TYPE_CHECKING:
     import duckdb
@@ -95,9 +100,6 @@ class LocalEngine(Engine):
                 base = f"read_parquet(${alias}_files, union_by_name = true, hive_partitioning = false)"
         if not data.has_pipeline:
             return self._with_appended(data, base, alias, params)
-        from transforms import output_name
-        from transforms.compile_duckdb import DuckDBCompiler
-
         sql = f"SELECT * FROM {base}"
         if data.rename:
             renames = ", ".join(f"{quote(a)} AS {quote(b)}" for a, b in data.rename)
@@ -218,10 +220,6 @@ class LocalEngine(Engine):
         """CTEs, a join clause and output columns computing a view's windowed aggregations at every
         entity row: each value covers events in (t - window, t]. A row with no event at or before t
         (or, with a TTL, whose latest event is older than t - ttl) gets nulls, like a missed join."""
-        from featurestore import types as fstypes
-        from transforms.aggregation import Aggregation
-        from transforms.compile_duckdb import aggregate_at_points_sql
-
         data = join.data
         keys = [f"__k{j}" for j in range(len(join.keys))]
         cols = [f"{self._cast(quote(dcol), ktype)} AS __k{j}" for j, (_, dcol, ktype) in enumerate(join.keys)]
@@ -264,21 +262,14 @@ class LocalEngine(Engine):
         return bool(distinct) and rows <= limit * distinct
 
     # -- online state of aggregation views ----------------------------------------------------
-    def aggregation_state(self, spec: dict, data: ViewData, start: datetime, end: datetime) -> pa.Table:
+    def aggregation_state(self, join: ViewJoin, start: datetime, end: datetime) -> pa.Table:
         """The online state rows of an aggregation view as of ``end`` (see featurestore.online_aggregate)
         for every entity with an event in [start, end): its events in the longest window, its
         lifetime aggregates, the latest event time as ``event_timestamp`` and ``end`` as created."""
-        from datetime import timedelta
-
-        from featurestore import types as fstypes
-        from featurestore.online_aggregate import EV_CR, EV_TS, aggregations_of, ev_column, state_types
-        from transforms.aggregation import Aggregation
-        from transforms.compile_duckdb import aggregate_at_points_sql
-
-        aggs = aggregations_of(spec)
-        keys = [c["name"] for c in spec["entity_columns"]]
-        key_types = {c["name"]: fstypes.from_spec(c["dtype"]).to_arrow() for c in spec["entity_columns"]}
-        events = {c["name"]: fstypes.from_spec(c["dtype"]) for c in spec["event_columns"]}
+        aggs, data = join.aggregations, join.data
+        keys = [k for _, k, _ in join.keys]
+        key_types = {k: t for _, k, t in join.keys}
+        events = dict(join.event_columns)
         windowed = [a for a in aggs if a.window is not None]
         lifetime = [a for a in aggs if a.window is None]
         k = ", ".join(quote(c) for c in keys)
@@ -319,7 +310,9 @@ class LocalEngine(Engine):
                                 params)
         finally:
             con.close()
-        types = state_types(spec) | key_types | {EVENT_TS: pa.timestamp("us", tz="UTC"),
+        states = state_types(aggs, {c: t.to_arrow() for c, t in events.items()},
+                             {name: t for name, _, t in join.features})
+        types = states | key_types | {EVENT_TS: pa.timestamp("us", tz="UTC"),
                                                  CREATED_TS: pa.timestamp("us", tz="UTC")}
         return pa.Table.from_arrays([table.column(n).cast(types[n]) for n in table.column_names],
                                     names=table.column_names)
@@ -366,23 +359,7 @@ class LocalEngine(Engine):
             table = fetch_arrow(con, sql, params)
         finally:
             con.close()
-        return _normalise(table, keys, features)
-
-
-def _normalise(table: pa.Table, keys: list[tuple[str, pa.DataType]],
-               features: list[tuple[str, str, pa.DataType]]) -> pa.Table:
-    """Cast columns to the view's declared Arrow types (DuckDB returns its own spellings)."""
-    targets = {k: t for k, t in keys} | {out: t for _, out, t in features}
-    targets[EVENT_TS] = pa.timestamp("us", tz="UTC")
-    targets[CREATED_TS] = pa.timestamp("us", tz="UTC")
-    arrays = []
-    for name in table.column_names:
-        col = table.column(name)
-        want = targets.get(name)
-        if want is not None and col.type != want:
-            col = col.cast(want, safe=False)
-        arrays.append(col)
-    return pa.Table.from_arrays(arrays, names=table.column_names)
+        return conform_rows(table, keys, features)
 
 
 _GROUPED = {"sum": "sum", "count": "count", "mean": "avg", "min": "min", "max": "max", "stddev": "stddev_samp"}

@@ -10,14 +10,27 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from featurestore.engines.base import CREATED_TS, EVENT_TS, Engine, ViewData, ViewJoin
 from featurestore.errors import MissingDependencyError
+from featurestore.online_aggregate import EV_CR, EV_TS, ev_column
+from featurestore.ports.engine import (
+    CAP_CLUSTER_WRITES,
+    CAP_EXPORT_PARQUET,
+    CREATED_TS,
+    EVENT_TS,
+    Engine,
+    ViewData,
+    ViewJoin,
+    conform_rows,
+)
+from transforms import output_name
+from transforms.aggregation import Aggregation
+from transforms.compile_spark import aggregate_at_points, apply_view
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -74,6 +87,7 @@ def spark_type(t: pa.DataType):
 
 class SparkEngine(Engine):
     name = "spark"
+    capabilities = frozenset({CAP_EXPORT_PARQUET, CAP_CLUSTER_WRITES})
 
     def __init__(self, config: SparkEngineConfig | None = None, repo_path: Any = None):
         self.config = config or SparkEngineConfig()
@@ -93,9 +107,6 @@ class SparkEngine(Engine):
         if data.rename:
             frame = frame.withColumnsRenamed(dict(data.rename))
         if data.filter is not None or data.transform:
-            from transforms import output_name
-            from transforms.compile_spark import apply_view
-
             produced = {output_name(e) for e in data.transform}
             keep = [c for c in frame.columns if c not in produced]
             frame = apply_view(frame, list(data.transform), data.filter, keep)
@@ -201,9 +212,6 @@ class SparkEngine(Engine):
         (the local engine's definition, computed by the executors)."""
         from pyspark.sql import functions as F
 
-        from transforms.aggregation import Aggregation
-        from transforms.compile_spark import aggregate_at_points
-
         data = join.data
         keys = [f"__k{j}" for j in range(len(join.keys))]
         events = self.frame(data).select(
@@ -263,22 +271,15 @@ class SparkEngine(Engine):
         cols.append(created.alias(CREATED_TS))
         return frame.select(*cols)
 
-    def aggregation_state(self, spec: dict, data: ViewData, start: datetime, end: datetime) -> "DataFrame":
+    def aggregation_state(self, join: ViewJoin, start: datetime, end: datetime) -> "DataFrame":
         """The online state rows of an aggregation view as of ``end`` (see featurestore.online_aggregate),
         for every entity with an event in [start, end), computed by the executors."""
-        from datetime import timedelta
-
         from pyspark.sql import functions as F
 
-        from featurestore import types as fstypes
-        from featurestore.online_aggregate import EV_CR, EV_TS, aggregations_of, ev_column
-        from transforms.aggregation import Aggregation
-        from transforms.compile_spark import aggregate_at_points
-
-        aggs = aggregations_of(spec)
-        keys = [c["name"] for c in spec["entity_columns"]]
-        key_types = {c["name"]: fstypes.from_spec(c["dtype"]).to_arrow() for c in spec["entity_columns"]}
-        events_cols = [c["name"] for c in spec["event_columns"]]
+        aggs, data = join.aggregations, join.data
+        keys = [k for _, k, _ in join.keys]
+        key_types = {k: t for _, k, t in join.keys}
+        events_cols = [c for c, _ in join.event_columns]
         frame = self.frame(data)
         ts = F.col(data.timestamp_column).cast("timestamp")
         created = F.col(data.created_column).cast("timestamp") if data.created_column else F.lit(None).cast("timestamp")
@@ -312,9 +313,7 @@ class SparkEngine(Engine):
     def read_rows(self, data: ViewData, keys: list[tuple[str, pa.DataType]],
                   features: list[tuple[str, str, pa.DataType]], start: datetime | None,
                   end: datetime | None) -> pa.Table:
-        from featurestore.engines.local import _normalise
-
-        return _normalise(self.read_frame(data, keys, features, start, end).toArrow(), keys, features)
+        return conform_rows(self.read_frame(data, keys, features, start, end).toArrow(), keys, features)
 
 
 def _few_points_per_key(points: "DataFrame", keys: list[str], limit: float = 4.0) -> bool:

@@ -3,11 +3,12 @@
 No feature row passes through the driver. Each task receives its partition as Arrow batches
 (``DataFrame.mapInArrow``) and writes them itself; only a few small rows per task come back.
 
-- ``write_offline``: tasks *stage* their rows as Parquet data files of the view (invisible, not yet in
-  the manifest) and return the files' descriptions; the driver collects those descriptions and commits
-  them once with ``ParquetOfflineStore.commit_staged``: the same interval-replace semantics and the
-  same atomic manifest commit as ``ParquetOfflineStore.write``. A failed or retried task, or a job that
-  dies before the commit, leaves only unreferenced files, which ``vacuum()`` removes.
+- ``write_offline``: tasks *stage* their rows as data files of the view (invisible, not yet committed)
+  through the offline store's ``stage`` and return the files' descriptions; the driver collects those
+  descriptions and commits them once with ``commit_staged``: the same interval-replace semantics and
+  the same atomic commit as ``OfflineStore.write``. Any offline store that declares
+  ``CAP_STAGED_WRITE`` works. A failed or retried task, or a job that dies before the commit, leaves
+  only unreferenced files, which the store's ``vacuum()`` removes.
 - ``write_online``: tasks open the online store from its config section, upsert their batches through
   ``OnlineStore.write`` (event-time monotonic, so retried tasks and reruns are harmless), close it and
   return one ``(written, skipped)`` row; the driver sums them.
@@ -27,15 +28,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import pyarrow as pa
+from pydantic import BaseModel
 
-from featurestore.engines.base import CREATED_TS, EVENT_TS
+from featurestore.config import backend_config
 from featurestore.errors import InvalidInputError
-from featurestore.online_store import WriteResult
+from featurestore.ports.engine import CREATED_TS, EVENT_TS
+from featurestore.ports.offline_store import CAP_STAGED_WRITE, OfflineStore
+from featurestore.ports.online_store import WriteResult
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
-
-    from connectors.offline_parquet import ParquetOfflineStoreConfig
 
 # A task stages a file set every time this many bytes of Arrow data have arrived (bounds its memory).
 DEFAULT_STAGE_BYTES = 64 * 1024 * 1024
@@ -45,18 +47,25 @@ DEFAULT_ONLINE_BATCH_ROWS = 50_000
 _META = "meta"
 
 
-def _offline_config(store_config: "ParquetOfflineStoreConfig | dict[str, Any]") -> "ParquetOfflineStoreConfig":
-    from connectors.offline_parquet import ParquetOfflineStoreConfig
-    from featurestore.config import backend_config
+def _offline_section(store_config: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    """The offline store's config section (``{"type": "parquet", ...}``; the type defaults to parquet),
+    checked on the driver: a store the executors cannot stage into fails here, before any task."""
+    if isinstance(store_config, BaseModel):
+        section = store_config.model_dump()
+    elif isinstance(store_config, dict):
+        section = {"type": "parquet", **store_config}
+    else:
+        raise InvalidInputError(f"expected an offline store config or its config section, got {store_config!r}")
+    cls, _ = backend_config("offline_store", section)
+    if CAP_STAGED_WRITE not in cls.capabilities:
+        raise InvalidInputError(f"write_offline needs an offline store with staged writes; "
+                                f"{section['type']!r} has none")
+    return section
 
-    if isinstance(store_config, ParquetOfflineStoreConfig):
-        return store_config
-    if isinstance(store_config, dict):
-        cls, config = backend_config("offline_store", {"type": "parquet", **store_config})
-        if not isinstance(config, ParquetOfflineStoreConfig):
-            raise InvalidInputError(f"write_offline writes the Parquet offline store, not {store_config.get('type')!r}")
-        return config
-    raise InvalidInputError(f"expected a ParquetOfflineStoreConfig or its config section, got {store_config!r}")
+
+def _offline_store(section: dict[str, Any], repo: str, project: str) -> OfflineStore:
+    cls, config = backend_config("offline_store", section)
+    return cls(config, Path(repo), project)
 
 
 def _conform(table: pa.Table, target: pa.Schema | None) -> pa.Table:
@@ -116,13 +125,13 @@ def _meta_batch(records: list[dict[str, Any]]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([pa.array([json.dumps(r) for r in records], pa.string())], names=[_META])
 
 
-def write_offline(df: "DataFrame", store_config: "ParquetOfflineStoreConfig | dict[str, Any]",
+def write_offline(df: "DataFrame", store_config: BaseModel | dict[str, Any],
                   repo_path: str | Path, project: str, view: str, start: datetime, end: datetime,
                   ts_col: str = EVENT_TS, *, schema: pa.Schema | None = None,
                   stage_bytes: int = DEFAULT_STAGE_BYTES) -> int:
     """Replace ``view``'s offline rows in [start, end) by ``df``'s rows, written by the executors.
 
-    Same contract as ``ParquetOfflineStore.write(view, <df as a table>, start, end, ts_col)``: every row
+    Same contract as ``OfflineStore.write(view, <df as a table>, start, end, ts_col)``: every row
     of ``df`` must have a non-null ``ts_col`` inside [start, end) (else InvalidInputError, and nothing
     is committed); rows of other times are kept; a rerun replaces rather than duplicates; an empty
     ``df`` still records the interval. ``schema`` (optional) is the Arrow schema to store: each task
@@ -136,21 +145,16 @@ def write_offline(df: "DataFrame", store_config: "ParquetOfflineStoreConfig | di
     >>> write_offline(df, {"type": "parquet", "path": "data/offline"}, repo, "demo", "driver_stats",
     ...               start, end)  # doctest: +SKIP
     """
-    from connectors.offline_parquet import ParquetOfflineStore
-
-    config = _offline_config(store_config)
+    section = _offline_section(store_config)
     repo = str(Path(repo_path).resolve())
-    store = ParquetOfflineStore(config, Path(repo), project)
+    store = _offline_store(section, repo, project)
     if ts_col not in df.columns:
         raise InvalidInputError(f"timestamp column {ts_col!r} is not in the DataFrame ({', '.join(df.columns)})")
     target = schema if schema is not None else store.schema(view)
-    config_data = config.model_dump()
     start_iso, end_iso = start.isoformat(), end.isoformat()
 
     def stage_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from connectors.offline_parquet import ParquetOfflineStore, ParquetOfflineStoreConfig
-
-        task_store = ParquetOfflineStore(ParquetOfflineStoreConfig.model_validate(config_data), Path(repo), project)
+        task_store = _offline_store(section, repo, project)
         lo, hi = datetime.fromisoformat(start_iso), datetime.fromisoformat(end_iso)
         staged: list[dict[str, Any]] = []
         try:
@@ -191,8 +195,6 @@ def write_online(df: "DataFrame", online_store_section: dict[str, Any], repo_pat
     >>> write_online(df, {"type": "redis", "url": "redis://127.0.0.1:6379/0"}, repo, "demo",
     ...              "driver_stats", ["driver_id"], timedelta(days=1))  # doctest: +SKIP
     """
-    from featurestore.config import backend_config
-
     section = dict(online_store_section)
     backend_config("online_store", section)  # a bad section fails here, on the driver, before any task
     repo = str(Path(repo_path).resolve())
@@ -203,8 +205,6 @@ def write_online(df: "DataFrame", online_store_section: dict[str, Any], repo_pat
     keys = list(join_keys)
 
     def write_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from featurestore.config import backend_config
-
         cls, config = backend_config("online_store", section)
         store = cls(config, Path(repo), project)
         written = skipped = 0

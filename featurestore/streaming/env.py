@@ -119,8 +119,8 @@ def wanted(root: Path | None = None) -> dict[str, Any]:
     }
 
 
-def _fingerprint(spec: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+def _fingerprint(want: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(want, sort_keys=True).encode()).hexdigest()
 
 
 def read_stamp(venv: Path | None = None) -> dict[str, Any] | None:
@@ -183,7 +183,7 @@ def ensure(verbose: bool = False, timeout: float = 1800) -> Path:
         if is_ready(venv):  # made by whoever held the lock
             return venv_python(venv)
         root = _checkout()
-        spec = wanted(root)
+        want = wanted(root)
         env = child_env()
         log = venv / "featurestore-install.log"
         log.write_text("")
@@ -191,15 +191,15 @@ def ensure(verbose: bool = False, timeout: float = 1800) -> Path:
         t0 = time.monotonic()
         (venv / STAMP_NAME).unlink(missing_ok=True)
         if not venv_python(venv).exists():
-            say(f"creating {venv} from {spec['base_python']}")
-            _run([spec["base_python"], "-m", "venv", str(venv)], "python -m venv", 300, env, log)
+            say(f"creating {venv} from {want['base_python']}")
+            _run([want["base_python"], "-m", "venv", str(venv)], "python -m venv", 300, env, log)
         py = str(venv_python(venv))
-        say(f"pip install {' '.join(FLINK_REQUIREMENTS)} -e '{spec['project']}' (log {log})")
+        say(f"pip install {' '.join(FLINK_REQUIREMENTS)} -e '{want['project']}' (log {log})")
         _run([py, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "-q",
-              *FLINK_REQUIREMENTS, "-e", spec["project"]], "pip install into the Flink venv", timeout, env, log)
+              *FLINK_REQUIREMENTS, "-e", want["project"]], "pip install into the Flink venv", timeout, env, log)
         versions = json.loads(_run([py, "-c", _PROBE], "importing PyFlink in the Flink venv", 300, env,
                                    log).stdout)
-        stamp = {"fingerprint": _fingerprint(spec), **spec, "versions": versions,
+        stamp = {"fingerprint": _fingerprint(want), **want, "versions": versions,
                  "created_seconds": round(time.monotonic() - t0, 1)}
         (venv / STAMP_NAME).write_text(json.dumps(stamp, indent=2) + "\n")
         say(f"ready in {stamp['created_seconds']}s: {versions}")
@@ -228,16 +228,16 @@ print(json.dumps(out))
 # argv[1]: {"statements": [DDL...], "query": "SELECT ...", "jars": ["file:///..."]}
 _JOB = r"""
 import json, sys
-spec = json.loads(sys.argv[1])
+job = json.loads(sys.argv[1])
 from pyflink.table import EnvironmentSettings, TableEnvironment
 t_env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
 conf = t_env.get_config()
 conf.set("parallelism.default", "1")
-if spec.get("jars"):
-    conf.set("pipeline.jars", ";".join(spec["jars"]))
-for statement in spec.get("statements", []):
+if job.get("jars"):
+    conf.set("pipeline.jars", ";".join(job["jars"]))
+for statement in job.get("statements", []):
     t_env.execute_sql(statement)
-result = t_env.execute_sql(spec["query"])
+result = t_env.execute_sql(job["query"])
 names = result.get_table_schema().get_field_names()
 rows = []
 with result.collect() as results:
@@ -254,9 +254,9 @@ def run_sql(query: str, statements: Sequence[str] = (), jar_paths: Sequence[Path
     The query must be bounded (finite sources). Values come back through JSON (timestamps as strings).
     """
     py = ensure()
-    spec = {"statements": list(statements), "query": query,
-            "jars": [Path(p).resolve().as_uri() for p in jar_paths]}
-    proc = _run([str(py), "-c", _JOB, json.dumps(spec)], "Flink job", timeout, child_env())
+    job = {"statements": list(statements), "query": query,
+           "jars": [Path(p).resolve().as_uri() for p in jar_paths]}
+    proc = _run([str(py), "-c", _JOB, json.dumps(job)], "Flink job", timeout, child_env())
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith("FS-ROWS "):
             return json.loads(line[len("FS-ROWS "):])

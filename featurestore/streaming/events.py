@@ -1,7 +1,7 @@
 """Reading one Kafka message as one event of a stream job, or the reason it cannot be read.
 
 A message is a JSON object (UTF-8) whose fields are the source's columns (its raw names, before the
-source's ``field_mapping``). Every column the plan lists must be present (``null`` is a value, except
+source's ``field_mapping``). Every column the blueprint lists must be present (``null`` is a value, except
 for the join keys and the event time, which must be non-null); other fields are ignored. Values are
 checked against the column's type exactly as a push is, never coerced from another kind:
 
@@ -11,8 +11,8 @@ checked against the column's type exactly as a push is, never coerced from anoth
   epoch milliseconds.
 
 ``parse`` returns the row the job hands to Flink SQL (timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff``
-UTC text, which Flink SQL casts to ``TIMESTAMP(6)``, see ``featurestore.streaming.plan.events_view_sql``) or raises ``EventError`` whose
-message is the reason written to the dead-letter topic.
+UTC text, which Flink SQL casts to ``TIMESTAMP(6)``, see ``featurestore.streaming.blueprint.events_view_sql``)
+or raises ``EventError`` whose message is the reason written to the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ import base64
 import binascii
 import json
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from featurestore.streaming.blueprint import EventColumn
 
 UTC = timezone.utc
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -91,7 +94,7 @@ def _convert(value: Any, dtype: str, name: str) -> Any:
     raise EventError(f"field {name!r} has unsupported type {dtype}")
 
 
-def parse(raw: bytes | str | None, columns: list[dict[str, Any]]) -> list[Any]:
+def parse(raw: bytes | str | None, columns: Sequence[EventColumn]) -> list[Any]:
     """The event's values in ``columns`` order (see the module docs), or ``EventError``."""
     if raw is None:
         raise EventError("empty message (no value)")
@@ -113,16 +116,16 @@ def parse(raw: bytes | str | None, columns: list[dict[str, Any]]) -> list[Any]:
         raise EventError(f"message is JSON but not an object: {_show(obj)}")
     out = []
     for c in columns:
-        field = c["json"]
+        field = c.json
         if field not in obj:
             raise EventError(f"missing field {field!r}")
         value = obj[field]
         if value is None:
-            if c["required"]:
+            if c.required:
                 raise EventError(f"field {field!r} is null (join keys and the event time must have a value)")
             out.append(None)
             continue
-        out.append(_convert(value, c["dtype"], field))
+        out.append(_convert(value, c.dtype.name, field))
     return out
 
 

@@ -1,14 +1,14 @@
 """The stream job: one feature view's Kafka events through Flink into the online and offline stores.
 
-Runs in ``.venv-flink`` (PyFlink 2.2), started by ``featurestore stream start`` with a plan file
-(``featurestore.streaming.plan``)::
+Runs in ``.venv-flink`` (PyFlink 2.2), started by ``featurestore stream start`` with a blueprint file
+(``featurestore.streaming.blueprint``)::
 
-    .venv-flink/bin/python -m featurestore.streaming.job <state_dir>/plan.json [--restore <checkpoint>]
+    .venv-flink/bin/python -m featurestore.streaming.job <state_dir>/blueprint.json [--restore <checkpoint>]
 
 One Flink SQL pipeline (parallelism 1, so every step sees events in offset order)::
 
     Kafka topic (raw bytes + partition, offset, record time)
-      -> fs_parse (Python, a batch at a time): JSON -> the plan's typed columns as a JSON array, or
+      -> fs_parse (Python, a batch at a time): JSON -> the blueprint's typed columns as a JSON array, or
          ``E`` and the message's dead letter
       -> Flink SQL: typed columns out of the array, then the view's filter and transforms compiled from
          the IR by ``transforms.compile_flink`` with errors as values (a failing operation, e.g. an
@@ -42,8 +42,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from featurestore.store import FeatureStore
 from featurestore.streaming import events as ev
-from featurestore.streaming.plan import KAFKA_TS, SINK_META, events_view_sql
+from featurestore.streaming import jars
+from featurestore.streaming.blueprint import KAFKA_TS, SINK_META, Blueprint, events_view_sql
+from featurestore.streaming.config import stream_engine_config
+from featurestore.streaming.sink import EventSink
+from transforms.compile_flink import quote_string
 
 
 class StatusFile:
@@ -83,25 +88,22 @@ class StatusFile:
         os.replace(tmp, self.path)
 
 
-def build(plan: dict[str, Any], state_dir: str, restore: str | None, connector_jar: str) -> Any:
+def build(blueprint: Blueprint, state_dir: str, restore: str | None, connector_jar: str) -> Any:
     """The job's TableEnvironment and its INSERT statement (not yet executed)."""
-    t_env = _table_environment(plan, state_dir, restore, connector_jar)
-    _register_functions(t_env, plan, state_dir)
-    return t_env, _pipeline_sql(t_env, plan)
+    t_env = _table_environment(blueprint, state_dir, restore, connector_jar)
+    _register_functions(t_env, blueprint, state_dir)
+    return t_env, _pipeline_sql(t_env, blueprint)
 
 
-def _table_environment(plan: dict[str, Any], state_dir: str, restore: str | None, connector_jar: str) -> Any:
+def _table_environment(blueprint: Blueprint, state_dir: str, restore: str | None, connector_jar: str) -> Any:
     """A streaming TableEnvironment set up for the job: checkpoints, restarts, Python bundles."""
     from pyflink.common import Configuration
     from pyflink.table import EnvironmentSettings, TableEnvironment
 
-    from featurestore.streaming.config import stream_engine_config
-
-    cfg = stream_engine_config(plan.get("stream_engine"))
-    view = plan["view"]
+    cfg = stream_engine_config(blueprint.stream_engine)
     conf = Configuration()
     settings = {
-        "pipeline.name": f"featurestore {plan['project']}.{view}",
+        "pipeline.name": f"featurestore {blueprint.project}.{blueprint.view}",
         "pipeline.jars": f"file://{connector_jar}",
         "parallelism.default": str(cfg.parallelism),
         "table.local-time-zone": "UTC",
@@ -128,15 +130,13 @@ def _table_environment(plan: dict[str, Any], state_dir: str, restore: str | None
                                    .with_configuration(conf).build())
 
 
-def _register_functions(t_env: Any, plan: dict[str, Any], state_dir: str) -> None:
+def _register_functions(t_env: Any, blueprint: Blueprint, state_dir: str) -> None:
     """The job's two vectorized Python functions: ``fs_parse`` and ``fs_sink``."""
     import pandas as pd
     from pyflink.table import DataTypes
     from pyflink.table.udf import ScalarFunction, udf
 
-    columns = plan["columns"]
-    kafka = plan["kafka"]
-    view = plan["view"]
+    columns, topic, view = blueprint.columns, blueprint.kafka.topic, blueprint.view
 
     class Parse(ScalarFunction):
         """A batch of Kafka records -> typed JSON arrays; a bad one becomes ``E`` and its dead letter,
@@ -154,7 +154,7 @@ def _register_functions(t_env: Any, plan: dict[str, Any], state_dir: str) -> Non
                 try:
                     out.append(ev.dumps_values(ev.parse(raw, columns)))
                 except ev.EventError as exc:
-                    out.append("E" + ev.dead_letter(str(exc), raw, view=view, topic=kafka["topic"],
+                    out.append("E" + ev.dead_letter(str(exc), raw, view=view, topic=topic,
                                                     partition=int(partition), offset=int(offset)))
             self.status.bump("events", len(out))
             return pd.Series(out, dtype=object)
@@ -162,17 +162,14 @@ def _register_functions(t_env: Any, plan: dict[str, Any], state_dir: str) -> Non
         def close(self):
             self.status.write()
 
-    kafka_ts_index = len(plan["output_columns"]) + SINK_META.index(KAFKA_TS)
+    kafka_ts_index = len(blueprint.output_columns) + SINK_META.index(KAFKA_TS)
 
     class Sink(ScalarFunction):
         """A batch of messages -> dead letters, online writes, one offline commit (``streaming.sink``)."""
 
         def open(self, function_context):
-            from featurestore.store import FeatureStore
-            from featurestore.streaming.sink import EventSink
-
-            self.store = FeatureStore(plan["repo_path"])
-            self.sink = EventSink(plan, self.store)
+            self.store = FeatureStore(blueprint.repo_path)
+            self.sink = EventSink(blueprint, self.store)
             metrics = function_context.get_metric_group()
             self.metrics = {name: metrics.counter(name) for name in ("dead_letters", "late_events",
                                                                      "transform_errors")}
@@ -210,26 +207,24 @@ def _register_functions(t_env: Any, plan: dict[str, Any], state_dir: str) -> Non
     t_env.create_temporary_function("fs_sink", udf(Sink(), result_type=DataTypes.BIGINT(), func_type="pandas"))
 
 
-def _pipeline_sql(t_env: Any, plan: dict[str, Any]) -> str:
+def _pipeline_sql(t_env: Any, blueprint: Blueprint) -> str:
     """Declares the Kafka source and the views over it; returns the INSERT that runs the pipeline."""
-    from transforms.compile_flink import quote_string
-
-    kafka = plan["kafka"]
+    kafka = blueprint.kafka
     t_env.execute_sql(
         "CREATE TEMPORARY TABLE `fs_kafka` (`value` BYTES, `partition` INT METADATA VIRTUAL, "
         "`offset` BIGINT METADATA VIRTUAL, `record_time` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL) "
-        f"WITH ('connector' = 'kafka', 'topic' = {quote_string(kafka['topic'])}, "
-        f"'properties.bootstrap.servers' = {quote_string(kafka['bootstrap_servers'])}, "
-        f"'properties.group.id' = {quote_string(kafka['group_id'])}, 'scan.startup.mode' = 'group-offsets', "
+        f"WITH ('connector' = 'kafka', 'topic' = {quote_string(kafka.topic)}, "
+        f"'properties.bootstrap.servers' = {quote_string(kafka.bootstrap_servers)}, "
+        f"'properties.group.id' = {quote_string(kafka.group_id)}, 'scan.startup.mode' = 'group-offsets', "
         "'properties.auto.offset.reset' = 'earliest', 'properties.commit.offsets.on.checkpoint' = 'true', "
         "'scan.topic-partition-discovery.interval' = '10 s', 'format' = 'raw')")
     t_env.execute_sql("CREATE TEMPORARY TABLE `fs_done` (`ok` BIGINT) WITH ('connector' = 'blackhole')")
     t_env.create_temporary_view("fs_parsed", t_env.sql_query(
         "SELECT fs_parse(`value`, `partition`, `offset`) AS `p`, `partition`, `offset`, `record_time` "
         "FROM `fs_kafka`"))
-    t_env.create_temporary_view("events", t_env.sql_query(events_view_sql(plan)))
-    args = ", ".join([f"CAST(`{c}` AS STRING)" for c in plan["output_columns"]] + [f"`{c}`" for c in SINK_META])
-    insert = f"INSERT INTO `fs_done` SELECT fs_sink({args}) FROM ({plan['select']})"
+    t_env.create_temporary_view("events", t_env.sql_query(events_view_sql(blueprint)))
+    args = ", ".join([f"CAST(`{c}` AS STRING)" for c in blueprint.output_columns] + [f"`{c}`" for c in SINK_META])
+    insert = f"INSERT INTO `fs_done` SELECT fs_sink({args}) FROM ({blueprint.select})"
     return insert
 
 
@@ -245,16 +240,14 @@ def _epoch_ms(times: Any) -> list[int | None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m featurestore.streaming.job")
-    parser.add_argument("plan", help="plan.json written by `featurestore stream start`")
+    parser.add_argument("blueprint", help="blueprint.json written by `featurestore stream start`")
     parser.add_argument("--restore", help="checkpoint directory to resume from")
     args = parser.parse_args(argv)
-    plan_path = Path(args.plan).resolve()
-    plan = json.loads(plan_path.read_text())
-    from featurestore.streaming import jars
-
-    t_env, insert = build(plan, str(plan_path.parent), args.restore, str(jars.connector_jar(fetch_missing=False)))
+    path = Path(args.blueprint).resolve()
+    blueprint = Blueprint.from_json(path.read_text())
+    t_env, insert = build(blueprint, str(path.parent), args.restore, str(jars.connector_jar(fetch_missing=False)))
     result = t_env.execute_sql(insert)
-    if not (plan.get("stream_engine") or {}).get("jobmanager"):
+    if not blueprint.stream_engine.get("jobmanager"):
         result.wait()  # the local mini-cluster lives as long as this process; a cluster job is detached
     return 0
 

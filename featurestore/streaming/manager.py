@@ -2,7 +2,7 @@
 
 Each view's job keeps its files in ``<repo>/<stream_engine.state_dir>/<view>/``::
 
-    plan.json          what the job runs (``featurestore.streaming.plan``), rewritten by every start
+    blueprint.json     what the job runs (``featurestore.streaming.blueprint``), rewritten by every start
     job.json           pid, start time and the checkpoint it resumed from, while it runs
     job.log            the job's output (PyFlink and Flink logs)
     checkpoints/       Flink's retained checkpoints (<job id>/chk-<n>/_metadata)
@@ -36,9 +36,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from featurestore.errors import ConflictError, NotFoundError
+from connectors.kafka import KafkaClient, KafkaConfig
+from featurestore.errors import ConflictError, FeatureStoreError, NotFoundError
+from featurestore.streaming import env as flink_env
+from featurestore.streaming import jars
+from featurestore.streaming.blueprint import Blueprint, build_blueprint
+from featurestore.streaming.config import stream_engine_config
 
 JOB_MODULE = "featurestore.streaming.job"
+BLUEPRINT_FILE = "blueprint.json"
 
 
 @dataclass
@@ -62,8 +68,6 @@ class JobStatus:
 
 
 def streams_dir(store: Any) -> Path:
-    from featurestore.streaming.config import stream_engine_config
-
     cfg = stream_engine_config(store.config.stream_engine)
     base = Path(os.path.expanduser(cfg.state_dir))
     return base if base.is_absolute() else store.repo_path / base
@@ -105,20 +109,15 @@ def latest_checkpoint(directory: Path) -> Path | None:
 def start(store: Any, view: str, *, fresh: bool = False, wait_seconds: float = 0.0) -> JobStatus:
     """Launch the view's stream job in the background; resume from its newest checkpoint unless
     ``fresh``. With ``wait_seconds``, wait that long for the job to report its first counters."""
-    from featurestore.streaming import env as flink_env
-    from featurestore.streaming import jars
-    from featurestore.streaming.config import stream_engine_config
-    from featurestore.streaming.plan import build_plan
-
     cfg = stream_engine_config(store.config.stream_engine)
     directory = job_dir(store, view)
     current = _read_job(directory)
     if current and _job_running(current):
         raise ConflictError(f"the stream job of {view!r} is already running ({_where(current)}); "
                             f"`featurestore stream stop {view}` first")
-    plan = build_plan(store, view)
+    blueprint = build_blueprint(store, view)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "plan.json").write_text(json.dumps(plan, indent=1, default=str))
+    (directory / BLUEPRINT_FILE).write_text(blueprint.to_json())
     python = flink_env.ensure()
     jars.connector_jar()
     restore = None if fresh else latest_checkpoint(directory)
@@ -126,7 +125,7 @@ def start(store: Any, view: str, *, fresh: bool = False, wait_seconds: float = 0
         stale.unlink()
     if cfg.jobmanager:
         return _submit(store, view, directory, cfg, str(python), restore)
-    cmd = [str(python), "-m", JOB_MODULE, str(directory / "plan.json")]
+    cmd = [str(python), "-m", JOB_MODULE, str(directory / BLUEPRINT_FILE)]
     if restore is not None:
         cmd += ["--restore", str(restore)]
     with open(directory / "job.log", "ab") as log:
@@ -154,15 +153,13 @@ def _pyflink_home(python: str) -> str:
 
 def _submit(store: Any, view: str, directory: Path, cfg: Any, python: str, restore: Path | None) -> JobStatus:
     """``flink run --detached`` the job on the configured cluster; record its job id."""
-    from featurestore.streaming import env as flink_env
-
     home = _pyflink_home(python)
     worker_python = cfg.python_executable or python
     cmd = ["bash", os.path.join(home, "bin", "flink"), "run", "--detached", "--jobmanager", cfg.jobmanager,
            "-pyexec", worker_python, "-pyclientexec", python, "-pym", JOB_MODULE]
     if restore is not None:
         cmd += ["--fromSavepoint", str(restore)]
-    cmd.append(str(directory / "plan.json"))
+    cmd.append(str(directory / BLUEPRINT_FILE))
     env = {**flink_env.child_env(), "FLINK_HOME": home}
     env.pop("FLINK_CONF_DIR", None)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=store.repo_path, env=env, timeout=600,
@@ -214,16 +211,13 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 
 def _lag(directory: Path) -> int | None:
-    from connectors.kafka import KafkaClient, KafkaConfig
-    from featurestore.errors import FeatureStoreError
-
     try:
-        kafka = json.loads((directory / "plan.json").read_text())["kafka"]
-    except (FileNotFoundError, ValueError, KeyError):
+        kafka = Blueprint.from_json((directory / BLUEPRINT_FILE).read_text()).kafka
+    except (FileNotFoundError, ValueError, KeyError, FeatureStoreError):
         return None
-    client = KafkaClient(KafkaConfig(bootstrap_servers=kafka["bootstrap_servers"], timeout_seconds=3))
+    client = KafkaClient(KafkaConfig(bootstrap_servers=kafka.bootstrap_servers, timeout_seconds=3))
     try:
-        return sum(client.group_lag(kafka["group_id"], kafka["topic"]).values())
+        return sum(client.group_lag(kafka.group_id, kafka.topic).values())
     except (FeatureStoreError, ImportError):
         return None
     finally:

@@ -1,7 +1,7 @@
 """What the stream job does with each batch of messages, in plain Python (testable without Flink).
 
 The job's SQL hands the sink every message it read, in offset order per partition: the view's output
-columns (as text), then ``plan.SINK_META`` (partition, offset, Kafka record time, the dead letter of a
+columns (as text), then ``blueprint.SINK_META`` (partition, offset, Kafka record time, the dead letter of a
 message the parser rejected, whether the view's filter keeps the event, why a transform failed). For
 each message not handled before (``progress.PartitionProgress``) the sink decides, in this order:
 
@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from featurestore.engines.base import EVENT_TS
+from featurestore.ports.engine import EVENT_TS
 from featurestore.streaming import events as ev
+from featurestore.streaming.blueprint import Blueprint
 from featurestore.streaming.progress import PartitionProgress
 from featurestore.streaming.writers import DeadLetters, OfflineRows, online_writer, row_dead_letter
 from featurestore.timestamps import from_us, to_us
@@ -68,18 +69,18 @@ class BatchOutcome:
 class EventSink:
     """The job's last step for one view (see the module docs)."""
 
-    def __init__(self, plan: dict[str, Any], store: Any, *, dead_letters: DeadLetters | None = None):
-        self.plan = plan
-        self.names = plan["output_columns"]
-        self.converters = [_CONVERT[plan["output_types"][n]] for n in self.names]
-        self.times = {n for n in self.names if plan["output_types"][n] == "Timestamp"}
-        self.offline = OfflineRows(plan, store)
-        self.online = online_writer(plan, store) if plan["online"] else None
-        self.dead = dead_letters or DeadLetters(plan)
+    def __init__(self, blueprint: Blueprint, store: Any, *, dead_letters: DeadLetters | None = None):
+        self.blueprint = blueprint
+        self.names = blueprint.output_columns
+        self.converters = [_CONVERT[blueprint.output_types[n].name] for n in self.names]
+        self.times = {n for n in self.names if blueprint.output_types[n].name == "Timestamp"}
+        self.offline = OfflineRows(blueprint, store)
+        self.online = online_writer(blueprint, store) if blueprint.online else None
+        self.dead = dead_letters or DeadLetters(blueprint)
         offsets, committed = self.offline.committed()
-        kafka = plan["kafka"]
+        kafka = blueprint.kafka
         self.progress = PartitionProgress.from_committed(
-            offsets, committed, kafka["watermark_delay_ms"] * 1000, kafka["allowed_lateness_ms"] * 1000)
+            offsets, committed, kafka.watermark_delay_ms * 1000, kafka.allowed_lateness_ms * 1000)
         self.dead.positions = {int(p): int(o) for p, o in (committed.get("dead_letters") or {}).items()}
         self.already_sent = self.dead.sent_since(dict(self.dead.positions))
         # One thread for the offline files: staging a batch's rows, compacting after a commit.
@@ -94,10 +95,10 @@ class EventSink:
 
     def _letter(self, reason: str, row: dict[str, Any], partition: int, offset: int) -> str:
         shown = {k: (from_us(v) if k in self.times and v is not None else v) for k, v in row.items()}
-        return row_dead_letter(self.plan, reason, shown, partition, offset)
+        return row_dead_letter(self.blueprint.view, self.blueprint.kafka.topic, reason, shown, partition, offset)
 
     def handle(self, cols: list[list[Any]]) -> BatchOutcome:
-        """One batch: ``cols`` are the SQL's columns (output columns, then ``plan.SINK_META``) as lists;
+        """One batch: ``cols`` are the SQL's columns (output columns, then ``blueprint.SINK_META``) as lists;
         the Kafka record times as epoch milliseconds."""
         n_out = len(self.names)
         partitions, offsets, kafka_times, bad, keep, errors = cols[n_out:n_out + 6]
@@ -106,7 +107,7 @@ class EventSink:
         items: list[tuple[dict[str, Any], int, int, int | None]] = []
         spans: dict[int, tuple[int, int]] = {}
         progress = self.progress
-        late_ms = self.plan["kafka"]["allowed_lateness_ms"]
+        late_ms = self.blueprint.kafka.allowed_lateness_ms
         for i in range(len(partitions)):
             p, o = int(partitions[i]), int(offsets[i])
             if progress.handled(p, o):

@@ -17,7 +17,7 @@ needed so that every fold has a larger one than the fold before: the event-time 
 takes each new fold of the state (an event that arrives after a later one of its entity changes the
 state but not the newest event time) and still refuses older writers.
 The state is made of JSON types only (lists, numbers, strings), so the stream job can keep it in the
-online store as JSON. Pure Python (no pyarrow, no pyflink), so the main environment tests it against
+online store as JSON. Plain Python (no pyflink), so the main environment tests it against
 the batch engines.
 """
 
@@ -26,9 +26,12 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime
-from typing import Any
+from typing import Any, Sequence
 
 from featurestore import timestamps
+from featurestore.online_aggregate import EV_CR, EV_TS, ev_column
+from featurestore.ports.engine import CREATED_TS, EVENT_TS
+from transforms.aggregation import Aggregation
 
 _NO_CREATED = -(2**63)  # a missing created time orders first
 
@@ -38,20 +41,18 @@ def from_us(us: int | None) -> datetime | None:
 
 
 class AggregationState:
-    """How one view's events fold into an entity's state. ``aggregations`` are specs
-    (``Aggregation.to_spec()``): ``column``, ``function``, ``window_seconds``, ``name``."""
+    """How one view's events fold into an entity's state."""
 
-    def __init__(self, aggregations: list[dict[str, Any]]):
-        self.aggregations = aggregations
-        windows = [a["window_seconds"] for a in aggregations if a.get("window_seconds") is not None]
-        self.longest_us = int(max(windows) * 1_000_000) if windows else None
-        self.window_columns = list(dict.fromkeys(a["column"] for a in aggregations
-                                                 if a.get("window_seconds") is not None))
-        self.lifetime = [a for a in aggregations if a.get("window_seconds") is None]
+    def __init__(self, aggregations: Sequence[Aggregation]):
+        self.aggregations = tuple(aggregations)
+        windowed = [a for a in aggregations if a.window is not None]
+        self.longest_us = max(a.window_micros for a in windowed) if windowed else None
+        self.window_columns = list(dict.fromkeys(a.column for a in windowed))
+        self.lifetime = [a for a in aggregations if a.window is None]
 
     def new(self) -> dict[str, Any]:
         return {"ts": [], "cr": [], "v": {c: [] for c in self.window_columns},
-                "life": {a["name"]: None for a in self.lifetime}, "latest": None, "kafka": None}
+                "life": {a.name: None for a in self.lifetime}, "latest": None, "kafka": None}
 
     def add(self, state: dict[str, Any], ts_us: int, cr_us: int | None, values: dict[str, Any],
             kafka_ms: int | None) -> None:
@@ -80,15 +81,11 @@ class AggregationState:
                 state["cr"] = [state["cr"][i] for i in keep]
                 state["v"] = {c: [vals[i] for i in keep] for c, vals in state["v"].items()}
         for a in self.lifetime:
-            state["life"][a["name"]] = _fold(a["function"], state["life"][a["name"]], values.get(a["column"]),
-                                             ts_us, cr_us)
+            state["life"][a.name] = _fold(a.function, state["life"][a.name], values.get(a.column), ts_us, cr_us)
 
     def row(self, state: dict[str, Any], *, times_as_us: bool = False) -> dict[str, Any]:
         """The entity's online state columns (``online_aggregate.state_types``), event and created time;
         times as aware datetimes, or as microseconds since the epoch (what Arrow builds from cheapest)."""
-        from featurestore.engines.base import CREATED_TS, EVENT_TS
-        from featurestore.online_aggregate import EV_CR, EV_TS, ev_column
-
         out: dict[str, Any] = {}
         if self.longest_us is not None:
             if times_as_us:
@@ -99,7 +96,7 @@ class AggregationState:
             for c in self.window_columns:
                 out[ev_column(c)] = list(state["v"][c])
         for a in self.lifetime:
-            out[a["name"]] = _result(a["function"], state["life"][a["name"]])
+            out[a.name] = _result(a.function, state["life"][a.name])
         created_us = state.get("version")
         if created_us is None and state["kafka"] is not None:  # a state folded before versions existed
             created_us = state["kafka"] * 1000

@@ -4,46 +4,47 @@ exactly once by Kafka offset."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
 
-from featurestore import types as fstypes
-from featurestore.engines.base import CREATED_TS, EVENT_TS
+from featurestore.errors import BackendUnavailableError
+from featurestore.ports.engine import CREATED_TS, EVENT_TS
+from featurestore.streaming.blueprint import Blueprint
+from featurestore.streaming.state import AggregationState, dumps, loads
 from featurestore.timestamps import TS, to_us
 
 
-def _key_schema(plan: dict[str, Any]) -> list[pa.Field]:
-    return [pa.field(k, fstypes.from_spec(plan["key_types"][k]).to_arrow()) for k in plan["keys"]]
+def _key_schema(blueprint: Blueprint) -> list[pa.Field]:
+    return [pa.field(k, blueprint.key_types[k].to_arrow()) for k in blueprint.keys]
 
 
-def _stored_fields(plan: dict[str, Any]) -> list[pa.Field]:
+def _stored_fields(blueprint: Blueprint) -> list[pa.Field]:
     """The view's stored columns: its features, or the events its aggregations read."""
-    return [pa.field(c["name"], fstypes.from_spec(c["dtype"]).to_arrow()) for c in plan["stored"]]
+    return [pa.field(f.name, f.dtype.to_arrow()) for f in blueprint.stored]
 
 
-def stream_name(plan: dict[str, Any]) -> str:
+def stream_name(blueprint: Blueprint) -> str:
     """How the offline store names this job's input when it records committed offsets."""
-    return f"kafka:{plan['kafka']['topic']}"
+    return f"kafka:{blueprint.kafka.topic}"
 
 
 class OnlineRows:
     """Writes the job's online rows through the store's monotonic write (the newest row per key wins)."""
 
-    def __init__(self, plan: dict[str, Any], store: Any, extra: list[pa.Field] = ()):
-        self.plan = plan
+    def __init__(self, blueprint: Blueprint, store: Any, extra: list[pa.Field] = ()):
+        self.view = blueprint.view
         self.store = store
-        self.keys = plan["keys"]
-        fields = _key_schema(plan) + list(extra)
-        if plan["aggregations"]:
-            from featurestore.online_aggregate import state_types
-
-            fields += [pa.field(n, t) for n, t in state_types(plan["spec"]).items()]
+        self.keys = list(blueprint.keys)
+        fields = _key_schema(blueprint) + list(extra)
+        if blueprint.aggregations:
+            fields += [pa.field(n, t) for n, t in blueprint.state_types().items()]
         else:
-            fields += _stored_fields(plan)
+            fields += _stored_fields(blueprint)
         self.schema = pa.schema(fields + [pa.field(EVENT_TS, TS), pa.field(CREATED_TS, TS)])
-        ttl = plan.get("ttl_seconds")
+        ttl = blueprint.ttl_seconds
         self.ttl = None if ttl is None else timedelta(seconds=ttl)
 
     def write(self, rows: list[dict[str, Any]]) -> tuple[int, int]:
@@ -51,7 +52,7 @@ class OnlineRows:
         if not rows:
             return 0, 0
         table = pa.Table.from_pylist(rows, schema=self.schema)
-        result = self.store.online_store.write(self.plan["view"], self.keys, table, event_ts_column=EVENT_TS,
+        result = self.store.online_store.write(self.view, self.keys, table, event_ts_column=EVENT_TS,
                                                created_ts_column=CREATED_TS, ttl=self.ttl)
         return result.written, result.skipped_stale
 
@@ -61,20 +62,20 @@ class OfflineRows:
     table, with the offsets and progress they complete, and merges the small files those appends leave
     once a day partition has many."""
 
-    def __init__(self, plan: dict[str, Any], store: Any):
-        self.plan = plan
+    def __init__(self, blueprint: Blueprint, store: Any):
+        self.view = blueprint.view
         self.offline = store.offline_store.appends
-        fields = _key_schema(plan) + _stored_fields(plan)
+        fields = _key_schema(blueprint) + _stored_fields(blueprint)
         self.schema = pa.schema(fields + [pa.field(EVENT_TS, TS), pa.field(CREATED_TS, TS)])
-        self.stream = stream_name(plan)
+        self.stream = stream_name(blueprint)
 
     def committed(self) -> tuple[dict[int, int], dict[str, Any]]:
         """(last offset committed per partition, the progress committed with them)."""
-        return self.offline.stream_progress(self.plan["view"], self.stream)
+        return self.offline.stream_progress(self.view, self.stream)
 
     def stage(self, rows: list[dict[str, Any]]) -> Any:
         """Write ``rows`` as data files, not yet visible (``commit`` makes them so)."""
-        return self.offline.stage_append(self.plan["view"], pa.Table.from_pylist(rows, schema=self.schema), EVENT_TS)
+        return self.offline.stage_append(self.view, pa.Table.from_pylist(rows, schema=self.schema), EVENT_TS)
 
     def commit(self, staged: Any, spans: dict[int, tuple[int, int]], progress: dict[str, Any]) -> int:
         """Make the ``staged`` rows visible and record, in the same atomic commit, the offsets ``spans``
@@ -87,7 +88,7 @@ class OfflineRows:
 
     def compact(self) -> None:
         """Merge the small files the commits leave once a day partition has many."""
-        self.offline.compact(self.plan["view"])
+        self.offline.compact(self.view)
 
 
 STATE_COLUMN = "__fs_stream_state"
@@ -105,24 +106,20 @@ class OnlineAggregator:
     without a state (written by materialization) starts a new one.
     """
 
-    def __init__(self, plan: dict[str, Any], store: Any):
-        from featurestore.streaming.state import AggregationState
-
-        self.plan = plan
+    def __init__(self, blueprint: Blueprint, store: Any):
+        self.view = blueprint.view
         self.store = store
-        self.keys = plan["keys"]
-        self.agg = AggregationState(plan["aggregations"])
-        self.rows = OnlineRows(plan, store, extra=[pa.field(STATE_COLUMN, pa.string())])
+        self.keys = list(blueprint.keys)
+        self.agg = AggregationState(blueprint.aggregations)
+        self.rows = OnlineRows(blueprint, store, extra=[pa.field(STATE_COLUMN, pa.string())])
 
     def write(self, items: list[tuple[dict[str, Any], int, int, int | None]]) -> tuple[int, int]:
         """Fold ``(row, partition, offset, kafka record ms)`` items; (rows written, skipped as stale)."""
-        from featurestore.streaming.state import dumps, loads
-
         groups: dict[tuple, list] = {}
         for item in items:
             groups.setdefault(tuple(item[0][k] for k in self.keys), []).append(item)
         keys = list(groups)
-        stored = self.store.online_store.read(self.plan["view"], self.keys, keys, [STATE_COLUMN],
+        stored = self.store.online_store.read(self.view, self.keys, keys, [STATE_COLUMN],
                                               {STATE_COLUMN: pa.string()}).values[STATE_COLUMN]
         rows = []
         for key, text in zip(keys, stored):
@@ -147,24 +144,23 @@ def _us(t: Any) -> int:
 
 
 class _PlainOnline:
-    def __init__(self, plan: dict[str, Any], store: Any):
-        self.rows = OnlineRows(plan, store)
+    def __init__(self, blueprint: Blueprint, store: Any):
+        self.rows = OnlineRows(blueprint, store)
 
     def write(self, items: list[tuple[dict[str, Any], int, int, int | None]]) -> tuple[int, int]:
         return self.rows.write([row for row, _, _, _ in items])
 
 
-def online_writer(plan: dict[str, Any], store: Any) -> OnlineAggregator | _PlainOnline:
+def online_writer(blueprint: Blueprint, store: Any) -> OnlineAggregator | _PlainOnline:
     """The job's online writer: events fold into aggregation states, or each event is a row."""
-    return OnlineAggregator(plan, store) if plan["aggregations"] else _PlainOnline(plan, store)
+    return OnlineAggregator(blueprint, store) if blueprint.aggregations else _PlainOnline(blueprint, store)
 
 
-def row_dead_letter(plan: dict[str, Any], reason: str, row: dict[str, Any], partition: int, offset: int) -> str:
-    """The dead-letter record (JSON text) of an event the job read but applies to neither store (late,
-    or its transforms failed): why, where from, and the row as the job had it (times as ISO text)."""
-    import json
-
-    return json.dumps({"reason": reason, "view": plan["view"], "topic": plan["kafka"]["topic"],
+def row_dead_letter(view: str, topic: str, reason: str, row: dict[str, Any], partition: int, offset: int) -> str:
+    """The dead-letter record (JSON text) of an event of ``view``'s job, read from ``topic``, that the
+    job applies to neither store (late, or its transforms failed): why, where from, and the row as
+    the job had it (times as ISO text)."""
+    return json.dumps({"reason": reason, "view": view, "topic": topic,
                        "partition": partition, "offset": offset,
                        "row": {k: (v.isoformat() if hasattr(v, "isoformat") else v)
                                for k, v in row.items() if not isinstance(v, bytes)}})
@@ -174,13 +170,13 @@ class DeadLetters:
     """Produces dead-letter records to the source's dead-letter topic, waiting for the broker's acks,
     and remembers where they landed, so a restarted job can tell which it already sent."""
 
-    def __init__(self, plan: dict[str, Any]):
-        from connectors.kafka import KafkaClient, KafkaConfig
+    def __init__(self, blueprint: Blueprint):
+        from connectors.kafka import KafkaClient, KafkaConfig  # confluent_kafka, loaded by the job only
 
-        self.topic = plan["kafka"]["dead_letter_topic"]
-        self.view, self.source_topic = plan["view"], plan["kafka"]["topic"]
-        self.client = KafkaClient(KafkaConfig(bootstrap_servers=plan["kafka"]["bootstrap_servers"],
-                                              timeout_seconds=60))
+        kafka = blueprint.kafka
+        self.topic = kafka.dead_letter_topic
+        self.view, self.source_topic = blueprint.view, kafka.topic
+        self.client = KafkaClient(KafkaConfig(bootstrap_servers=kafka.bootstrap_servers, timeout_seconds=60))
         # Per dead-letter partition, the offset after the last letter this writer saw acknowledged.
         self.positions: dict[int, int] = {}
 
@@ -194,10 +190,6 @@ class DeadLetters:
         """(source partition, offset) of this view's letters in the dead-letter topic at or after
         ``positions`` (every partition from its start where none is given): the letters a job sent
         after its last commit, before it stopped."""
-        import json
-
-        from featurestore.errors import BackendUnavailableError
-
         if self.topic not in self.client.list_topics():
             return set()
         try:

@@ -19,25 +19,16 @@ router = APIRouter(tags=["admin"])
 
 
 def check_online_store(store) -> None:
-    """Raise if the online store does not answer: a ``ping()`` when the backend has one, else a read of
-    a key that need not exist from the first registered view (no views: nothing to check)."""
+    """Raise if the online store does not answer: a read of a key that need not exist from the first
+    registered view with features (no views: nothing to check)."""
     online = store.online_store
-    ping = getattr(online, "ping", None)
-    if callable(ping):
-        ping()
-        return
-    views = store.online_reader.snapshot().get("feature_view", {})
-    for spec in views.values():
-        keys = spec.get("entity_columns") or []
-        features = [f for f in spec.get("schema", []) if f["name"] not in {k["name"] for k in keys}]
-        if not features:
+    for view in store.online_reader.catalog().views.values():
+        if not view.features:
             continue
-        from featurestore import types as fstypes
-
-        key_types = [fstypes.from_spec(k["dtype"]).to_arrow() for k in keys]
-        feature = features[0]["name"]
-        online.read(spec["name"], [k["name"] for k in keys], [tuple(_probe_value(t) for t in key_types)],
-                    [feature], {feature: fstypes.from_spec(features[0]["dtype"]).to_arrow()})
+        keys = view.entity_columns
+        feature = view.features[0]
+        online.read(view.name, [k.name for k in keys], [tuple(_probe_value(k.dtype.to_arrow()) for k in keys)],
+                    [feature.name], {feature.name: feature.dtype.to_arrow()})
         return
 
 

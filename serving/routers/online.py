@@ -19,11 +19,10 @@ from fastapi import APIRouter, Request  # noqa: TID253
 from fastapi.exceptions import RequestValidationError  # noqa: TID253
 from pydantic import ValidationError
 
-from featurestore import types as fstypes
 from featurestore.errors import InvalidInputError, NotFoundError
 from featurestore.on_demand import OnDemandFeatureError
 from featurestore.online_read import PRESENT
-from featurestore.online_store import EventTimes
+from featurestore.ports.online_store import EventTimes
 from serving.errors import RequestTooLarge, error_responses
 from serving.models import GetOnlineFeaturesRequest, OnlineFeaturesResponse
 from serving.responses import RawJSONResponse, dumps
@@ -143,25 +142,25 @@ def _raise_if_bad_input(store, features, body: GetOnlineFeaturesRequest) -> None
     - request fields of on-demand views reach the user's function unchecked, so a wrong type fails
       there (``OnDemandFeatureError``, a 500) instead of being refused as input.
     """
-    plan = store.online_reader.plan(features, body.full_feature_names)
-    for req in plan.requests:
-        for name, arrow_type in plan.keys[req.name]:
+    shape = store.online_reader.shape(features, body.full_feature_names)
+    for req in shape.requests:
+        for name, arrow_type in shape.keys[req.name]:
             if not pa.types.is_integer(arrow_type):
                 continue
             for value in body.entities.get(name, ()):
                 if isinstance(value, str) and not (value.isascii() and value.lstrip("-").isdigit()):
                     raise InvalidInputError(f"entities: join key {name!r} takes integers, got {value!r}")
-    for odfv in getattr(plan, "on_demand", ()):
-        for field in odfv.spec.get("request_schema", []):
-            values = body.entities.get(field["name"])
-            arrow_type = fstypes.from_spec(field["dtype"]).to_arrow()
+    for odfv in shape.on_demand:
+        for field in odfv.view.request_schema:
+            values = body.entities.get(field.name)
+            arrow_type = field.dtype.to_arrow()
             if values is None or not _checkable(arrow_type):
                 continue
             try:
                 pa.array(values, type=arrow_type)
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError) as exc:
-                raise InvalidInputError(f"entities: request field {field['name']!r} of on-demand feature view "
-                                        f"{odfv.name!r} takes {field['dtype']} values ({exc})") from None
+                raise InvalidInputError(f"entities: request field {field.name!r} of on-demand feature view "
+                                        f"{odfv.name!r} takes {field.dtype.to_spec()} values ({exc})") from None
 
 
 def _checkable(arrow_type: pa.DataType) -> bool:
@@ -173,11 +172,11 @@ def _checkable(arrow_type: pa.DataType) -> bool:
 
 
 def _newest_by_view(store, features, full_feature_names: bool, response: "OnlineResponse") -> dict:
-    plan = store.online_reader.plan(features, full_feature_names)  # cached per registry version
+    shape = store.online_reader.shape(features, full_feature_names)  # cached per registry version
     newest = {}
-    for req in plan.requests:
-        features = getattr(req, "all_features", None) or req.features  # incl. on-demand inputs
-        stamps = response.event_timestamps.get(plan.names.get((req.name, features[0]))) if features else None
+    for req in shape.requests:
+        features = req.all_features  # incl. on-demand inputs
+        stamps = response.event_timestamps.get(shape.names.get((req.name, features[0]))) if features else None
         if isinstance(stamps, EventTimes):
             newest[req.name] = stamps.newest()
         elif stamps:

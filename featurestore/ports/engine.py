@@ -14,6 +14,10 @@ from typing import Any
 
 import pyarrow as pa
 
+# Capability names an engine may declare in ``capabilities``.
+CAP_EXPORT_PARQUET = "export_parquet"  # ``export_parquet``: a whole export read, joined and written by a cluster
+CAP_CLUSTER_WRITES = "cluster_writes"  # ``read_frame``: rows stay on the cluster, whose executors write the stores
+
 # Canonical timestamp columns of a view's rows once they leave a source (offline store, online writes).
 EVENT_TS = "event_timestamp"
 CREATED_TS = "created_timestamp"
@@ -73,6 +77,7 @@ class Engine(ABC):
     """An engine: a point-in-time join and a bounded read of a view's rows."""
 
     name: str = ""
+    capabilities: frozenset[str] = frozenset()
 
     @abstractmethod
     def point_in_time_join(self, entity: pa.Table, timestamp_column: str,
@@ -87,9 +92,10 @@ class Engine(ABC):
         ``event_timestamp`` and ``created_timestamp`` (UTC), in no particular order."""
 
     @abstractmethod
-    def aggregation_state(self, spec: dict, data: ViewData, start: datetime, end: datetime) -> Any:
+    def aggregation_state(self, join: ViewJoin, start: datetime, end: datetime) -> Any:
         """An aggregation view's online state rows as of ``end`` for the entities with events in
-        [start, end) (layout: featurestore.online_aggregate), in the engine's own frame type."""
+        [start, end) (layout: featurestore.online_aggregate), in the engine's own frame type.
+        ``join`` describes the view as for an export (its keys, aggregations and event columns)."""
 
     @abstractmethod
     def time_bounds(self, data: ViewData, start: datetime | None, end: datetime | None
@@ -98,3 +104,20 @@ class Engine(ABC):
 
     def close(self) -> None:  # noqa: B027 - engines without resources need nothing here
         """Release connections and sessions."""
+
+
+def conform_rows(table: pa.Table, keys: list[tuple[str, pa.DataType]],
+                 features: list[tuple[str, str, pa.DataType]]) -> pa.Table:
+    """``read_rows``' promise: columns cast to the view's declared Arrow types and UTC microsecond
+    times, whatever spelling the engine's own types have."""
+    targets = {k: t for k, t in keys} | {out: t for _, out, t in features}
+    targets[EVENT_TS] = pa.timestamp("us", tz="UTC")
+    targets[CREATED_TS] = pa.timestamp("us", tz="UTC")
+    arrays = []
+    for name in table.column_names:
+        col = table.column(name)
+        want = targets.get(name)
+        if want is not None and col.type != want:
+            col = col.cast(want, safe=False)
+        arrays.append(col)
+    return pa.Table.from_arrays(arrays, names=table.column_names)

@@ -37,6 +37,7 @@ _UTC = datetime.timezone.utc
 CAP_TTL_EXPIRY = "ttl_expiry"  # rows disappear by themselves once event_ts + ttl has passed
 CAP_MULTI_PROCESS = "multi_process"  # several processes may write and read the same store at once
 CAP_REMOTE = "remote"  # a network service: calls can fail with BackendUnavailableError
+CAP_ASYNC_READ = "async_read"  # ``read_many_async``: several views' reads awaited at once, without threads
 
 
 @dataclass
@@ -143,6 +144,10 @@ class OnlineStore(ABC):
     def read(self, view: str, join_keys: list[str], keys: list[tuple], features: list[str],
              feature_types: dict[str, pa.DataType]) -> ReadResult:
         """The stored values of ``features`` for each key tuple (values in ``join_keys`` order)."""
+
+    async def read_many_async(self, reads: list[tuple]) -> list[ReadResult]:
+        """``read`` for each argument tuple of ``reads``, awaited together (``CAP_ASYNC_READ``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no asynchronous reads")
 
     @abstractmethod
     def delete_view(self, view: str) -> None:

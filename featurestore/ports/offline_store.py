@@ -1,0 +1,131 @@
+"""The offline store contract: every feature view's history, for training exports and backfills.
+
+Backends live in ``connectors/`` (``offline_parquet``) and are loaded by short name from the
+``featurestore.offline_stores`` entry-point group. Materialization, exports, pushes and the stream
+job call only the methods below; the optional ones only when the backend declares their capability.
+
+Semantics every backend keeps:
+
+- **Interval replace.** ``write(view, rows, start, end)`` replaces the view's rows with
+  ``start <= ts < end`` by ``rows`` and records [start, end) as covered, atomically: a reader sees the
+  interval before or after, never half of it. Reruns replace rather than duplicate.
+- **Appends.** ``appends`` is a second store of the same kind holding rows that stream jobs and
+  pushes add (``append``). Materialization never replaces them; exports read both tables.
+- **Exactly-once stream commits.** ``commit_append(..., stream=, offsets=, progress=)`` makes the
+  staged rows visible together with the Kafka offsets and the progress they complete, in one commit;
+  ``stream_progress`` reads both back from the same commit.
+- **Times.** Timestamps are stored as UTC microseconds (``featurestore.timestamps``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+# Capability names a backend may declare in ``capabilities``.
+CAP_FILES = "files"  # ``files()`` lists data files an engine can read directly (else it gets ``read()``)
+CAP_STAGED_WRITE = "staged_write"  # ``stage``/``commit_staged``/``discard_staged``: many writers, one commit
+CAP_COMPACT = "compact"  # ``compact`` merges small files and ``vacuum`` removes unreferenced ones
+
+
+class OfflineStore(ABC):
+    """A backend's history of every view. Constructed as ``cls(config, repo_path, project)``."""
+
+    capabilities: frozenset[str] = frozenset()
+
+    # -- materialized rows ------------------------------------------------------------------------
+    @abstractmethod
+    def write(self, view: str, table: pa.Table, start: datetime, end: datetime, timestamp_column: str) -> None:
+        """Replace the view's rows in [start, end) by ``table``'s rows and mark the interval covered."""
+
+    @abstractmethod
+    def read(self, view: str, start: datetime | None = None, end: datetime | None = None,
+             columns: list[str] | None = None) -> pa.Table:
+        """Rows with start <= ts <= end (inclusive both ends), in the stored schema."""
+
+    @abstractmethod
+    def covers(self, view: str, start: datetime, end: datetime) -> bool:
+        """Whether every instant of [start, end] (inclusive) lies inside the committed coverage."""
+
+    @abstractmethod
+    def coverage(self, view: str) -> list[tuple[datetime, datetime]]:
+        """Committed half-open intervals [start, end), merged and sorted; [] for an unknown view."""
+
+    @abstractmethod
+    def fingerprint(self, view: str) -> str:
+        """Changes with every commit of the view (and when it is deleted and recreated)."""
+
+    @abstractmethod
+    def schema(self, view: str) -> pa.Schema | None:
+        """The stored Arrow schema of the view's rows, None before its first commit."""
+
+    @abstractmethod
+    def views(self) -> list[str]:
+        """Names of views with committed data, sorted."""
+
+    @abstractmethod
+    def delete_view(self, view: str) -> bool:
+        """Remove the view's data; returns whether there was any. Idempotent."""
+
+    def files(self, view: str, start: datetime | None = None, end: datetime | None = None) -> list[str]:
+        """Data files that can hold the view's rows in [start, end] (``CAP_FILES``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not list data files")
+
+    # -- appended rows (stream jobs, pushes) ------------------------------------------------------
+    @property
+    @abstractmethod
+    def appends(self) -> "OfflineStore":
+        """The store of appended rows, beside the materialized one."""
+
+    @abstractmethod
+    def append(self, view: str, table: pa.Table, timestamp_column: str, *, stream: str | None = None,
+               offsets: dict[int, tuple[int, int]] | None = None, progress: dict[str, Any] | None = None) -> None:
+        """Add rows without replacing any; with ``stream``, record ``offsets`` and ``progress`` in the
+        same commit."""
+
+    @abstractmethod
+    def stage_append(self, view: str, table: pa.Table, timestamp_column: str) -> Any:
+        """The rows of an append written but not yet visible; ``commit_append`` publishes them."""
+
+    @abstractmethod
+    def commit_append(self, staged: Any, *, stream: str | None = None,
+                      offsets: dict[int, tuple[int, int]] | None = None,
+                      progress: dict[str, Any] | None = None) -> None:
+        """Publish a staged append (see ``append``)."""
+
+    @abstractmethod
+    def discard_append(self, staged: Any) -> None:
+        """Remove a staged append that will not be committed."""
+
+    @abstractmethod
+    def stream_progress(self, view: str, stream: str) -> tuple[dict[int, int], dict[str, Any]]:
+        """(last committed offset per partition, the progress committed with them) of ``stream``."""
+
+    @abstractmethod
+    def streams(self, view: str) -> dict[str, dict[str, Any]]:
+        """Every stream's committed progress for ``view``."""
+
+    # -- optional abilities -----------------------------------------------------------------------
+    def stage(self, view: str, table: pa.Table, timestamp_column: str, *, start: datetime | None = None,
+              end: datetime | None = None) -> list[dict[str, Any]]:
+        """Write rows as files no commit lists yet; returns their descriptions (``CAP_STAGED_WRITE``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no staged writes")
+
+    def commit_staged(self, view: str, staged: list[dict[str, Any]], start: datetime, end: datetime,
+                      timestamp_column: str, *, schema: pa.Schema | None = None) -> int:
+        """Commit staged files as ``write(view, <their rows>, start, end)`` would (``CAP_STAGED_WRITE``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no staged writes")
+
+    def discard_staged(self, view: str, staged: list[dict[str, Any]]) -> None:
+        """Delete staged files that were not committed (``CAP_STAGED_WRITE``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no staged writes")
+
+    def compact(self, view: str) -> int:
+        """Merge small files of the view; returns how many were merged (``CAP_COMPACT``)."""
+        return 0
+
+    def close(self) -> None:  # noqa: B027 - stores without resources need nothing here
+        """Release connections and handles."""
