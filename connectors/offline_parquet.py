@@ -456,24 +456,12 @@ class ParquetOfflineStore(OfflineStore):
                     if not current.schema.equals(prepared.schema):
                         raise InvalidInputError(f"view {view!r}: the offline store's schema changed "
                                                 f"while writing; retry the write")
-                streams = {k: dict(v) for k, v in current.streams.items()} if current else {}
-                progress = dict(current.progress) if current else {}
-                if stream is not None:
-                    name, spans, stream_progress = stream
-                    if stream_progress is not None:
-                        progress[name] = stream_progress
-                    done = streams.setdefault(name, {})
-                    for part, (first, last) in sorted(spans.items()):
-                        if done.get(str(part), -1) >= first:
-                            raise ConflictError(f"view {view!r}: offsets {first}..{last} of {name} partition "
-                                                f"{part} overlap rows already committed (up to offset "
-                                                f"{done[str(part)]}); read stream_offsets() again")
-                        done[str(part)] = last
+                streams, progress = self._advance_streams(view, current, stream)
                 live = {f.path for f in current.files} if current else set()
-                reused = [f.path for f in new_files if f.path in live]
-                if reused:
+                if any(f.path in live for f in new_files):
+                    reused = next(f.path for f in new_files if f.path in live)
                     new_files = [f for f in new_files if f.path not in live]  # never delete live files
-                    raise InvalidInputError(f"view {view!r}: data file {reused[0]} is already committed "
+                    raise InvalidInputError(f"view {view!r}: data file {reused} is already committed "
                                             f"(was this staged set committed before?)")
                 for f in new_files:  # a file vacuumed during a very slow write must not be committed
                     if not (view_dir / f.path).exists():
@@ -482,21 +470,8 @@ class ParquetOfflineStore(OfflineStore):
                 files = list(current.files) if current else []
                 kept_rows: dict[date, list[pa.Table]] = {}
                 if interval is not None:
-                    start, end = interval
-                    survivors = []
-                    for f in files:
-                        if f.rows == 0 or f.max_ts < start or f.min_ts >= end:
-                            survivors.append(f)  # no row inside the interval
-                        elif f.min_ts >= start and f.max_ts < end:
-                            superseded.append(f.path)  # every row inside: dropped
-                        else:
-                            data = pq.read_table(str(view_dir / f.path)).cast(prepared.schema)
-                            ts = data.column(ts_col)
-                            outside = pc.or_(pc.less(ts, pa.scalar(start, TS)),
-                                             pc.greater_equal(ts, pa.scalar(end, TS)))
-                            kept_rows.setdefault(f.day, []).append(data.filter(outside))
-                            superseded.append(f.path)
-                    files = survivors
+                    files, kept_rows, superseded = self._cut_interval(view_dir, files, interval,
+                                                                      prepared.schema, ts_col)
                 for day in sorted(set(prepared.deferred) | set(kept_rows)):
                     parts = kept_rows.get(day, [])
                     if day in prepared.deferred:
@@ -527,6 +502,50 @@ class ParquetOfflineStore(OfflineStore):
             self._remove_files(view_dir, [f.path for f in new_files])
             raise
         self._remove_files(view_dir, superseded)
+
+    @staticmethod
+    def _advance_streams(view: str, current: _Manifest | None,
+                         stream: tuple[str, dict[int, tuple[int, int]], dict[str, Any] | None] | None
+                         ) -> tuple[dict[str, dict[str, int]], dict[str, Any]]:
+        """The committed offsets and progress per stream after this commit; offsets that overlap ones
+        already committed are a conflict (the same rows would land twice)."""
+        streams = {k: dict(v) for k, v in current.streams.items()} if current else {}
+        progress = dict(current.progress) if current else {}
+        if stream is None:
+            return streams, progress
+        name, spans, stream_progress = stream
+        if stream_progress is not None:
+            progress[name] = stream_progress
+        done = streams.setdefault(name, {})
+        for part, (first, last) in sorted(spans.items()):
+            if done.get(str(part), -1) >= first:
+                raise ConflictError(f"view {view!r}: offsets {first}..{last} of {name} partition "
+                                    f"{part} overlap rows already committed (up to offset "
+                                    f"{done[str(part)]}); read stream_offsets() again")
+            done[str(part)] = last
+        return streams, progress
+
+    @staticmethod
+    def _cut_interval(view_dir: Path, files: list[_File], interval: tuple[datetime, datetime],
+                      schema: pa.Schema, ts_col: str) -> tuple[list[_File], dict[date, list[pa.Table]], list[str]]:
+        """(files untouched by [start, end), per day the rows of partly covered files that lie outside
+        it, the paths of files the commit supersedes)."""
+        start, end = interval
+        survivors: list[_File] = []
+        kept_rows: dict[date, list[pa.Table]] = {}
+        superseded: list[str] = []
+        for f in files:
+            if f.rows == 0 or f.max_ts < start or f.min_ts >= end:
+                survivors.append(f)  # no row inside the interval
+            elif f.min_ts >= start and f.max_ts < end:
+                superseded.append(f.path)  # every row inside: dropped
+            else:
+                data = pq.read_table(str(view_dir / f.path)).cast(schema)
+                ts = data.column(ts_col)
+                outside = pc.or_(pc.less(ts, pa.scalar(start, TS)), pc.greater_equal(ts, pa.scalar(end, TS)))
+                kept_rows.setdefault(f.day, []).append(data.filter(outside))
+                superseded.append(f.path)
+        return survivors, kept_rows, superseded
 
     # -- public API: writes ----------------------------------------------------------------------
     def write(self, view: str, table: pa.Table, start: datetime, end: datetime,

@@ -4,14 +4,13 @@ With several workers, uvicorn's default is one listening socket bound by the par
 spawned children. Two problems with that, both fixed here:
 
 - asyncio does not recognise the inherited socket as TCP and so never sets ``TCP_NODELAY``: every
-  response (headers and body are two writes) would wait ~40 ms for a delayed ACK. ``TCP_NODELAY`` is
-  set on the listening socket, and Linux copies it to each accepted connection.
+  response (headers and body are two writes) would wait for the client's delayed ACK. ``TCP_NODELAY``
+  is set on the listening socket, and Linux copies it to each accepted connection.
 - every worker wakes for a new connection and the first to run accepts all that are queued, so a
-  client opening its 8 keep-alive connections at once had 8 on one worker and 0 on the other (seen
-  with ``ss`` during the benchmark: two workers served no more than one). Each worker's loop therefore
-  accepts one connection per wakeup (``serving.balanced_accept``): an idle worker comes back for the
-  next connection at once, a busy one after its request. (One ``SO_REUSEPORT`` socket per worker, used
-  before, spreads connections by address hash instead: 8 connections often landed 6:2 or 7:1.)
+  client opening its keep-alive connections at once gets all of them on one worker. Each worker's
+  loop therefore accepts one connection per wakeup (``serving.balanced_accept``): an idle worker comes
+  back for the next connection at once, a busy one after its request. (One ``SO_REUSEPORT`` socket per
+  worker spreads connections by address hash instead, which leaves them unevenly spread.)
 """
 
 from __future__ import annotations

@@ -162,44 +162,11 @@ class LocalEngine(Engine):
             select_cols = ["fs_e." + _ROW]
             from_clause = "fs_e"
             for i, join in enumerate(joins):
-                data = join.data
-                if join.aggregations:
-                    cte, clause, outs = self._aggregation_join(con, i, join, bounds, params)
-                    ctes += cte
-                    from_clause += clause
-                    select_cols += outs
-                    continue
-                cols = [f"{self._cast(quote(dcol), ktype)} AS __k{j}"
-                        for j, (_, dcol, ktype) in enumerate(join.keys)]
-                cols.append(f"{self._ts(data.timestamp_column)} AS __ts")
-                if data.created_column:
-                    cols.append(f"coalesce({self._ts(data.created_column)}, '-infinity'::TIMESTAMPTZ) AS __cr")
-                cols += [f"{quote(dcol)} AS __f{j}" for j, (dcol, _, _) in enumerate(join.features)]
-                where = []
-                if bounds[1] is not None:
-                    params[f"v{i}_hi"] = bounds[1]
-                    where.append(f"{self._ts(data.timestamp_column)} <= $v{i}_hi")
-                    if join.ttl_seconds is not None:
-                        params[f"v{i}_lo"] = bounds[0]
-                        where.append(f"{self._ts(data.timestamp_column)} >= $v{i}_lo - "
-                                     f"to_microseconds({int(join.ttl_seconds * 1_000_000)})")
-                scan = self._scan(con, data, f"fs_v{i}", params)
-                ctes.append(f"fs_v{i} AS (SELECT {', '.join(cols)} FROM {scan}"
-                            f"{' WHERE ' + ' AND '.join(where) if where else ''})")
-                on = [f"fs_e.__e{i}_k{j} = fs_v{i}.__k{j}" for j in range(len(join.keys))]
-                if data.created_column:
-                    on.append(f"struct_pack(a := fs_e.__fs_t, b := 'infinity'::TIMESTAMPTZ) >= "
-                              f"struct_pack(a := fs_v{i}.__ts, b := fs_v{i}.__cr)")
-                else:
-                    on.append(f"fs_e.__fs_t >= fs_v{i}.__ts")
-                from_clause += f" ASOF LEFT JOIN fs_v{i} ON {' AND '.join(on)}"
-                fresh = "TRUE"
-                if join.ttl_seconds is not None:
-                    fresh = (f"fs_v{i}.__ts >= fs_e.__fs_t - "
-                             f"to_microseconds({int(join.ttl_seconds * 1_000_000)})")
-                for j, (_, _, ftype) in enumerate(join.features):
-                    select_cols.append(f"CASE WHEN {fresh} THEN {self._cast(f'fs_v{i}.__f{j}', ftype)} END"
-                                       f" AS __o{i}_{j}")
+                view_join = self._aggregation_join if join.aggregations else self._asof_join
+                cte, clause, outs = view_join(con, i, join, bounds, params)
+                ctes += cte
+                from_clause += clause
+                select_cols += outs
             sql = (f"WITH {', '.join(ctes)} SELECT {', '.join(select_cols)} FROM {from_clause} "
                    f"ORDER BY fs_e.{_ROW}")
             result = fetch_arrow(con, sql, params)
@@ -214,6 +181,40 @@ class LocalEngine(Engine):
                 arrays.append(col)
                 names.append(out)
         return pa.Table.from_arrays(arrays, names=names)
+
+    def _asof_join(self, con, i: int, join: ViewJoin, bounds, params: dict[str, Any]
+                   ) -> tuple[list[str], str, list[str]]:
+        """A CTE, a join clause and output columns joining a plain view's latest row at or before each
+        entity time (ties broken by the created time); a row older than the TTL gives nulls."""
+        data = join.data
+        cols = [f"{self._cast(quote(dcol), ktype)} AS __k{j}" for j, (_, dcol, ktype) in enumerate(join.keys)]
+        cols.append(f"{self._ts(data.timestamp_column)} AS __ts")
+        if data.created_column:
+            cols.append(f"coalesce({self._ts(data.created_column)}, '-infinity'::TIMESTAMPTZ) AS __cr")
+        cols += [f"{quote(dcol)} AS __f{j}" for j, (dcol, _, _) in enumerate(join.features)]
+        where = []
+        if bounds[1] is not None:
+            params[f"v{i}_hi"] = bounds[1]
+            where.append(f"{self._ts(data.timestamp_column)} <= $v{i}_hi")
+            if join.ttl_seconds is not None:
+                params[f"v{i}_lo"] = bounds[0]
+                where.append(f"{self._ts(data.timestamp_column)} >= $v{i}_lo - "
+                             f"to_microseconds({int(join.ttl_seconds * 1_000_000)})")
+        scan = self._scan(con, data, f"fs_v{i}", params)
+        cte = (f"fs_v{i} AS (SELECT {', '.join(cols)} FROM {scan}"
+               f"{' WHERE ' + ' AND '.join(where) if where else ''})")
+        on = [f"fs_e.__e{i}_k{j} = fs_v{i}.__k{j}" for j in range(len(join.keys))]
+        if data.created_column:
+            on.append(f"struct_pack(a := fs_e.__fs_t, b := 'infinity'::TIMESTAMPTZ) >= "
+                      f"struct_pack(a := fs_v{i}.__ts, b := fs_v{i}.__cr)")
+        else:
+            on.append(f"fs_e.__fs_t >= fs_v{i}.__ts")
+        fresh = "TRUE"
+        if join.ttl_seconds is not None:
+            fresh = f"fs_v{i}.__ts >= fs_e.__fs_t - to_microseconds({int(join.ttl_seconds * 1_000_000)})"
+        outs = [f"CASE WHEN {fresh} THEN {self._cast(f'fs_v{i}.__f{j}', ftype)} END AS __o{i}_{j}"
+                for j, (_, _, ftype) in enumerate(join.features)]
+        return [cte], f" ASOF LEFT JOIN fs_v{i} ON {' AND '.join(on)}", outs
 
     def _aggregation_join(self, con, i: int, join: ViewJoin, bounds, params: dict[str, Any]
                           ) -> tuple[list[str], str, list[str]]:

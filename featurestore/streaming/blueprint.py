@@ -155,85 +155,31 @@ def build_blueprint(store: Any, view_name: str, view: FeatureView | None = None)
         raise InvalidInputError(f"feature view {view_name!r} reads {source.kind} source {source.name!r}; a "
                                 f"stream job runs views whose source is a KafkaSource or a streaming "
                                 f"PushSource{hint}")
-    keys = [k for k, _ in key_columns(view)]
-    _, stored = stored_columns(view)
-    transform = list(view.transform)
-    flt = view.filter
-    produced = [output_name(e) for e in transform]
-
     mapping = dict(source.field_mapping)
     ts_col = mapping.get(source.timestamp_field, source.timestamp_field)
     created_col = (mapping.get(source.created_timestamp_field, source.created_timestamp_field)
                    if source.created_timestamp_field else None)
-    types: dict[str, fstypes.DataType] = {}
-    for f in source_schema(source, store.repo_path):
-        try:
-            types[f.name] = fstypes.from_arrow(f.type)
-        except DefinitionError:
-            continue
-    needed: dict[str, None] = {}
-    for name in keys + [ts_col] + ([created_col] if created_col else []):
-        needed[name] = None
-    for e in transform + ([flt] if flt is not None else []):
-        for name in e.columns():
-            needed[name] = None
-    for name, _ in stored:
-        if name not in produced:
-            needed[name] = None
-    inverse = {v: k for k, v in mapping.items()}
-    columns = []
-    for name in needed:
-        dtype = types.get(name)
-        if dtype is None:
-            raise DefinitionError(f"feature view {view_name!r}: column {name!r} is not a column of source "
-                                  f"{source.name!r}'s history ({source.batch_source.name!r}) with a supported "
-                                  f"type", obj=view_name)
-        if dtype.name not in _SCALARS:
-            raise DefinitionError(f"feature view {view_name!r}: column {name!r} has type {dtype}; stream jobs "
-                                  f"take scalar columns only for now", obj=view_name)
-        if name in (ts_col, created_col) and dtype.name != "Timestamp":
-            raise DefinitionError(f"feature view {view_name!r}: time column {name!r} has type {dtype} in the "
-                                  f"source's history; it must be a timestamp", obj=view_name)
-        columns.append(EventColumn(name, inverse.get(name, name), dtype, name in keys or name == ts_col))
-
+    keys = [k for k, _ in key_columns(view)]
+    _, stored = stored_columns(view)
+    columns = _event_columns(store, view, keys, ts_col, created_col)
     schema = {c.name: c.dtype for c in columns}
-    unsupported = [e for e in transform + ([flt] if flt is not None else []) if not cf.supports(e, schema)]
-    if unsupported:
-        raise DefinitionError(f"feature view {view_name!r}: the stream engine cannot run {unsupported[0]!r} "
-                              f"(see transforms.compile_flink.UNSUPPORTED)", obj=view_name)
-    passthrough = [c.name for c in columns if c.name not in produced] + [*META_COLUMNS, BAD]
-    inner = cf.compile_view("events", transform, flt, passthrough, schema, error_column=ERROR,
-                            filter_column=KEEP)
-    out_types = dict(schema)
-    for name, arrow_type in stored:
-        out_types[name] = fstypes.from_arrow(arrow_type)
-
-    def text(name: str, as_name: str) -> str:
-        q = cf.quote_ident(name)
-        if out_types[name].name == "Timestamp":
-            return f"CAST({q} AS STRING) AS {cf.quote_ident(as_name)}"
-        return f"{q} AS {cf.quote_ident(as_name)}"
-
+    out_types = schema | {name: fstypes.from_arrow(t) for name, t in stored}
     outputs = [*keys, *[n for n, _ in stored]]
-    items = [text(n, n) for n in outputs]
-    items.append(text(ts_col, EVENT_TS))
-    items.append(text(created_col, CREATED_TS) if created_col else f"CAST(NULL AS STRING) AS {CREATED_TS}")
-    items += [cf.quote_ident(m) for m in SINK_META]
-    select = f"SELECT {', '.join(items)} FROM ({inner})"
+    project = store.config.project
     return Blueprint(
         version=BLUEPRINT_VERSION,
-        project=store.config.project,
+        project=project,
         repo_path=str(store.repo_path),
         view=view_name,
         kafka=KafkaSettings(bootstrap_servers=source.bootstrap_servers, topic=source.topic,
                             dead_letter_topic=source.dead_letter_topic,
-                            group_id=source.group_id or f"featurestore.{store.config.project}.{view_name}",
+                            group_id=source.group_id or f"featurestore.{project}.{view_name}",
                             watermark_delay_ms=int(source.watermark_delay.total_seconds() * 1000),
                             allowed_lateness_ms=int(source.allowed_lateness.total_seconds() * 1000)),
         columns=tuple(columns),
         timestamp_column=ts_col,
         created_column=created_col,
-        select=select,
+        select=_job_select(view, columns, outputs, out_types, ts_col, created_col),
         keys=tuple(keys),
         key_types={k: schema[k] for k in keys},
         stored=tuple(Field(n, fstypes.from_arrow(t)) for n, t in stored),
@@ -245,6 +191,68 @@ def build_blueprint(store: Any, view_name: str, view: FeatureView | None = None)
         online=view.online,
         stream_engine=dict(store.config.stream_engine),
     )
+
+
+def _event_columns(store: Any, view: FeatureView, keys: list[str], ts_col: str,
+                   created_col: str | None) -> list[EventColumn]:
+    """The columns a message must carry: keys, times, what the filter and transforms read and the
+    stored columns no transform produces, typed by the source's history."""
+    source = view.source
+    produced = {output_name(e) for e in view.transform}
+    types: dict[str, fstypes.DataType] = {}
+    for f in source_schema(source, store.repo_path):
+        try:
+            types[f.name] = fstypes.from_arrow(f.type)
+        except DefinitionError:
+            continue
+    needed: dict[str, None] = dict.fromkeys(keys + [ts_col] + ([created_col] if created_col else []))
+    for e in [*view.transform, *([view.filter] if view.filter is not None else [])]:
+        needed.update(dict.fromkeys(e.columns()))
+    needed.update(dict.fromkeys(f.name for f in view.stored_fields if f.name not in produced))
+    inverse = {v: k for k, v in source.field_mapping.items()}
+    columns = []
+    for name in needed:
+        dtype = types.get(name)
+        if dtype is None:
+            raise DefinitionError(f"feature view {view.name!r}: column {name!r} is not a column of source "
+                                  f"{source.name!r}'s history ({source.batch_source.name!r}) with a supported "
+                                  f"type", obj=view.name)
+        if dtype.name not in _SCALARS:
+            raise DefinitionError(f"feature view {view.name!r}: column {name!r} has type {dtype}; stream jobs "
+                                  f"take scalar columns only for now", obj=view.name)
+        if name in (ts_col, created_col) and dtype.name != "Timestamp":
+            raise DefinitionError(f"feature view {view.name!r}: time column {name!r} has type {dtype} in the "
+                                  f"source's history; it must be a timestamp", obj=view.name)
+        columns.append(EventColumn(name, inverse.get(name, name), dtype, name in keys or name == ts_col))
+    return columns
+
+
+def _job_select(view: FeatureView, columns: list[EventColumn], outputs: list[str],
+                out_types: dict[str, fstypes.DataType], ts_col: str, created_col: str | None) -> str:
+    """The Flink SQL over the typed events: the view's filter and transforms (errors as values), then
+    the output columns as text and ``SINK_META``."""
+    transform, flt = list(view.transform), view.filter
+    schema = {c.name: c.dtype for c in columns}
+    unsupported = [e for e in transform + ([flt] if flt is not None else []) if not cf.supports(e, schema)]
+    if unsupported:
+        raise DefinitionError(f"feature view {view.name!r}: the stream engine cannot run {unsupported[0]!r} "
+                              f"(see transforms.compile_flink.UNSUPPORTED)", obj=view.name)
+    produced = {output_name(e) for e in transform}
+    passthrough = [c.name for c in columns if c.name not in produced] + [*META_COLUMNS, BAD]
+    inner = cf.compile_view("events", transform, flt, passthrough, schema, error_column=ERROR,
+                            filter_column=KEEP)
+
+    def text(name: str, as_name: str) -> str:
+        q = cf.quote_ident(name)
+        if out_types[name].name == "Timestamp":
+            return f"CAST({q} AS STRING) AS {cf.quote_ident(as_name)}"
+        return f"{q} AS {cf.quote_ident(as_name)}"
+
+    items = [text(n, n) for n in outputs]
+    items.append(text(ts_col, EVENT_TS))
+    items.append(text(created_col, CREATED_TS) if created_col else f"CAST(NULL AS STRING) AS {CREATED_TS}")
+    items += [cf.quote_ident(m) for m in SINK_META]
+    return f"SELECT {', '.join(items)} FROM ({inner})"
 
 
 def events_view_sql(blueprint: Blueprint) -> str:

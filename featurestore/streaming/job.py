@@ -132,9 +132,19 @@ def _table_environment(blueprint: Blueprint, state_dir: str, restore: str | None
 
 def _register_functions(t_env: Any, blueprint: Blueprint, state_dir: str) -> None:
     """The job's two vectorized Python functions: ``fs_parse`` and ``fs_sink``."""
-    import pandas as pd
     from pyflink.table import DataTypes
-    from pyflink.table.udf import ScalarFunction, udf
+    from pyflink.table.udf import udf
+
+    t_env.create_temporary_function("fs_parse", udf(_parse_function(blueprint, state_dir),
+                                                    result_type=DataTypes.STRING(), func_type="pandas"))
+    t_env.create_temporary_function("fs_sink", udf(_sink_function(blueprint, state_dir),
+                                                   result_type=DataTypes.BIGINT(), func_type="pandas"))
+
+
+def _parse_function(blueprint: Blueprint, state_dir: str) -> Any:
+    """``fs_parse``: Kafka records -> the blueprint's typed columns as JSON arrays."""
+    import pandas as pd
+    from pyflink.table.udf import ScalarFunction
 
     columns, topic, view = blueprint.columns, blueprint.kafka.topic, blueprint.view
 
@@ -161,6 +171,14 @@ def _register_functions(t_env: Any, blueprint: Blueprint, state_dir: str) -> Non
 
         def close(self):
             self.status.write()
+
+    return Parse()
+
+
+def _sink_function(blueprint: Blueprint, state_dir: str) -> Any:
+    """``fs_sink``: the SQL's rows -> ``EventSink.handle``, with the job's counters."""
+    import pandas as pd
+    from pyflink.table.udf import ScalarFunction
 
     kafka_ts_index = len(blueprint.output_columns) + SINK_META.index(KAFKA_TS)
 
@@ -203,8 +221,7 @@ def _register_functions(t_env: Any, blueprint: Blueprint, state_dir: str) -> Non
             self.status.write()
             self.store.close()
 
-    t_env.create_temporary_function("fs_parse", udf(Parse(), result_type=DataTypes.STRING(), func_type="pandas"))
-    t_env.create_temporary_function("fs_sink", udf(Sink(), result_type=DataTypes.BIGINT(), func_type="pandas"))
+    return Sink()
 
 
 def _pipeline_sql(t_env: Any, blueprint: Blueprint) -> str:

@@ -1,8 +1,9 @@
 """``POST /get-online-features``: Feast's request and response shape.
 
 The endpoint is ``async`` and calls the store through ``ServingState.store_calls``: inline on the event
-loop while the online store is healthy (a thread-pool hop per request cost ~100 us and, with the GIL
-handed between the loop and the workers, long tails under concurrency), in the thread pool while it is
+loop while the online store is healthy (a thread-pool hop per request costs more than the lookup's own
+Python and, with the GIL handed between the loop and the workers, gives long tails under concurrency),
+in the thread pool while it is
 failing, so that requests waiting on a frozen Redis time out side by side, not one after another.
 
 The response is rendered by orjson straight from the store's columns (timestamps, bytes, NaN handled
@@ -82,8 +83,8 @@ def _all_present(n: int) -> orjson.Fragment:
     return fragment
 
 
-# The body is parsed by pydantic straight from the bytes (``model_validate_json``), ~60 us per request
-# cheaper than FastAPI's json.loads + validate + dependency solving; the schema is documented by hand.
+# The body is parsed by pydantic straight from the bytes (``model_validate_json``), cheaper per request
+# than FastAPI's json.loads + validate + dependency solving; the schema is documented by hand.
 _REQUEST_BODY = {"required": True, "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/GetOnlineFeaturesRequest"}}}}
 # Components the app adds to its OpenAPI document (see ``serving.app``).
