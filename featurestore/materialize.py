@@ -18,17 +18,23 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import pyarrow as pa
 
+from featurestore import coverage
 from featurestore.definitions import FeatureView
-from featurestore.engines.spark_writes import frame_schema, write_offline, write_online
 from featurestore.errors import FeatureViewNotFound, InvalidInputError
-from featurestore.ports.engine import CAP_CLUSTER_WRITES, CREATED_TS, EVENT_TS, ViewData, ViewJoin
+from featurestore.ports.engine import (
+    CAP_CLUSTER_WRITES,
+    CREATED_TS,
+    EVENT_TS,
+    ClusterMaterialization,
+    ViewData,
+    ViewJoin,
+)
 from featurestore.retrieval import MIN_TIME, source_data, stored_columns
 
 if TYPE_CHECKING:
     from featurestore.store import FeatureStore
 
 UTC = timezone.utc
-WATERMARK_SCOPE = "materialize"
 CHUNK = timedelta(days=1)
 
 
@@ -160,16 +166,15 @@ def materialize_view(store: "FeatureStore", view: FeatureView, start: datetime, 
 def _materialize_on_cluster(store: "FeatureStore", view: FeatureView, data: ViewData, keys, features,
                             start: datetime, end: datetime, ttl: timedelta | None, online: bool,
                             result: ViewResult) -> ViewResult:
-    """The whole interval in one job: executors stage offline files (the driver commits them
-    atomically) and upsert the online store; only counts come back to the driver."""
-    frame = store.engine.read_frame(data, keys, features, start, end)
-    result.rows = write_offline(frame, store.config.offline_store, store.repo_path, store.config.project,
-                                view.name, start, end, EVENT_TS, schema=frame_schema(keys, features))
-    if online:
-        if view.aggregated:
-            frame = store.engine.aggregation_state(_state_join(view, data), start, end)
-        written = write_online(frame, store.config.online_store, store.repo_path, store.config.project,
-                               view.name, [k for k, _ in keys], ttl)
+    """The whole interval in one job of the engine's cluster (``Engine.materialize``)."""
+    job = ClusterMaterialization(
+        view=view.name, data=data, keys=tuple(keys), features=tuple(features), start=start, end=end, ttl=ttl,
+        repo_path=str(store.repo_path), project=store.config.project,
+        offline_store=dict(store.config.offline_store),
+        online_store=dict(store.config.online_store) if online else None,
+        aggregation=_state_join(view, data) if view.aggregated else None)
+    result.rows, written = store.engine.materialize(job)
+    if written is not None:
         result.online_written, result.online_skipped = written.written, written.skipped_stale
     return result
 
@@ -184,7 +189,7 @@ def materialize(store: "FeatureStore", start_date, end_date, feature_views: Sequ
     with _progress(progress) as bar:
         for view in _views(store, feature_views):
             out.views.append(materialize_view(store, view, start, end, online=online, progress=bar))
-            _set_watermark(store, view.name, end)
+            coverage.record(store, view.name, start, end)
     return out
 
 
@@ -194,24 +199,12 @@ def materialize_incremental(store: "FeatureStore", end_date, feature_views: Sequ
     out = MaterializeResult()
     with _progress(progress) as bar:
         for view in _views(store, feature_views):
-            start = get_watermark(store, view.name)
+            start = coverage.watermark(store, view.name)
             if start is None:
                 ttl = view.ttl_seconds
                 start = MIN_TIME if ttl is None else end - timedelta(seconds=ttl)
             if start >= end:
                 continue
             out.views.append(materialize_view(store, view, start, end, online=online, progress=bar))
-            _set_watermark(store, view.name, end)
+            coverage.record(store, view.name, start, end)
     return out
-
-
-def get_watermark(store: "FeatureStore", view: str) -> datetime | None:
-    value = store.registry.get_state(WATERMARK_SCOPE, view)
-    return None if value is None else datetime.fromisoformat(value)
-
-
-def _set_watermark(store: "FeatureStore", view: str, end: datetime) -> None:
-    with store.registry.write() as tx:
-        current = tx.get_state(WATERMARK_SCOPE, view)
-        if current is None or datetime.fromisoformat(current) < end:
-            tx.set_state(WATERMARK_SCOPE, view, end.isoformat())

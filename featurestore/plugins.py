@@ -26,7 +26,8 @@ GROUPS = {
 # The built-in backends, the same table as the entry points in pyproject.toml (a test keeps the two
 # equal), so a source checkout works without an installed distribution.
 _BUILTIN = {
-    "offline_store": {"parquet": "connectors.offline_parquet:ParquetOfflineStore"},
+    "offline_store": {"parquet": "connectors.offline_delta:DeltaOfflineStore",  # Delta tables of Parquet files
+                      "delta": "connectors.offline_delta:DeltaOfflineStore"},
     "online_store": {"sqlite": "connectors.online_sqlite:SqliteOnlineStore",
                      "redis": "connectors.online_redis:RedisOnlineStore"},
     "engine": {"local": "featurestore.engines.local:LocalEngine",

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from featurestore import on_demand, plugins
+from featurestore import coverage, on_demand, plugins
 from featurestore import types as fstypes
 from featurestore.catalog import Catalog
 from featurestore.definitions import FeatureService, FeatureView, Field
@@ -286,7 +286,7 @@ def view_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: 
     keys, stored = stored_columns(view)
     offline = store.offline_store
     lo = needed_from(view, lo)
-    if offline.covers(req.name, lo or MIN_TIME, hi):
+    if coverage.covers(store, req.name, lo or MIN_TIME, hi):
         files = offline.files(req.name, lo, hi) if CAP_FILES in offline.capabilities else []
         data = (ViewData(EVENT_TS, CREATED_TS, files=tuple(files)) if files
                 else ViewData(EVENT_TS, CREATED_TS, table=offline.read(req.name, lo, hi)))

@@ -67,7 +67,8 @@ DEFERRED_IMPORTS = {
     ("serving.server", "serving.http_protocol"),
 }
 HEAVY = {"pyspark", "pyflink", "duckdb", "pandas", "fastapi", "starlette", "uvicorn", "uvloop", "httptools",
-         "redis", "confluent_kafka", "sqlalchemy", "pyarrow", "pydantic", "yaml", "numpy", "prometheus_client"}
+         "redis", "confluent_kafka", "sqlalchemy", "pyarrow", "pydantic", "yaml", "numpy", "prometheus_client",
+         "deltalake"}
 OWN = ("featurestore", "connectors", "transforms", "serving")
 
 

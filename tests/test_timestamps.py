@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from connectors.offline_parquet import ParquetOfflineStore, ParquetOfflineStoreConfig
+from connectors.offline_delta import DeltaOfflineStore, DeltaOfflineStoreConfig
 from connectors.online_codec import timestamps_us
 from featurestore import timestamps as ts
 from featurestore.retrieval import normalise_timestamps
@@ -34,7 +34,7 @@ def test_every_store_and_the_export_use_the_same_rule(tmp_path: Path):
     assert timestamps_us(_ns(), name="t", nullable=False).tolist() == FLOORED_US  # online rows
     entity = normalise_timestamps(pa.table({"t": _ns(None)}), "t")  # export entity times
     assert entity.column("t").cast(pa.int64()).to_pylist() == FLOORED_US
-    store = ParquetOfflineStore(ParquetOfflineStoreConfig(), tmp_path, "p")  # offline rows
+    store = DeltaOfflineStore(DeltaOfflineStoreConfig(), tmp_path, "p")  # offline rows
     store.append("v", pa.table({"id": list(range(len(NS))), "event_timestamp": _ns()}), "event_timestamp")
     got = store.read("v").sort_by("id").column("event_timestamp").cast(pa.int64()).to_pylist()
     assert got == FLOORED_US

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from featurestore.engines.spark_writes import frame_schema, write_offline, write_online
 from featurestore.errors import MissingDependencyError
 from featurestore.online_aggregate import EV_CR, EV_TS, ev_column
 from featurestore.ports.engine import (
@@ -23,11 +24,13 @@ from featurestore.ports.engine import (
     CAP_EXPORT_PARQUET,
     CREATED_TS,
     EVENT_TS,
+    ClusterMaterialization,
     Engine,
     ViewData,
     ViewJoin,
     conform_rows,
 )
+from featurestore.ports.online_store import WriteResult
 from transforms import output_name
 from transforms.aggregation import Aggregation
 from transforms.compile_spark import aggregate_at_points, apply_view
@@ -309,6 +312,20 @@ class SparkEngine(Engine):
         state = state.join(life, on=keys, how="inner")
         return state.withColumnRenamed("__fs_latest", EVENT_TS).withColumn(
             CREATED_TS, F.lit(end).cast("timestamp"))
+
+    def materialize(self, job: ClusterMaterialization) -> tuple[int, WriteResult | None]:
+        """The whole interval in one job: executors stage offline files (the driver commits them
+        atomically) and upsert the online store; only counts come back to the driver."""
+        keys, features = list(job.keys), list(job.features)
+        frame = self.read_frame(job.data, keys, features, job.start, job.end)
+        rows = write_offline(frame, job.offline_store, job.repo_path, job.project, job.view, job.start,
+                             job.end, EVENT_TS, schema=frame_schema(keys, features))
+        if job.online_store is None:
+            return rows, None
+        if job.aggregation is not None:
+            frame = self.aggregation_state(job.aggregation, job.start, job.end)
+        return rows, write_online(frame, job.online_store, job.repo_path, job.project, job.view,
+                                  [k for k, _ in keys], job.ttl)
 
     def read_rows(self, data: ViewData, keys: list[tuple[str, pa.DataType]],
                   features: list[tuple[str, str, pa.DataType]], start: datetime | None,

@@ -1,4 +1,4 @@
-"""Spark writes done by the executors: the offline Parquet store and the online store.
+"""Spark writes done by the executors: the offline store and the online store.
 
 No feature row passes through the driver. Each task receives its partition as Arrow batches
 (``DataFrame.mapInArrow``) and writes them itself; only a few small rows per task come back.
@@ -13,9 +13,9 @@ No feature row passes through the driver. Each task receives its partition as Ar
   ``OnlineStore.write`` (event-time monotonic, so retried tasks and reruns are harmless), close it and
   return one ``(written, skipped)`` row; the driver sums them.
 
-Where the executors run matters: the Parquet store is a directory on a POSIX filesystem, so the
-executors must see the same path as the driver (local mode, or a shared filesystem mounted at the
-same path on every node). The SQLite online store is a local file: it works in local mode, where the
+Where the executors run matters: the offline store's path must mean the same place to the executors
+as to the driver (object storage such as ``s3://``, a shared filesystem mounted at the same path on
+every node, or local mode). The SQLite online store is a local file: it works in local mode, where the
 executors share the driver's filesystem; on a cluster use the Redis online store. The executors must
 be able to import ``featurestore`` and ``connectors`` (the package installed on every node).
 """
@@ -139,8 +139,8 @@ def write_offline(df: "DataFrame", store_config: BaseModel | dict[str, Any],
     carry as another type); by default the view's stored schema when it has data, else Spark's own
     Arrow types. Returns the number of rows written.
 
-    Each task writes one file per UTC date it holds (more when it holds more than ``stage_bytes``);
-    ``df.repartition(F.to_date(ts_col))`` beforehand gives about one file per date.
+    Each task writes a file every ``stage_bytes`` of rows it holds;
+    ``df.repartition(F.to_date(ts_col))`` beforehand gives files that each hold about one date.
 
     >>> write_offline(df, {"type": "parquet", "path": "data/offline"}, repo, "demo", "driver_stats",
     ...               start, end)  # doctest: +SKIP

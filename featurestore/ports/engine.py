@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 
+from featurestore.ports.online_store import WriteResult
+
 # Capability names an engine may declare in ``capabilities``.
 CAP_EXPORT_PARQUET = "export_parquet"  # ``export_parquet``: a whole export read, joined and written by a cluster
-CAP_CLUSTER_WRITES = "cluster_writes"  # ``read_frame``: rows stay on the cluster, whose executors write the stores
+CAP_CLUSTER_WRITES = "cluster_writes"  # ``materialize``: rows stay on the cluster, whose executors write the stores
 
 # Canonical timestamp columns of a view's rows once they leave a source (offline store, online writes).
 EVENT_TS = "event_timestamp"
@@ -73,6 +75,26 @@ class ViewJoin:
     event_columns: tuple[tuple[str, Any], ...] = ()
 
 
+@dataclass(frozen=True)
+class ClusterMaterialization:
+    """One view's materialization of [start, end) run by a cluster engine's executors: they write the
+    offline store (``offline_store`` config section) and, when ``online_store`` is given, upsert the
+    online store; ``aggregation`` (an aggregation view) says to write its state rows online."""
+
+    view: str
+    data: ViewData
+    keys: tuple[tuple[str, pa.DataType], ...]
+    features: tuple[tuple[str, str, pa.DataType], ...]
+    start: datetime
+    end: datetime
+    ttl: timedelta | None
+    repo_path: str
+    project: str
+    offline_store: dict[str, Any]
+    online_store: dict[str, Any] | None
+    aggregation: ViewJoin | None = None
+
+
 class Engine(ABC):
     """An engine: a point-in-time join and a bounded read of a view's rows."""
 
@@ -101,6 +123,10 @@ class Engine(ABC):
     def time_bounds(self, data: ViewData, start: datetime | None, end: datetime | None
                     ) -> tuple[datetime | None, datetime | None]:
         """(min, max) event time of the rows with start <= event time < end; (None, None) if none."""
+
+    def materialize(self, job: ClusterMaterialization) -> tuple[int, WriteResult | None]:
+        """(offline rows written, the online write's result or None) of ``job`` (``CAP_CLUSTER_WRITES``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not write from a cluster")
 
     def close(self) -> None:  # noqa: B027 - engines without resources need nothing here
         """Release connections and sessions."""

@@ -1,14 +1,15 @@
 """The offline store contract: every feature view's history, for training exports and backfills.
 
-Backends live in ``connectors/`` (``offline_parquet``) and are loaded by short name from the
+Backends live in ``connectors/`` (``offline_delta``: Delta Lake tables) and are loaded by short name from the
 ``featurestore.offline_stores`` entry-point group. Materialization, exports, pushes and the stream
 job call only the methods below; the optional ones only when the backend declares their capability.
 
 Semantics every backend keeps:
 
 - **Interval replace.** ``write(view, rows, start, end)`` replaces the view's rows with
-  ``start <= ts < end`` by ``rows`` and records [start, end) as covered, atomically: a reader sees the
-  interval before or after, never half of it. Reruns replace rather than duplicate.
+  ``start <= ts < end`` by ``rows`` atomically: a reader sees the interval before or after, never half
+  of it. Reruns replace rather than duplicate. Which intervals were materialized is recorded by the
+  caller in the registry (``featurestore.coverage``), not by the store.
 - **Appends.** ``appends`` is a second store of the same kind holding rows that stream jobs and
   pushes add (``append``). Materialization never replaces them; exports read both tables.
 - **Exactly-once stream commits.** ``commit_append(..., stream=, offsets=, progress=)`` makes the
@@ -29,6 +30,7 @@ import pyarrow as pa
 CAP_FILES = "files"  # ``files()`` lists data files an engine can read directly (else it gets ``read()``)
 CAP_STAGED_WRITE = "staged_write"  # ``stage``/``commit_staged``/``discard_staged``: many writers, one commit
 CAP_COMPACT = "compact"  # ``compact`` merges small files and ``vacuum`` removes unreferenced ones
+CAP_VERSIONS = "versions"  # ``version(view)`` names a commit and ``read(..., version=)`` reads it again
 
 
 class OfflineStore(ABC):
@@ -45,14 +47,6 @@ class OfflineStore(ABC):
     def read(self, view: str, start: datetime | None = None, end: datetime | None = None,
              columns: list[str] | None = None) -> pa.Table:
         """Rows with start <= ts <= end (inclusive both ends), in the stored schema."""
-
-    @abstractmethod
-    def covers(self, view: str, start: datetime, end: datetime) -> bool:
-        """Whether every instant of [start, end] (inclusive) lies inside the committed coverage."""
-
-    @abstractmethod
-    def coverage(self, view: str) -> list[tuple[datetime, datetime]]:
-        """Committed half-open intervals [start, end), merged and sorted; [] for an unknown view."""
 
     @abstractmethod
     def fingerprint(self, view: str) -> str:
@@ -103,6 +97,10 @@ class OfflineStore(ABC):
     @abstractmethod
     def stream_progress(self, view: str, stream: str) -> tuple[dict[int, int], dict[str, Any]]:
         """(last committed offset per partition, the progress committed with them) of ``stream``."""
+
+    def stream_offsets(self, view: str, stream: str) -> dict[int, int]:
+        """Per partition, the last offset of ``stream`` whose rows ``view`` has committed ({} if none)."""
+        return self.stream_progress(view, stream)[0]
 
     @abstractmethod
     def streams(self, view: str) -> dict[str, dict[str, Any]]:

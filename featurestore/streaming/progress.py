@@ -54,7 +54,7 @@ class PartitionProgress:
             self.max_event_us[partition] = event_us
 
     def to_json(self) -> dict[str, Any]:
-        """What a commit records beside the offsets (``ParquetOfflineStore.append(progress=...)``)."""
+        """What a commit records beside the offsets (``OfflineStore.append(progress=...)``)."""
         return {"max_event_us": {str(p): t for p, t in sorted(self.max_event_us.items())},
                 "watermark_delay_us": self.delay_us, "allowed_lateness_us": self.lateness_us}
 
