@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Private test services for this checkout: PostgreSQL (registry), Redis (online store) and a
-# single-node Kafka broker (stream sources; its jars come from Maven Central via .ci/jvm/pom.xml).
+# Private test services for this checkout: PostgreSQL (registry), Redis (online store), a
+# single-node Kafka broker (stream sources; its jars come from Maven Central via .ci/jvm/pom.xml) and
+# an S3-compatible object store (s3s-fs, a filesystem-backed S3 server built from crates.io with cargo
+# into .ci/cache/s3; path-style requests only, at http://127.0.0.1:59000).
 #
-#   .ci/services.sh install [svc...]           install missing binaries from Debian's packages
+#   .ci/services.sh install [svc...]           install missing binaries (Debian's packages; s3: cargo)
 #   .ci/services.sh start [--record FILE] [svc...]
 #                                              start each service unless it already answers; the
 #                                              names of the services THIS call started are appended
@@ -24,7 +26,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$ROOT/.ci/state"
 STARTED_LIST="$STATE/started"
-SERVICES=(postgres redis kafka)
+SERVICES=(postgres redis kafka s3)
 WAIT_SECONDS="${FS_SERVICES_WAIT_SECONDS:-60}"
 
 PG_PORT=55432
@@ -35,6 +37,7 @@ PG_OS_USER=fsci
 REDIS_PORT=56379
 KAFKA_PORT=59092
 KAFKA_CONTROLLER_PORT=59093
+S3_PORT=59000
 JVM_POM="$ROOT/.ci/jvm/pom.xml"
 JARS_CACHE="$ROOT/.ci/cache/jars"
 
@@ -514,6 +517,153 @@ kafka_stop() {
 
 kafka_env() {
     echo "export FS_TEST_KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT"
+}
+
+# ---------------------------------------------------------------- s3
+# s3s-fs (crates.io, Apache-2.0): an S3 server that keeps each bucket as a folder and each object as a
+# file under its data root. Built once with `cargo install` into .ci/cache/s3 (cargo keeps its registry
+# and git caches in ~/.cargo as usual); state in .ci/state/s3: data/ (the buckets), s3.pid; log in
+# .ci/state/s3.log. Only path-style requests (http://127.0.0.1:59000/BUCKET/KEY); the region is not
+# checked (any region in the signature is accepted); no bucket exists until a client creates one. Keys
+# longer than ~140 bytes fail (500): each object's metadata file is named after base64(bucket, key).
+# Its conditional PUT (If-None-Match: *) is a check before the write, not atomic: overlapping PUTs can
+# all succeed (tests/test_s3_service.py says what that means for concurrent Delta writers).
+# Pinned: 0.14.1 is the newest release whose rust-version (1.92) the installed toolchain (1.95) meets;
+# 0.15.0 and later need rustc 1.96. --locked builds the dependency versions the crate was released with.
+S3_CRATE=s3s-fs
+S3_VERSION=0.14.1
+S3_ACCESS_KEY=fstest
+S3_SECRET_KEY=fstest-secret
+S3_REGION=us-east-1
+S3_CACHE="$ROOT/.ci/cache/s3"
+S3_BIN="$S3_CACHE/bin/s3s-fs"
+S3_DIR="$STATE/s3"
+S3_DATA="$S3_DIR/data"
+S3_PIDF="$S3_DIR/s3.pid"
+S3_LOG="$STATE/s3.log"
+
+s3_cargo() {
+    if command -v cargo >/dev/null; then
+        command -v cargo
+    elif [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
+        echo "${CARGO_HOME:-$HOME/.cargo}/bin/cargo"
+    else
+        return 1
+    fi
+}
+
+s3_installed() {
+    [[ -x "$S3_BIN" && "$("$S3_BIN" --version 2>/dev/null)" == "$S3_CRATE $S3_VERSION" ]]
+}
+
+s3_install() {
+    if ! command -v curl >/dev/null; then apt_install curl ca-certificates; fi
+    if s3_installed; then
+        log "s3: $S3_CRATE $S3_VERSION present ($S3_BIN)"
+        return 0
+    fi
+    local cargo; cargo="$(s3_cargo)" \
+        || die "s3: cargo not found; $S3_CRATE $S3_VERSION needs a Rust toolchain >= 1.92 (rustup)"
+    command -v cc >/dev/null || apt_install gcc libc6-dev
+    mkdir -p "$S3_CACHE"
+    local blog="$S3_CACHE/cargo-install.log" t0=$SECONDS
+    log "s3: building $S3_CRATE $S3_VERSION from crates.io into $S3_CACHE (a few minutes; log $blog)"
+    # --force: replace a binary of another version left in the same root.
+    if ! "$cargo" install --locked --force --root "$S3_CACHE" --version "=$S3_VERSION" \
+            --features binary "$S3_CRATE" >"$blog" 2>&1; then
+        tail_log "$blog"
+        die "s3: cargo install $S3_CRATE $S3_VERSION failed"
+    fi
+    s3_installed || die "s3: $S3_BIN does not report version $S3_VERSION after cargo install"
+    log "s3: $S3_CRATE $S3_VERSION built ($((SECONDS - t0))s)"
+}
+
+# ListBuckets (GET /) signed with the test credentials (SigV4; curl >= 7.75 signs, the payload hash
+# header is one S3 servers require); prints the response body, fails only when nothing answered.
+s3_list_buckets() {
+    curl -sS --max-time 5 --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
+        -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "http://127.0.0.1:$S3_PORT/" 2>/dev/null
+}
+
+# Answers like an S3 server: a bucket list, or an S3 XML error (e.g. another server's credentials).
+s3_up() {
+    s3_list_buckets | grep -q '<ListAllMyBucketsResult\|<Error>'
+}
+
+# The test credentials work (checked for any server on the port, ours or one found running).
+s3_check_login() {
+    s3_list_buckets | grep -q '<ListAllMyBucketsResult'
+}
+
+# The server's pid from the pid file, if that process is still our s3s-fs.
+s3_pid() {
+    local pid
+    [[ -f "$S3_PIDF" ]] || return 1
+    pid="$(cat "$S3_PIDF")"
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 's3s-fs' || return 1
+    echo "$pid"
+}
+
+s3_up_or_dead() {
+    s3_up || ! s3_pid >/dev/null
+}
+
+s3_start() {
+    s3_installed || die "s3: $S3_CRATE $S3_VERSION not installed (run: $0 install s3)"
+    if s3_up; then
+        log "s3: already answering on 127.0.0.1:$S3_PORT; leaving it running"
+        s3_check_login || die "s3: the server on port $S3_PORT answers but refuses access key $S3_ACCESS_KEY"
+        return 0   # not started by this call
+    fi
+    local pid
+    if pid="$(s3_pid)"; then
+        log "s3: server from an earlier start (pid $pid) is still coming up; waiting"
+        wait_until "s3 on 127.0.0.1:$S3_PORT" "$S3_LOG" s3_up
+        return 0
+    fi
+    # Throwaway test data, like Redis's: each start begins empty (s3s-fs also leaves the metadata files
+    # of deleted buckets in its root, so the folder would only grow).
+    rm -rf "$S3_DATA"
+    mkdir -p "$S3_DATA"
+    log "s3: starting $S3_CRATE $S3_VERSION on 127.0.0.1:$S3_PORT (data $S3_DATA, log $S3_LOG)"
+    # Own session and no inherited stdio, as for Kafka. RUST_LOG=info logs startup and errors.
+    RUST_LOG="${FS_S3_RUST_LOG:-info}" setsid "$S3_BIN" --host 127.0.0.1 --port "$S3_PORT" \
+        --access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" "$S3_DATA" \
+        </dev/null >>"$S3_LOG" 2>&1 &
+    echo $! >"$S3_PIDF"
+    mark_started s3
+    wait_until "s3 on 127.0.0.1:$S3_PORT" "$S3_LOG" s3_up_or_dead
+    s3_pid >/dev/null || { tail_log "$S3_LOG"; die "s3: the server exited during startup"; }
+    s3_check_login || { tail_log "$S3_LOG"; die "s3: the server refuses the test credentials"; }
+    log "s3: ready"
+}
+
+s3_stop() {
+    local pid
+    if pid="$(s3_pid)"; then
+        log "s3: stopping (pid $pid)"
+        kill -TERM "$pid"
+        local deadline=$((SECONDS + 30))
+        while kill -0 "$pid" 2>/dev/null; do
+            if ((SECONDS >= deadline)); then
+                log "s3: still alive after 30s, killing"; kill -KILL "$pid" 2>/dev/null || true; break
+            fi
+            sleep 0.2
+        done
+        rm -f "$S3_PIDF"
+    else
+        log "s3: not running from $S3_PIDF"
+    fi
+}
+
+s3_env() {
+    echo "export FS_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT"
+    echo "export FS_TEST_S3_ACCESS_KEY=$S3_ACCESS_KEY"
+    echo "export FS_TEST_S3_SECRET_KEY=$S3_SECRET_KEY"
+    echo "export FS_TEST_S3_REGION=$S3_REGION"
+    # Which implementation answers: tests/test_s3_service.py expects s3s-fs's non-atomic conditional PUT.
+    echo "export FS_TEST_S3_SERVER=$S3_CRATE/$S3_VERSION"
 }
 
 # ---------------------------------------------------------------- dispatch
