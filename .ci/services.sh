@@ -437,15 +437,19 @@ log.retention.hours=24
 PROPS
 }
 
-# The broker's pid from the pid file, if that process is still our kafka.Kafka.
-kafka_pid() {
-    local pid
-    [[ -f "$KAFKA_PIDF" ]] || return 1
-    pid="$(cat "$KAFKA_PIDF")"
+# pid_of <pidfile> <command pattern>: the pid in the file, if that process lives and its command line
+# matches the pattern (so a reused pid is never taken for our server).
+pid_of() {
+    local pidfile="$1" pattern="$2" pid
+    [[ -f "$pidfile" ]] || return 1
+    pid="$(cat "$pidfile")"
     [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka' || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$pattern" || return 1
     echo "$pid"
 }
+
+# The broker's pid from the pid file, if that process is still our kafka.Kafka.
+kafka_pid() { pid_of "$KAFKA_PIDF" 'kafka\.Kafka'; }
 
 # For wait_until: succeed when the broker answers, and also when our process died (checked after).
 kafka_up_or_dead() {
@@ -497,18 +501,24 @@ kafka_start() {
     log "kafka: ready ($((SECONDS - t0))s)"
 }
 
+# stop_process <name> <pid> <seconds>: SIGTERM, then SIGKILL once <seconds> have passed.
+stop_process() {
+    local name="$1" pid="$2" seconds="$3"
+    log "$name: stopping (pid $pid)"
+    kill -TERM "$pid"
+    local deadline=$((SECONDS + seconds))
+    while kill -0 "$pid" 2>/dev/null; do
+        if ((SECONDS >= deadline)); then
+            log "$name: still alive after ${seconds}s, killing"; kill -KILL "$pid" 2>/dev/null || true; break
+        fi
+        sleep 0.2
+    done
+}
+
 kafka_stop() {
     local pid
     if pid="$(kafka_pid)"; then
-        log "kafka: stopping (pid $pid)"
-        kill -TERM "$pid"
-        local deadline=$((SECONDS + 45))
-        while kill -0 "$pid" 2>/dev/null; do
-            if ((SECONDS >= deadline)); then
-                log "kafka: still alive after 45s, killing"; kill -KILL "$pid" 2>/dev/null || true; break
-            fi
-            sleep 0.2
-        done
+        stop_process kafka "$pid" 45
         rm -f "$KAFKA_PIDF"
     else
         log "kafka: not running from $KAFKA_PIDF"
@@ -596,14 +606,7 @@ s3_check_login() {
 }
 
 # The server's pid from the pid file, if that process is still our s3s-fs.
-s3_pid() {
-    local pid
-    [[ -f "$S3_PIDF" ]] || return 1
-    pid="$(cat "$S3_PIDF")"
-    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 's3s-fs' || return 1
-    echo "$pid"
-}
+s3_pid() { pid_of "$S3_PIDF" 's3s-fs'; }
 
 s3_up_or_dead() {
     s3_up || ! s3_pid >/dev/null
@@ -642,15 +645,7 @@ s3_start() {
 s3_stop() {
     local pid
     if pid="$(s3_pid)"; then
-        log "s3: stopping (pid $pid)"
-        kill -TERM "$pid"
-        local deadline=$((SECONDS + 30))
-        while kill -0 "$pid" 2>/dev/null; do
-            if ((SECONDS >= deadline)); then
-                log "s3: still alive after 30s, killing"; kill -KILL "$pid" 2>/dev/null || true; break
-            fi
-            sleep 0.2
-        done
+        stop_process s3 "$pid" 30
         rm -f "$S3_PIDF"
     else
         log "s3: not running from $S3_PIDF"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from featurestore import coverage
 from featurestore.definitions import Entity, FeatureService, FeatureView
 from featurestore.errors import IncompatibleChangeError
 from featurestore.on_demand import OnDemandFeatureView, OnDemandSpec
@@ -19,6 +20,9 @@ from featurestore.repo import RepoContents, origin_of
 from featurestore.sources import DataSource
 from featurestore.validate import Problems, check_engine, check_service, check_unique, resolve_view
 
+# A view's fields whose change alters the rows it materializes.
+ROW_FIELDS = {"source", "entities", "entity_columns", "schema", "transform", "filter", "aggregations",
+              "event_columns"}
 KINDS = ("entity", "data_source", "feature_view", "on_demand_feature_view", "feature_service")
 Specs = dict[str, dict[str, dict]]
 
@@ -171,5 +175,8 @@ def apply_specs(registry, desired: Specs, *, deletes: bool, force: bool) -> Plan
                 tx.delete(change.kind, change.name)
             else:
                 tx.put(change.kind, change.name, desired[change.kind][change.name])
+            if change.kind == "feature_view" and (change.action == "delete" or set(change.fields) & ROW_FIELDS):
+                # rows materialized under the old definition no longer answer for this one
+                tx.set_state(coverage.SCOPE, change.name, "[]")
     plan.registry_version = tx.new_version
     return plan

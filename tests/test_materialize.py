@@ -89,3 +89,22 @@ def test_bad_requests(store):
         store.materialize(T0, T0, online=False)
     with pytest.raises(FeatureViewNotFound, match="'nope'"):
         store.materialize(T0, T0 + timedelta(days=1), ["nope"], online=False)
+
+
+def test_a_definition_change_that_alters_rows_forgets_the_materialized_coverage(store, tmp_path):
+    start, end = T0, T0 + timedelta(days=2)
+    store.materialize(start, end, online=False)
+    assert coverage.covers(store, "stats", start, end - timedelta(hours=1))
+    # a new description changes no row: the materialized rows still answer exports
+    (tmp_path / "features.py").write_text(CODE.replace('name="stats",', 'name="stats", description="d",'))
+    store.apply()
+    assert coverage.covers(store, "stats", start, end - timedelta(hours=1))
+    # a filter changes which rows the view holds: exports read the source again until re-materialized
+    (tmp_path / "features.py").write_text(CODE.replace('name="stats",', 'name="stats", filter=col("rate") > 1,')
+                                          .replace("import Entity,", "import col, Entity,"))
+    store.apply()
+    assert coverage.intervals(store, "stats") == []
+    entity = pa.table({"driver_id": pa.array([0], pa.int64()), "event_timestamp": pa.array([T0 + timedelta(hours=5)], TS)})
+    job = store.get_historical_features(entity_df=entity, features=["stats:rate"])
+    assert job.to_arrow().column("rate").to_pylist() == [None]  # hour 5: rate 5/7, filtered out
+    assert job.manifest["views"]["stats"]["read_from"] == "source"

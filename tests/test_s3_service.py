@@ -39,6 +39,8 @@ import pytest
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
+from tests.conftest import _required_env
+
 pytestmark = pytest.mark.s3
 
 # s3s-fs's conditional PUT is a check before the write, not atomic (see the module docstring).
@@ -47,21 +49,6 @@ NOT_ATOMIC = (
     "s3s-fs checks If-None-Match before it writes and renames its temporary file over the key, so "
     "overlapping conditional PUTs of one key can all succeed"
 )
-
-
-def _running_in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-
-def _required_env(name: str) -> str:
-    """Like tests/conftest.py: a missing variable skips the test, and fails it under CI=true."""
-    value = os.environ.get(name, "").strip()
-    if value:
-        return value
-    message = f"{name} is not set: no S3 server for tests (run the tests with `make test`, which starts the services)"
-    if _running_in_ci():
-        pytest.fail(f"CI=true but {message}", pytrace=False)
-    pytest.skip(message)
 
 
 @dataclass(frozen=True)
@@ -115,8 +102,10 @@ class S3:
 
 @pytest.fixture(scope="module")
 def s3() -> S3:
-    return S3(endpoint=_required_env("FS_TEST_S3_ENDPOINT"), access_key=_required_env("FS_TEST_S3_ACCESS_KEY"),
-              secret_key=_required_env("FS_TEST_S3_SECRET_KEY"), region=_required_env("FS_TEST_S3_REGION"))
+    what = "no S3 server for tests"
+    return S3(endpoint=_required_env("FS_TEST_S3_ENDPOINT", what),
+              access_key=_required_env("FS_TEST_S3_ACCESS_KEY", what),
+              secret_key=_required_env("FS_TEST_S3_SECRET_KEY", what), region=_required_env("FS_TEST_S3_REGION", what))
 
 
 @pytest.fixture(scope="module")
