@@ -245,3 +245,52 @@ def stream_stop(ctx: click.Context, view: str, timeout: float) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@main.group()
+def offline() -> None:
+    """Upkeep of the offline store's tables: merge small files, remove files no version needs."""
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> dt.timedelta:
+    """``7d``, ``12h``, ``30m``, ``0s`` -> a timedelta (InvalidInputError names a bad one)."""
+    unit = text[-1:].lower()
+    if unit not in _DURATION_UNITS or not text[:-1].isdigit():
+        raise InvalidInputError(f"--retain takes a whole number and a unit (s, m, h, d), like 7d; got {text!r}")
+    return dt.timedelta(seconds=int(text[:-1]) * _DURATION_UNITS[unit])
+
+
+def _offline_views(store, view: str | None) -> list[str]:
+    names = sorted(set(store.offline_store.views()) | set(store.offline_store.appends.views()))
+    if view is not None and view not in names:
+        raise NotFoundError(f"feature view {view!r} has no offline data")
+    return [view] if view is not None else names
+
+
+@offline.command(name="optimize")
+@click.argument("view", required=False)
+@click.pass_context
+def offline_optimize(ctx: click.Context, view: str | None) -> None:
+    """Merge each view's small data files (materialized and appended rows) into larger ones."""
+    store = _store(ctx)
+    for name in _offline_views(store, view):
+        merged = sum(s.compact(name, max_small_files=1) for s in (store.offline_store, store.offline_store.appends)
+                     if name in s.views())
+        click.echo(f"{name}: {merged} files merged")
+
+
+@offline.command(name="vacuum")
+@click.argument("view", required=False)
+@click.option("--retain", default="7d", show_default=True,
+              help="Keep the files table versions younger than this need (and uncommitted files this young).")
+@click.pass_context
+def offline_vacuum(ctx: click.Context, view: str | None, retain: str) -> None:
+    """Delete data files that no table version younger than --retain needs. Exports recorded against
+    older versions can no longer be reproduced afterwards."""
+    store, grace = _store(ctx), _duration(retain)
+    for name in _offline_views(store, view):
+        removed = len(store.offline_store.vacuum(name, grace=grace)) + len(store.offline_store.appends.vacuum(name, grace=grace))
+        click.echo(f"{name}: {removed} files removed")

@@ -317,3 +317,35 @@ def test_a_writer_killed_at_random_moments_commits_all_or_nothing(tmp_path: Path
     store.write("trips", rows([3]), H(0), H(48), "event_timestamp")  # the next writer is not blocked
     assert as_set(store.read("trips")) == as_set(rows([3]))
     assert outcomes  # which outcomes occur depends on machine speed; each was all-or-nothing
+
+
+def test_offline_optimize_and_vacuum_commands(tmp_path: Path) -> None:
+    """``featurestore offline optimize`` merges small files; ``offline vacuum --retain 0s`` removes the
+    files only older versions need, keeping every row; a bad duration and an unknown view are one-line
+    errors."""
+    from click.testing import CliRunner
+
+    from featurestore.cli import main
+    from featurestore.store import FeatureStore
+    from tests.repo_helpers import write_repo
+
+    repo = write_repo(tmp_path, "")
+    store = FeatureStore(repo)
+    for i in range(4):  # four commits, four small files
+        store.offline_store.appends.append("trips", rows([i], base_id=i), "event_timestamp")
+    assert len(store.offline_store.appends.files("trips")) == 4
+
+    def run(*args: str):
+        return CliRunner().invoke(main, ["--repo", str(repo), "offline", *args])
+
+    out = run("optimize", "trips")
+    assert out.exit_code == 0 and "trips: 4 files merged" in out.output, out.output
+    assert len(store.offline_store.appends.files("trips")) == 1
+    out = run("vacuum", "--retain", "0s")
+    assert out.exit_code == 0 and "trips: 4 files removed" in out.output, out.output
+    assert len(list(Path(store.offline_store.appends.root, "trips").glob("*.parquet"))) == 1
+    assert store.offline_store.appends.read("trips").num_rows == 4
+    bad = run("vacuum", "--retain", "week")
+    assert bad.exit_code == 1 and "--retain takes a whole number" in bad.output
+    missing = run("optimize", "nope")
+    assert missing.exit_code == 1 and "'nope' has no offline data" in missing.output

@@ -21,7 +21,7 @@ Semantics every backend keeps:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -121,9 +121,14 @@ class OfflineStore(ABC):
         """Delete staged files that were not committed (``CAP_STAGED_WRITE``)."""
         raise NotImplementedError(f"{type(self).__name__} has no staged writes")
 
-    def compact(self, view: str) -> int:
-        """Merge small files of the view; returns how many were merged (``CAP_COMPACT``)."""
+    def compact(self, view: str, *, max_small_files: int = 16) -> int:
+        """Merge the view's small files once there are more than ``max_small_files``; returns how many
+        were merged (``CAP_COMPACT``)."""
         return 0
+
+    def vacuum(self, view: str | None = None, grace: timedelta = timedelta(days=7)) -> list[str]:
+        """Delete files that no version younger than ``grace`` needs; returns them (``CAP_COMPACT``)."""
+        return []
 
     def close(self) -> None:  # noqa: B027 - stores without resources need nothing here
         """Release connections and handles."""
