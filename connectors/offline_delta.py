@@ -79,13 +79,23 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+def _outside(ts: Any, start: datetime, end: datetime) -> Any:
+    """Per row, whether its time lies outside [start, end)."""
+    return pc.or_(pc.less(ts, pa.scalar(start, TS)), pc.greater_equal(ts, pa.scalar(end, TS)))
+
+
+def _check_inside(table: pa.Table, ts_col: str, start: datetime, end: datetime) -> None:
+    outside = pc.sum(_outside(table.column(ts_col), start, end)).as_py()
+    if outside:
+        raise InvalidInputError(f"timestamp column {ts_col!r}: {outside} row(s) outside the "
+                                f"interval [{start.isoformat()}, {end.isoformat()})")
+
+
 def _iso_z(value: datetime) -> str:
     """UTC time as ISO 8601 text with a four-digit year and ``Z`` (what Delta stats and predicates take)."""
     return _utc(value).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def _sql_time(value: datetime) -> str:
-    return f"'{_iso_z(value)}'"
 
 
 def _is_remote(uri: str) -> bool:
@@ -202,11 +212,7 @@ class DeltaOfflineStore(OfflineStore):
             raise InvalidInputError(f"write needs start < end, got {start} .. {end}")
         handle = self._table(view)
         table = self._prepare(view, table, timestamp_column, handle)
-        ts = table.column(timestamp_column)
-        outside = pc.sum(pc.or_(pc.less(ts, pa.scalar(start, TS)), pc.greater_equal(ts, pa.scalar(end, TS)))).as_py()
-        if outside:
-            raise InvalidInputError(f"timestamp column {timestamp_column!r}: {outside} row(s) outside the "
-                                    f"interval [{start.isoformat()}, {end.isoformat()})")
+        _check_inside(table, timestamp_column, start, end)
         adds = self._write_files(view, table, timestamp_column)
         try:
             self._replace(view, table.schema, adds, start, end, timestamp_column, handle)
@@ -234,9 +240,9 @@ class DeltaOfflineStore(OfflineStore):
         from deltalake import CommitProperties, Transaction
 
         view = staged.view
+        committed = self._table(view)
         txns, metadata = [], {}
         if stream is not None:
-            committed = self._table(view)
             for part, (first, last) in sorted((offsets or {}).items()):
                 done = committed.transaction_version(_app_id(stream, part)) if committed is not None else None
                 if done is not None and done >= first:
@@ -250,7 +256,7 @@ class DeltaOfflineStore(OfflineStore):
             metadata[PROGRESS_KEY] = json.dumps(streams)
         props = CommitProperties(custom_metadata=metadata or None, app_transactions=txns or None,
                                  max_commit_retries=_COMMIT_RETRIES)
-        self._commit_actions(view, staged.schema, list(staged.actions), "append", props)
+        self._commit_actions(view, staged.schema, list(staged.actions), "append", props, committed)
         if stream is not None:
             self._streams[view] = streams
 
@@ -312,12 +318,7 @@ class DeltaOfflineStore(OfflineStore):
         """Write rows as data files no commit lists yet; returns their descriptions (JSON-safe)."""
         table = self._prepare(view, table, timestamp_column)
         if start is not None and end is not None:
-            ts = table.column(timestamp_column)
-            outside = pc.sum(pc.or_(pc.less(ts, pa.scalar(_utc(start), TS)),
-                                    pc.greater_equal(ts, pa.scalar(_utc(end), TS)))).as_py()
-            if outside:
-                raise InvalidInputError(f"timestamp column {timestamp_column!r}: {outside} row(s) outside the "
-                                        f"interval [{_utc(start).isoformat()}, {_utc(end).isoformat()})")
+            _check_inside(table, timestamp_column, _utc(start), _utc(end))
         return [{"path": a.path, "size": a.size, "modification_time": a.modification_time, "stats": a.stats}
                 for a in self._write_files(view, table, timestamp_column)]
 
@@ -400,8 +401,7 @@ class DeltaOfflineStore(OfflineStore):
                     removes.append(RemoveAction(f["path"], True, now_ms, size=f["size_bytes"]))
                     if lo is None or hi is None or lo < start or hi >= end:  # rows outside stay, in a new file
                         rows = pq.read_table(f"{base}/{f['path']}", filesystem=fs)
-                        ts = rows.column(ts_col)
-                        keep = pc.or_(pc.less(ts, pa.scalar(start, TS)), pc.greater_equal(ts, pa.scalar(end, TS)))
+                        keep = _outside(rows.column(ts_col), start, end)
                         rewritten += self._write_files(view, rows.filter(keep).cast(schema), ts_col)
             claim = Transaction(REPLACE_TXN, 0 if table is None else table.version() + 1)
             props = CommitProperties(app_transactions=[claim], max_commit_retries=_COMMIT_RETRIES)
@@ -489,9 +489,11 @@ class DeltaOfflineStore(OfflineStore):
         return sorted(out)
 
     def _timestamp_column(self, table) -> str:
-        names = [f.name for f in pa.schema(table.schema().to_arrow())]
-        return "event_timestamp" if "event_timestamp" in names else next(
-            f.name for f in pa.schema(table.schema().to_arrow()) if pa.types.is_timestamp(f.type))
+        """``event_timestamp`` (what every writer of the product stores), else the first time column."""
+        schema = pa.schema(table.schema().to_arrow())
+        if "event_timestamp" in schema.names:
+            return "event_timestamp"
+        return next(f.name for f in schema if pa.types.is_timestamp(f.type))
 
     def schema(self, view: str) -> pa.Schema | None:
         table = self._table(view)
@@ -607,8 +609,6 @@ def _dictionary_columns(rows: pa.Table) -> list[str]:
     return chosen
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _app_id(stream: str, partition: int) -> str:
@@ -634,10 +634,6 @@ def _parse_z(text: str) -> datetime:
     return _utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 
-def _with_retries(props: Any) -> Any:
-    from deltalake import CommitProperties
-
-    return props if props is not None else CommitProperties(max_commit_retries=_COMMIT_RETRIES)
 
 
 def _filesystem(uri: str, options: dict[str, str]):

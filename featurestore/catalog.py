@@ -6,7 +6,7 @@ never from the registry's JSON: the dict form lives only in each definition's ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -25,11 +25,11 @@ class Catalog:
     """Every applied object by kind and name, as of registry ``version``."""
 
     version: int
-    entities: Mapping[str, Entity] = field(default_factory=lambda: MappingProxyType({}))
-    sources: Mapping[str, DataSource] = field(default_factory=lambda: MappingProxyType({}))
-    views: Mapping[str, FeatureView] = field(default_factory=lambda: MappingProxyType({}))
-    on_demand: Mapping[str, OnDemandSpec] = field(default_factory=lambda: MappingProxyType({}))
-    services: Mapping[str, FeatureService] = field(default_factory=lambda: MappingProxyType({}))
+    entities: Mapping[str, Entity]
+    sources: Mapping[str, DataSource]
+    views: Mapping[str, FeatureView]
+    on_demand: Mapping[str, OnDemandSpec]
+    services: Mapping[str, FeatureService]
 
     @classmethod
     def parse(cls, version: int, snapshot: dict[str, dict[str, dict]]) -> "Catalog":

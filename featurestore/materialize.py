@@ -105,9 +105,9 @@ def _progress(enabled: bool | None):
 
 def _state_join(view: FeatureView, data: ViewData) -> ViewJoin:
     """An aggregation view as the engine's ``aggregation_state`` takes it."""
+    types = {f.name: f.dtype.to_arrow() for f in view.schema}
     return ViewJoin(name=view.name, keys=tuple((k, k, t) for k, t in stored_columns(view)[0]),
-                    features=tuple((a.name, a.name, f.dtype.to_arrow())
-                                   for a in view.aggregations for f in view.schema if f.name == a.name),
+                    features=tuple((a.name, a.name, types[a.name]) for a in view.aggregations),
                     ttl_seconds=view.ttl_seconds, data=data, aggregations=tuple(view.aggregations),
                     event_columns=tuple((c.name, c.dtype) for c in view.event_columns))
 
