@@ -73,6 +73,7 @@ def flink_python() -> Path:
 def fresh_postgres_db(postgres_url: str) -> Iterator[str]:
     """Create an empty, uniquely named database for one test; yield its URL; drop it afterwards."""
     from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import ProgrammingError
     from sqlalchemy.engine import make_url
 
     base = make_url(postgres_url)
@@ -84,9 +85,18 @@ def fresh_postgres_db(postgres_url: str) -> Iterator[str]:
         yield base.set(database=name).render_as_string(hide_password=False)
     finally:
         try:
-            with admin.connect() as conn:
-                # FORCE ends connections the test left open (PostgreSQL 13+).
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            for attempt in range(10):
+                try:
+                    with admin.connect() as conn:
+                        # FORCE ends connections the test left open (PostgreSQL 13+).
+                        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                    break
+                except ProgrammingError as exc:
+                    # An autovacuum worker (a superuser session) on the new database cannot be ended
+                    # by FORCE; it finishes in moments.
+                    if "pg_signal_backend" not in str(exc) or attempt == 9:
+                        raise
+                    time.sleep(0.5)
         finally:
             admin.dispose()
 
