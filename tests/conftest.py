@@ -73,8 +73,8 @@ def flink_python() -> Path:
 def fresh_postgres_db(postgres_url: str) -> Iterator[str]:
     """Create an empty, uniquely named database for one test; yield its URL; drop it afterwards."""
     from sqlalchemy import create_engine, text
-    from sqlalchemy.exc import ProgrammingError
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ProgrammingError
 
     base = make_url(postgres_url)
     name = f"fs_t_{uuid.uuid4().hex[:16]}"
