@@ -282,11 +282,11 @@ def _services(*args: str) -> subprocess.CompletedProcess:
                           timeout=180, cwd=ROOT)
 
 
-def _log_tail(store: FeatureStore, view: str, lines: int = 30) -> str:
+def _log_tail(path: Path, lines: int = 30) -> str:
     try:
-        text = (manager.job_dir(store, view) / "job.log").read_text(errors="replace").splitlines()
+        text = path.read_text(errors="replace").splitlines()
     except FileNotFoundError:
-        return "(no job.log)"
+        return f"(no {path.name})"
     return "\n".join([ln for ln in text if not ln.startswith(("\tat ", "WARNING"))][-lines:])
 
 
@@ -295,9 +295,12 @@ def _job_report(store: FeatureStore, view: str) -> str:
         st = manager.status_of(store, view)
     except Exception as exc:  # noqa: BLE001 - a report, never the failure itself
         return f"(no job status: {exc!r})"
-    return (f"job: running={st.running} pid={st.pid} restored_from={st.restored_from} "
+    directory = manager.job_dir(store, view)
+    flink_logs = sorted((directory / manager.FLINK_LOG_DIR).glob("*.log"))
+    return (f"job: running={st.running} pid={st.pid} exit_code={st.exit_code} restored_from={st.restored_from} "
             f"last_checkpoint={st.last_checkpoint}\ncounters={st.counters}\n"
-            f"--- job.log (tail) ---\n{_log_tail(store, view)}")
+            f"--- job.log (tail) ---\n{_log_tail(directory / 'job.log')}\n"
+            + "".join(f"--- {f.name} (tail) ---\n{_log_tail(f, 15)}\n" for f in flink_logs))
 
 
 # ------------------------------------------------------------------------------------- checks

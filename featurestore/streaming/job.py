@@ -34,8 +34,10 @@ sink skips those its last commit covers and decides the rest again exactly as be
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -255,11 +257,38 @@ def _epoch_ms(times: Any) -> list[int | None]:
     return [None if m else v for v, m in zip(ms, missing)] if missing.any() else ms
 
 
+def _copy(source: Any, target: Any) -> None:
+    """Copy as bytes arrive (not 64 KiB at a time) until the source closes."""
+    for chunk in iter(lambda: source.read1(65536), b""):
+        target.write(chunk)
+        target.flush()
+
+
+def _leave_traces() -> None:
+    """Make a death visible in job.log: the Python stacks on a fatal signal or SIGTERM (which otherwise
+    end the process without a word), and the JVM's standard error, which PyFlink pipes to nobody (a
+    JVM that writes more than a pipe holds would also block)."""
+    faulthandler.enable()
+    faulthandler.register(signal.SIGTERM, chain=True)
+    from pyflink import java_gateway
+
+    launch = java_gateway.launch_gateway_server_process
+
+    def launch_and_drain(*args: Any, **kwargs: Any) -> Any:
+        proc = launch(*args, **kwargs)
+        threading.Thread(target=_copy, args=(proc.stderr, sys.stderr.buffer), name="jvm-stderr",
+                         daemon=True).start()
+        return proc
+
+    java_gateway.launch_gateway_server_process = launch_and_drain
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m featurestore.streaming.job")
     parser.add_argument("blueprint", help="blueprint.json written by `featurestore stream start`")
     parser.add_argument("--restore", help="checkpoint directory to resume from")
     args = parser.parse_args(argv)
+    _leave_traces()
     path = Path(args.blueprint).resolve()
     blueprint = Blueprint.from_json(path.read_text())
     t_env, insert = build(blueprint, str(path.parent), args.restore, str(jars.connector_jar(fetch_missing=False)))

@@ -45,6 +45,11 @@ from featurestore.streaming.config import stream_engine_config
 
 JOB_MODULE = "featurestore.streaming.job"
 BLUEPRINT_FILE = "blueprint.json"
+FLINK_LOG_DIR = "flink-log"  # the job's JVM log (the previous run's is kept with a ``.previous`` suffix)
+
+# Jobs this process started, by pid: their exit status can be read once they end (a job started by
+# another process, e.g. an earlier CLI call, has no parent here to ask).
+_children: dict[int, subprocess.Popen] = {}
 
 
 @dataclass
@@ -62,6 +67,8 @@ class JobStatus:
     # None when the broker did not answer.
     lag: int | None = None
     log: str | None = None
+    # How a job this process started ended: its exit code, or minus the signal that killed it.
+    exit_code: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,7 +139,8 @@ def start(store: Any, view: str, *, fresh: bool = False, wait_seconds: float = 0
         log.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')} start {' '.join(cmd)}\n".encode())
         log.flush()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=store.repo_path, env=flink_env.child_env(), start_new_session=True)
+                                cwd=store.repo_path, env=_job_env(directory), start_new_session=True)
+    _children[proc.pid] = proc
     job = {"pid": proc.pid, "started": time.time(), "restored_from": str(restore) if restore else None,
            "command": cmd}
     (directory / "job.json").write_text(json.dumps(job))
@@ -143,6 +151,23 @@ def start(store: Any, view: str, *, fresh: bool = False, wait_seconds: float = 0
         raise ConflictError(f"the stream job of {view!r} exited at once with code {proc.returncode}; "
                             f"see {directory / 'job.log'}:\n{_tail(directory / 'job.log')}")
     return status_of(store, view)
+
+
+def _job_env(directory: Path) -> dict[str, str]:
+    """The Flink venv's environment, with the JVM's log in the job's folder (PyFlink's default is one
+    file inside the venv, shared by every job and rewritten by each start)."""
+    logs = directory / FLINK_LOG_DIR
+    logs.mkdir(exist_ok=True)
+    for old in logs.glob("*.log"):
+        old.replace(old.with_name(old.name + ".previous"))
+    env = flink_env.child_env()
+    env["FLINK_LOG_DIR"] = str(logs)
+    return env
+
+
+def _exit_code(pid: int | None) -> int | None:
+    proc = _children.get(pid) if pid else None
+    return proc.poll() if proc is not None else None
 
 
 def _pyflink_home(python: str) -> str:
@@ -243,7 +268,8 @@ def status_of(store: Any, view: str, *, lag: bool = False) -> JobStatus:
                      restored_from=job.get("restored_from"), last_checkpoint=str(ckpt) if ckpt else None,
                      last_checkpoint_time=(ckpt / "_metadata").stat().st_mtime if ckpt else None,
                      counters=counters, lag=_lag(directory) if lag else None,
-                     log=None if running else _tail(directory / "job.log"))
+                     log=None if running else _tail(directory / "job.log"),
+                     exit_code=None if running else _exit_code(job.get("pid")))
 
 
 def status(store: Any, view: str | None = None, *, lag: bool = True) -> list[JobStatus]:
