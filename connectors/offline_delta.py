@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from featurestore.errors import ConflictError, FeatureViewNotFound, InvalidInputError
+from featurestore.errors import ConflictError, FeatureViewNotFound, InvalidInputError, NotFoundError
 from featurestore.ports.offline_store import (
     CAP_COMPACT,
     CAP_FILES,
@@ -174,7 +174,17 @@ class DeltaOfflineStore(OfflineStore):
 
         uri, options = self._uri(view), self._options()
         if version is not None:
-            return DeltaTable(uri, version=version, storage_options=options) if self._table(view) else None
+            cached = self._tables.get(view)
+            if cached is not None and cached.version() == version:
+                return cached
+            latest = self._table(view)
+            if latest is None or latest.version() == version:
+                return latest
+            try:
+                return DeltaTable(uri, version=version, storage_options=options)
+            except Exception as exc:  # deltalake names no narrower error for a version it cannot load
+                raise NotFoundError(f"view {view!r}: version {version} of the Delta table {uri} cannot be "
+                                    f"loaded (the table is at version {latest.version()}): {exc}") from exc
         cached = self._tables.get(view)
         if cached is not None:
             try:
@@ -462,18 +472,38 @@ class DeltaOfflineStore(OfflineStore):
         if end is not None:
             upper = pds.field(ts_col) <= pa.scalar(_utc(end), TS)
             cond = upper if cond is None else cond & upper
+        names = self._live_files(table, start, end)
+        if version is not None:
+            self._require_files(view, version, names)
         fs, base = _filesystem(self._uri(view), self._options())
-        paths = [f"{base}/{name}" for name in self._live_files(table, start, end)]
+        paths = [f"{base}/{name}" for name in names]
         # pyarrow reads the files itself (deltalake's own dataset hands Arrow a Python filesystem)
         return pds.dataset(paths, format="parquet", filesystem=fs, schema=schema).to_table(columns=columns,
                                                                                          filter=cond)
 
-    def files(self, view: str, start: datetime | None = None, end: datetime | None = None) -> list[str]:
-        """Data files (URIs) whose rows' times can fall in [start, end] (inclusive)."""
-        table = self._table(view)
+    def files(self, view: str, start: datetime | None = None, end: datetime | None = None,
+              version: int | None = None) -> list[str]:
+        """Data files (URIs) whose rows' times can fall in [start, end] (inclusive), in the latest
+        commit or in ``version``."""
+        table = self._table(view, version)
         if table is None:
             return []
-        return [f"{self._uri(view)}/{name}" for name in self._live_files(table, start, end)]
+        names = self._live_files(table, start, end)
+        if version is not None:
+            self._require_files(view, version, names)
+        return [f"{self._uri(view)}/{name}" for name in names]
+
+    def _require_files(self, view: str, version: int, names: list[str]) -> None:
+        """An old version is readable only while vacuum has left its files."""
+        from pyarrow import fs as pafs
+
+        fs, base = _filesystem(self._uri(view), self._options())
+        infos = fs.get_file_info([f"{base}/{name}" for name in names])
+        missing = [name for name, info in zip(names, infos) if info.type == pafs.FileType.NotFound]
+        if missing:
+            raise NotFoundError(f"view {view!r}: version {version} of the Delta table {self._uri(view)} can no "
+                                f"longer be read: vacuum removed {len(missing)} of its {len(names)} data files "
+                                f"(e.g. {missing[0]})")
 
     def _live_files(self, table, start: datetime | None, end: datetime | None) -> list[str]:
         """Names of the data files of ``table`` (one version) whose time statistics meet [start, end]."""
@@ -504,9 +534,10 @@ class DeltaOfflineStore(OfflineStore):
         table = self._table(view)
         return None if table is None else table.version()
 
-    def fingerprint(self, view: str) -> str:
-        """The table's identity and version: changes with every commit."""
-        table = self._table(view)
+    def fingerprint(self, view: str, version: int | None = None) -> str:
+        """The table's identity and version (the latest, or ``version``): changes with every commit,
+        and differs for a table deleted and made again."""
+        table = self._table(view, version)
         if table is None:
             return "delta:none"
         return f"delta:{table.metadata().id}:{table.version()}"

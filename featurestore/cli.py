@@ -97,23 +97,35 @@ def describe(ctx: click.Context, kind: str, name: str) -> None:
 
 
 @main.command()
-@click.option("--entities", "entities", required=True, type=click.Path(exists=True, dir_okay=False),
+@click.option("--entities", "entities", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Entity rows: a Parquet or CSV file with join keys and event_timestamp.")
 @click.option("--features", "features", default=None, help="Comma-separated view:feature references.")
 @click.option("--service", default=None, help="A feature service name (instead of --features).")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="Output Parquet file.")
 @click.option("--full-feature-names", is_flag=True, help="Name columns view__feature.")
+@click.option("--reproduce", "manifest", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="An earlier export's manifest: write the same rows again (entity rows from that export's "
+                   "output unless --entities is given).")
 @click.pass_context
-def export(ctx: click.Context, entities: str, features: str | None, service: str | None, output: str,
-           full_feature_names: bool) -> None:
+def export(ctx: click.Context, entities: str | None, features: str | None, service: str | None, output: str,
+           full_feature_names: bool, manifest: str | None) -> None:
     """Write a point-in-time-correct training set (and its manifest) to --output."""
+    if manifest is not None:
+        if features or service or full_feature_names:
+            raise InvalidInputError("--reproduce takes the features from the manifest: drop --features, "
+                                    "--service and --full-feature-names")
+        made = _store(ctx).reproduce_export(manifest, output, entities=entities)
+        click.echo(f"Wrote {made['row_count']} rows to {output}, as recorded in {manifest}")
+        return
+    if entities is None:
+        raise InvalidInputError("give --entities (or --reproduce MANIFEST)")
     if (features is None) == (service is None):
         raise InvalidInputError("give exactly one of --features or --service")
     refs = service if service else [f.strip() for f in features.split(",") if f.strip()]
     job = _store(ctx).get_historical_features(entity_df=entities, features=refs,
                                               full_feature_names=full_feature_names)
-    manifest = job.to_parquet(output)
-    click.echo(f"Wrote {manifest['row_count']} rows to {output} (manifest: {output}.manifest.json)")
+    made = job.to_parquet(output)
+    click.echo(f"Wrote {made['row_count']} rows to {output} (manifest: {output}.manifest.json)")
 
 
 def _parse_time(value: str):

@@ -26,6 +26,7 @@ from featurestore import types as fstypes
 from featurestore.catalog import Catalog
 from featurestore.definitions import FeatureService, FeatureView, Field
 from featurestore.errors import (
+    ConflictError,
     DefinitionError,
     FeatureNotFound,
     FeatureViewNotFound,
@@ -36,7 +37,7 @@ from featurestore.errors import (
 from featurestore.fingerprints import fingerprint_paths
 from featurestore.on_demand import OnDemandSpec
 from featurestore.ports.engine import CAP_EXPORT_PARQUET, CREATED_TS, EVENT_TS, ViewData, ViewJoin
-from featurestore.ports.offline_store import CAP_FILES
+from featurestore.ports.offline_store import CAP_FILES, CAP_VERSIONS
 from featurestore.sources import DataSource, StreamSource
 from featurestore.streaming.progress import complete_until
 from featurestore.timestamps import column_us
@@ -258,6 +259,37 @@ class ViewRead:
     # (``featurestore.streaming.progress.complete_until``), None when it has committed nothing.
     stream_complete_until: datetime | None = None
     streams: bool = False
+    table_version: int | None = None  # the offline table's commit read (read_from "offline_store")
+    appended_version: int | None = None  # the appended rows' table commit read ("+appended")
+
+
+@dataclass(frozen=True)
+class ViewPin:
+    """What an earlier export of one view read (its manifest entry): reading it again gives the same
+    rows whatever was materialized, pushed, streamed or compacted since."""
+
+    read_from: str
+    fingerprint: str
+    table_version: int | None = None
+    appended_version: int | None = None
+
+    @classmethod
+    def from_manifest(cls, view: str, entry: dict[str, Any]) -> "ViewPin":
+        try:
+            return cls(entry["read_from"], entry["fingerprint"], entry.get("table_version"),
+                       entry.get("appended_version"))
+        except (KeyError, TypeError) as exc:
+            raise InvalidInputError(f"the manifest's entry for view {view!r} lacks {exc}; it was written "
+                                    "before exports recorded table versions and cannot be reproduced") from None
+
+    @property
+    def offline(self) -> bool:
+        return self.read_from.startswith("offline_store")
+
+    @property
+    def own_fingerprint(self) -> str:
+        """The fingerprint of the offline table or source, without the appended rows' part."""
+        return self.fingerprint.split("|", 1)[0]
 
 
 def needed_from(view: FeatureView, lo: datetime | None) -> datetime | None:
@@ -280,26 +312,40 @@ def stored_columns(view: FeatureView) -> tuple[list[tuple[str, pa.DataType]], li
 
 
 def view_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: datetime,
-              names: dict[tuple[str, str], str]) -> ViewRead:
-    """Where one view's rows for entity times in [lo + ttl, hi] are read from, as an engine join."""
+              names: dict[tuple[str, str], str], pin: ViewPin | None = None) -> ViewRead:
+    """Where one view's rows for entity times in [lo + ttl, hi] are read from, as an engine join; with
+    ``pin``, exactly what an earlier export read."""
     view = req.view
     keys, stored = stored_columns(view)
     offline = store.offline_store
     lo = needed_from(view, lo)
-    if coverage.covers(store, req.name, lo or MIN_TIME, hi):
-        files = offline.files(req.name, lo, hi) if CAP_FILES in offline.capabilities else []
+    versions = CAP_VERSIONS in offline.capabilities
+    table_version = appended_version = None
+    if pin.offline if pin else coverage.covers(store, req.name, lo or MIN_TIME, hi):
+        table_version = pin.table_version if pin else (offline.version(req.name) if versions else None)
+        files = offline.files(req.name, lo, hi, version=table_version) if CAP_FILES in offline.capabilities else []
         data = (ViewData(EVENT_TS, CREATED_TS, files=tuple(files)) if files
-                else ViewData(EVENT_TS, CREATED_TS, table=offline.read(req.name, lo, hi)))
-        read_from, fingerprint = "offline_store", offline.fingerprint(req.name)
+                else ViewData(EVENT_TS, CREATED_TS, table=offline.read(req.name, lo, hi, version=table_version)))
+        read_from, fingerprint = "offline_store", offline.fingerprint(req.name, version=table_version)
     else:
         data, fingerprint = source_data(store, view, [k for k, _ in keys] + [c for c, _ in stored], lo, hi)
         read_from = "source"
+    if pin and fingerprint != pin.own_fingerprint:
+        raise ConflictError(f"feature view {req.name!r}: its {read_from.replace('_', ' ')} is no longer what the "
+                            f"export read (fingerprint {pin.own_fingerprint}, now {fingerprint})"
+                            + ("; the table was deleted and made again" if pin.offline else
+                               "; a source that is not versioned cannot be read as it was"))
     # Rows stream jobs and pushes appended: part of the view's history whatever was materialized.
-    appended = offline.appends.files(req.name, lo, hi)
+    if pin:
+        appended_version = pin.appended_version
+    elif versions:
+        appended_version = offline.appends.version(req.name)
+    appended = ([] if pin and appended_version is None
+                else offline.appends.files(req.name, lo, hi, version=appended_version))
     if appended:
         data = replace(data, appended=tuple(appended), columns=tuple(n for n, _ in keys + stored))
         read_from += "+appended"
-        fingerprint += "|" + offline.appends.fingerprint(req.name)
+        fingerprint += "|" + offline.appends.fingerprint(req.name, version=appended_version)
     streams = isinstance(view.source, StreamSource) and view.source.streams
     complete = None
     if streams:
@@ -315,7 +361,8 @@ def view_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: 
         aggregations=tuple(view.aggregations),
         event_columns=tuple((c.name, c.dtype) for c in view.event_columns),
     )
-    return ViewRead(join, read_from, fingerprint, complete, streams)
+    return ViewRead(join, read_from, fingerprint, complete, streams, table_version,
+                    appended_version if appended else None)
 
 
 def pipeline(store: "FeatureStore", view: FeatureView, source: DataSource) -> dict[str, Any]:
@@ -364,16 +411,19 @@ class RetrievalJob:
     """
 
     def __init__(self, store: "FeatureStore", entity_df: Any, features, full_feature_names: bool,
-                 timestamp_field: str | None = None):
+                 timestamp_field: str | None = None, *, catalog: Catalog | None = None,
+                 pins: dict[str, ViewPin] | None = None):
         self._store = store
-        catalog = store.catalog()
+        catalog = catalog or store.catalog()
+        self._pins = pins
         self._snapshot_version = catalog.version
         resolved = resolve_features(catalog, features)
         self._refs, self._requests, self._service = resolved.refs, resolved.requests, resolved.service
         self._on_demand = resolved.on_demand
         # An engine that runs whole exports on a cluster reads an entity file itself (see to_parquet).
         self._entity_path = None
-        if (isinstance(entity_df, (str, os.PathLike)) and CAP_EXPORT_PARQUET in store.engine.capabilities
+        self._entity_file = str(Path(entity_df).resolve()) if isinstance(entity_df, (str, os.PathLike)) else None
+        if (self._entity_file and CAP_EXPORT_PARQUET in store.engine.capabilities and pins is None
                 and Path(entity_df).suffix.lower() != ".csv"):
             self._entity_path = str(Path(entity_df).resolve())
             table = pq.read_schema(self._entity_path).empty_table()
@@ -395,7 +445,12 @@ class RetrievalJob:
         for req in self._requests:
             ttl = req.view.ttl_seconds
             lo = None if ttl is None else lo_t - timedelta(seconds=ttl)
-            reads.append(view_read(self._store, req, lo, hi, self._names))
+            pin = None
+            if self._pins is not None:
+                pin = self._pins.get(req.name)
+                if pin is None:
+                    raise InvalidInputError(f"the manifest records no read of feature view {req.name!r}")
+            reads.append(view_read(self._store, req, lo, hi, self._names, pin))
         return reads
 
     def _manifest(self, rows: int, reads: list[ViewRead]) -> dict[str, Any]:
@@ -410,7 +465,10 @@ class RetrievalJob:
             "row_count": rows,
             "entity_fingerprint": (_table_fingerprint(self._entity) if self._entity_path is None
                                    else _entity_file_fingerprint(self._entity_path)),
+            "entity_columns": self._entity.column_names,
+            "entity_file": self._entity_file,
             "views": {r.join.name: {"read_from": r.read_from, "fingerprint": r.fingerprint,
+                                    "table_version": r.table_version, "appended_version": r.appended_version,
                                     **self._stream_note(r)} for r in reads},
         }
 
@@ -439,6 +497,7 @@ class RetrievalJob:
               ) -> tuple[list[ViewRead], pa.Table]:
         """Decide the reads and join. A materialization that commits between the two can replace (and
         delete) offline-store files the reads named; then they are decided again from the new commit."""
+        attempts = 1 if self._pins is not None else attempts  # pinned reads name files that stay
         for attempt in range(attempts):
             reads = self._view_reads(lo, hi)
             try:
@@ -509,7 +568,7 @@ class RetrievalJob:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         manifest = dict(self.manifest, output=str(path.resolve()))
-        _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+        _atomic_write(path, lambda tmp: write_parquet(table, tmp))
         _atomic_write(Path(str(path) + ".manifest.json"),
                       lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True)))
         return manifest
@@ -527,6 +586,17 @@ class RetrievalJob:
         _atomic_write(Path(str(path) + ".manifest.json"),
                       lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True)))
         return manifest
+
+
+EXPORT_ROW_GROUP = 1 << 18
+
+
+def write_parquet(table: pa.Table, path: str) -> None:
+    """Write ``table`` with a layout that depends on its rows only: each row group is made contiguous
+    first (Arrow's chunking of a column shapes the pages written), so equal rows give equal bytes."""
+    with pq.ParquetWriter(path, table.schema) as writer:
+        for offset in range(0, max(table.num_rows, 1), EXPORT_ROW_GROUP):
+            writer.write_table(table.slice(offset, EXPORT_ROW_GROUP).combine_chunks())
 
 
 def _entity_file_fingerprint(path: str) -> str:

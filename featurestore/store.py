@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from featurestore import apply as apply_mod
-from featurestore import materialize, push
+from featurestore import materialize, push, reproduce
 from featurestore.catalog import Catalog
 from featurestore.config import RepoConfig, backend_config, load_config, resolve_registry_url
 from featurestore.definitions import Entity, FeatureService, FeatureView
+from featurestore.errors import NotFoundError
 from featurestore.online_read import OnlineReader
 from featurestore.repo import load_repo
 from featurestore.retrieval import RetrievalJob
@@ -60,6 +61,17 @@ class FeatureStore:
             catalog = Catalog.parse(version, reader.snapshot())
         self._catalog = catalog
         return catalog
+
+    def catalog_at(self, version: int) -> Catalog:
+        """The catalog as it was at registry ``version`` (what an export made then saw)."""
+        current = self.catalog()
+        if version == current.version:
+            return current
+        if not 0 < version < current.version:
+            raise NotFoundError(f"registry version {version} does not exist (the registry of project "
+                                f"{self.config.project!r} is at version {current.version})")
+        with self.registry.read() as reader:
+            return Catalog.parse(version, reader.snapshot_at(version))
 
     def registry_snapshot(self) -> tuple[int, dict]:
         """(version, kind -> name -> spec), read consistently."""
@@ -144,6 +156,12 @@ class FeatureStore:
         ``features`` is a list of ``"view:feature"`` references or a FeatureService (or its name).
         """
         return RetrievalJob(self, entity_df, features, full_feature_names, timestamp_field)
+
+    def reproduce_export(self, manifest: str | Path, output: str | Path, *,
+                         entities: str | Path | None = None) -> dict[str, Any]:
+        """Write an earlier export again from its manifest: the same rows, byte for byte, whatever was
+        materialized, pushed or compacted since (``featurestore.reproduce``). Returns the new manifest."""
+        return reproduce.reproduce(self, manifest, output, entities)
 
     def materialize(self, start_date: datetime | None, end_date: datetime,
                     feature_views: Sequence[str] | None = None, *, online: bool = True,

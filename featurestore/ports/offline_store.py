@@ -45,12 +45,14 @@ class OfflineStore(ABC):
 
     @abstractmethod
     def read(self, view: str, start: datetime | None = None, end: datetime | None = None,
-             columns: list[str] | None = None) -> pa.Table:
-        """Rows with start <= ts <= end (inclusive both ends), in the stored schema."""
+             columns: list[str] | None = None, version: int | None = None) -> pa.Table:
+        """Rows with start <= ts <= end (inclusive both ends), in the stored schema; ``version`` names
+        an older commit (``CAP_VERSIONS``)."""
 
     @abstractmethod
-    def fingerprint(self, view: str) -> str:
-        """Changes with every commit of the view (and when it is deleted and recreated)."""
+    def fingerprint(self, view: str, version: int | None = None) -> str:
+        """Changes with every commit of the view (and when it is deleted and recreated); ``version``
+        names an older commit (``CAP_VERSIONS``)."""
 
     @abstractmethod
     def schema(self, view: str) -> pa.Schema | None:
@@ -64,8 +66,10 @@ class OfflineStore(ABC):
     def delete_view(self, view: str) -> bool:
         """Remove the view's data; returns whether there was any. Idempotent."""
 
-    def files(self, view: str, start: datetime | None = None, end: datetime | None = None) -> list[str]:
-        """Data files that can hold the view's rows in [start, end] (``CAP_FILES``)."""
+    def files(self, view: str, start: datetime | None = None, end: datetime | None = None,
+              version: int | None = None) -> list[str]:
+        """Data files that can hold the view's rows in [start, end] (``CAP_FILES``); ``version`` names
+        an older commit (``CAP_VERSIONS``). A version whose files are gone raises NotFoundError."""
         raise NotImplementedError(f"{type(self).__name__} does not list data files")
 
     # -- appended rows (stream jobs, pushes) ------------------------------------------------------

@@ -210,6 +210,23 @@ class RegistryReader:
             out.setdefault(kind, {})[name] = json.loads(spec)
         return out
 
+    def snapshot_at(self, version: int) -> dict[str, dict[str, dict]]:
+        """What ``snapshot()`` returned when the registry was at ``version``: each object's newest
+        version applied at or before it, unless that version deleted the object."""
+        h = t.object_versions
+        rows = self._connection().execute(
+            select(h.c.kind, h.c.name, h.c.version, h.c.spec, h.c.deleted)
+            .where(h.c.project == self.project, h.c.registry_version <= version)
+            .order_by(h.c.kind, h.c.name, h.c.version))
+        newest: dict[tuple[str, str], tuple[str | None, bool]] = {}
+        for kind, name, _, spec, deleted in rows:
+            newest[(kind, name)] = (spec, bool(deleted))
+        out: dict[str, dict[str, dict]] = {}
+        for (kind, name), (spec, deleted) in newest.items():
+            if not deleted and spec is not None:
+                out.setdefault(kind, {})[name] = json.loads(spec)
+        return out
+
     def history(self, kind: str, name: str) -> list[ObjectVersion]:
         h = t.object_versions
         rows = self._connection().execute(
@@ -509,6 +526,10 @@ class Registry:
     def history(self, kind: str, name: str) -> list[ObjectVersion]:
         with self.read() as r:
             return r.history(kind, name)
+
+    def snapshot_at(self, version: int) -> dict[str, dict[str, dict]]:
+        with self.read() as r:
+            return r.snapshot_at(version)
 
     def get_state(self, scope: str, key: str) -> str | None:
         with self.read() as r:
