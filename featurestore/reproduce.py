@@ -8,7 +8,7 @@ view and version named when a needed commit can no longer be read (``offline vac
 files) and when a source that keeps no versions has changed since.
 
 The entity rows are the export's own entity columns (its output file), unless ``entities`` names
-the original frame.
+the original frame; an export the engine streamed from an entity file reads that file again.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow.parquet as pq
 
 from featurestore.errors import ConflictError, InvalidInputError, NotFoundError
-from featurestore.retrieval import RetrievalJob, ViewPin
+from featurestore.retrieval import RetrievalJob, ViewPin, entity_table
 
 if TYPE_CHECKING:
     from featurestore.store import FeatureStore
@@ -45,9 +45,16 @@ def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _entity_rows(manifest: dict[str, Any], entities: str | os.PathLike | None) -> Any:
-    """The entity frame: ``entities`` if given, else the entity columns of the recorded output."""
+    """The entity frame, handed over as the export had it: a path for an export the engine streamed
+    (it writes the same bytes again), else a table (``entities``, or the entity columns of the output)."""
+    if manifest.get("written_by"):
+        path = entities or manifest.get("entity_file")
+        if not path or not Path(path).exists():
+            raise NotFoundError(f"the entity file {path!r} of an export streamed by the engine is gone: pass the "
+                                "entity rows it was made from")
+        return str(path)
     if entities is not None:
-        return entities
+        return entity_table(str(entities)) if isinstance(entities, (str, os.PathLike)) else entities
     output = manifest.get("output")
     if output and Path(output).is_file():
         return pq.read_table(output, columns=manifest["entity_columns"])
@@ -70,7 +77,18 @@ def reproduce(store: "FeatureStore", manifest_path: str | os.PathLike, output: s
     features = manifest.get("feature_service") or manifest["features"]
     job = RetrievalJob(store, _entity_rows(manifest, entities), features, bool(manifest["full_feature_names"]),
                        manifest["timestamp_column"], catalog=catalog, pins=pins)
-    rows = job.to_arrow().num_rows
+    if not manifest.get("written_by"):
+        _check_rows(job.to_arrow().num_rows, manifest)
+    made = job.to_parquet(output)
+    try:
+        _check_rows(made["row_count"], manifest)
+    except ConflictError:
+        for path in (Path(output), Path(f"{output}.manifest.json")):
+            path.unlink(missing_ok=True)
+        raise
+    return made
+
+
+def _check_rows(rows: int, manifest: dict[str, Any]) -> None:
     if rows != manifest["row_count"]:
         raise ConflictError(f"the entity rows given hold {rows} rows; the export had {manifest['row_count']}")
-    return job.to_parquet(output)

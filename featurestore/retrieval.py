@@ -423,10 +423,10 @@ class RetrievalJob:
         # An engine that runs whole exports on a cluster reads an entity file itself (see to_parquet).
         self._entity_path = None
         self._entity_file = str(Path(entity_df).resolve()) if isinstance(entity_df, (str, os.PathLike)) else None
-        if (self._entity_file and CAP_EXPORT_PARQUET in store.engine.capabilities and pins is None
+        if (self._entity_file and CAP_EXPORT_PARQUET in store.engine.capabilities
                 and Path(entity_df).suffix.lower() != ".csv"):
             self._entity_path = str(Path(entity_df).resolve())
-            table = pq.read_schema(self._entity_path).empty_table()
+            table = _parquet_schema(Path(self._entity_path)).empty_table()
         else:
             table = entity_table(entity_df)
         self._ts_col = timestamp_column(table, timestamp_field)
@@ -560,10 +560,11 @@ class RetrievalJob:
     def to_parquet(self, path: str | os.PathLike) -> dict[str, Any]:
         """Write the export and ``<path>.manifest.json`` atomically; returns the manifest.
 
-        On an engine that runs exports on a cluster (Spark) with the entity rows given as a Parquet
-        path, the cluster reads, joins and writes ``path`` as a Parquet directory itself."""
+        With the entity rows given as a Parquet path (and no on-demand views), the engine streams the
+        whole export itself: the local engine's DuckDB writes the file ``path`` without holding the
+        result in memory; a cluster engine (Spark) writes ``path`` as a Parquet directory."""
         if self._entity_path is not None and self._result is None and not self._on_demand:
-            return self._cluster_export(Path(path))
+            return self._engine_export(Path(path))
         table = self._compute()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -574,14 +575,14 @@ class RetrievalJob:
         return manifest
 
 
-    def _cluster_export(self, path: Path) -> dict[str, Any]:
+    def _engine_export(self, path: Path) -> dict[str, Any]:
         times = normalise_timestamps(pq.read_table(self._entity_path, columns=[self._ts_col]), self._ts_col)
         self._hi = pc.max(times.column(0)).as_py() if times.num_rows else None
         reads = self._view_reads(pc.min(times.column(0)).as_py(), self._hi) if times.num_rows else []
         self._warn_incomplete(reads)
         rows = self._store.engine.export_parquet(self._entity_path, self._ts_col, [r.join for r in reads],
                                                  str(path.resolve()))
-        manifest = dict(self._manifest(rows, reads), output=str(path.resolve()))
+        manifest = dict(self._manifest(rows, reads), output=str(path.resolve()), written_by=self._store.engine.name)
         self.manifest = manifest
         _atomic_write(Path(str(path) + ".manifest.json"),
                       lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True)))
@@ -597,6 +598,18 @@ def write_parquet(table: pa.Table, path: str) -> None:
     with pq.ParquetWriter(path, table.schema) as writer:
         for offset in range(0, max(table.num_rows, 1), EXPORT_ROW_GROUP):
             writer.write_table(table.slice(offset, EXPORT_ROW_GROUP).combine_chunks())
+
+
+def _parquet_schema(path: Path) -> pa.Schema:
+    """The schema of a Parquet file, or of the Parquet files in a folder (hidden ones left out)."""
+    if not path.is_dir():
+        return pq.read_schema(path)
+    import pyarrow.dataset as pds
+
+    found = pds.dataset(path, format="parquet")
+    if not found.files:
+        raise NotFoundError(f"no Parquet files in the entity folder {path}")
+    return found.schema
 
 
 def _entity_file_fingerprint(path: str) -> str:

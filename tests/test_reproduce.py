@@ -77,8 +77,10 @@ def _push(store: FeatureStore, rng: random.Random, users: int, n: int, hours: fl
     store.push("live_push", rows, to="online_and_offline")
 
 
-@pytest.mark.parametrize("seed", [3, 17])
-def test_reproduce_gives_the_same_bytes_after_later_writes(tmp_path, seed):
+@pytest.mark.parametrize("seed,streamed", [(3, True), (17, False)])
+def test_reproduce_gives_the_same_bytes_after_later_writes(tmp_path, seed, streamed):
+    """``streamed``: the entity rows are a Parquet path, which the engine streams to the output file
+    itself; else an in-memory table."""
     rng = random.Random(seed)
     users, hours = 40, 48
     repo = write_repo(tmp_path / "repo", CODE, tables=_tables(rng, users, 600, hours))
@@ -88,7 +90,9 @@ def test_reproduce_gives_the_same_bytes_after_later_writes(tmp_path, seed):
     _push(store, rng, users, 80, hours)
     pq.write_table(_entities(rng, users, 500, hours), tmp_path / "entities.parquet")
     first = tmp_path / "train.parquet"
-    manifest = store.get_historical_features(str(tmp_path / "entities.parquet"), FEATURES).to_parquet(first)
+    entity = str(tmp_path / "entities.parquet") if streamed else pq.read_table(tmp_path / "entities.parquet")
+    manifest = store.get_historical_features(entity, FEATURES).to_parquet(first)
+    assert bool(manifest.get("written_by")) == streamed
     assert manifest["views"]["stats"]["read_from"] == manifest["views"]["spend"]["read_from"] == "offline_store"
     assert manifest["views"]["live"]["read_from"] == "source+appended"
     assert manifest["views"]["stats"]["table_version"] is not None

@@ -19,8 +19,17 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from featurestore import types as fstypes
+from featurestore.errors import NotFoundError
 from featurestore.online_aggregate import EV_CR, EV_TS, ev_column, state_types
-from featurestore.ports.engine import CREATED_TS, EVENT_TS, Engine, ViewData, ViewJoin, conform_rows
+from featurestore.ports.engine import (
+    CAP_EXPORT_PARQUET,
+    CREATED_TS,
+    EVENT_TS,
+    Engine,
+    ViewData,
+    ViewJoin,
+    conform_rows,
+)
 from transforms import output_name
 from transforms.aggregation import Aggregation
 from transforms.compile_duckdb import DuckDBCompiler, aggregate_at_points_sql
@@ -29,6 +38,26 @@ if TYPE_CHECKING:
     import duckdb
 
 _ROW = "__fs_row"
+
+
+def _carried(column: str) -> str:
+    """The name an entity column travels under through the join (clear of the join's own names)."""
+    return "__c_" + column
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _parquet_files(path: str) -> list[str]:
+    """A Parquet file, or the Parquet files of a folder (recursively, hidden ones left out), sorted."""
+    if not os.path.isdir(path):
+        return [path]
+    found = sorted(os.path.join(root, name) for root, dirs, names in os.walk(path) for name in names
+                   if name.endswith(".parquet") and not name.startswith((".", "_")))
+    if not found:
+        raise NotFoundError(f"no Parquet files in the entity folder {path}")
+    return found
 
 
 class LocalEngineConfig(BaseModel):
@@ -66,6 +95,7 @@ def duck_type(t: pa.DataType) -> str | None:
 
 class LocalEngine(Engine):
     name = "local"
+    capabilities = frozenset({CAP_EXPORT_PARQUET})
 
     def __init__(self, config: LocalEngineConfig | None = None, repo_path: Any = None):
         self.config = config or LocalEngineConfig()
@@ -149,27 +179,8 @@ class LocalEngine(Engine):
             left = entity.select(key_columns + [timestamp_column]).append_column(
                 _ROW, pa.array(np.arange(n, dtype=np.int64)))
             con.register("fs_entity", left)
-            bounds = con.execute(
-                f"SELECT min({self._ts(timestamp_column)}), max({self._ts(timestamp_column)}) FROM fs_entity"
-            ).fetchall()[0]
-            params: dict[str, Any] = {}
-            ctes = []
-            entity_cols = [f"{_ROW}", f"{self._ts(timestamp_column)} AS __fs_t"]
-            for i, join in enumerate(joins):
-                for j, (ecol, _, ktype) in enumerate(join.keys):
-                    entity_cols.append(f"{self._cast(quote(ecol), ktype)} AS __e{i}_k{j}")
-            ctes.append(f"fs_e AS (SELECT {', '.join(entity_cols)} FROM fs_entity)")
-            select_cols = ["fs_e." + _ROW]
-            from_clause = "fs_e"
-            for i, join in enumerate(joins):
-                view_join = self._aggregation_join if join.aggregations else self._asof_join
-                cte, clause, outs = view_join(con, i, join, bounds, params)
-                ctes += cte
-                from_clause += clause
-                select_cols += outs
-            sql = (f"WITH {', '.join(ctes)} SELECT {', '.join(select_cols)} FROM {from_clause} "
-                   f"ORDER BY fs_e.{_ROW}")
-            result = fetch_arrow(con, sql, params)
+            sql, params = self._join_sql(con, timestamp_column, joins)
+            result = fetch_arrow(con, f"{sql} ORDER BY fs_e.{_ROW}", params)
         finally:
             con.close()
         arrays, names = [], []
@@ -181,6 +192,63 @@ class LocalEngine(Engine):
                 arrays.append(col)
                 names.append(out)
         return pa.Table.from_arrays(arrays, names=names)
+
+    def export_parquet(self, entity_path: str, timestamp_column: str, joins: list[ViewJoin],
+                       output: str) -> int:
+        """A whole export streamed by DuckDB: the entity rows read from Parquet (a file or a folder of
+        files, in name order), joined, and written to the Parquet file ``output`` in input order with
+        their own columns first, spilling to disk rather than holding the result in memory."""
+        con = self._connect()
+        try:
+            con.execute("SET preserve_insertion_order = true")  # COPY keeps the ORDER BY
+            files = _parquet_files(entity_path)
+            con.execute("CREATE TEMPORARY VIEW fs_entity AS " + " UNION ALL ".join(
+                f"SELECT * EXCLUDE (file_row_number), {i << 40} + file_row_number AS {_ROW} "
+                f"FROM read_parquet({_literal(f)}, file_row_number = true)" for i, f in enumerate(files)))
+            columns = [c for c in con.sql("SELECT * FROM fs_entity LIMIT 0").columns if c != _ROW]
+            carried = [f"fs_e.{quote(_carried(c))} AS {quote(c)}" for c in columns]
+            outs = [f"{self._cast(f'__o{i}_{j}', ftype)} AS {quote(out)}"
+                    for i, join in enumerate(joins) for j, (_, out, ftype) in enumerate(join.features)]
+            sql, params = self._join_sql(con, timestamp_column, joins, carry=columns)
+            relation = con.sql(f"SELECT {', '.join(carried + outs)} FROM ({sql}) AS fs_e ORDER BY fs_e.{_ROW}",
+                               params=params)
+            tmp = f"{output}.{os.getpid()}.tmp"
+            try:
+                relation.write_parquet(tmp, compression="snappy")
+                rows = con.execute("SELECT count(*) FROM read_parquet($f)", {"f": tmp}).fetchone()[0]
+                os.replace(tmp, output)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+            return int(rows)
+        finally:
+            con.close()
+
+    def _join_sql(self, con, timestamp_column: str, joins: list[ViewJoin], carry: list[str] = ()
+                  ) -> tuple[str, dict[str, Any]]:
+        """The join over the relation ``fs_entity`` (keys, time, ``__fs_row`` and the ``carry``
+        columns) as one query without ORDER BY: a row per entity row with ``__fs_row``, the carried
+        columns (renamed ``_carried``) and feature columns ``__o{view}_{feature}``."""
+        bounds = con.execute(
+            f"SELECT min({self._ts(timestamp_column)}), max({self._ts(timestamp_column)}) FROM fs_entity"
+        ).fetchall()[0]
+        params: dict[str, Any] = {}
+        ctes = []
+        entity_cols = [f"{_ROW}", f"{self._ts(timestamp_column)} AS __fs_t"]
+        entity_cols += [f"{quote(c)} AS {quote(_carried(c))}" for c in carry]
+        for i, join in enumerate(joins):
+            for j, (ecol, _, ktype) in enumerate(join.keys):
+                entity_cols.append(f"{self._cast(quote(ecol), ktype)} AS __e{i}_k{j}")
+        ctes.append(f"fs_e AS (SELECT {', '.join(entity_cols)} FROM fs_entity)")
+        select_cols = ["fs_e." + _ROW] + [f"fs_e.{quote(_carried(c))}" for c in carry]
+        from_clause = "fs_e"
+        for i, join in enumerate(joins):
+            view_join = self._aggregation_join if join.aggregations else self._asof_join
+            cte, clause, outs = view_join(con, i, join, bounds, params)
+            ctes += cte
+            from_clause += clause
+            select_cols += outs
+        return f"WITH {', '.join(ctes)} SELECT {', '.join(select_cols)} FROM {from_clause}", params
 
     def _asof_join(self, con, i: int, join: ViewJoin, bounds, params: dict[str, Any]
                    ) -> tuple[list[str], str, list[str]]:

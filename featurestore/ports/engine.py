@@ -17,7 +17,7 @@ import pyarrow as pa
 from featurestore.ports.online_store import WriteResult
 
 # Capability names an engine may declare in ``capabilities``.
-CAP_EXPORT_PARQUET = "export_parquet"  # ``export_parquet``: a whole export read, joined and written by a cluster
+CAP_EXPORT_PARQUET = "export_parquet"  # ``export_parquet``: a whole export read, joined and written by the engine
 CAP_CLUSTER_WRITES = "cluster_writes"  # ``materialize``: rows stay on the cluster, whose executors write the stores
 
 # Canonical timestamp columns of a view's rows once they leave a source (offline store, online writes).
