@@ -1,10 +1,10 @@
 """The embedded engine: DuckDB over Parquet/CSV files and Arrow tables, on one machine.
 
-The point-in-time join is one DuckDB query: the entity frame is ``ASOF LEFT JOIN``-ed to each view on
-the join keys and on ``(entity time, +inf) >= (event time, created time)``, which picks, per entity
-row, the row with the largest event time not after the entity time and, among equal event times, the
-largest created time. The TTL then nulls matches older than ``entity time - ttl`` (both bounds
-inclusive). An ASOF join yields at most one match per left row, so every entity row comes back
+The point-in-time join is one DuckDB query: each view's rows are cut to the latest created per keys
+and event time, then the entity frame is ``ASOF LEFT JOIN``-ed to them on the join keys and on
+``entity time >= event time``, which picks, per entity row, the row with the largest event time not
+after the entity time and, among equal event times, the largest created time. The TTL then nulls
+matches older than ``entity time - ttl`` (both bounds inclusive). An ASOF join yields at most one match per left row, so every entity row comes back
 exactly once; a row number carried through restores input order.
 """
 
@@ -72,6 +72,7 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+_DUCK_TYPE_NAMES = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}  # how DuckDB spells a type it reports
 _DUCK_TYPES = {
     "int32": "INTEGER", "int64": "BIGINT", "float": "FLOAT", "double": "DOUBLE", "string": "VARCHAR",
     "large_string": "VARCHAR", "bool": "BOOLEAN", "binary": "BLOB", "large_binary": "BLOB",
@@ -205,7 +206,8 @@ class LocalEngine(Engine):
             con.execute("CREATE TEMPORARY VIEW fs_entity AS " + " UNION ALL ".join(
                 f"SELECT * EXCLUDE (file_row_number), {i << 40} + file_row_number AS {_ROW} "
                 f"FROM read_parquet({_literal(f)}, file_row_number = true)" for i, f in enumerate(files)))
-            columns = [c for c in con.sql("SELECT * FROM fs_entity LIMIT 0").columns if c != _ROW]
+            described = con.sql("SELECT * FROM fs_entity LIMIT 0")
+            columns = {c: str(t) for c, t in zip(described.columns, described.types) if c != _ROW}
             carried = [f"fs_e.{quote(_carried(c))} AS {quote(c)}" for c in columns]
             outs = [f"{self._cast(f'__o{i}_{j}', ftype)} AS {quote(out)}"
                     for i, join in enumerate(joins) for j, (_, out, ftype) in enumerate(join.features)]
@@ -224,33 +226,55 @@ class LocalEngine(Engine):
         finally:
             con.close()
 
-    def _join_sql(self, con, timestamp_column: str, joins: list[ViewJoin], carry: list[str] = ()
+    def _join_sql(self, con, timestamp_column: str, joins: list[ViewJoin], carry: dict[str, str] | None = None
                   ) -> tuple[str, dict[str, Any]]:
         """The join over the relation ``fs_entity`` (keys, time, ``__fs_row`` and the ``carry``
-        columns) as one query without ORDER BY: a row per entity row with ``__fs_row``, the carried
-        columns (renamed ``_carried``) and feature columns ``__o{view}_{feature}``."""
+        columns, by name with their DuckDB types) as one query without ORDER BY: a row per entity row
+        with ``__fs_row``, the carried columns (renamed ``_carried``) and feature columns
+        ``__o{view}_{feature}``."""
+        carry = carry or {}
         bounds = con.execute(
             f"SELECT min({self._ts(timestamp_column)}), max({self._ts(timestamp_column)}) FROM fs_entity"
         ).fetchall()[0]
         params: dict[str, Any] = {}
-        ctes = []
-        entity_cols = [f"{_ROW}", f"{self._ts(timestamp_column)} AS __fs_t"]
-        entity_cols += [f"{quote(c)} AS {quote(_carried(c))}" for c in carry]
-        for i, join in enumerate(joins):
-            for j, (ecol, _, ktype) in enumerate(join.keys):
-                entity_cols.append(f"{self._cast(quote(ecol), ktype)} AS __e{i}_k{j}")
-        ctes.append(f"fs_e AS (SELECT {', '.join(entity_cols)} FROM fs_entity)")
+        entity_cols, refs = self._entity_columns(timestamp_column, joins, carry)
+        ctes = [f"fs_e AS (SELECT {', '.join(entity_cols)} FROM fs_entity)"]
         select_cols = ["fs_e." + _ROW] + [f"fs_e.{quote(_carried(c))}" for c in carry]
         from_clause = "fs_e"
         for i, join in enumerate(joins):
             view_join = self._aggregation_join if join.aggregations else self._asof_join
-            cte, clause, outs = view_join(con, i, join, bounds, params)
+            cte, clause, outs = view_join(con, i, join, bounds, params, refs)
             ctes += cte
             from_clause += clause
             select_cols += outs
         return f"WITH {', '.join(ctes)} SELECT {', '.join(select_cols)} FROM {from_clause}", params
 
-    def _asof_join(self, con, i: int, join: ViewJoin, bounds, params: dict[str, Any]
+    def _entity_columns(self, timestamp_column: str, joins: list[ViewJoin], carry: dict[str, str]
+                        ) -> tuple[list[str], dict[str, str]]:
+        """The entity side's columns, and the column holding each value the joins read: the entity
+        time ``__fs_t`` and the keys ``__e{view}_k{key}`` cast to the views' types. A value equal to
+        another (a key several views share, a carried column already of the right type) is one
+        column: the joins sort and partition every entity column, so each costs memory."""
+        columns = [_ROW] + [f"{quote(c)} AS {quote(_carried(c))}" for c in carry]
+        holder = {quote(c): quote(_carried(c)) for c in carry}  # expression -> column
+        refs: dict[str, str] = {}
+
+        def add(name: str, column: str, target: pa.DataType) -> None:
+            wanted = duck_type(target)
+            same = wanted is None or _DUCK_TYPE_NAMES.get(wanted, wanted) == carry.get(column)
+            expr = quote(column) if same else f"CAST({quote(column)} AS {wanted})"
+            if expr not in holder:
+                holder[expr] = name
+                columns.append(f"{expr} AS {name}")
+            refs[name] = holder[expr]
+
+        add("__fs_t", timestamp_column, pa.timestamp("us", tz="UTC"))
+        for i, join in enumerate(joins):
+            for j, (ecol, _, ktype) in enumerate(join.keys):
+                add(f"__e{i}_k{j}", ecol, ktype)
+        return columns, refs
+
+    def _asof_join(self, con, i: int, join: ViewJoin, bounds, params: dict[str, Any], refs: dict[str, str]
                    ) -> tuple[list[str], str, list[str]]:
         """A CTE, a join clause and output columns joining a plain view's latest row at or before each
         entity time (ties broken by the created time); a row older than the TTL gives nulls."""
@@ -269,22 +293,25 @@ class LocalEngine(Engine):
                 where.append(f"{self._ts(data.timestamp_column)} >= $v{i}_lo - "
                              f"to_microseconds({int(join.ttl_seconds * 1_000_000)})")
         scan = self._scan(con, data, f"fs_v{i}", params)
-        cte = (f"fs_v{i} AS (SELECT {', '.join(cols)} FROM {scan}"
-               f"{' WHERE ' + ' AND '.join(where) if where else ''})")
-        on = [f"fs_e.__e{i}_k{j} = fs_v{i}.__k{j}" for j in range(len(join.keys))]
+        rows = f"SELECT {', '.join(cols)} FROM {scan}{' WHERE ' + ' AND '.join(where) if where else ''}"
         if data.created_column:
-            on.append(f"struct_pack(a := fs_e.__fs_t, b := 'infinity'::TIMESTAMPTZ) >= "
-                      f"struct_pack(a := fs_v{i}.__ts, b := fs_v{i}.__cr)")
-        else:
-            on.append(f"fs_e.__fs_t >= fs_v{i}.__ts")
+            # Of rows with equal keys and event time only the latest created can be picked: keep it
+            # alone, so the join compares event times only (a narrower sort than on (time, created)).
+            keys = ", ".join(f"__k{j}" for j in range(len(join.keys)))
+            rows = (f"SELECT * EXCLUDE (__cr) FROM ({rows}) QUALIFY row_number() OVER "
+                    f"(PARTITION BY {keys}, __ts ORDER BY __cr DESC) = 1")
+        cte = f"fs_v{i} AS ({rows})"
+        on = [f"fs_e.{refs[f'__e{i}_k{j}']} = fs_v{i}.__k{j}" for j in range(len(join.keys))]
+        t = f"fs_e.{refs['__fs_t']}"
+        on.append(f"{t} >= fs_v{i}.__ts")
         fresh = "TRUE"
         if join.ttl_seconds is not None:
-            fresh = f"fs_v{i}.__ts >= fs_e.__fs_t - to_microseconds({int(join.ttl_seconds * 1_000_000)})"
+            fresh = f"fs_v{i}.__ts >= {t} - to_microseconds({int(join.ttl_seconds * 1_000_000)})"
         outs = [f"CASE WHEN {fresh} THEN {self._cast(f'fs_v{i}.__f{j}', ftype)} END AS __o{i}_{j}"
                 for j, (_, _, ftype) in enumerate(join.features)]
         return [cte], f" ASOF LEFT JOIN fs_v{i} ON {' AND '.join(on)}", outs
 
-    def _aggregation_join(self, con, i: int, join: ViewJoin, bounds, params: dict[str, Any]
+    def _aggregation_join(self, con, i: int, join: ViewJoin, bounds, params: dict[str, Any], refs: dict[str, str]
                           ) -> tuple[list[str], str, list[str]]:
         """CTEs, a join clause and output columns computing a view's windowed aggregations at every
         entity row: each value covers events in (t - window, t]. A row with no event at or before t
@@ -313,11 +340,13 @@ class LocalEngine(Engine):
                 point_id="__point_id", schema=schema)
         ctes = [f"fs_v{i} AS (SELECT {', '.join(cols)} FROM {scan}{where})",
                 f"fs_p{i} AS (SELECT {_ROW} AS __point_id, "
-                + ", ".join(f"__e{i}_k{j} AS __k{j}" for j in range(len(keys))) + ", __fs_t AS __ts FROM fs_e)",
+                + ", ".join(f"{refs[f'__e{i}_k{j}']} AS __k{j}" for j in range(len(keys)))
+                + f", {refs['__fs_t']} AS __ts FROM fs_e)",
                 f"fs_a{i} AS ({agg_sql})"]
         fresh = f"fs_a{i}.__fs_latest IS NOT NULL"
         if join.ttl_seconds is not None:
-            fresh += f" AND fs_a{i}.__fs_latest >= fs_e.__fs_t - to_microseconds({int(join.ttl_seconds * 1_000_000)})"
+            fresh += (f" AND fs_a{i}.__fs_latest >= fs_e.{refs['__fs_t']} - "
+                      f"to_microseconds({int(join.ttl_seconds * 1_000_000)})")
         outs = [f"CASE WHEN {fresh} THEN {self._cast(f'fs_a{i}.{quote(name)}', ftype)} END AS __o{i}_{j}"
                 for j, (name, _, ftype) in enumerate(join.features)]
         return ctes, f" LEFT JOIN fs_a{i} ON fs_a{i}.__point_id = fs_e.{_ROW}", outs
