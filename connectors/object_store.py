@@ -79,29 +79,32 @@ def hadoop_settings(options: dict[str, str]) -> dict[str, str]:
 
 
 def list_files(uri: str, options: dict[str, str], suffixes: tuple[str, ...], owner: str
-               ) -> tuple[pafs.FileSystem, list[str]]:
+               ) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
     """The files at ``uri`` on object storage: one object, every object under a prefix (ending in
     ``suffixes``, skipping names starting with ``.`` or ``_``), or the objects a glob matches (``*``
-    stays within one path segment, ``**`` crosses them). Sorted paths inside the returned filesystem."""
+    stays within one path segment, ``**`` crosses them). Sorted by path inside the returned filesystem;
+    none found is an empty list, a missing bucket a NotFoundError naming ``owner``."""
     fs, path = filesystem(uri, options)
     glob = _GLOB.search(path)
     base = path[:glob.start()].rpartition("/")[0] if glob else path.rstrip("/")
     try:
-        if not glob and not path.endswith("/") and fs.get_file_info(path).type == pafs.FileType.File:
-            return fs, [path]
+        if not glob and not path.endswith("/"):
+            single = fs.get_file_info(path)
+            if single.type == pafs.FileType.File:
+                return fs, [single]
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     except OSError as exc:
         if "NO_SUCH_BUCKET" in str(exc) or "NoSuchBucket" in str(exc):
             raise NotFoundError(f"{owner}: bucket {base.split('/')[0]!r} does not exist ({uri})") from None
         raise BackendUnavailableError(f"{owner}: cannot list {uri}: {exc}") from exc
-    files = [i.path for i in infos if i.type == pafs.FileType.File]
+    files = [i for i in infos if i.type == pafs.FileType.File]
     if glob:
         pattern = re.compile(_glob_regex(path))
-        files = [f for f in files if pattern.fullmatch(f)]
+        files = [i for i in files if pattern.fullmatch(i.path)]
     else:
-        files = [f for f in files if f.lower().endswith(suffixes)
-                 and not any(p.startswith((".", "_")) for p in f[len(base) + 1:].split("/"))]
-    return fs, sorted(files)
+        files = [i for i in files if i.path.lower().endswith(suffixes)
+                 and not any(p.startswith((".", "_")) for p in i.path[len(base) + 1:].split("/"))]
+    return fs, sorted(files, key=lambda i: i.path)
 
 
 def _glob_regex(pattern: str) -> str:

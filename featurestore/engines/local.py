@@ -1,4 +1,7 @@
-"""The embedded engine: DuckDB over Parquet/CSV files and Arrow tables, on one machine.
+"""The embedded engine: DuckDB over Parquet/CSV files and Arrow tables or datasets, on one machine.
+
+Files on object storage arrive as pyarrow datasets (DuckDB's httpfs extension is not assumed): DuckDB
+scans a registered dataset lazily, pushing projections and filters down into pyarrow.
 
 The point-in-time join is one DuckDB query: the entity frame is ``ASOF LEFT JOIN``-ed to each view on
 the join keys and on ``(entity time, +inf) >= (event time, created time)``, which picks, per entity
@@ -89,8 +92,8 @@ class LocalEngine(Engine):
               params: dict[str, Any]) -> str:
         """A FROM-clause fragment reading ``data`` through its pipeline; file lists and literals travel
         as bound parameters."""
-        if data.table is not None:
-            con.register(alias + "_tbl", data.table)
+        if data.table is not None or data.dataset is not None:
+            con.register(alias + "_tbl", data.table if data.table is not None else data.dataset)
             base = quote(alias + "_tbl")
         else:
             params[alias + "_files"] = list(data.files)
