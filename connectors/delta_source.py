@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as pds
 from deltalake import DeltaTable
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from connectors.object_store import expand, filesystem, is_remote
 from featurestore.errors import BackendUnavailableError, InvalidInputError, NotFoundError
@@ -56,14 +56,16 @@ def open_table(source: DeltaSource, repo_path: Path, version: int | None = None)
         table = DeltaTable(uri, version=version, storage_options=options)
     except TableNotFoundError:
         raise NotFoundError(f"{_owner(source)}: no Delta table at {source.path!r} (resolved to {uri})") from None
-    except OSError as exc:
+    except (OSError, DeltaError) as exc:
         text = str(exc)
         if "NoSuchBucket" in text or "NO_SUCH_BUCKET" in text:
             bucket = uri.split("://", 1)[1].split("/")[0]
             raise NotFoundError(f"{_owner(source)}: bucket {bucket!r} does not exist ({uri})") from None
         if version is not None and "version" in text.lower():
             raise NotFoundError(f"{_owner(source)}: the table at {uri} has no version {version}: {text}") from None
-        raise BackendUnavailableError(f"{_owner(source)}: cannot read the Delta table at {uri}: {text}") from exc
+        if isinstance(exc, OSError):
+            raise BackendUnavailableError(f"{_owner(source)}: cannot reach the Delta table at {uri}: {text}") from exc
+        raise InvalidInputError(f"{_owner(source)}: cannot read the Delta table at {uri}: {text}") from exc
     _check_readable(source, table)
     return table
 
