@@ -87,15 +87,18 @@ def list_files(uri: str, options: dict[str, str], suffixes: tuple[str, ...], own
     fs, path = filesystem(uri, options)
     glob = _GLOB.search(path)
     base = path[:glob.start()].rpartition("/")[0] if glob else path.rstrip("/")
+    bucket = path.split("/", 1)[0]
     try:
         if not glob and not path.endswith("/"):
             single = fs.get_file_info(path)
             if single.type == pafs.FileType.File:
                 return fs, [single]
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        if not infos and fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+            raise NotFoundError(f"{owner}: bucket {bucket!r} does not exist ({uri})")
     except OSError as exc:
         if "NO_SUCH_BUCKET" in str(exc) or "NoSuchBucket" in str(exc):
-            raise NotFoundError(f"{owner}: bucket {base.split('/')[0]!r} does not exist ({uri})") from None
+            raise NotFoundError(f"{owner}: bucket {bucket!r} does not exist ({uri})") from None
         raise BackendUnavailableError(f"{owner}: cannot list {uri}: {exc}") from exc
     files = [i for i in infos if i.type == pafs.FileType.File]
     if glob:
