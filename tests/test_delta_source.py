@@ -155,3 +155,13 @@ def test_the_spark_engine_reads_the_snapshot_files_as_the_local_engine_does(tmp_
     spark = FeatureStore(tmp_path, config=load_config(tmp_path).model_copy(
         update={"engine": {"type": "spark", "master": "local[2]"}}))
     assert export_rows(spark, entities) == export_rows(local, entities)
+
+
+@pytest.mark.slow
+def test_the_spark_engine_refuses_a_partitioned_table_it_would_read_without_its_partition_columns(tmp_path):
+    _write_in_commits(tmp_path / "lake" / "stats", random_rows(seed=81), partition_by=["driver_id"])
+    make_store(tmp_path, source_code("DeltaSource", "lake/stats"))
+    spark = FeatureStore(tmp_path, config=load_config(tmp_path).model_copy(
+        update={"engine": {"type": "spark", "master": "local[2]"}}))
+    with pytest.raises(InvalidInputError, match="partitioned Delta table's partition columns"):
+        export_rows(spark, random_entities(seed=82))
