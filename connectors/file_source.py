@@ -1,20 +1,26 @@
-"""File sources: resolve a FileSource's path (file, directory or glob) and describe its files.
+"""File sources: resolve a FileSource's path (file, directory or glob; local or s3://) and describe
+its files.
 
-Reading is left to the engine (DuckDB and Spark scan Parquet/CSV files natively); this module only
-answers which files there are, what schema they have and a fingerprint of their contents.
+Reading is left to the engine: local files are scanned natively (DuckDB, Spark); files on object
+storage are handed over as a pyarrow dataset over their filesystem (``connectors.object_store``).
+This module only answers which files there are, what schema they have and a fingerprint of them.
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.dataset as pds
 import pyarrow.parquet as pq
+from pyarrow import fs as pafs
 
+from connectors.object_store import expand, is_remote, list_files
 from featurestore.errors import NotFoundError
 from featurestore.fingerprints import fingerprint_paths
 from featurestore.ports.engine import ViewData
@@ -24,8 +30,12 @@ from featurestore.sources import FileSource
 _EXTENSIONS = {"parquet": (".parquet", ".pq", ".parq"), "csv": (".csv", ".csv.gz")}
 
 
+def _owner(source: FileSource) -> str:
+    return f"FileSource {source.name!r}"
+
+
 def resolve_paths(source: FileSource, repo_path: Path) -> list[str]:
-    """The data files behind a FileSource, sorted; raises NotFoundError naming the source if none."""
+    """The local data files behind a FileSource, sorted; raises NotFoundError naming the source if none."""
     raw = os.path.expanduser(source.path)
     base = raw if os.path.isabs(raw) else str(repo_path / raw)
     if glob.has_magic(base):
@@ -39,13 +49,29 @@ def resolve_paths(source: FileSource, repo_path: Path) -> list[str]:
     else:
         files = []
     if not files:
-        raise NotFoundError(f"FileSource {source.name!r}: no {source.file_format} files at path "
+        raise NotFoundError(f"{_owner(source)}: no {source.file_format} files at path "
                             f"{source.path!r} (resolved to {base})")
     return sorted(files)
 
 
+def remote_files(source: FileSource) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
+    """The objects behind an s3:// FileSource; raises NotFoundError naming the source if none."""
+    fs, infos = list_files(source.path, expand(source.storage_options, _owner(source)),
+                           _EXTENSIONS[source.file_format or "parquet"], _owner(source))
+    if not infos:
+        raise NotFoundError(f"{_owner(source)}: no {source.file_format} files at {source.path!r}")
+    return fs, infos
+
+
+def _format(source: FileSource) -> pds.FileFormat:
+    return pds.CsvFileFormat() if source.file_format == "csv" else pds.ParquetFileFormat()
+
+
 def read_schema(source: FileSource, repo_path: Path) -> pa.Schema:
     """The schema of the source's first file (files of one source are expected to agree)."""
+    if is_remote(source.path):
+        fs, infos = remote_files(source)
+        return _format(source).inspect(infos[0].path, filesystem=fs)
     first = resolve_paths(source, repo_path)[0]
     if source.file_format == "csv":
         reader = pacsv.open_csv(first)
@@ -55,11 +81,16 @@ def read_schema(source: FileSource, repo_path: Path) -> pa.Schema:
 
 def fingerprint(source: FileSource, repo_path: Path) -> str:
     """Changes whenever a file is added, removed or rewritten (path, size, modification time)."""
-    return fingerprint_paths(resolve_paths(source, repo_path))
+    if not is_remote(source.path):
+        return fingerprint_paths(resolve_paths(source, repo_path))
+    digest = hashlib.sha256()
+    for info in remote_files(source)[1]:
+        digest.update(f"{info.path}\0{info.size}\0{info.mtime_ns}\n".encode())
+    return "files:" + digest.hexdigest()[:32]
 
 
 class FileSourceReader(SourceReader):
-    """FileSource rows: the files themselves, which the engines scan natively."""
+    """FileSource rows: local files, which the engines scan natively, or a dataset over object storage."""
 
     def schema(self, source: FileSource) -> pa.Schema:
         return read_schema(source, self.repo_path)
@@ -69,5 +100,13 @@ class FileSourceReader(SourceReader):
 
     def read(self, source: FileSource, columns: list[str] | None, start: datetime | None,
              end: datetime | None) -> ViewData:
+        if is_remote(source.path):
+            fs, infos = remote_files(source)
+            fmt = _format(source)
+            schema = fmt.inspect(infos[0].path, filesystem=fs)
+            dataset = pds.dataset([i.path for i in infos], schema=schema, format=fmt, filesystem=fs)
+            return ViewData(source.timestamp_field, source.created_timestamp_field, dataset=dataset,
+                            file_format=source.file_format,
+                            storage_options=tuple(sorted((source.storage_options or {}).items())))
         return ViewData(source.timestamp_field, source.created_timestamp_field,
                         files=tuple(resolve_paths(source, self.repo_path)), file_format=source.file_format)

@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.object_store import expand, filesystem, is_remote
 from featurestore.errors import ConflictError, FeatureViewNotFound, InvalidInputError, NotFoundError
 from featurestore.ports.offline_store import (
     CAP_COMPACT,
@@ -55,7 +56,6 @@ PROGRESS_KEY = "featurestore.progress"  # commit metadata: {stream: progress} of
 REPLACE_TXN = "featurestore.replace"  # the application transaction every interval-replace commit claims
 _VIEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 _DATA_FILE = re.compile(r"^part-[0-9a-f\-]{36}\.[a-z]+\.parquet$")
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DEFAULT_VACUUM_GRACE = timedelta(days=7)
 ROW_GROUP_SIZE = 128 * 1024
 COMPRESSION = "zstd"
@@ -98,10 +98,6 @@ def _iso_z(value: datetime) -> str:
 
 
 
-def _is_remote(uri: str) -> bool:
-    return "://" in uri
-
-
 @dataclass(frozen=True)
 class StagedAppend:
     """Rows of an append written as data files that no commit lists yet (``stage_append``)."""
@@ -133,7 +129,7 @@ class DeltaOfflineStore(OfflineStore):
     def __init__(self, config: DeltaOfflineStoreConfig, repo_path: Path, project: str):
         self.config = config
         self.project = project
-        base = config.path if _is_remote(config.path) else str(
+        base = config.path if is_remote(config.path) else str(
             (Path(repo_path) / os.path.expanduser(config.path)).resolve())
         self.root = f"{base.rstrip('/')}/{project}"
         self._tables: dict[str, Any] = {}
@@ -152,15 +148,7 @@ class DeltaOfflineStore(OfflineStore):
 
     # -- tables ----------------------------------------------------------------------------------
     def _options(self) -> dict[str, str]:
-        def expand(value: str) -> str:
-            def var(match: re.Match) -> str:
-                if match.group(1) not in os.environ:
-                    raise InvalidInputError(f"offline store: environment variable {match.group(1)} is not set")
-                return os.environ[match.group(1)]
-
-            return _VAR.sub(var, value)
-
-        return {k: expand(v) for k, v in self.config.storage_options.items()}
+        return expand(self.config.storage_options, "offline store")
 
     def _uri(self, view: str) -> str:
         if not isinstance(view, str) or not _VIEW_NAME.match(view):
@@ -281,7 +269,7 @@ class DeltaOfflineStore(OfflineStore):
         table = table if table is not None else self._table(view)
         try:
             if table is None:
-                if not _is_remote(self._uri(view)):
+                if not is_remote(self._uri(view)):
                     Path(self._uri(view)).mkdir(parents=True, exist_ok=True)
                 create_table_with_add_actions(self._uri(view), Schema.from_arrow(schema),
                                               [a for a in actions if hasattr(a, "stats")],
@@ -300,8 +288,8 @@ class DeltaOfflineStore(OfflineStore):
             return []
         name = f"part-{uuid.uuid4()}.{COMPRESSION}.parquet"
         uri = f"{self._uri(view)}/{name}"
-        fs, path = _filesystem(uri, self._options())
-        if not _is_remote(uri):
+        fs, path = filesystem(uri, self._options())
+        if not is_remote(uri):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path, filesystem=fs, compression=COMPRESSION, row_group_size=ROW_GROUP_SIZE,
                        use_dictionary=_dictionary_columns(table))
@@ -315,7 +303,7 @@ class DeltaOfflineStore(OfflineStore):
         return [AddAction(name, size, {}, now_ms, True, json.dumps(stats))]
 
     def _remove_data_files(self, view: str, names: list[str]) -> None:
-        fs, base = _filesystem(self._uri(view), self._options())
+        fs, base = filesystem(self._uri(view), self._options())
         for name in names:
             try:
                 fs.delete_file(f"{base}/{name}")
@@ -358,7 +346,7 @@ class DeltaOfflineStore(OfflineStore):
 
         table = self._table(view)
         live = set() if table is None else set(pa.table(table.get_add_actions()).column("path").to_pylist())
-        fs, base = _filesystem(self._uri(view), self._options())
+        fs, base = filesystem(self._uri(view), self._options())
         adds = []
         for entry in staged:
             name = entry.get("path") if isinstance(entry, dict) else None
@@ -402,7 +390,7 @@ class DeltaOfflineStore(OfflineStore):
             removes: list = []
             rewritten: list = []
             if table is not None:
-                fs, base = _filesystem(self._uri(view), self._options())
+                fs, base = filesystem(self._uri(view), self._options())
                 now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
                 for f in pa.table(table.get_add_actions(flatten=True)).to_pylist():
                     lo, hi = f.get(f"min.{ts_col}"), f.get(f"max.{ts_col}")
@@ -475,11 +463,15 @@ class DeltaOfflineStore(OfflineStore):
         names = self._live_files(table, start, end)
         if version is not None:
             self._require_files(view, version, names)
-        fs, base = _filesystem(self._uri(view), self._options())
+        fs, base = filesystem(self._uri(view), self._options())
         paths = [f"{base}/{name}" for name in names]
         # pyarrow reads the files itself (deltalake's own dataset hands Arrow a Python filesystem)
         return pds.dataset(paths, format="parquet", filesystem=fs, schema=schema).to_table(columns=columns,
                                                                                          filter=cond)
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        return dict(self.config.storage_options)
 
     def files(self, view: str, start: datetime | None = None, end: datetime | None = None,
               version: int | None = None) -> list[str]:
@@ -497,7 +489,7 @@ class DeltaOfflineStore(OfflineStore):
         """An old version is readable only while vacuum has left its files."""
         from pyarrow import fs as pafs
 
-        fs, base = _filesystem(self._uri(view), self._options())
+        fs, base = filesystem(self._uri(view), self._options())
         infos = fs.get_file_info([f"{base}/{name}" for name in names])
         missing = [name for name, info in zip(names, infos) if info.type == pafs.FileType.NotFound]
         if missing:
@@ -543,7 +535,7 @@ class DeltaOfflineStore(OfflineStore):
         return f"delta:{table.metadata().id}:{table.version()}"
 
     def views(self) -> list[str]:
-        fs, base = _filesystem(self.root, self._options())
+        fs, base = filesystem(self.root, self._options())
         from pyarrow import fs as pafs
 
         try:
@@ -566,8 +558,8 @@ class DeltaOfflineStore(OfflineStore):
             if not exists:
                 continue
             existed = True
-            fs, path = _filesystem(uri, store._options())
-            if _is_remote(uri):  # object by object: no directory objects to remove on S3
+            fs, path = filesystem(uri, store._options())
+            if is_remote(uri):  # object by object: no directory objects to remove on S3
                 from pyarrow import fs as pafs
 
                 for info in fs.get_file_info(pafs.FileSelector(path, recursive=True)):
@@ -599,7 +591,7 @@ class DeltaOfflineStore(OfflineStore):
         from pyarrow import fs as pafs
 
         removed: list[str] = []
-        fs, base = _filesystem(self.root, self._options())
+        fs, base = filesystem(self.root, self._options())
         if view is not None:
             names = [view]
         else:
@@ -667,30 +659,10 @@ def _parse_z(text: str) -> datetime:
 
 
 
-def _filesystem(uri: str, options: dict[str, str]):
-    """A pyarrow filesystem and the path inside it for ``uri`` (local path or s3://)."""
-    from pyarrow import fs as pafs
-
-    if not _is_remote(uri):
-        return pafs.LocalFileSystem(), uri
-    lower = {k.lower(): v for k, v in options.items()}
-    endpoint = lower.get("aws_endpoint_url") or lower.get("endpoint_url") or lower.get("aws_endpoint")
-    kwargs: dict[str, Any] = {}
-    if endpoint:
-        scheme, _, host = endpoint.partition("://")
-        kwargs.update(endpoint_override=host or endpoint, scheme=scheme if host else "https")
-    for key, arg in (("aws_access_key_id", "access_key"), ("aws_secret_access_key", "secret_key"),
-                     ("aws_region", "region"), ("region", "region")):
-        if lower.get(key):
-            kwargs[arg] = lower[key]
-    fs = pafs.S3FileSystem(**kwargs)
-    return fs, uri.split("://", 1)[1]
-
-
 def _staged_schema(store: DeltaOfflineStore, view: str, staged: list[dict[str, Any]]) -> pa.Schema | None:
     if not staged:
         return None
-    fs, base = _filesystem(store._uri(view), store._options())
+    fs, base = filesystem(store._uri(view), store._options())
     return pq.read_schema(f"{base}/{staged[0]['path']}", filesystem=fs)
 
 

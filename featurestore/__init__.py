@@ -27,21 +27,21 @@ _EXPORTS = {
     "FeatureStoreError": "featurestore.errors",
     "OnDemandFeatureView": "featurestore.on_demand", "RequestSource": "featurestore.on_demand",
     "on_demand_feature_view": "featurestore.on_demand",
-    "FileSource": "featurestore.sources", "KafkaSource": "featurestore.sources",
+    "DeltaSource": "featurestore.sources", "FileSource": "featurestore.sources", "KafkaSource": "featurestore.sources",
     "PushSource": "featurestore.sources", "SqlSource": "featurestore.sources",
     "FeatureStore": "featurestore.store",
     "Aggregation": "transforms", "col": "transforms", "lit": "transforms", "coalesce": "transforms",
     "when": "transforms",
 }
 __all__ = ["Entity", "FeatureService", "FeatureView", "Field", "FeatureStoreError", "OnDemandFeatureView",
-           "RequestSource", "on_demand_feature_view", "FileSource", "KafkaSource", "PushSource", "SqlSource",
+           "RequestSource", "on_demand_feature_view", "DeltaSource", "FileSource", "KafkaSource", "PushSource", "SqlSource",
            "FeatureStore", "Aggregation", "col", "lit", "coalesce", "when"]
 
 if TYPE_CHECKING:
     from featurestore.definitions import Entity, FeatureService, FeatureView, Field
     from featurestore.errors import FeatureStoreError
     from featurestore.on_demand import OnDemandFeatureView, RequestSource, on_demand_feature_view
-    from featurestore.sources import FileSource, KafkaSource, PushSource, SqlSource
+    from featurestore.sources import DeltaSource, FileSource, KafkaSource, PushSource, SqlSource
     from featurestore.store import FeatureStore
     from transforms import Aggregation, coalesce, col, lit, when
 

@@ -33,7 +33,8 @@ _BUILTIN = {
     "engine": {"local": "featurestore.engines.local:LocalEngine",
                "spark": "featurestore.engines.spark:SparkEngine"},
     "source_reader": {"file": "connectors.file_source:FileSourceReader",
-                      "sql": "connectors.sql_source:SqlSourceReader"},
+                      "sql": "connectors.sql_source:SqlSourceReader",
+                      "delta": "connectors.delta_source:DeltaSourceReader"},
 }
 
 _EXTRA_FOR_MODULE = {"redis": "redis", "pyspark": "spark", "psycopg": "postgres", "fastapi": "serving"}

@@ -324,8 +324,10 @@ def view_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: 
     if pin.offline if pin else coverage.covers(store, req.name, lo or MIN_TIME, hi):
         table_version = pin.table_version if pin else (offline.version(req.name) if versions else None)
         files = offline.files(req.name, lo, hi, version=table_version) if CAP_FILES in offline.capabilities else []
-        data = (ViewData(EVENT_TS, CREATED_TS, files=tuple(files)) if files
-                else ViewData(EVENT_TS, CREATED_TS, table=offline.read(req.name, lo, hi, version=table_version)))
+        data = (ViewData(EVENT_TS, CREATED_TS, files=tuple(files),
+                         storage_options=tuple(offline.storage_options.items()))
+                if files else
+                ViewData(EVENT_TS, CREATED_TS, table=offline.read(req.name, lo, hi, version=table_version)))
         read_from, fingerprint = "offline_store", offline.fingerprint(req.name, version=table_version)
     else:
         data, fingerprint = source_data(store, view, [k for k, _ in keys] + [c for c, _ in stored], lo, hi)
@@ -343,7 +345,8 @@ def view_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: 
     appended = ([] if pin and appended_version is None
                 else offline.appends.files(req.name, lo, hi, version=appended_version))
     if appended:
-        data = replace(data, appended=tuple(appended), columns=tuple(n for n, _ in keys + stored))
+        data = replace(data, appended=tuple(appended), columns=tuple(n for n, _ in keys + stored),
+                       appended_storage_options=tuple(offline.appends.storage_options.items()))
         read_from += "+appended"
         fingerprint += "|" + offline.appends.fingerprint(req.name, version=appended_version)
     streams = isinstance(view.source, StreamSource) and view.source.streams

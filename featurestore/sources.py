@@ -54,7 +54,9 @@ class FileSource(DataSource):
     """Parquet or CSV data: a file, a directory (read recursively) or a glob.
 
     Relative paths resolve against the repo directory. ``file_format`` is inferred from the extension
-    when not given (a directory or an extension-less glob defaults to Parquet).
+    when not given (a directory or an extension-less glob defaults to Parquet). On object storage the
+    path is ``s3://bucket/key``, ``s3://bucket/prefix/`` or a glob such as ``s3://bucket/raw/*.parquet``;
+    ``storage_options`` (see DeltaSource) say how to reach it.
 
     >>> FileSource(name="stats", path="data/stats.parquet", timestamp_field="ts").file_format
     'parquet'
@@ -63,11 +65,13 @@ class FileSource(DataSource):
     kind: ClassVar[str] = "file"
     path: str = ""
     file_format: str | None = None
+    storage_options: dict[str, str] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.path:
             raise DefinitionError(f"FileSource {self.name!r} needs a path", obj=self.name, field="path")
+        _check_storage_options(self)
         fmt = self.file_format
         if fmt is None:
             lower = self.path.lower()
@@ -78,7 +82,59 @@ class FileSource(DataSource):
         object.__setattr__(self, "file_format", fmt)
 
     def _extra_spec(self) -> dict[str, Any]:
-        return {"path": self.path, "file_format": self.file_format}
+        return {"path": self.path, "file_format": self.file_format, **_storage_spec(self)}
+
+
+def _check_storage_options(source: Any) -> None:
+    options = source.storage_options
+    if options is not None and not (isinstance(options, dict)
+                                    and all(isinstance(k, str) and isinstance(v, str) for k, v in options.items())):
+        raise DefinitionError(f"{type(source).__name__} {source.name!r}: storage_options must map strings to "
+                              f"strings", obj=source.name, field="storage_options")
+
+
+def _storage_spec(source: Any) -> dict[str, Any]:
+    """``storage_options`` as written (``${VAR}`` unexpanded), only when given, so sources without
+    them keep the spec they had."""
+    return {"storage_options": dict(source.storage_options)} if source.storage_options else {}
+
+
+@dataclass(frozen=True)
+class DeltaSource(DataSource):
+    """A Delta Lake table: a local directory (relative to the repo) or ``s3://bucket/prefix``.
+
+    Reads see the table's current snapshot, or version ``version`` when it is pinned. Tables that need
+    more than their Parquet files to be read (deletion vectors, column mapping) are refused.
+    ``storage_options`` reach object storage, in delta-rs's names (``AWS_ENDPOINT_URL``,
+    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ALLOW_HTTP``); write
+    ``${VAR}`` for secrets: it is replaced from the environment when the table is read, and the
+    registry keeps the placeholder.
+
+    >>> DeltaSource(name="txns", path="s3://lake/txns", timestamp_field="ts",
+    ...             storage_options={"AWS_SECRET_ACCESS_KEY": "${LAKE_SECRET}"}).to_spec()["storage_options"]
+    {'AWS_SECRET_ACCESS_KEY': '${LAKE_SECRET}'}
+    """
+
+    kind: ClassVar[str] = "delta"
+    path: str = ""
+    version: int | None = None
+    storage_options: dict[str, str] | None = field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.path:
+            raise DefinitionError(f"DeltaSource {self.name!r} needs a path", obj=self.name, field="path")
+        if self.version is not None and (isinstance(self.version, bool) or not isinstance(self.version, int)
+                                         or self.version < 0):
+            raise DefinitionError(f"DeltaSource {self.name!r}: version must be a table version >= 0, got "
+                                  f"{self.version!r}", obj=self.name, field="version")
+        _check_storage_options(self)
+
+    def _extra_spec(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {"path": self.path, **_storage_spec(self)}
+        if self.version is not None:
+            spec["version"] = self.version
+        return spec
 
 
 @dataclass(frozen=True)
@@ -136,7 +192,7 @@ class StreamSource(DataSource):
     def __post_init__(self) -> None:
         kind, name = type(self).__name__, self.name
         if not isinstance(self.batch_source, DataSource) or isinstance(self.batch_source, StreamSource):
-            raise DefinitionError(f"{kind} {name!r} needs a batch_source (FileSource, SqlSource): the "
+            raise DefinitionError(f"{kind} {name!r} needs a batch_source (FileSource, SqlSource, DeltaSource): the "
                                   f"events' history, which also fixes their columns and types",
                                   obj=name, field="batch_source")
         if self.timestamp_field == "event_timestamp":
@@ -239,8 +295,8 @@ def batch_source_of(source: DataSource) -> DataSource:
     return source
 
 
-_SOURCE_KINDS: dict[str, type[DataSource]] = {"file": FileSource, "sql": SqlSource, "push": PushSource,
-                                               "kafka": KafkaSource}
+_SOURCE_KINDS: dict[str, type[DataSource]] = {"file": FileSource, "sql": SqlSource, "delta": DeltaSource,
+                                               "push": PushSource, "kafka": KafkaSource}
 
 
 def register_source_kind(cls: type[DataSource]) -> type[DataSource]:

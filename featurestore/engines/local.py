@@ -1,4 +1,7 @@
-"""The embedded engine: DuckDB over Parquet/CSV files and Arrow tables, on one machine.
+"""The embedded engine: DuckDB over Parquet/CSV files and Arrow tables or datasets, on one machine.
+
+Files on object storage arrive as pyarrow datasets (DuckDB's httpfs extension is not assumed): DuckDB
+scans a registered dataset lazily, pushing projections and filters down into pyarrow.
 
 The point-in-time join is one DuckDB query: each view's rows are cut to the latest created per keys
 and event time, then the entity frame is ``ASOF LEFT JOIN``-ed to them on the join keys and on
@@ -11,6 +14,7 @@ exactly once; a row number carried through restores input order.
 from __future__ import annotations
 
 import os
+import tempfile
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -18,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
+from connectors.object_store import expand, filesystem, is_remote
 from featurestore import types as fstypes
 from featurestore.errors import NotFoundError
 from featurestore.online_aggregate import EV_CR, EV_TS, ev_column, state_types
@@ -36,6 +41,7 @@ from transforms.compile_duckdb import DuckDBCompiler, aggregate_at_points_sql
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow.dataset as pds
 
 _ROW = "__fs_row"
 
@@ -47,6 +53,15 @@ def _carried(column: str) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def _remote_dataset(uris: tuple[str, ...], options: tuple[tuple[str, str], ...], file_format: str = "parquet"
+                    ) -> "pds.Dataset":
+    """Files on object storage as a pyarrow dataset (DuckDB's httpfs extension is not assumed)."""
+    import pyarrow.dataset as pds
+
+    fs, _ = filesystem(uris[0], expand(dict(options), "object storage settings"))
+    return pds.dataset([u.partition("://")[2] for u in uris], format=file_format, filesystem=fs)
 
 
 def _parquet_files(path: str) -> list[str]:
@@ -113,6 +128,8 @@ class LocalEngine(Engine):
         if self.config.memory_limit:
             con.execute("SET memory_limit = $limit", {"limit": self.config.memory_limit})
         con.execute("SET preserve_insertion_order = false")
+        # Spilled data goes to the system's temporary folder, not to a ``.tmp`` in the working directory.
+        con.execute("SET temp_directory = $dir", {"dir": os.path.join(tempfile.gettempdir(), "featurestore-duckdb")})
         return con
 
     # -- scans ---------------------------------------------------------------------------------
@@ -120,8 +137,11 @@ class LocalEngine(Engine):
               params: dict[str, Any]) -> str:
         """A FROM-clause fragment reading ``data`` through its pipeline; file lists and literals travel
         as bound parameters."""
-        if data.table is not None:
-            con.register(alias + "_tbl", data.table)
+        if data.table is not None or data.dataset is not None:
+            con.register(alias + "_tbl", data.table if data.table is not None else data.dataset)
+            base = quote(alias + "_tbl")
+        elif is_remote(data.files[0]):
+            con.register(alias + "_tbl", _remote_dataset(data.files, data.storage_options, data.file_format))
             base = quote(alias + "_tbl")
         else:
             params[alias + "_files"] = list(data.files)
@@ -130,7 +150,7 @@ class LocalEngine(Engine):
             else:
                 base = f"read_parquet(${alias}_files, union_by_name = true, hive_partitioning = false)"
         if not data.has_pipeline:
-            return self._with_appended(data, base, alias, params)
+            return self._with_appended(con, data, base, alias, params)
         sql = f"SELECT * FROM {base}"
         if data.rename:
             renames = ", ".join(f"{quote(a)} AS {quote(b)}" for a, b in data.rename)
@@ -143,20 +163,24 @@ class LocalEngine(Engine):
             items = [star] + [f"{expr} AS {quote(name)}" for name, expr in outputs]
             where = f" WHERE {compiler.visit(data.filter)}" if data.filter is not None else ""
             sql = f"SELECT {', '.join(items)} FROM ({sql}) AS {alias}_src{where}"
-        return self._with_appended(data, f"({sql})", alias, params)
+        return self._with_appended(con, data, f"({sql})", alias, params)
 
-    def _with_appended(self, data: ViewData, scan: str, alias: str, params: dict[str, Any]) -> str:
+    def _with_appended(self, con, data: ViewData, scan: str, alias: str, params: dict[str, Any]) -> str:
         """``scan`` plus the view's appended rows that are not already among its rows (see ViewData)."""
         if not data.appended:
             return scan
-        params[alias + "_appended"] = list(data.appended)
         times = [(data.timestamp_column, EVENT_TS)]
         if data.created_column:
             times.append((data.created_column, CREATED_TS))
         cols = ", ".join(quote(c) for c in data.columns)
         ours = ", ".join(f"{self._ts(c)} AS {quote(c)}" for c, _ in times)
         theirs = ", ".join(f"{self._ts(a)} AS {quote(c)}" for c, a in times)
-        appended = f"read_parquet(${alias}_appended, union_by_name = true, hive_partitioning = false)"
+        if is_remote(data.appended[0]):
+            con.register(alias + "_appended_tbl", _remote_dataset(data.appended, data.appended_storage_options))
+            appended = quote(alias + "_appended_tbl")
+        else:
+            params[alias + "_appended"] = list(data.appended)
+            appended = f"read_parquet(${alias}_appended, union_by_name = true, hive_partitioning = false)"
         return (f"(WITH {alias}_rows AS (SELECT {cols}, {ours} FROM {scan} AS {alias}_scan) "
                 f"SELECT * FROM {alias}_rows UNION ALL (SELECT {cols}, {theirs} FROM {appended} "
                 f"EXCEPT ALL SELECT * FROM {alias}_rows))")

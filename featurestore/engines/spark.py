@@ -14,10 +14,12 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
+import pyarrow.dataset as pds
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors.object_store import expand, hadoop_settings
 from featurestore.engines.spark_writes import frame_schema, write_offline, write_online
-from featurestore.errors import MissingDependencyError
+from featurestore.errors import BackendUnavailableError, InvalidInputError, MissingDependencyError
 from featurestore.online_aggregate import EV_CR, EV_TS, ev_column
 from featurestore.ports.engine import (
     CAP_CLUSTER_WRITES,
@@ -101,12 +103,13 @@ class SparkEngine(Engine):
 
     def frame(self, data: ViewData) -> "DataFrame":
         """A Spark DataFrame over a view's data through its pipeline (files are read by the executors)."""
+        files = self._dataset_files(data) if data.dataset is not None else list(data.files)
         if data.table is not None:
             frame = self.spark.createDataFrame(data.table)
         elif data.file_format == "csv":
-            frame = self.spark.read.option("header", "true").option("inferSchema", "true").csv(list(data.files))
+            frame = self.spark.read.option("header", "true").option("inferSchema", "true").csv(files)
         else:
-            frame = self.spark.read.option("mergeSchema", "true").parquet(*data.files)
+            frame = self.spark.read.option("mergeSchema", "true").parquet(*files)
         if data.rename:
             frame = frame.withColumnsRenamed(dict(data.rename))
         if data.filter is not None or data.transform:
@@ -116,6 +119,32 @@ class SparkEngine(Engine):
         if data.appended:
             frame = self._with_appended(data, frame)
         return frame
+
+    def _dataset_files(self, data: ViewData) -> list[str]:
+        """Paths Spark reads for a dataset's files: local paths as they are, objects on S3 as s3a://
+        URIs (with the endpoint and keys set for their buckets, which needs hadoop-aws)."""
+        dataset = data.dataset
+        whole = pds.scalar(True)
+        if any(not f.partition_expression.equals(whole) for f in dataset.get_fragments()):
+            raise InvalidInputError("the Spark engine reads sources by their Parquet files and cannot fill in "
+                                    "a partitioned Delta table's partition columns; use the local engine")
+        if dataset.filesystem.type_name == "local":
+            return list(dataset.files)
+        if dataset.filesystem.type_name != "s3":
+            raise InvalidInputError(f"the Spark engine cannot read files on {dataset.filesystem.type_name!r}")
+        try:
+            self.spark._jvm.java.lang.Class.forName("org.apache.hadoop.fs.s3a.S3AFileSystem")
+        except Exception:
+            raise BackendUnavailableError(
+                "the Spark engine needs hadoop-aws (org.apache.hadoop.fs.s3a.S3AFileSystem) and its AWS SDK on "
+                "its classpath to read s3:// sources (spark.jars / spark.jars.packages in the engine's conf); "
+                "the local engine reads them without") from None
+        settings = hadoop_settings(expand(dict(data.storage_options), "Spark engine: storage options"))
+        hadoop = self.spark._jsc.hadoopConfiguration()
+        for bucket in sorted({path.split("/", 1)[0] for path in dataset.files}):
+            for key, value in settings.items():
+                hadoop.set(key.replace("fs.s3a.", f"fs.s3a.bucket.{bucket}.", 1), value)
+        return [f"s3a://{path}" for path in dataset.files]
 
     def _with_appended(self, data: ViewData, frame: "DataFrame") -> "DataFrame":
         """``frame`` plus the view's appended rows that are not already among its rows (see ViewData)."""

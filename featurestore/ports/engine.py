@@ -1,8 +1,8 @@
 """What every engine implements, and the plain data it is handed.
 
 The core decides *what* to compute (which view, which rows, which bounds); an engine decides *how*.
-Data locations are given as files or an Arrow table, in the data's own column names, so an engine
-never needs to know about sources, registries or stores.
+Data locations are given as files, an Arrow table or an Arrow dataset, in the data's own column
+names, so an engine never needs to know about sources, registries or stores.
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from featurestore.ports.online_store import WriteResult
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as pds
 
 # Capability names an engine may declare in ``capabilities``.
 CAP_EXPORT_PARQUET = "export_parquet"  # ``export_parquet``: a whole export read, joined and written by the engine
@@ -27,13 +30,20 @@ CREATED_TS = "created_timestamp"
 
 @dataclass(frozen=True)
 class ViewData:
-    """Where one view's rows are: Parquet/CSV files or an in-memory Arrow table."""
+    """Where one view's rows are, exactly one of: local Parquet/CSV ``files``, an in-memory Arrow
+    ``table``, or an Arrow ``dataset`` (files an engine cannot open by path, such as objects on
+    s3://, read through pyarrow's filesystem; scanned lazily, with projection and filters pushed down).
+    ``storage_options`` (``${VAR}`` not yet expanded) are the object-store settings of the dataset, or
+    of ``files`` given as URIs (an offline store on s3://), for an engine that opens them itself
+    (``connectors.object_store`` reads them)."""
 
     timestamp_column: str
     created_column: str | None
     files: tuple[str, ...] = ()
     file_format: str = "parquet"
     table: pa.Table | None = None
+    dataset: "pds.Dataset | None" = None
+    storage_options: tuple[tuple[str, str], ...] = ()
     # The view's row pipeline, applied in this order: source columns renamed (field mapping), rows
     # kept where ``filter`` is True, ``transform`` outputs added (or replacing columns). ``schema``
     # holds the renamed source column types, for exact cast semantics.
@@ -46,14 +56,15 @@ class ViewData:
     # row above (in ``columns`` and both times) is the same event and counts once (EXCEPT ALL).
     appended: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()
+    appended_storage_options: tuple[tuple[str, str], ...] = ()  # for appended files on object storage
 
     @property
     def has_pipeline(self) -> bool:
         return bool(self.rename or self.filter is not None or self.transform)
 
     def __post_init__(self) -> None:
-        if bool(self.files) == (self.table is not None):
-            raise ValueError("ViewData takes files or a table, exactly one")
+        if bool(self.files) + (self.table is not None) + (self.dataset is not None) != 1:
+            raise ValueError("ViewData takes files, a table or a dataset, exactly one")
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,11 @@ class OfflineStore(ABC):
     def delete_view(self, view: str) -> bool:
         """Remove the view's data; returns whether there was any. Idempotent."""
 
+    @property
+    def storage_options(self) -> dict[str, str]:
+        """Object-store settings (``${VAR}`` not expanded) an engine needs to open ``files()`` URIs."""
+        return {}
+
     def files(self, view: str, start: datetime | None = None, end: datetime | None = None,
               version: int | None = None) -> list[str]:
         """Data files that can hold the view's rows in [start, end] (``CAP_FILES``); ``version`` names
