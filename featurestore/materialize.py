@@ -116,7 +116,7 @@ def materialize_view(store: "FeatureStore", view: FeatureView, start: datetime, 
                      online: bool, progress=None) -> ViewResult:
     keys, stored = stored_columns(view)
     features = [(c, c, t) for c, t in stored]
-    data, _ = source_data(store, view, [k for k, _ in keys] + [c for c, _ in stored], start, end)
+    data, _, _ = source_data(store, view, [k for k, _ in keys] + [c for c, _ in stored], start, end)
     result = ViewResult(view.name, start, end)
     lo, hi = store.engine.time_bounds(data, start, end)
     chunks = list(_chunks(lo, hi, start, end)) if lo is not None else [(start, end)]

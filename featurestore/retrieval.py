@@ -38,6 +38,7 @@ from featurestore.fingerprints import fingerprint_paths
 from featurestore.on_demand import OnDemandSpec
 from featurestore.ports.engine import CAP_EXPORT_PARQUET, CREATED_TS, EVENT_TS, ViewData, ViewJoin
 from featurestore.ports.offline_store import CAP_FILES, CAP_VERSIONS
+from featurestore.ports.source_reader import CAP_VERSIONS as CAP_SOURCE_VERSIONS
 from featurestore.sources import DataSource, StreamSource
 from featurestore.streaming.progress import complete_until
 from featurestore.timestamps import column_us
@@ -261,6 +262,7 @@ class ViewRead:
     streams: bool = False
     table_version: int | None = None  # the offline table's commit read (read_from "offline_store")
     appended_version: int | None = None  # the appended rows' table commit read ("+appended")
+    source_version: int | None = None  # a versioned source's version read (read_from "source")
 
 
 @dataclass(frozen=True)
@@ -272,12 +274,13 @@ class ViewPin:
     fingerprint: str
     table_version: int | None = None
     appended_version: int | None = None
+    source_version: int | None = None
 
     @classmethod
     def from_manifest(cls, view: str, entry: dict[str, Any]) -> "ViewPin":
         try:
             return cls(entry["read_from"], entry["fingerprint"], entry.get("table_version"),
-                       entry.get("appended_version"))
+                       entry.get("appended_version"), entry.get("source_version"))
         except (KeyError, TypeError) as exc:
             raise InvalidInputError(f"the manifest's entry for view {view!r} lacks {exc}; it was written "
                                     "before exports recorded table versions and cannot be reproduced") from None
@@ -320,7 +323,7 @@ def view_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: 
     offline = store.offline_store
     lo = needed_from(view, lo)
     versions = CAP_VERSIONS in offline.capabilities
-    table_version = appended_version = None
+    table_version = appended_version = source_version = None
     if pin.offline if pin else coverage.covers(store, req.name, lo or MIN_TIME, hi):
         table_version = pin.table_version if pin else (offline.version(req.name) if versions else None)
         files = offline.files(req.name, lo, hi, version=table_version) if CAP_FILES in offline.capabilities else []
@@ -330,8 +333,11 @@ def view_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: 
                 ViewData(EVENT_TS, CREATED_TS, table=offline.read(req.name, lo, hi, version=table_version)))
         read_from, fingerprint = "offline_store", offline.fingerprint(req.name, version=table_version)
     else:
-        data, fingerprint = source_data(store, view, [k for k, _ in keys] + [c for c, _ in stored], lo, hi)
+        data, fingerprint, source_version = source_data(store, view, [k for k, _ in keys] + [c for c, _ in stored],
+                                                        lo, hi, pin.source_version if pin else None)
         read_from = "source"
+    if pin and pin.source_version is not None:
+        fingerprint = pin.fingerprint.split("|", 1)[0]  # the version read names the rows, not today's latest
     if pin and fingerprint != pin.own_fingerprint:
         raise ConflictError(f"feature view {req.name!r}: its {read_from.replace('_', ' ')} is no longer what the "
                             f"export read (fingerprint {pin.own_fingerprint}, now {fingerprint})"
@@ -365,7 +371,7 @@ def view_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: 
         event_columns=tuple((c.name, c.dtype) for c in view.event_columns),
     )
     return ViewRead(join, read_from, fingerprint, complete, streams, table_version,
-                    appended_version if appended else None)
+                    appended_version if appended else None, source_version)
 
 
 def pipeline(store: "FeatureStore", view: FeatureView, source: DataSource) -> dict[str, Any]:
@@ -389,9 +395,10 @@ def pipeline(store: "FeatureStore", view: FeatureView, source: DataSource) -> di
 
 
 def source_data(store: "FeatureStore", view: FeatureView, columns: list[str], lo: datetime | None,
-                hi: datetime | None) -> tuple[ViewData, str]:
-    """A view's batch source rows as engine input (with the view's pipeline), and the source's
-    fingerprint. Without a pipeline only ``columns`` (view names) and the times are asked for."""
+                hi: datetime | None, version: int | None = None) -> tuple[ViewData, str, int | None]:
+    """A view's batch source rows as engine input (with the view's pipeline), the source's fingerprint
+    and, for a versioned source (``CAP_VERSIONS``), the version read (``version``, else its latest).
+    Without a pipeline only ``columns`` (view names) and the times are asked for."""
     source = view.batch_source
     reader = plugins.source_reader(source, store.repo_path)
     steps = pipeline(store, view, source)
@@ -401,8 +408,12 @@ def source_data(store: "FeatureStore", view: FeatureView, columns: list[str], lo
         created = source.created_timestamp_field
         wanted = list(dict.fromkeys([inverse.get(c, c) for c in columns] + [source.timestamp_field]
                                     + ([created] if created else [])))
-    data = reader.read(source, wanted, lo, hi)
-    return replace(data, **steps), reader.fingerprint(source)
+    if CAP_SOURCE_VERSIONS in reader.capabilities:
+        version = reader.version(source) if version is None else version
+        data = reader.read_version(source, version, wanted, lo, hi)
+    else:
+        data, version = reader.read(source, wanted, lo, hi), None
+    return replace(data, **steps), reader.fingerprint(source), version
 
 
 # -- the job ---------------------------------------------------------------------------------------
@@ -472,6 +483,7 @@ class RetrievalJob:
             "entity_file": self._entity_file,
             "views": {r.join.name: {"read_from": r.read_from, "fingerprint": r.fingerprint,
                                     "table_version": r.table_version, "appended_version": r.appended_version,
+                                    "source_version": r.source_version,
                                     **self._stream_note(r)} for r in reads},
         }
 
