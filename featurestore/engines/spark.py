@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from featurestore.engines.spark_delta import session_conf
 from featurestore.engines.spark_writes import frame_schema, write_offline, write_online
 from featurestore.errors import MissingDependencyError
 from featurestore.online_aggregate import EV_CR, EV_TS, ev_column
@@ -47,6 +48,8 @@ class SparkEngineConfig(BaseModel):
     master: str = "local[2]"
     app_name: str = "featurestore"
     conf: dict[str, str] = Field(default_factory=dict)
+    # delta-spark in the session: reads and writes of the offline store's Delta tables need it.
+    delta: bool = True
 
 
 _SESSION: "SparkSession | None" = None
@@ -70,8 +73,17 @@ def spark_session(config: SparkEngineConfig) -> "SparkSession":
                .config("spark.ui.showConsoleProgress", "false")
                # Python workers run this interpreter (the one with the product installed), not
                # whatever python3 is first on PATH; a cluster sets spark.pyspark.python in conf.
-               .config("spark.pyspark.python", sys.executable))
-    for key, value in config.conf.items():
+               .config("spark.pyspark.python", sys.executable)
+               # Parquet times as INT64 microseconds (Spark's default INT96 reads back as nanoseconds,
+               # which cannot hold years before 1677 or after 2262).
+               .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"))
+    conf = dict(config.conf)
+    if config.delta:
+        if config.master.startswith("local"):
+            # Delta replays its log in this many tasks; its default (50) is meant for a cluster.
+            builder = builder.config("spark.databricks.delta.snapshotPartitions", "2")
+        conf.update(session_conf(conf))
+    for key, value in conf.items():
         builder = builder.config(key, value)
     _SESSION = builder.getOrCreate()
     return _SESSION
@@ -314,8 +326,8 @@ class SparkEngine(Engine):
             CREATED_TS, F.lit(end).cast("timestamp"))
 
     def materialize(self, job: ClusterMaterialization) -> tuple[int, WriteResult | None]:
-        """The whole interval in one job: executors stage offline files (the driver commits them
-        atomically) and upsert the online store; only counts come back to the driver."""
+        """The whole interval in one job: executors write the offline rows (one Delta commit through
+        delta-spark) and upsert the online store; only counts come back to the driver."""
         keys, features = list(job.keys), list(job.features)
         frame = self.read_frame(job.data, keys, features, job.start, job.end)
         rows = write_offline(frame, job.offline_store, job.repo_path, job.project, job.view, job.start,
