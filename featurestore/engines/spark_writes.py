@@ -13,8 +13,8 @@ come back.
   return one ``(written, skipped)`` row; the driver sums them (``DataFrame.mapInArrow``).
 
 Where the executors run matters: the offline store's path must mean the same place to the executors
-as to the driver (object storage such as ``s3://``, a shared filesystem mounted at the same path on
-every node, or local mode). The SQLite online store is a local file: it works in local mode, where the
+as to the driver (a shared filesystem mounted at the same path on every node, or local mode; object
+storage needs Hadoop's S3 connector and its settings in the session's ``conf``). The SQLite online store is a local file: it works in local mode, where the
 executors share the driver's filesystem; on a cluster use the Redis online store. The executors must
 be able to import ``featurestore`` and ``connectors`` (the package installed on every node).
 """

@@ -17,7 +17,7 @@ Semantics every backend keeps:
   ``stream_progress`` reads both back from the same commit.
 - **Times.** Timestamps are stored as UTC microseconds (``featurestore.timestamps``).
 - **Other writers.** A store declaring ``CAP_DELTA`` keeps each view as a Delta table that other
-  Delta writers may replace intervals of, under the ``REPLACE_TXN`` rule below.
+  Delta writers may replace intervals of, each replace claiming ``REPLACE_TXN`` (see its comment).
 """
 
 from __future__ import annotations
