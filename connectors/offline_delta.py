@@ -496,7 +496,8 @@ class DeltaOfflineStore(OfflineStore):
         table = self._table(view)
         if table is None or len(table.file_uris()) <= max_small_files:
             return 0
-        # The newest commit carries the streams' progress forward, so reading it stays one lookup.
+        # Carries the streams' progress forward, so it stays near the head of the log (readers look
+        # back to the newest commit that has it: delta-spark's commits do not).
         streams = self._stream_entries(view, table)
         props = CommitProperties(custom_metadata={PROGRESS_KEY: json.dumps(streams)} if streams else None,
                                  max_commit_retries=_COMMIT_RETRIES)
