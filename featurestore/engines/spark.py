@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from featurestore.engines.spark_delta import session_conf
 from featurestore.engines.spark_writes import frame_schema, write_offline, write_online
-from featurestore.errors import MissingDependencyError
+from featurestore.errors import BackendUnavailableError, MissingDependencyError
 from featurestore.online_aggregate import EV_CR, EV_TS, ev_column
 from featurestore.ports.engine import (
     CAP_CLUSTER_WRITES,
@@ -83,10 +83,23 @@ def spark_session(config: SparkEngineConfig) -> "SparkSession":
             # Delta replays its log in this many tasks; its default (50) is meant for a cluster.
             builder = builder.config("spark.databricks.delta.snapshotPartitions", "2")
         conf.update(session_conf(conf))
+        _refuse_context_without_delta()
     for key, value in conf.items():
         builder = builder.config(key, value)
     _SESSION = builder.getOrCreate()
     return _SESSION
+
+
+def _refuse_context_without_delta() -> None:
+    """A SparkContext already running in this process keeps its classpath: jars cannot be added to it."""
+    from pyspark import SparkContext
+
+    running = SparkContext._active_spark_context
+    if running is not None and "delta-spark_" not in running.getConf().get("spark.jars", ""):
+        raise BackendUnavailableError(
+            "a SparkContext without delta-spark is already running in this process (started outside "
+            "featurestore): stop it, start it with the settings of "
+            "featurestore.engines.spark_delta.session_conf(), or use SparkEngineConfig(delta=False)")
 
 
 def spark_type(t: pa.DataType):
