@@ -2,7 +2,7 @@
 #
 #   make venv            create .venv and install the project editable with the dev extras
 #   make services        install (if missing) and start private PostgreSQL, Redis, Kafka and S3 (s3s-fs) for tests
-#   make jars            fetch the Kafka broker and the Flink Kafka connector from Maven Central (cached)
+#   make jars            fetch the Kafka broker, the Flink Kafka connector and delta-spark from Maven Central (cached)
 #   make flink-env       create .venv-flink (PyFlink 2.2, its own pyarrow/redis) unless up to date
 #   make test            venv + jars + flink-env + services + pytest over tests/, then stop what it started
 #                        (extra pytest arguments: make test PYTEST_ARGS="-k online -x";
@@ -43,7 +43,7 @@ $(VENV_STAMP): pyproject.toml
 # stamp matches .ci/jvm/pom.xml.
 jars:
 	@bash $(SERVICES) install kafka
-	@bash $(SERVICES) jars flink-kafka
+	@bash $(SERVICES) jars flink-kafka spark-delta
 
 # Idempotent (a stamp in the venv); the first run downloads PyFlink 2.2 and its pins (~1-2 min).
 flink-env: venv

@@ -20,7 +20,7 @@
 # <svc>_stop and <svc>_env, plus an entry in SERVICES.
 #
 #   .ci/services.sh jars PROFILE...            fetch the jars of a .ci/jvm/pom.xml profile (kafka-broker,
-#                                              flink-kafka) into .ci/cache/jars/PROFILE (cached by pom hash)
+#                                              flink-kafka, spark-delta) into .ci/cache/jars/PROFILE (cached by pom hash)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -316,7 +316,7 @@ redis_env() {
 
 # ---------------------------------------------------------------- JVM jars (Maven Central)
 # fetch_jars PROFILE: resolve one profile of .ci/jvm/pom.xml into .ci/cache/jars/PROFILE. Skipped when
-# the folder's .stamp holds the pom's sha256 (featurestore/streaming/jars.py writes the same stamp).
+# the folder's .stamp holds the pom's sha256 (featurestore/jvm_jars.py writes the same stamp).
 # Fetched into a temporary folder and moved into place, so an interrupted fetch never looks complete.
 pom_hash() { sha256sum "$JVM_POM" | cut -c1-64; }
 
@@ -753,7 +753,7 @@ main() {
         env) cmd_env ;;
         status) cmd_status ;;
         jars)
-            (($#)) || die "usage: $0 jars PROFILE... (profiles of $JVM_POM: kafka-broker, flink-kafka)"
+            (($#)) || die "usage: $0 jars PROFILE... (profiles of $JVM_POM: kafka-broker, flink-kafka, spark-delta)"
             local p; for p in "$@"; do fetch_jars "$p"; done ;;
         *) echo "usage: $0 {install|start|stop|env|status|jars} [options] [service...]" >&2; exit 2 ;;
     esac

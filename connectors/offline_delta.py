@@ -13,9 +13,13 @@ engine that reads Delta reads them; every commit is atomic and old versions stay
   transaction per Kafka partition (``<stream>#<partition>`` -> the partition's last offset) and the
   stream's progress as commit metadata, in the same commit: a restarted job reads both back and skips
   what the commit covered. Two commits that claim the same offsets cannot both land.
-- Two-phase writes (``stage``/``commit_staged``, ``stage_append``/``commit_append``) write Parquet data
-  files into the table's directory first and commit their add actions later; files of a write that
-  never commits are unreferenced, and ``vacuum`` removes them.
+- Appends are two-phase (``stage_append``/``commit_append``): Parquet data files are written into the
+  table's directory first and their add actions committed later; files of a write that never commits
+  are unreferenced, and ``vacuum`` removes them.
+- Other Delta writers (the Spark engine through delta-spark) commit to the same tables
+  (``CAP_DELTA``, ``table_uri``); an interval replace of any writer claims ``REPLACE_TXN`` (see the
+  port), so two replaces never both commit against the same snapshot. Time statistics may be
+  truncated to milliseconds (delta-spark writes them so): file pruning allows for that.
 
 Paths are local directories or ``s3://bucket/prefix`` URIs; ``storage_options`` (endpoint, region,
 keys) go to delta-rs, with ``${VAR}`` replaced from the environment when used, so secrets need not be
@@ -44,18 +48,21 @@ from connectors.object_store import expand, filesystem, is_remote
 from featurestore.errors import ConflictError, FeatureViewNotFound, InvalidInputError, NotFoundError
 from featurestore.ports.offline_store import (
     CAP_COMPACT,
+    CAP_DELTA,
     CAP_FILES,
-    CAP_STAGED_WRITE,
     CAP_VERSIONS,
+    REPLACE_TXN,
     OfflineStore,
 )
 from featurestore.timestamps import TS, column_us
 
 APPENDS_DIR = "_appends"
 PROGRESS_KEY = "featurestore.progress"  # commit metadata: {stream: progress} of a stream commit
-REPLACE_TXN = "featurestore.replace"  # the application transaction every interval-replace commit claims
 _VIEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
-_DATA_FILE = re.compile(r"^part-[0-9a-f\-]{36}\.[a-z]+\.parquet$")
+# Data file names: this store's (part-<uuid>.zstd.parquet) and Spark's (part-00000-<uuid>-c000.snappy.parquet).
+_DATA_FILE = re.compile(r"^part-(\d{5}-)?[0-9a-f\-]{36}(-c\d{3})?\.[a-z0-9]+\.parquet$")
+# Writers may truncate time statistics to milliseconds: a file's true maximum is below its max + 1 ms.
+_STAT_SLACK = timedelta(milliseconds=1)
 DEFAULT_VACUUM_GRACE = timedelta(days=7)
 ROW_GROUP_SIZE = 128 * 1024
 COMPRESSION = "zstd"
@@ -124,7 +131,7 @@ class DeltaOfflineStore(OfflineStore):
     2
     """
 
-    capabilities = frozenset({CAP_FILES, CAP_STAGED_WRITE, CAP_COMPACT, CAP_VERSIONS})
+    capabilities = frozenset({CAP_FILES, CAP_DELTA, CAP_COMPACT, CAP_VERSIONS})
 
     def __init__(self, config: DeltaOfflineStoreConfig, repo_path: Path, project: str):
         self.config = config
@@ -149,6 +156,10 @@ class DeltaOfflineStore(OfflineStore):
     # -- tables ----------------------------------------------------------------------------------
     def _options(self) -> dict[str, str]:
         return expand(self.config.storage_options, "offline store")
+
+    def table_uri(self, view: str) -> str:
+        """Where the view's Delta table is (a local path or an object storage URI)."""
+        return self._uri(view)
 
     def _uri(self, view: str) -> str:
         if not isinstance(view, str) or not _VIEW_NAME.match(view):
@@ -310,72 +321,6 @@ class DeltaOfflineStore(OfflineStore):
             except FileNotFoundError:
                 pass
 
-    # -- two-phase writes for cluster engines ------------------------------------------------------
-    def stage(self, view: str, table: pa.Table, timestamp_column: str, *, start: datetime | None = None,
-              end: datetime | None = None) -> list[dict[str, Any]]:
-        """Write rows as data files no commit lists yet; returns their descriptions (JSON-safe)."""
-        table = self._prepare(view, table, timestamp_column)
-        if start is not None and end is not None:
-            _check_inside(table, timestamp_column, _utc(start), _utc(end))
-        return [{"path": a.path, "size": a.size, "modification_time": a.modification_time, "stats": a.stats}
-                for a in self._write_files(view, table, timestamp_column)]
-
-    def commit_staged(self, view: str, staged: list[dict[str, Any]], start: datetime, end: datetime,
-                      timestamp_column: str, *, schema: pa.Schema | None = None) -> int:
-        """Commit staged files as ``write(view, <their rows>, start, end)`` would."""
-        start, end = _utc(start), _utc(end)
-        if end <= start:
-            raise InvalidInputError(f"commit_staged needs start < end, got {start} .. {end}")
-        try:
-            adds = self._checked_staged(view, staged, start, end, timestamp_column)
-        except InvalidInputError as exc:
-            if "already committed" not in str(exc):  # never delete files a commit lists
-                self.discard_staged(view, staged)
-            raise
-        schema = schema if schema is not None else (self.schema(view) or _staged_schema(self, view, staged))
-        if schema is None:
-            raise InvalidInputError(f"view {view!r}: nothing staged and no stored schema: pass schema=")
-        self._replace(view, schema, adds, start, end, timestamp_column)
-        return sum(json.loads(a.stats)["numRecords"] for a in adds)
-
-    def _checked_staged(self, view: str, staged: list[dict[str, Any]], start: datetime, end: datetime,
-                        ts_col: str) -> list:
-        """Add actions for staged file descriptions, refusing any that do not describe an uncommitted
-        data file of this view whose rows all lie in [start, end) (what ``stage`` wrote and said)."""
-        from deltalake.transaction import AddAction
-
-        table = self._table(view)
-        live = set() if table is None else set(pa.table(table.get_add_actions()).column("path").to_pylist())
-        fs, base = filesystem(self._uri(view), self._options())
-        adds = []
-        for entry in staged:
-            name = entry.get("path") if isinstance(entry, dict) else None
-            if not isinstance(name, str) or not _DATA_FILE.match(name):
-                raise InvalidInputError(f"view {view!r}: {name!r} is not a staged data file path")
-            if name in live:
-                raise InvalidInputError(f"view {view!r}: data file {name} is already committed "
-                                        f"(was this staged set committed before?)")
-            info = fs.get_file_info(f"{base}/{name}")
-            if info.size is None:
-                raise InvalidInputError(f"view {view!r}: staged data file {name} does not exist "
-                                        f"(vacuumed, or never written)")
-            stats = json.loads(entry.get("stats") or "{}")
-            rows = pq.ParquetFile(f"{base}/{name}", filesystem=fs).metadata.num_rows
-            claimed = entry.get("rows", stats.get("numRecords"))
-            if claimed != rows or stats.get("numRecords") != rows:
-                raise InvalidInputError(f"view {view!r}: staged data file {name} has {rows} rows, its "
-                                        f"description says {claimed}")
-            lo, hi = (stats.get("minValues") or {}).get(ts_col), (stats.get("maxValues") or {}).get(ts_col)
-            if rows and (lo is None or hi is None):
-                raise InvalidInputError(f"view {view!r}: staged data file {name} has no statistics for "
-                                        f"timestamp column {ts_col!r}")
-            if rows and (_parse_z(lo) < start or _parse_z(hi) >= end):
-                raise InvalidInputError(f"timestamp column {ts_col!r}: rows of {name} lie outside the "
-                                        f"interval [{start.isoformat()}, {end.isoformat()})")
-            adds.append(AddAction(name, info.size, {}, entry.get("modification_time") or 0, True,
-                                  json.dumps({**stats, "numRecords": rows})))
-        return adds
-
     def _replace(self, view: str, schema: pa.Schema, adds: list, start: datetime, end: datetime,
                  ts_col: str, handle: Any = None) -> None:
         """One commit that adds ``adds`` and replaces the rows of [start, end): files wholly inside are
@@ -394,10 +339,11 @@ class DeltaOfflineStore(OfflineStore):
                 now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
                 for f in pa.table(table.get_add_actions(flatten=True)).to_pylist():
                     lo, hi = f.get(f"min.{ts_col}"), f.get(f"max.{ts_col}")
-                    if lo is not None and hi is not None and (hi < start or lo >= end):
+                    hi = None if hi is None else hi + _STAT_SLACK  # exclusive bound on the true maximum
+                    if lo is not None and hi is not None and (hi <= start or lo >= end):
                         continue  # no row inside the interval
                     removes.append(RemoveAction(f["path"], True, now_ms, size=f["size_bytes"]))
-                    if lo is None or hi is None or lo < start or hi >= end:  # rows outside stay, in a new file
+                    if lo is None or hi is None or lo < start or hi > end:  # rows outside stay, in a new file
                         rows = pq.read_table(f"{base}/{f['path']}", filesystem=fs)
                         keep = _outside(rows.column(ts_col), start, end)
                         rewritten += self._write_files(view, rows.filter(keep).cast(schema), ts_col)
@@ -409,9 +355,6 @@ class DeltaOfflineStore(OfflineStore):
             except ConflictError:
                 self._remove_data_files(view, [a.path for a in rewritten])
         raise ConflictError(f"view {view!r}: {_COMMIT_RETRIES} concurrent commits won over this replace")
-
-    def discard_staged(self, view: str, staged: list[dict[str, Any]]) -> None:
-        self._remove_data_files(view, [s["path"] for s in staged if isinstance(s, dict) and "path" in s])
 
     # -- stream progress ---------------------------------------------------------------------------
     def stream_progress(self, view: str, stream: str) -> tuple[dict[int, int], dict[str, Any]]:
@@ -503,7 +446,7 @@ class DeltaOfflineStore(OfflineStore):
         out = []
         for f in pa.table(table.get_add_actions(flatten=True)).to_pylist():
             lo, hi = f.get(f"min.{ts_col}"), f.get(f"max.{ts_col}")
-            if start is not None and hi is not None and hi < _utc(start):
+            if start is not None and hi is not None and hi + _STAT_SLACK <= _utc(start):
                 continue
             if end is not None and lo is not None and lo > _utc(end):
                 continue
@@ -578,7 +521,8 @@ class DeltaOfflineStore(OfflineStore):
         table = self._table(view)
         if table is None or len(table.file_uris()) <= max_small_files:
             return 0
-        # The newest commit carries the streams' progress forward, so reading it stays one lookup.
+        # Carries the streams' progress forward, so it stays near the head of the log (readers look
+        # back to the newest commit that has it: delta-spark's commits do not).
         streams = self._stream_entries(view, table)
         props = CommitProperties(custom_metadata={PROGRESS_KEY: json.dumps(streams)} if streams else None,
                                  max_commit_retries=_COMMIT_RETRIES)
@@ -632,8 +576,6 @@ def _dictionary_columns(rows: pa.Table) -> list[str]:
     return chosen
 
 
-
-
 def _app_id(stream: str, partition: int) -> str:
     return f"{stream}#{partition}"
 
@@ -653,17 +595,6 @@ def _stat_time(value: datetime) -> str:
     return _iso_z(value)
 
 
-def _parse_z(text: str) -> datetime:
-    return _utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
-
-
-
-
-def _staged_schema(store: DeltaOfflineStore, view: str, staged: list[dict[str, Any]]) -> pa.Schema | None:
-    if not staged:
-        return None
-    fs, base = filesystem(store._uri(view), store._options())
-    return pq.read_schema(f"{base}/{staged[0]['path']}", filesystem=fs)
 
 
 def _conform(view: str, table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from featurestore import jvm_jars
 from featurestore.streaming import env as flink_env
 from featurestore.streaming import jars
 from tests.conftest import _required_env, _running_in_ci
@@ -109,8 +110,8 @@ def test_connector_jar_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     monkeypatch.setenv(jars.CONNECTOR_ENV, str(jar))
     assert jars.connector_jar() == jar.resolve()
     monkeypatch.delenv(jars.CONNECTOR_ENV)
-    assert jars.repo_root() == ROOT
-    if jars.is_fetched(jars.CONNECTOR_PROFILE):
+    assert jvm_jars.repo_root() == ROOT
+    if jvm_jars.is_fetched(jars.CONNECTOR_PROFILE):
         found = jars.connector_jar(fetch_missing=False)
         assert found.name == "flink-sql-connector-kafka-5.0.0-2.2.jar" and found.stat().st_size > 1_000_000
     elif _running_in_ci():

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from connectors.offline_delta import DeltaOfflineStore, DeltaOfflineStoreConfig
 from featurestore.errors import ConflictError, FeatureViewNotFound, InvalidInputError
-from featurestore.ports.offline_store import CAP_STAGED_WRITE, CAP_VERSIONS, OfflineStore
+from featurestore.ports.offline_store import CAP_DELTA, CAP_VERSIONS, OfflineStore
 
 UTC = timezone.utc
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
@@ -57,7 +57,7 @@ def test_a_view_is_a_delta_table_any_reader_opens(store: DeltaOfflineStore) -> N
 
     data = rows([1, 2.5, 30, 47])
     store.write("trips", data, H(0), H(48), "event_timestamp")
-    assert isinstance(store, OfflineStore) and {CAP_STAGED_WRITE, CAP_VERSIONS} <= store.capabilities
+    assert isinstance(store, OfflineStore) and {CAP_DELTA, CAP_VERSIONS} <= store.capabilities
     assert (Path(store.root) / "trips" / "_delta_log").is_dir()
     assert as_set(DeltaTable(f"{store.root}/trips").to_pyarrow_table()) == as_set(data)
     # DuckDB over the snapshot's files gives the same rows
@@ -120,18 +120,6 @@ def test_nanosecond_and_naive_times_are_stored_as_utc_microseconds(store: DeltaO
     out = store.read("trips")
     assert out.schema.field("event_timestamp").type == TS
     assert out.column("event_timestamp").to_pylist() == [H(1.5)]
-
-
-def test_staged_files_commit_as_one_interval_replace(store: DeltaOfflineStore) -> None:
-    store.write("trips", rows([1, 10, 30]), H(0), H(48), "event_timestamp")
-    staged = store.stage("trips", rows([11, 12], base_id=50), "event_timestamp", start=H(8), end=H(20))
-    assert store.read("trips").num_rows == 3  # staged files are invisible
-    assert store.commit_staged("trips", staged, H(8), H(20), "event_timestamp") == 2
-    assert sorted(store.read("trips").column("trips").to_pylist()) == [1.0, 11.0, 12.0, 30.0]
-    leftover = store.stage("trips", rows([13], base_id=70), "event_timestamp")
-    store.discard_staged("trips", leftover)
-    assert not (Path(store.root) / "trips" / leftover[0]["path"]).exists()
-    assert store.read("trips").num_rows == 4
 
 
 def test_stream_offsets_commit_with_the_rows_exactly_once(store: DeltaOfflineStore) -> None:
@@ -210,10 +198,9 @@ hours = st.integers(min_value=0, max_value=24 * 3)
 def operations(draw):
     ops = []
     for _ in range(draw(st.integers(1, 6))):
-        kind = draw(st.sampled_from(["write", "write", "stage"]))
         a, b = sorted(draw(st.lists(hours, min_size=2, max_size=2, unique=True)))
         quarters = draw(st.lists(st.integers(a * 4, b * 4 - 1), max_size=10))
-        ops.append((kind, a, b, quarters))
+        ops.append((a, b, quarters))
     return ops
 
 
@@ -224,17 +211,13 @@ def test_reads_match_an_in_memory_model(ops, lo, span) -> None:
         store = DeltaOfflineStore(DeltaOfflineStoreConfig(path=tmp), Path(tmp), "p")
         model: list[tuple[int, datetime, float]] = []
         next_id = 0
-        for kind, a, b, quarters in ops:
+        for a, b, quarters in ops:
             new = [(next_id + i, T0 + timedelta(minutes=15 * q), float(q)) for i, q in enumerate(quarters)]
             next_id += len(new)
             table = pa.table({"driver_id": pa.array([r[0] for r in new], pa.int64()),
                               "event_timestamp": pa.array([r[1] for r in new], TS),
                               "trips": pa.array([r[2] for r in new], pa.float64())})
-            if kind == "write":
-                store.write("v", table, H(a), H(b), "event_timestamp")
-            else:
-                staged = store.stage("v", table, "event_timestamp", start=H(a), end=H(b))
-                store.commit_staged("v", staged, H(a), H(b), "event_timestamp", schema=table.schema)
+            store.write("v", table, H(a), H(b), "event_timestamp")
             model = [r for r in model if not H(a) <= r[1] < H(b)] + new
         assert as_set(store.read("v")) == set(model)
         start, end = T0 + timedelta(minutes=15 * lo), T0 + timedelta(minutes=15 * (lo + span))

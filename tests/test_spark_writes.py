@@ -1,13 +1,9 @@
-"""Writes done by Spark executors: two-phase offline commits (stage anywhere, commit once) and online
-upserts from the tasks.
-
-The stage/commit_staged tests need no Spark; the Spark ones are marked slow and share one session."""
+"""Writes done by Spark executors: offline interval replaces committed by delta-spark, and online
+upserts from the tasks. The Spark tests are marked slow and share one session."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -51,131 +47,12 @@ def disk_files(store: DeltaOfflineStore, view: str) -> set[str]:
     return {str(p) for p in Path(store.root, view).glob("*.parquet")}
 
 
-# -- stage / commit_staged, without Spark -------------------------------------------------------------
-def test_stage_then_commit_equals_write(tmp_path: Path) -> None:
-    """The same sequence of interval writes through write() and through stage()+commit_staged()."""
-    a, b = make_store(tmp_path / "a"), make_store(tmp_path / "b")
-    steps = [
-        ([rows([1, 10, 13, 20, 25, 30, 37, 44, 50])], H(0), H(72)),  # three days
-        ([rows([12, 26], 1000, 0.5), rows([30.5], 2000)], H(12), H(36)),  # partial days on both edges
-        ([rows([5, 30, 55], 3000)], H(5), H(60)),  # a whole middle day
-        ([], H(40), H(41)),  # nothing: deletes rows inside
-    ]
-    for tables, start, end in steps:
-        whole = pa.concat_tables(tables) if tables else rows([])
-        a.write("trips", whole, start, end, EV)
-        staged = [entry for t in tables for entry in b.stage("trips", t, EV)]
-        assert json.loads(json.dumps(staged)) == staged  # JSON-safe
-        assert b.commit_staged("trips", staged, start, end, EV) == whole.num_rows
-        assert as_set(b.read("trips")) == as_set(a.read("trips"))
-        assert b.read("trips").schema.equals(a.read("trips").schema)
-        assert set(b.files("trips")) <= disk_files(b, "trips")  # superseded ones stay for older versions
-
-
-def test_staged_files_are_invisible_until_committed_and_vacuumed_if_never(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
-    staged = store.stage("trips", rows([1, 30]), EV)
-    assert all(Path(store.root, "trips", e["path"]).is_file() for e in staged)
-    assert store.views() == [] and store.files("trips") == []
-    with pytest.raises(FeatureViewNotFound):
-        store.read("trips")
-    # on a view with data, staged rows do not show either
-    store.write("trips", rows([2], 100), H(0), H(48), EV)
-    before = as_set(store.read("trips"))
-    store.stage("trips", rows([3, 4]), EV)
-    assert as_set(store.read("trips")) == before
-    # within the grace period vacuum keeps them (a write may be in flight); after it they go
-    assert store.vacuum() == []
-    removed = store.vacuum(grace=timedelta(0))
-    assert len(removed) == 2  # one file per stage() call, neither committed
-    assert disk_files(store, "trips") == {f.removeprefix("file://") for f in store.files("trips")}
-    assert as_set(store.read("trips")) == before
-    with pytest.raises(InvalidInputError, match="does not exist"):
-        store.commit_staged("trips", staged, H(0), H(48), EV)
-
-
-def test_commit_staged_rejects_rows_outside_and_cleans_up(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
-    store.write("trips", rows([1, 2]), H(0), H(24), EV)
-    before, version = as_set(store.read("trips")), store.fingerprint("trips")
-    staged = store.stage("trips", rows([5, 30], 50), EV)
-    with pytest.raises(InvalidInputError, match="outside the interval"):
-        store.commit_staged("trips", staged, H(0), H(24), EV)
-    assert as_set(store.read("trips")) == before and store.fingerprint("trips") == version
-    assert disk_files(store, "trips") == set(store.files("trips"))  # the staged files were removed
-    # stage() can check the interval itself, before writing anything
-    with pytest.raises(InvalidInputError, match="1 row"):
-        store.stage("trips", rows([5, 30], 50), EV, start=H(0), end=H(24))
-    assert disk_files(store, "trips") == set(store.files("trips"))
-
-
-def test_commit_staged_checks_descriptions(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
-    staged = store.stage("trips", rows([1, 2]), EV)
-    assert store.commit_staged("trips", staged, H(0), H(24), EV) == 2
-    # committing the same set twice must not lose the (now live) files
-    with pytest.raises(InvalidInputError, match="already committed"):
-        store.commit_staged("trips", staged, H(0), H(24), EV)
-    assert store.read("trips").num_rows == 2
-    assert all(Path(p).is_file() for p in store.files("trips"))
-    # a path outside the view's data files, a wrong timestamp column, wrong row counts
-    with pytest.raises(InvalidInputError, match="not a staged data file path"):
-        store.commit_staged("trips", [{**staged[0], "path": "../../etc/passwd"}], H(0), H(24), EV)
-    fresh = store.stage("trips", rows([3]), EV)
-    with pytest.raises(InvalidInputError, match="timestamp column"):
-        store.commit_staged("trips", fresh, H(0), H(24), "other_ts")
-    fresh = store.stage("trips", rows([3]), EV)
-    with pytest.raises(InvalidInputError, match="has 1 rows"):
-        store.commit_staged("trips", [{**fresh[0], "rows": 7}], H(0), H(24), EV)
-    assert store.read("trips").num_rows == 2
-    # a table that does not fit the stored schema fails at stage time, on the executor
-    with pytest.raises(InvalidInputError, match="trips"):
-        store.stage("trips", rows([3]).drop_columns(["trips"]), EV)
-    with pytest.raises(InvalidInputError, match="start < end"):
-        store.commit_staged("trips", [], H(1), H(1), EV)
-
-
-def test_commit_nothing_staged(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
-    with pytest.raises(InvalidInputError, match="schema="):
-        store.commit_staged("trips", [], H(0), H(24), EV)
-    assert store.commit_staged("trips", [], H(0), H(24), EV, schema=rows([]).schema) == 0
-    assert store.read("trips").schema.names == ["driver_id", EV, "trips"] and store.read("trips").num_rows == 0
-    store.write("trips", rows([30, 40]), H(24), H(48), EV)
-    assert store.commit_staged("trips", [], H(30), H(35), EV) == 0  # deletes the row at 30 h
-    assert sorted(store.read("trips").column("trips").to_pylist()) == [40.0]
-
-
-def test_stage_from_another_process(tmp_path: Path) -> None:
-    """stage() needs only the config, the repo path and the project: here a separate interpreter."""
-    store = make_store(tmp_path)
-    code = (
-        "import json, sys, pyarrow as pa\n"
-        "from datetime import datetime, timezone\n"
-        "from pathlib import Path\n"
-        "from connectors.offline_delta import DeltaOfflineStore, DeltaOfflineStoreConfig\n"
-        "s = DeltaOfflineStore(DeltaOfflineStoreConfig(path=sys.argv[1]), Path(sys.argv[1]), 'proj')\n"
-        "t = pa.table({'driver_id': pa.array([7], pa.int64()), 'event_timestamp': pa.array("
-        "[datetime(2024, 5, 1, 3, tzinfo=timezone.utc)], pa.timestamp('us', tz='UTC')), "
-        "'trips': pa.array([1.5])})\n"
-        "print(json.dumps(s.stage('trips', t, 'event_timestamp')))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True, text=True)
-    staged = json.loads(out.stdout)
-    assert store.commit_staged("trips", staged, H(0), H(24), EV) == 1
-    assert store.read("trips").to_pylist() == [{"driver_id": 7, EV: H(3), "trips": 1.5}]
-
-
 def test_frame_schema_matches_local_engine_types() -> None:
-    from featurestore.engines.spark_writes import _conform, frame_schema
+    from featurestore.engines.spark_writes import frame_schema
 
     schema = frame_schema([("driver_id", pa.int32())], [("src", "trips", pa.float32())])
     assert schema.names == ["driver_id", "trips", EV, CR]
-    table = pa.table({"driver_id": pa.array([1], pa.int64()), "trips": pa.array([1.5]),
-                      EV: pa.array([H(1)], TS), CR: pa.array([None], TS)})
-    assert _conform(table, schema).schema.equals(schema)
-    with pytest.raises(InvalidInputError, match="driver_id"):
-        _conform(table.set_column(0, "driver_id", pa.array([2**40], pa.int64())), schema)
+    assert [schema.field(n).type for n in schema.names] == [pa.int32(), pa.float32(), TS, TS]
 
 
 # -- Spark ----------------------------------------------------------------------------------------------
@@ -244,18 +121,29 @@ def test_write_offline_round_trip_rerun_and_partial_interval(spark, tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_write_offline_errors_empty_and_uncommitted(spark, tmp_path: Path, monkeypatch) -> None:
-    from connectors import offline_delta
+def test_write_offline_errors_empty_and_uncommitted(spark, tmp_path: Path) -> None:
+    from pyspark.sql import functions as F
+
     from featurestore.engines.spark_writes import write_offline
 
     section = {"path": str(tmp_path / "off")}
     store = DeltaOfflineStore(DeltaOfflineStoreConfig(**section), tmp_path, "proj")
     data = history()
     first_day = (T0, T0 + timedelta(days=1))
-    # rows outside the interval: an InvalidInputError on the driver, nothing committed, nothing left over
+    # rows outside the interval: an InvalidInputError on the driver and no commit; the files the tasks
+    # wrote before the check stopped them are listed by no commit, and vacuum removes them
     with pytest.raises(InvalidInputError, match="outside the interval"):
         write_offline(frame(spark, data), section, tmp_path, "proj", "trips", *first_day)
-    assert store.views() == [] and disk_files(store, "trips") == set()
+    assert store.views() == []
+    with pytest.raises(FeatureViewNotFound):
+        store.read("trips")
+    store.vacuum(grace=timedelta(0))
+    assert disk_files(store, "trips") == set()
+
+    # a null event time is refused the same way
+    nulls = frame(spark, data.slice(0, 10)).withColumn(EV, F.lit(None).cast("timestamp"))
+    with pytest.raises(InvalidInputError, match="or null"):
+        write_offline(nulls, section, tmp_path, "proj", "trips", *first_day)
 
     # an empty DataFrame on a new view still fixes the schema
     empty = frame(spark, data).where("driver_id < 0")
@@ -263,20 +151,13 @@ def test_write_offline_errors_empty_and_uncommitted(spark, tmp_path: Path, monke
     assert store.read("empty").num_rows == 0
     assert store.schema("empty").names == data.column_names
 
-    # a job whose commit never happens leaves only invisible files, which vacuum removes
-    def boom(*args, **kwargs):
-        raise RuntimeError("driver died before the commit")
-
-    monkeypatch.setattr(offline_delta.DeltaOfflineStore, "commit_staged", boom)  # the driver's copy only
-    with pytest.raises(RuntimeError):
-        write_offline(frame(spark, data), section, tmp_path, "proj", "trips", T0, T0 + timedelta(days=DAYS))
-    monkeypatch.undo()
-    assert disk_files(store, "trips")  # the tasks staged their files; no commit lists them
-    assert store.views() == ["empty"]
-    with pytest.raises(FeatureViewNotFound):
-        store.read("trips")
-    store.vacuum(grace=timedelta(0))
-    assert disk_files(store, "trips") == set()
+    # on a view with rows, the stored schema is the contract: a missing column is named
+    store.write("trips", data.slice(0, 5), *first_day, EV)
+    with pytest.raises(InvalidInputError, match=r"missing \['name'\]"):
+        write_offline(frame(spark, data).drop("name"), section, tmp_path, "proj", "trips", *first_day)
+    with pytest.raises(InvalidInputError, match="start < end"):
+        write_offline(frame(spark, data), section, tmp_path, "proj", "trips", T0, T0)
+    assert store.read("trips").num_rows == 5
 
 
 @pytest.mark.slow

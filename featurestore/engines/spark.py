@@ -18,6 +18,7 @@ import pyarrow.dataset as pds
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.object_store import expand, hadoop_settings
+from featurestore.engines.spark_delta import session_conf
 from featurestore.engines.spark_writes import frame_schema, write_offline, write_online
 from featurestore.errors import BackendUnavailableError, InvalidInputError, MissingDependencyError
 from featurestore.online_aggregate import EV_CR, EV_TS, ev_column
@@ -49,6 +50,8 @@ class SparkEngineConfig(BaseModel):
     master: str = "local[2]"
     app_name: str = "featurestore"
     conf: dict[str, str] = Field(default_factory=dict)
+    # delta-spark in the session: reads and writes of the offline store's Delta tables need it.
+    delta: bool = True
 
 
 _SESSION: "SparkSession | None" = None
@@ -72,11 +75,33 @@ def spark_session(config: SparkEngineConfig) -> "SparkSession":
                .config("spark.ui.showConsoleProgress", "false")
                # Python workers run this interpreter (the one with the product installed), not
                # whatever python3 is first on PATH; a cluster sets spark.pyspark.python in conf.
-               .config("spark.pyspark.python", sys.executable))
-    for key, value in config.conf.items():
+               .config("spark.pyspark.python", sys.executable)
+               # Parquet times as INT64 microseconds (Spark's default INT96 reads back as nanoseconds,
+               # which cannot hold years before 1677 or after 2262).
+               .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS"))
+    conf = dict(config.conf)
+    if config.delta:
+        if config.master.startswith("local"):
+            # Delta replays its log in this many tasks; its default (50) is meant for a cluster.
+            builder = builder.config("spark.databricks.delta.snapshotPartitions", "2")
+        conf.update(session_conf(conf))
+        _refuse_context_without_delta()
+    for key, value in conf.items():
         builder = builder.config(key, value)
     _SESSION = builder.getOrCreate()
     return _SESSION
+
+
+def _refuse_context_without_delta() -> None:
+    """A SparkContext already running in this process keeps its classpath: jars cannot be added to it."""
+    from pyspark import SparkContext
+
+    running = SparkContext._active_spark_context
+    if running is not None and "delta-spark_" not in running.getConf().get("spark.jars", ""):
+        raise BackendUnavailableError(
+            "a SparkContext without delta-spark is already running in this process (started outside "
+            "featurestore): stop it, start it with the settings of "
+            "featurestore.engines.spark_delta.session_conf(), or use SparkEngineConfig(delta=False)")
 
 
 def spark_type(t: pa.DataType):
@@ -343,8 +368,8 @@ class SparkEngine(Engine):
             CREATED_TS, F.lit(end).cast("timestamp"))
 
     def materialize(self, job: ClusterMaterialization) -> tuple[int, WriteResult | None]:
-        """The whole interval in one job: executors stage offline files (the driver commits them
-        atomically) and upsert the online store; only counts come back to the driver."""
+        """The whole interval in one job: executors write the offline rows (one Delta commit through
+        delta-spark) and upsert the online store; only counts come back to the driver."""
         keys, features = list(job.keys), list(job.features)
         frame = self.read_frame(job.data, keys, features, job.start, job.end)
         rows = write_offline(frame, job.offline_store, job.repo_path, job.project, job.view, job.start,

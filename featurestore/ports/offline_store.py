@@ -16,6 +16,8 @@ Semantics every backend keeps:
   staged rows visible together with the Kafka offsets and the progress they complete, in one commit;
   ``stream_progress`` reads both back from the same commit.
 - **Times.** Timestamps are stored as UTC microseconds (``featurestore.timestamps``).
+- **Other writers.** A store declaring ``CAP_DELTA`` keeps each view as a Delta table that other
+  Delta writers may replace intervals of, each replace claiming ``REPLACE_TXN`` (see its comment).
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ import pyarrow as pa
 
 # Capability names a backend may declare in ``capabilities``.
 CAP_FILES = "files"  # ``files()`` lists data files an engine can read directly (else it gets ``read()``)
-CAP_STAGED_WRITE = "staged_write"  # ``stage``/``commit_staged``/``discard_staged``: many writers, one commit
+# Each view is a Delta table at ``table_uri(view)`` that other Delta writers (the Spark engine) may
+# commit to. Every interval-replace commit, whoever writes it, carries the application transaction
+# ``REPLACE_TXN`` at (the table version it read + 1): each replace thereby depends on that id, so two
+# replaces never both commit against the same snapshot, and the claims only grow.
+CAP_DELTA = "delta"
+REPLACE_TXN = "featurestore.replace"
 CAP_COMPACT = "compact"  # ``compact`` merges small files and ``vacuum`` removes unreferenced ones
 CAP_VERSIONS = "versions"  # ``version(view)`` names a commit and ``read(..., version=)`` reads it again
 
@@ -116,19 +123,9 @@ class OfflineStore(ABC):
         """Every stream's committed progress for ``view``."""
 
     # -- optional abilities -----------------------------------------------------------------------
-    def stage(self, view: str, table: pa.Table, timestamp_column: str, *, start: datetime | None = None,
-              end: datetime | None = None) -> list[dict[str, Any]]:
-        """Write rows as files no commit lists yet; returns their descriptions (``CAP_STAGED_WRITE``)."""
-        raise NotImplementedError(f"{type(self).__name__} has no staged writes")
-
-    def commit_staged(self, view: str, staged: list[dict[str, Any]], start: datetime, end: datetime,
-                      timestamp_column: str, *, schema: pa.Schema | None = None) -> int:
-        """Commit staged files as ``write(view, <their rows>, start, end)`` would (``CAP_STAGED_WRITE``)."""
-        raise NotImplementedError(f"{type(self).__name__} has no staged writes")
-
-    def discard_staged(self, view: str, staged: list[dict[str, Any]]) -> None:
-        """Delete staged files that were not committed (``CAP_STAGED_WRITE``)."""
-        raise NotImplementedError(f"{type(self).__name__} has no staged writes")
+    def table_uri(self, view: str) -> str:
+        """Where the view's Delta table is, for another Delta writer or reader (``CAP_DELTA``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep views as Delta tables")
 
     def compact(self, view: str, *, max_small_files: int = 16) -> int:
         """Merge the view's small files once there are more than ``max_small_files``; returns how many

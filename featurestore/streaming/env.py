@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from featurestore import jvm_jars
 from featurestore.errors import BackendUnavailableError, FeatureStoreError
 from featurestore.streaming import jars
 
@@ -62,7 +63,7 @@ class FlinkEnvError(FeatureStoreError):
 
 
 def _checkout() -> Path:
-    root = jars.repo_root()
+    root = jvm_jars.repo_root()
     if root is None:
         raise FlinkEnvError("featurestore.streaming.env manages a venv for a checkout of the repository "
                             "(no .ci/jvm/pom.xml found above this module)")

@@ -85,23 +85,19 @@ class SparkEngine:
 @pytest.fixture(scope="session")
 def spark_session():
     pytest.importorskip("pyspark")
-    from pyspark.sql import SparkSession
+    from featurestore.engines.spark import SparkEngineConfig
+    from featurestore.engines.spark import spark_session as engine_session
 
     os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .appName("featurestore-conformance")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.default.parallelism", "2")
-        .config("spark.sql.session.timeZone", SESSION_TZ)
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.memory", "1g")
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .getOrCreate()
-    )
+    # The process's one SparkContext is the engine's (other tests need its delta-spark jars); this
+    # suite's own session on it has its own SQL settings, the time zone among them.
+    spark = engine_session(SparkEngineConfig(master="local[2]", app_name="featurestore-conformance", conf={
+        "spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2",
+        "spark.driver.memory": "1g"})).newSession()
+    spark.conf.set("spark.sql.session.timeZone", SESSION_TZ)
+    spark.conf.set("spark.sql.shuffle.partitions", "2")
     spark.sparkContext.setLogLevel("ERROR")
     yield spark
-    spark.stop()
 
 
 @pytest.fixture(scope="session", params=["duckdb", pytest.param("spark", marks=pytest.mark.slow)])
