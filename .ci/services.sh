@@ -535,8 +535,9 @@ kafka_env() {
 # one succeeds and the others get 412 Precondition Failed. Delta Lake commits on S3 rely on that
 # (each commit is a put-if-absent of the next _delta_log/N.json); tests/test_s3_service.py checks it.
 # MinIO's community edition ships as source only and its repository is archived, so it is built with
-# `go install` from the Go module proxy at a pinned module version: the pseudo-version of its last
-# commit (the proxy does not resolve MinIO's RELEASE.* tags, which are not semantic versions).
+# `go install` from the Go module proxy at a pinned module version: the pseudo-version of the newest
+# commit the proxy serves (`@latest` on 2026-12-06, a commit of 2026-02-12, after the last RELEASE.* tag;
+# the proxy does not resolve those tags, which are not semantic versions).
 # Binary in .ci/cache/minio/bin; Go's module and build caches stay where Go keeps them (~/go/pkg/mod,
 # ~/.cache/go-build), so that a fresh clone on a machine that built it once only relinks it. State in
 # .ci/state/s3: data/ (a single drive), s3.pid; log in .ci/state/s3.log. Region us-east-1: a request
