@@ -540,9 +540,10 @@ kafka_env() {
 # the proxy does not resolve those tags, which are not semantic versions).
 # Binary in .ci/cache/minio/bin; Go's module and build caches stay where Go keeps them (~/go/pkg/mod,
 # ~/.cache/go-build), so that a fresh clone on a machine that built it once only relinks it. State in
-# .ci/state/s3: data/ (a single drive), s3.pid; log in .ci/state/s3.log. Region us-east-1: a request
-# signed for another region is refused. Port 59100, not the 59000 of the s3s-fs server used before, so
-# an s3s-fs still running from an older checkout is never taken for it.
+# .ci/state/s3: data/ (a single drive), s3.pid; log in .ci/state/s3.log. Region us-east-1: bucket and
+# object requests signed for another region are refused (400 AuthorizationHeaderMalformed). Port
+# 59100, not the 59000 of the s3s-fs server used before, so an s3s-fs still running from an older
+# checkout is never taken for it.
 S3_MODULE=github.com/minio/minio
 S3_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 S3_ACCESS_KEY=fstest
