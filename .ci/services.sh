@@ -566,12 +566,13 @@ s3_go() {
     fi
 }
 
-# The module version the binary was built from, as Go recorded it in the binary.
+# The binary was built from $S3_MODULE at $S3_VERSION, as Go recorded in it.
 s3_installed() {
-    local go; go="$(s3_go)" || return 1
+    local go built; go="$(s3_go)" || return 1
     [[ -x "$S3_BIN" ]] || return 1
-    [[ "$("$go" version -m "$S3_BIN" 2>/dev/null | awk -v m="$S3_MODULE" '$1 == "mod" && $2 == m {print $3}')" \
-        == "$S3_VERSION" ]]
+    built="$("$go" version -m "$S3_BIN" 2>/dev/null \
+        | awk -v m="$S3_MODULE" '$1 == "mod" && $2 == m {print $3}')"
+    [[ "$built" == "$S3_VERSION" ]]
 }
 
 s3_install() {
@@ -580,10 +581,12 @@ s3_install() {
         log "s3: MinIO $S3_VERSION present ($S3_BIN)"
         return 0
     fi
-    local go; go="$(s3_go)" || die "s3: go not found; MinIO $S3_VERSION is built from source and needs Go >= 1.24"
+    local go; go="$(s3_go)" \
+        || die "s3: go not found; MinIO $S3_VERSION is built from source and needs Go >= 1.24"
     mkdir -p "$S3_CACHE/bin"
     local blog="$S3_CACHE/go-install.log" t0=$SECONDS
-    log "s3: building MinIO $S3_VERSION with go install into $S3_CACHE (a first build takes ~9 min on 2 cores; log $blog)"
+    log "s3: building MinIO $S3_VERSION with go install into $S3_CACHE" \
+        "(a first build takes ~9 min on 2 cores; log $blog)"
     # CGO off as MinIO's own release builds; nice, since the build takes both cores for minutes.
     if ! GOBIN="$S3_CACHE/bin" CGO_ENABLED=0 GOFLAGS=-mod=mod nice -n 19 \
             "$go" install -trimpath "$S3_MODULE@$S3_VERSION" >"$blog" 2>&1; then
@@ -610,9 +613,11 @@ s3_up() {
 # The server on the port is MinIO and takes the test credentials (checked for any server on the
 # port, ours or one found running): the tests are told MinIO answers, so nothing else may.
 s3_check_login() {
-    local answer; answer="$(s3_list_buckets)" || return 1
-    grep -qi '^Server: MinIO' <<<"$answer" \
-        || die "s3: the server on port $S3_PORT is not MinIO (it answered: $(grep -i '^Server:' <<<"$answer" | tr -d '\r' || echo 'no Server header')); stop it"
+    local answer server; answer="$(s3_list_buckets)" || return 1
+    if ! grep -qi '^Server: MinIO' <<<"$answer"; then
+        server="$(grep -i '^Server:' <<<"$answer" | tr -d '\r' || true)"
+        die "s3: the server on port $S3_PORT is not MinIO (${server:-no Server header}); stop it"
+    fi
     grep -q '<ListAllMyBucketsResult' <<<"$answer"
 }
 
