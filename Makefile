@@ -1,7 +1,7 @@
 # Developer and CI entry points. `make test` is what CI runs (through .ci/run).
 #
 #   make venv            create .venv and install the project editable with the dev extras
-#   make services        install (if missing) and start private PostgreSQL, Redis, Kafka and S3 (s3s-fs) for tests
+#   make services        install (if missing) and start private PostgreSQL, Redis, Kafka and S3 (MinIO) for tests
 #   make jars            fetch the Kafka broker, the Flink Kafka connector and delta-spark from Maven Central (cached)
 #   make flink-env       create .venv-flink (PyFlink 2.2, its own pyarrow/redis) unless up to date
 #   make test            venv + jars + flink-env + services + pytest over tests/, then stop what it started

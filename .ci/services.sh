@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Private test services for this checkout: PostgreSQL (registry), Redis (online store), a
 # single-node Kafka broker (stream sources; its jars come from Maven Central via .ci/jvm/pom.xml) and
-# an S3-compatible object store (s3s-fs, a filesystem-backed S3 server built from crates.io with cargo
-# into .ci/cache/s3; path-style requests only, at http://127.0.0.1:59000).
+# an S3-compatible object store (MinIO, whose conditional PUT is atomic, built from source with
+# `go install` into .ci/cache/minio; at http://127.0.0.1:59100).
 #
-#   .ci/services.sh install [svc...]           install missing binaries (Debian's packages; s3: cargo)
+#   .ci/services.sh install [svc...]           install missing binaries (Debian's packages; s3: go)
 #   .ci/services.sh start [--record FILE] [svc...]
 #                                              start each service unless it already answers; the
 #                                              names of the services THIS call started are appended
@@ -37,7 +37,7 @@ PG_OS_USER=fsci
 REDIS_PORT=56379
 KAFKA_PORT=59092
 KAFKA_CONTROLLER_PORT=59093
-S3_PORT=59000
+S3_PORT=59100
 JVM_POM="$ROOT/.ci/jvm/pom.xml"
 JARS_CACHE="$ROOT/.ci/cache/jars"
 
@@ -530,68 +530,78 @@ kafka_env() {
 }
 
 # ---------------------------------------------------------------- s3
-# s3s-fs (crates.io, Apache-2.0): an S3 server that keeps each bucket as a folder and each object as a
-# file under its data root. Built once with `cargo install` into .ci/cache/s3 (cargo keeps its registry
-# and git caches in ~/.cargo as usual); state in .ci/state/s3: data/ (the buckets), s3.pid; log in
-# .ci/state/s3.log. Only path-style requests (http://127.0.0.1:59000/BUCKET/KEY); the region is not
-# checked (any region in the signature is accepted); no bucket exists until a client creates one. Keys
-# longer than ~140 bytes fail (500): each object's metadata file is named after base64(bucket, key).
-# Its conditional PUT (If-None-Match: *) is a check before the write, not atomic: overlapping PUTs can
-# all succeed (tests/test_s3_service.py says what that means for concurrent Delta writers).
-# Pinned: 0.14.1 is the newest release whose rust-version (1.92) the installed toolchain (1.95) meets;
-# 0.15.0 and later need rustc 1.96. --locked builds the dependency versions the crate was released with.
-S3_CRATE=s3s-fs
-S3_VERSION=0.14.1
+# MinIO (AGPL-3.0; run unmodified, as a separate process, for tests only): an S3 server whose
+# conditional PUT (If-None-Match: *) is atomic, so of several overlapping PUTs of one new key exactly
+# one succeeds and the others get 412 Precondition Failed. Delta Lake commits on S3 rely on that
+# (each commit is a put-if-absent of the next _delta_log/N.json); tests/test_s3_service.py checks it.
+# MinIO's community edition ships as source only and its repository is archived, so it is built with
+# `go install` from the Go module proxy at a pinned module version: the pseudo-version of the newest
+# commit the proxy serves (`@latest` on 2026-12-06, a commit of 2026-02-12, after the last RELEASE.* tag;
+# the proxy does not resolve those tags, which are not semantic versions).
+# Binary in .ci/cache/minio/bin; Go's module and build caches stay where Go keeps them (~/go/pkg/mod,
+# ~/.cache/go-build), so that a fresh clone on a machine that built it once only relinks it. State in
+# .ci/state/s3: data/ (a single drive), s3.pid; log in .ci/state/s3.log. Region us-east-1: bucket and
+# object requests signed for another region are refused (400 AuthorizationHeaderMalformed). Port
+# 59100, not the 59000 of the s3s-fs server used before, so an s3s-fs still running from an older
+# checkout is never taken for it.
+S3_MODULE=github.com/minio/minio
+S3_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 S3_ACCESS_KEY=fstest
 S3_SECRET_KEY=fstest-secret
 S3_REGION=us-east-1
-S3_CACHE="$ROOT/.ci/cache/s3"
-S3_BIN="$S3_CACHE/bin/s3s-fs"
+S3_CACHE="$ROOT/.ci/cache/minio"
+S3_BIN="$S3_CACHE/bin/minio"
 S3_DIR="$STATE/s3"
 S3_DATA="$S3_DIR/data"
 S3_PIDF="$S3_DIR/s3.pid"
 S3_LOG="$STATE/s3.log"
 
-s3_cargo() {
-    if command -v cargo >/dev/null; then
-        command -v cargo
-    elif [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]]; then
-        echo "${CARGO_HOME:-$HOME/.cargo}/bin/cargo"
+s3_go() {
+    if command -v go >/dev/null; then
+        command -v go
+    elif [[ -x /usr/local/go/bin/go ]]; then
+        echo /usr/local/go/bin/go
     else
         return 1
     fi
 }
 
+# The binary was built from $S3_MODULE at $S3_VERSION, as Go recorded in it.
 s3_installed() {
-    [[ -x "$S3_BIN" && "$("$S3_BIN" --version 2>/dev/null)" == "$S3_CRATE $S3_VERSION" ]]
+    local go built; go="$(s3_go)" || return 1
+    [[ -x "$S3_BIN" ]] || return 1
+    built="$("$go" version -m "$S3_BIN" 2>/dev/null \
+        | awk -v m="$S3_MODULE" '$1 == "mod" && $2 == m {print $3}')"
+    [[ "$built" == "$S3_VERSION" ]]
 }
 
 s3_install() {
     if ! command -v curl >/dev/null; then apt_install curl ca-certificates; fi
     if s3_installed; then
-        log "s3: $S3_CRATE $S3_VERSION present ($S3_BIN)"
+        log "s3: MinIO $S3_VERSION present ($S3_BIN)"
         return 0
     fi
-    local cargo; cargo="$(s3_cargo)" \
-        || die "s3: cargo not found; $S3_CRATE $S3_VERSION needs a Rust toolchain >= 1.92 (rustup)"
-    command -v cc >/dev/null || apt_install gcc libc6-dev
-    mkdir -p "$S3_CACHE"
-    local blog="$S3_CACHE/cargo-install.log" t0=$SECONDS
-    log "s3: building $S3_CRATE $S3_VERSION from crates.io into $S3_CACHE (a few minutes; log $blog)"
-    # --force: replace a binary of another version left in the same root.
-    if ! "$cargo" install --locked --force --root "$S3_CACHE" --version "=$S3_VERSION" \
-            --features binary "$S3_CRATE" >"$blog" 2>&1; then
+    local go; go="$(s3_go)" \
+        || die "s3: go not found; MinIO $S3_VERSION is built from source and needs Go >= 1.24"
+    mkdir -p "$S3_CACHE/bin"
+    local blog="$S3_CACHE/go-install.log" t0=$SECONDS
+    log "s3: building MinIO $S3_VERSION with go install into $S3_CACHE" \
+        "(a first build takes ~9 min on 2 cores; log $blog)"
+    # CGO off as MinIO's own release builds; nice, since the build takes both cores for minutes.
+    if ! GOBIN="$S3_CACHE/bin" CGO_ENABLED=0 GOFLAGS=-mod=mod nice -n 19 \
+            "$go" install -trimpath "$S3_MODULE@$S3_VERSION" >"$blog" 2>&1; then
         tail_log "$blog"
-        die "s3: cargo install $S3_CRATE $S3_VERSION failed"
+        die "s3: go install $S3_MODULE@$S3_VERSION failed"
     fi
-    s3_installed || die "s3: $S3_BIN does not report version $S3_VERSION after cargo install"
-    log "s3: $S3_CRATE $S3_VERSION built ($((SECONDS - t0))s)"
+    s3_installed || die "s3: $S3_BIN was not built from $S3_MODULE $S3_VERSION after go install"
+    log "s3: MinIO $S3_VERSION built ($((SECONDS - t0))s)"
 }
 
 # ListBuckets (GET /) signed with the test credentials (SigV4; curl >= 7.75 signs, the payload hash
-# header is one S3 servers require); prints the response body, fails only when nothing answered.
+# header is one S3 servers require); prints the response headers and body, fails only when nothing
+# answered.
 s3_list_buckets() {
-    curl -sS --max-time 5 --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
+    curl -sS -i --max-time 5 --aws-sigv4 "aws:amz:$S3_REGION:s3" --user "$S3_ACCESS_KEY:$S3_SECRET_KEY" \
         -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "http://127.0.0.1:$S3_PORT/" 2>/dev/null
 }
 
@@ -600,20 +610,26 @@ s3_up() {
     s3_list_buckets | grep -q '<ListAllMyBucketsResult\|<Error>'
 }
 
-# The test credentials work (checked for any server on the port, ours or one found running).
+# The server on the port is MinIO and takes the test credentials (checked for any server on the
+# port, ours or one found running): the tests are told MinIO answers, so nothing else may.
 s3_check_login() {
-    s3_list_buckets | grep -q '<ListAllMyBucketsResult'
+    local answer server; answer="$(s3_list_buckets)" || return 1
+    if ! grep -qi '^Server: MinIO' <<<"$answer"; then
+        server="$(grep -i '^Server:' <<<"$answer" | tr -d '\r' || true)"
+        die "s3: the server on port $S3_PORT is not MinIO (${server:-no Server header}); stop it"
+    fi
+    grep -q '<ListAllMyBucketsResult' <<<"$answer"
 }
 
-# The server's pid from the pid file, if that process is still our s3s-fs.
-s3_pid() { pid_of "$S3_PIDF" 's3s-fs'; }
+# The server's pid from the pid file, if that process is still our MinIO.
+s3_pid() { pid_of "$S3_PIDF" 'minio server'; }
 
 s3_up_or_dead() {
     s3_up || ! s3_pid >/dev/null
 }
 
 s3_start() {
-    s3_installed || die "s3: $S3_CRATE $S3_VERSION not installed (run: $0 install s3)"
+    s3_installed || die "s3: MinIO $S3_VERSION not installed (run: $0 install s3)"
     if s3_up; then
         log "s3: already answering on 127.0.0.1:$S3_PORT; leaving it running"
         s3_check_login || die "s3: the server on port $S3_PORT answers but refuses access key $S3_ACCESS_KEY"
@@ -625,21 +641,23 @@ s3_start() {
         wait_until "s3 on 127.0.0.1:$S3_PORT" "$S3_LOG" s3_up
         return 0
     fi
-    # Throwaway test data, like Redis's: each start begins empty (s3s-fs also leaves the metadata files
-    # of deleted buckets in its root, so the folder would only grow).
+    # Throwaway test data, like Redis's: each start begins empty.
     rm -rf "$S3_DATA"
     mkdir -p "$S3_DATA"
-    log "s3: starting $S3_CRATE $S3_VERSION on 127.0.0.1:$S3_PORT (data $S3_DATA, log $S3_LOG)"
-    # Own session and no inherited stdio, as for Kafka. RUST_LOG=info logs startup and errors.
-    RUST_LOG="${FS_S3_RUST_LOG:-info}" setsid "$S3_BIN" --host 127.0.0.1 --port "$S3_PORT" \
-        --access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" "$S3_DATA" \
+    log "s3: starting MinIO $S3_VERSION on 127.0.0.1:$S3_PORT (data $S3_DATA, log $S3_LOG)"
+    # Own session and no inherited stdio, as for Kafka. No web console (MINIO_BROWSER=off) and no
+    # update checks; --anonymous keeps the root user out of the log.
+    MINIO_ROOT_USER="$S3_ACCESS_KEY" MINIO_ROOT_PASSWORD="$S3_SECRET_KEY" MINIO_SITE_REGION="$S3_REGION" \
+        MINIO_BROWSER=off MINIO_UPDATE=off \
+        setsid "$S3_BIN" server --anonymous --address "127.0.0.1:$S3_PORT" "$S3_DATA" \
         </dev/null >>"$S3_LOG" 2>&1 &
     echo $! >"$S3_PIDF"
     mark_started s3
+    local t0=$SECONDS
     wait_until "s3 on 127.0.0.1:$S3_PORT" "$S3_LOG" s3_up_or_dead
     s3_pid >/dev/null || { tail_log "$S3_LOG"; die "s3: the server exited during startup"; }
     s3_check_login || { tail_log "$S3_LOG"; die "s3: the server refuses the test credentials"; }
-    log "s3: ready"
+    log "s3: ready ($((SECONDS - t0))s)"
 }
 
 s3_stop() {
@@ -657,8 +675,8 @@ s3_env() {
     echo "export FS_TEST_S3_ACCESS_KEY=$S3_ACCESS_KEY"
     echo "export FS_TEST_S3_SECRET_KEY=$S3_SECRET_KEY"
     echo "export FS_TEST_S3_REGION=$S3_REGION"
-    # Which implementation answers: tests/test_s3_service.py expects s3s-fs's non-atomic conditional PUT.
-    echo "export FS_TEST_S3_SERVER=$S3_CRATE/$S3_VERSION"
+    # Which implementation answers (tests/test_s3_service.py names it in its messages).
+    echo "export FS_TEST_S3_SERVER=minio/$S3_VERSION"
 }
 
 # ---------------------------------------------------------------- dispatch

@@ -1,22 +1,22 @@
-"""The S3 test service stores objects, and delta-rs keeps Delta tables on it.
+"""The S3 test service stores objects, and delta-rs keeps Delta tables on it, with concurrent writers.
 
-The server is s3s-fs (a filesystem-backed S3 server built from crates.io) that ``.ci/services.sh``
-starts; ``make test`` exports ``FS_TEST_S3_ENDPOINT``, ``FS_TEST_S3_ACCESS_KEY``, ``FS_TEST_S3_SECRET_KEY``,
-``FS_TEST_S3_REGION`` (and ``FS_TEST_S3_SERVER``, which implementation answers). Without them these tests
-skip, and fail under CI=true. Each test works in a bucket of its own, deleted afterwards.
+The server is MinIO (built from source with ``go install``) that ``.ci/services.sh`` starts; ``make test``
+exports ``FS_TEST_S3_ENDPOINT``, ``FS_TEST_S3_ACCESS_KEY``, ``FS_TEST_S3_SECRET_KEY``, ``FS_TEST_S3_REGION``
+(and ``FS_TEST_S3_SERVER``, which implementation answers). Without them these tests skip, and fail under
+CI=true. Each test works in a bucket of its own, deleted afterwards.
 
 What delta-rs (deltalake 1.x) needs for this server, in ``storage_options``: the endpoint, keys and region
 (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``) and
-``AWS_ALLOW_HTTP=true`` (plain http). Path-style requests are delta-rs's default and the only style the
-server serves. Commits are PUTs with ``If-None-Match: *`` (conditional put, ``AWS_CONDITIONAL_PUT=etag``,
-the default): a writer that loses the race for a version gets 412 and retries at the next one.
-``AWS_S3_ALLOW_UNSAFE_RENAME`` no longer changes how commits are written; ``AWS_CONDITIONAL_PUT=disabled``
-makes every commit fail.
+``AWS_ALLOW_HTTP=true`` (plain http). Path-style requests are delta-rs's default. Commits are PUTs with
+``If-None-Match: *`` (conditional put, ``AWS_CONDITIONAL_PUT=etag``, the default): a writer that loses the
+race for a version gets 412 and retries at the next one. ``AWS_S3_ALLOW_UNSAFE_RENAME`` no longer changes
+how commits are written; ``AWS_CONDITIONAL_PUT=disabled`` makes every commit fail.
 
-s3s-fs 0.14.1 answers ``If-None-Match: *`` correctly one request at a time, but it checks for the object
-before it writes and then renames its temporary file over the key, so two PUTs that overlap can both
-succeed. Two Delta writers racing for one version can then both be told they committed it, and one
-commit is lost. The two concurrency tests below say so: they are expected failures on s3s-fs.
+So concurrent Delta writers lose nothing only if the server's conditional PUT is atomic: of several
+overlapping PUTs of one new key, exactly one may succeed. The two concurrency tests below hold any server to
+that. (s3s-fs 0.14.1, the server used before, fails them: it checks for the object before it writes and then
+renames its temporary file over the key, so two overlapping PUTs can both succeed and one Delta commit is
+silently lost.)
 """
 
 from __future__ import annotations
@@ -25,12 +25,18 @@ import datetime as dt
 import hashlib
 import hmac
 import http.client
+import json
 import os
+import subprocess
+import sys
+import textwrap
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pyarrow as pa
@@ -43,12 +49,7 @@ from tests.conftest import _required_env
 
 pytestmark = pytest.mark.s3
 
-# s3s-fs's conditional PUT is a check before the write, not atomic (see the module docstring).
-ON_S3S_FS = os.environ.get("FS_TEST_S3_SERVER", "").startswith("s3s-fs/")
-NOT_ATOMIC = (
-    "s3s-fs checks If-None-Match before it writes and renames its temporary file over the key, so "
-    "overlapping conditional PUTs of one key can all succeed"
-)
+SERVER = os.environ.get("FS_TEST_S3_SERVER", "the S3 server")
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,6 @@ def test_conditional_put_refuses_to_replace_an_object(s3: S3, bucket: str) -> No
     assert s3.request("GET", key) == (200, b"third")
 
 
-@pytest.mark.xfail(ON_S3S_FS, reason=NOT_ATOMIC, strict=True)
 def test_concurrent_conditional_puts_have_one_winner(s3: S3, bucket: str) -> None:
     """Writers PUT the same new key with If-None-Match: * at once: exactly one may succeed, the others
     get 412, and the object holds the winner's bytes. Up to 200 rounds, stopping at the first breach."""
@@ -203,7 +203,8 @@ def test_concurrent_conditional_puts_have_one_winner(s3: S3, bucket: str) -> Non
             t.join(timeout=60)
         winners = [w for w, status in enumerate(statuses) if status == 200]
         assert sorted(Counter(statuses)) in ([200, 412], [200]), f"round {r}: statuses {statuses}"
-        assert len(winners) == 1, f"round {r}: {len(winners)} of {writers} conditional PUTs of {key} succeeded"
+        assert len(winners) == 1, (f"round {r}: {len(winners)} of {writers} conditional PUTs of {key} "
+                                  f"succeeded on {SERVER}: its If-None-Match is not atomic")
         status, stored = s3.request("GET", key)
         assert status == 200 and stored == bodies[winners[0]], f"round {r}: the object is not the winner's"
 
@@ -259,8 +260,6 @@ def test_delta_over_plain_http_needs_allow_http(s3: S3, bucket: str, monkeypatch
         write_deltalake(f"s3://{bucket}/t", _features([1], day=1), storage_options=options)
 
 
-@pytest.mark.skipif(ON_S3S_FS, reason=f"{NOT_ATOMIC}: racing commits can both land on one version, sometimes; "
-                                      "this test is for a server whose conditional PUT is atomic")
 def test_concurrent_delta_appends_lose_no_commit(s3: S3, s3fs: pafs.S3FileSystem, bucket: str) -> None:
     """Writers append to one table at once, many times. Each commit that delta-rs reports as done must be
     in the table exactly once, at its own version; a writer that loses a version retries (or fails)."""
@@ -311,7 +310,7 @@ def test_concurrent_delta_appends_lose_no_commit(s3: S3, s3fs: pafs.S3FileSystem
     rows = read_delta(table, s3fs, path)
     found = Counter(zip(rows.column("writer").to_pylist(), rows.column("seq").to_pylist(), strict=True))
     lost = sorted(set(committed) - set(found))
-    summary = (f"{writers} writers x {appends} appends: {len(committed)} reported committed, "
+    summary = (f"{SERVER}, {writers} writers x {appends} appends: {len(committed)} reported committed, "
                f"{len(refused)} refused, table at version {table.version()} with {rows.num_rows} rows; "
                f"lost commits {lost[:10]}")
 
@@ -368,3 +367,74 @@ def test_the_offline_store_on_s3_replaces_appends_and_commits_offsets(s3: S3, bu
     assert fresh.appends.stream_progress("trips", "kafka:t")[0] == {0: 9}
     assert fresh.appends.read("trips").num_rows == 1
     assert fresh.delete_view("trips") and fresh.views() == [] and fresh.appends.views() == []
+
+
+_OFFLINE_WRITER = textwrap.dedent("""
+    import json, sys, time, pyarrow as pa
+    from datetime import datetime, timedelta, timezone
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[1])
+    from connectors.offline_delta import DeltaOfflineStore, DeltaOfflineStoreConfig
+    config, role = json.loads(sys.argv[2]), sys.argv[3]
+    w, rounds, n = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+    store = DeltaOfflineStore(DeltaOfflineStoreConfig(**config), Path(sys.argv[7]), "proj")
+    go = Path(sys.argv[8])
+    (go.parent / f"ready-{w}").touch()
+    while not go.exists():  # all writers start together, once every one has imported
+        time.sleep(0.01)
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    for r in range(rounds):
+        lo = t0 + timedelta(hours=6 * (w * rounds + r))  # each writer and round: an interval of its own
+        ids = [w * 100_000 + r * n + i for i in range(n)]
+        table = pa.table({"driver_id": pa.array(ids, pa.int64()),
+                          "event_timestamp": pa.array([lo + timedelta(minutes=i) for i in range(n)],
+                                                      pa.timestamp("us", tz="UTC")),
+                          "trips": pa.array([float(w)] * n)})
+        if role == "materialize":
+            store.write("trips", table, lo, lo + timedelta(hours=6), "event_timestamp")
+        else:  # a stream job's micro-batch: rows and their Kafka offsets in one commit
+            store.appends.append("trips", table, "event_timestamp", stream="kafka:trips",
+                                 offsets={0: (r * n, r * n + n - 1)}, progress={"batch": r})
+""")
+
+
+def test_concurrent_offline_store_writers_on_s3_lose_nothing(s3: S3, bucket: str, tmp_path) -> None:
+    """Two materializations and a stream job write one view's tables on S3 from three processes at once
+    (interval replaces of disjoint intervals beside appends with offsets): every row lands exactly once
+    and the stream's offsets are the last batch's. tests/test_offline_delta.py races writers on local disk."""
+    from connectors.offline_delta import DeltaOfflineStore, DeltaOfflineStoreConfig
+
+    config = {"path": f"s3://{bucket}/offline", "storage_options": s3.storage_options()}
+    store = DeltaOfflineStore(DeltaOfflineStoreConfig(**config), tmp_path, "proj")
+    t0 = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    empty = pa.table({"driver_id": pa.array([], pa.int64()),
+                      "event_timestamp": pa.array([], pa.timestamp("us", tz="UTC")),
+                      "trips": pa.array([], pa.float64())})
+    # The tables exist before the race.
+    store.write("trips", empty, t0, t0 + dt.timedelta(hours=1), "event_timestamp")
+    store.appends.append("trips", empty, "event_timestamp")
+    rounds, n = 25, 4
+    root = str(Path(__file__).resolve().parents[1])
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", _OFFLINE_WRITER, root, json.dumps(config), role, str(w),
+                               str(rounds), str(n), str(tmp_path), str(go)], stderr=subprocess.PIPE, text=True)
+             for w, role in enumerate(["materialize", "materialize", "stream"])]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready-{w}").exists() for w in range(len(procs))):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a writer did not start"
+        time.sleep(0.05)
+    go.touch()
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+
+    fresh = DeltaOfflineStore(DeltaOfflineStoreConfig(**config), tmp_path, "proj")
+    materialized, appended = fresh.read("trips"), fresh.appends.read("trips")
+    expected = {w: {w * 100_000 + i for i in range(rounds * n)} for w in range(3)}
+    for table, writers in ((materialized, (0, 1)), (appended, (2,))):
+        ids = table.column("driver_id").to_pylist()
+        summary = f"{SERVER}: {len(ids)} rows, {len(set(ids))} ids, from writers {writers}"
+        assert len(ids) == len(set(ids)) == len(writers) * rounds * n, summary
+        assert set(ids) == set().union(*(expected[w] for w in writers)), summary
+    offsets, progress = fresh.appends.stream_progress("trips", "kafka:trips")
+    assert offsets == {0: rounds * n - 1} and progress == {"batch": rounds - 1}
