@@ -591,9 +591,8 @@ class RetrievalJob:
 
 
     def _engine_export(self, path: Path) -> dict[str, Any]:
-        times = normalise_timestamps(pq.read_table(self._entity_path, columns=[self._ts_col]), self._ts_col)
-        self._hi = pc.max(times.column(0)).as_py() if times.num_rows else None
-        reads = self._view_reads(pc.min(times.column(0)).as_py(), self._hi) if times.num_rows else []
+        lo, self._hi = _time_bounds(self._entity_path, self._ts_col)
+        reads = self._view_reads(lo, self._hi) if lo is not None else []
         self._warn_incomplete(reads)
         rows = self._store.engine.export_parquet(self._entity_path, self._ts_col, [r.join for r in reads],
                                                  str(path.resolve()))
@@ -602,6 +601,48 @@ class RetrievalJob:
         _atomic_write(Path(str(path) + ".manifest.json"),
                       lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True)))
         return manifest
+
+
+def _time_bounds(path: str, column: str) -> tuple[datetime | None, datetime | None]:
+    """The earliest and latest entity time in a Parquet file or folder: from the files' statistics
+    when every row group has them (microsecond times without nulls), else read a batch at a time (the
+    whole column of a 100M-row frame would sit in memory beside the engine's export)."""
+    import pyarrow.dataset as pds
+
+    dataset = pds.dataset(path, format="parquet")
+    found = _stats_bounds(dataset.files, column)
+    if found is not None:
+        return found
+    lo = hi = None
+    for batch in dataset.to_batches(columns=[column]):
+        if batch.num_rows:
+            bounds = pc.min_max(normalise_timestamps(pa.table([batch.column(0)], names=[column]), column)
+                                .column(0)).as_py()
+            lo = bounds["min"] if lo is None else min(lo, bounds["min"])
+            hi = bounds["max"] if hi is None else max(hi, bounds["max"])
+    return lo, hi
+
+
+def _stats_bounds(files: list[str], column: str) -> tuple[datetime | None, datetime | None] | None:
+    """(min, max) of ``column`` from Parquet footers, None unless every row group states both for a
+    microsecond timestamp column without nulls (anything else is checked by reading the values)."""
+    lows, highs = [], []
+    for name in files:
+        meta = pq.ParquetFile(name).metadata
+        schema = meta.schema.to_arrow_schema()
+        if column not in schema.names or schema.field(column).type not in (pa.timestamp("us"),
+                                                                           pa.timestamp("us", tz="UTC")):
+            return None
+        index = next(i for i in range(meta.num_columns) if meta.schema.column(i).path == column)
+        for g in range(meta.num_row_groups):
+            stats = meta.row_group(g).column(index).statistics
+            if meta.row_group(g).num_rows == 0:
+                continue
+            if stats is None or not stats.has_min_max or stats.null_count != 0:
+                return None
+            lows.append(stats.min.replace(tzinfo=UTC))
+            highs.append(stats.max.replace(tzinfo=UTC))
+    return (min(lows), max(highs)) if lows else (None, None)
 
 
 EXPORT_ROW_GROUP = 1 << 18
