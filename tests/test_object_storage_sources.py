@@ -1,4 +1,4 @@
-"""FileSource and DeltaSource on S3 (the s3s-fs test server): the same exports, materializations and
+"""FileSource and DeltaSource on S3 (the S3 test server): the same exports, materializations and
 online values as the same rows in a local Parquet file; clear errors for what is not there; and
 credentials that stay ``${VAR}`` placeholders everywhere but in the read itself."""
 
