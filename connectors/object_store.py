@@ -33,7 +33,12 @@ def expand(options: dict[str, str] | None, owner: str) -> dict[str, str]:
             raise InvalidInputError(f"{owner}: environment variable {match.group(1)} is not set")
         return os.environ[match.group(1)]
 
-    return {k: _VAR.sub(var, str(v)) for k, v in (options or {}).items()}
+    out = {k: _VAR.sub(var, str(v)) for k, v in (options or {}).items()}
+    # An http:// endpoint is plain HTTP on purpose (a local MinIO): delta-rs refuses it unless told.
+    endpoint = _lookup(out, "aws_endpoint_url", "endpoint_url", "aws_endpoint")
+    if endpoint and endpoint.startswith("http://") and _lookup(out, "aws_allow_http", "allow_http") is None:
+        out["AWS_ALLOW_HTTP"] = "true"
+    return out
 
 
 def _lookup(options: dict[str, str], *names: str) -> str | None:

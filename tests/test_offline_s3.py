@@ -59,3 +59,17 @@ def test_the_product_on_an_s3_offline_store_matches_local_disk(tmp_path, s3: S3,
     assert remote["same_bytes"] and local["same_bytes"]
     assert remote["stats_rows"] == local["stats_rows"] > 0
     assert "FS_TEST_S3_SECRET_KEY" in (tmp_path / "remote" / "featurestore.yaml").read_text()
+
+
+def test_the_issue_s_config_with_keys_from_the_environment(tmp_path, s3: S3, bucket, monkeypatch):  # noqa: F811
+    """``storage_options`` naming only the endpoint (plain http) and region, as users write it; the keys
+    come from the standard AWS variables, which both delta-rs and pyarrow read."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    monkeypatch.delenv("AWS_ALLOW_HTTP", raising=False)
+    offline = (f'{{type: parquet, path: "s3://{bucket}/offline", '
+               f'storage_options: {{endpoint_url: "{s3.endpoint}", region: {s3.region}}}}}')
+    remote = _run(tmp_path / "remote", offline, seed=5)
+    local = _run(tmp_path / "local", "{type: parquet, path: data/offline}", seed=5)
+    assert remote["manifest"]["views"]["stats"]["read_from"] == "offline_store"
+    assert remote["streamed"].equals(local["streamed"]) and remote["same_bytes"]
