@@ -169,9 +169,9 @@ class DeltaOfflineStore(OfflineStore):
     def _table(self, view: str, version: int | None = None):
         """The view's table at ``version`` (default: the latest commit), or None when there is none.
         Latest-version handles are kept and brought up to date by reading only the newer log entries."""
-        from deltalake import DeltaTable
-
         uri, options = self._uri(view), self._options()
+        if view not in self._tables and not is_remote(uri) and not os.path.isdir(os.path.join(uri, "_delta_log")):
+            return None  # no table: nothing to load (deltalake's library stays unloaded until one exists)
         if version is not None:
             cached = self._tables.get(view)
             if cached is not None and cached.version() == version:
@@ -179,6 +179,8 @@ class DeltaOfflineStore(OfflineStore):
             latest = self._table(view)
             if latest is None or latest.version() == version:
                 return latest
+            from deltalake import DeltaTable
+
             try:
                 return DeltaTable(uri, version=version, storage_options=options)
             except Exception as exc:  # deltalake names no narrower error for a version it cannot load
@@ -191,6 +193,8 @@ class DeltaOfflineStore(OfflineStore):
                 return cached
             except Exception:  # the table was deleted or replaced underneath: open it afresh
                 self._tables.pop(view, None)
+        from deltalake import DeltaTable
+
         if not DeltaTable.is_deltatable(uri, storage_options=options):
             return None
         table = self._tables[view] = DeltaTable(uri, storage_options=options)
