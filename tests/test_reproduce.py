@@ -130,13 +130,19 @@ def test_reproduce_gives_the_same_bytes_after_later_writes(tmp_path, seed, strea
     assert (tmp_path / "again2.parquet").read_bytes() == first.read_bytes()
 
 
-def test_vacuum_of_a_needed_version_names_the_view_and_version(tmp_path):
-    rng = random.Random(5)
-    repo = write_repo(tmp_path / "repo", CODE, tables=_tables(rng, 10, 200, 24))
+def _applied(tmp_path: Path, seed: int, rows: int, entities: int) -> tuple[random.Random, Path, FeatureStore]:
+    """A repo of random rows over 24 hours, applied, with ``entities.parquet`` beside it."""
+    rng = random.Random(seed)
+    repo = write_repo(tmp_path / "repo", CODE, tables=_tables(rng, 10, rows, 24))
     store = FeatureStore(repo)
     store.apply()
+    pq.write_table(_entities(rng, 10, entities, 24), tmp_path / "entities.parquet")
+    return rng, repo, store
+
+
+def test_vacuum_of_a_needed_version_names_the_view_and_version(tmp_path):
+    _, _, store = _applied(tmp_path, seed=5, rows=200, entities=50)
     store.materialize(T0 - timedelta(days=1), T0 + timedelta(hours=30), ["stats"], online=False)
-    pq.write_table(_entities(rng, 10, 50, 24), tmp_path / "entities.parquet")
     first = tmp_path / "train.parquet"
     version = store.get_historical_features(str(tmp_path / "entities.parquet"), ["stats:score"]) \
         .to_parquet(first)["views"]["stats"]["table_version"]
@@ -148,11 +154,7 @@ def test_vacuum_of_a_needed_version_names_the_view_and_version(tmp_path):
 
 
 def test_a_changed_unversioned_source_is_refused(tmp_path):
-    rng = random.Random(8)
-    repo = write_repo(tmp_path / "repo", CODE, tables=_tables(rng, 10, 200, 24))
-    store = FeatureStore(repo)
-    store.apply()
-    pq.write_table(_entities(rng, 10, 50, 24), tmp_path / "entities.parquet")
+    rng, repo, store = _applied(tmp_path, seed=8, rows=200, entities=50)
     first = tmp_path / "train.parquet"
     assert store.get_historical_features(str(tmp_path / "entities.parquet"), ["spend:amount_sum_3h"]) \
         .to_parquet(first)["views"]["spend"]["read_from"] == "source"
@@ -162,11 +164,7 @@ def test_a_changed_unversioned_source_is_refused(tmp_path):
 
 
 def test_bad_manifests_and_arguments(tmp_path):
-    rng = random.Random(9)
-    repo = write_repo(tmp_path / "repo", CODE, tables=_tables(rng, 10, 100, 24))
-    store = FeatureStore(repo)
-    store.apply()
-    pq.write_table(_entities(rng, 10, 30, 24), tmp_path / "entities.parquet")
+    _, repo, store = _applied(tmp_path, seed=9, rows=100, entities=30)
     first = tmp_path / "train.parquet"
     store.get_historical_features(str(tmp_path / "entities.parquet"), ["stats:score"]).to_parquet(first)
     (tmp_path / "junk.json").write_text("{not json")
