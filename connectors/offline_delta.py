@@ -5,8 +5,9 @@ one per view for appended rows (stream jobs, pushes) at ``<path>/<project>/_appe
 engine that reads Delta reads them; every commit is atomic and old versions stay readable until
 ``vacuum`` removes their files, so an export can name the table version it read.
 
-- ``write`` replaces ``[start, end)`` with one overwrite commit whose predicate is the interval: rows
-  outside it are kept, a rerun replaces rather than duplicates, readers see the table before or after.
+- ``write`` replaces ``[start, end)`` in one commit: files wholly inside the interval are removed,
+  files across an edge are rewritten with their rows outside it, the new rows are added; a rerun
+  replaces rather than duplicates, readers see the table before or after.
 - Coverage (which intervals were materialized) is recorded in the registry by materialization, not
   here (see ``featurestore.coverage``).
 - ``commit_append(..., stream=, offsets=, progress=)`` commits the rows with one Delta application

@@ -337,7 +337,7 @@ def view_read(store: "FeatureStore", req: ViewRequest, lo: datetime | None, hi: 
                                                         lo, hi, pin.source_version if pin else None)
         read_from = "source"
     if pin and pin.source_version is not None:
-        fingerprint = pin.fingerprint.split("|", 1)[0]  # the version read names the rows, not today's latest
+        fingerprint = pin.own_fingerprint  # the version read names the rows, not today's latest
     if pin and fingerprint != pin.own_fingerprint:
         raise ConflictError(f"feature view {req.name!r}: its {read_from.replace('_', ' ')} is no longer what the "
                             f"export read (fingerprint {pin.own_fingerprint}, now {fingerprint})"
@@ -435,11 +435,10 @@ class RetrievalJob:
         self._refs, self._requests, self._service = resolved.refs, resolved.requests, resolved.service
         self._on_demand = resolved.on_demand
         # An engine that runs whole exports on a cluster reads an entity file itself (see to_parquet).
-        self._entity_path = None
         self._entity_file = str(Path(entity_df).resolve()) if isinstance(entity_df, (str, os.PathLike)) else None
-        if (self._entity_file and CAP_EXPORT_PARQUET in store.engine.capabilities
-                and Path(entity_df).suffix.lower() != ".csv"):
-            self._entity_path = str(Path(entity_df).resolve())
+        self._entity_path = (self._entity_file if self._entity_file and CAP_EXPORT_PARQUET in store.engine.capabilities
+                             and Path(entity_df).suffix.lower() != ".csv" else None)
+        if self._entity_path is not None:
             table = _parquet_schema(Path(self._entity_path)).empty_table()
         else:
             table = entity_table(entity_df)
@@ -635,9 +634,9 @@ def _stats_bounds(files: list[str], column: str) -> tuple[datetime | None, datet
             return None
         index = next(i for i in range(meta.num_columns) if meta.schema.column(i).path == column)
         for g in range(meta.num_row_groups):
-            stats = meta.row_group(g).column(index).statistics
             if meta.row_group(g).num_rows == 0:
                 continue
+            stats = meta.row_group(g).column(index).statistics
             if stats is None or not stats.has_min_max or stats.null_count != 0:
                 return None
             lows.append(stats.min.replace(tzinfo=UTC))

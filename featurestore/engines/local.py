@@ -7,8 +7,9 @@ The point-in-time join is one DuckDB query: each view's rows are cut to the late
 and event time, then the entity frame is ``ASOF LEFT JOIN``-ed to them on the join keys and on
 ``entity time >= event time``, which picks, per entity row, the row with the largest event time not
 after the entity time and, among equal event times, the largest created time. The TTL then nulls
-matches older than ``entity time - ttl`` (both bounds inclusive). An ASOF join yields at most one match per left row, so every entity row comes back
-exactly once; a row number carried through restores input order.
+matches older than ``entity time - ttl`` (both bounds inclusive). An ASOF join yields at most one
+match per left row, so every entity row comes back exactly once; a row number carried through
+restores input order.
 """
 
 from __future__ import annotations
@@ -65,11 +66,13 @@ def _remote_dataset(uris: tuple[str, ...], options: tuple[tuple[str, str], ...],
 
 
 def _parquet_files(path: str) -> list[str]:
-    """A Parquet file, or the Parquet files of a folder (recursively, hidden ones left out), sorted."""
+    """A Parquet file, or the files of a folder as pyarrow finds them (recursively, names starting with
+    ``.`` or ``_`` left out: the same files the export's schema and time bounds came from), sorted."""
+    import pyarrow.dataset as pds
+
     if not os.path.isdir(path):
         return [path]
-    found = sorted(os.path.join(root, name) for root, dirs, names in os.walk(path) for name in names
-                   if name.endswith(".parquet") and not name.startswith((".", "_")))
+    found = sorted(pds.dataset(path, format="parquet").files)
     if not found:
         raise NotFoundError(f"no Parquet files in the entity folder {path}")
     return found
@@ -233,8 +236,8 @@ class LocalEngine(Engine):
             described = con.sql("SELECT * FROM fs_entity LIMIT 0")
             columns = {c: str(t) for c, t in zip(described.columns, described.types) if c != _ROW}
             carried = [f"fs_e.{quote(_carried(c))} AS {quote(c)}" for c in columns]
-            outs = [f"{self._cast(f'__o{i}_{j}', ftype)} AS {quote(out)}"
-                    for i, join in enumerate(joins) for j, (_, out, ftype) in enumerate(join.features)]
+            outs = [f"__o{i}_{j} AS {quote(out)}"  # already cast to the feature types by the join
+                    for i, join in enumerate(joins) for j, (_, out, _) in enumerate(join.features)]
             sql, params = self._join_sql(con, timestamp_column, joins, carry=columns)
             relation = con.sql(f"SELECT {', '.join(carried + outs)} FROM ({sql}) AS fs_e ORDER BY fs_e.{_ROW}",
                                params=params)
