@@ -13,10 +13,10 @@ import hashlib
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
@@ -26,6 +26,9 @@ from featurestore.fingerprints import fingerprint_paths
 from featurestore.ports.engine import ViewData
 from featurestore.ports.source_reader import SourceReader
 from featurestore.sources import FileSource
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as pds
 
 _EXTENSIONS = {"parquet": (".parquet", ".pq", ".parq"), "csv": (".csv", ".csv.gz")}
 
@@ -63,7 +66,9 @@ def remote_files(source: FileSource) -> tuple[pafs.FileSystem, list[pafs.FileInf
     return fs, infos
 
 
-def _format(source: FileSource) -> pds.FileFormat:
+def _format(source: FileSource) -> "pds.FileFormat":
+    import pyarrow.dataset as pds  # only for object storage (it loads pandas)
+
     return pds.CsvFileFormat() if source.file_format == "csv" else pds.ParquetFileFormat()
 
 
@@ -104,6 +109,8 @@ class FileSourceReader(SourceReader):
             fs, infos = remote_files(source)
             fmt = _format(source)
             schema = fmt.inspect(infos[0].path, filesystem=fs)
+            import pyarrow.dataset as pds
+
             dataset = pds.dataset([i.path for i in infos], schema=schema, format=fmt, filesystem=fs)
             return ViewData(source.timestamp_field, source.created_timestamp_field, dataset=dataset,
                             file_format=source.file_format,

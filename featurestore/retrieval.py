@@ -36,12 +36,13 @@ from featurestore.errors import (
 )
 from featurestore.fingerprints import fingerprint_paths
 from featurestore.on_demand import OnDemandSpec
+from featurestore.parquet_files import parquet_files
 from featurestore.ports.engine import CAP_EXPORT_PARQUET, CREATED_TS, EVENT_TS, ViewData, ViewJoin
 from featurestore.ports.offline_store import CAP_FILES, CAP_VERSIONS
 from featurestore.ports.source_reader import CAP_VERSIONS as CAP_SOURCE_VERSIONS
 from featurestore.sources import DataSource, StreamSource
 from featurestore.streaming.progress import complete_until
-from featurestore.timestamps import column_us
+from featurestore.timestamps import column_us, from_us
 from featurestore.validate import source_schema
 
 if TYPE_CHECKING:
@@ -439,7 +440,8 @@ class RetrievalJob:
         self._entity_path = (self._entity_file if self._entity_file and CAP_EXPORT_PARQUET in store.engine.capabilities
                              and Path(entity_df).suffix.lower() != ".csv" else None)
         if self._entity_path is not None:
-            table = _parquet_schema(Path(self._entity_path)).empty_table()
+            # No rows, only the columns (``Schema.empty_table`` would load pandas: ~50 MB for nothing).
+            table = pa.Table.from_batches([], schema=_parquet_schema(Path(self._entity_path)))
         else:
             table = entity_table(entity_df)
         self._ts_col = timestamp_column(table, timestamp_field)
@@ -606,14 +608,12 @@ def _time_bounds(path: str, column: str) -> tuple[datetime | None, datetime | No
     """The earliest and latest entity time in a Parquet file or folder: from the files' statistics
     when every row group has them (microsecond times without nulls), else read a batch at a time (the
     whole column of a 100M-row frame would sit in memory beside the engine's export)."""
-    import pyarrow.dataset as pds
-
-    dataset = pds.dataset(path, format="parquet")
-    found = _stats_bounds(dataset.files, column)
+    files = parquet_files(path)
+    found = _stats_bounds(files, column)
     if found is not None:
         return found
     lo = hi = None
-    for batch in dataset.to_batches(columns=[column]):
+    for batch in (b for name in files for b in pq.ParquetFile(name).iter_batches(columns=[column])):
         if batch.num_rows:
             bounds = pc.min_max(normalise_timestamps(pa.table([batch.column(0)], names=[column]), column)
                                 .column(0)).as_py()
@@ -639,9 +639,9 @@ def _stats_bounds(files: list[str], column: str) -> tuple[datetime | None, datet
             stats = meta.row_group(g).column(index).statistics
             if stats is None or not stats.has_min_max or stats.null_count != 0:
                 return None
-            lows.append(stats.min.replace(tzinfo=UTC))
-            highs.append(stats.max.replace(tzinfo=UTC))
-    return (min(lows), max(highs)) if lows else (None, None)
+            lows.append(stats.min_raw)  # the stored int64 microseconds (``min`` would load pandas)
+            highs.append(stats.max_raw)
+    return (from_us(min(lows)), from_us(max(highs))) if lows else (None, None)
 
 
 EXPORT_ROW_GROUP = 1 << 18
@@ -656,15 +656,9 @@ def write_parquet(table: pa.Table, path: str) -> None:
 
 
 def _parquet_schema(path: Path) -> pa.Schema:
-    """The schema of a Parquet file, or of the Parquet files in a folder (hidden ones left out)."""
-    if not path.is_dir():
-        return pq.read_schema(path)
-    import pyarrow.dataset as pds
-
-    found = pds.dataset(path, format="parquet")
-    if not found.files:
-        raise NotFoundError(f"no Parquet files in the entity folder {path}")
-    return found.schema
+    """The schema of a Parquet file, or of the first of the Parquet files in a folder (as pyarrow's
+    datasets take it)."""
+    return pq.read_schema(parquet_files(path)[0])
 
 
 def _entity_file_fingerprint(path: str) -> str:

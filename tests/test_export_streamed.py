@@ -90,7 +90,11 @@ def test_a_streamed_export_equals_the_in_memory_one(tmp_path, seed):
     folder = tmp_path / "entities"
     folder.mkdir()
     for i, offset in enumerate(range(0, entity.num_rows, 250)):  # several files, read in name order
-        pq.write_table(entity.slice(offset, 250), folder / f"part-{i:03d}.parquet")
+        part = folder / f"day={i}" if seed == 3 else folder  # nested folders too
+        part.mkdir(exist_ok=True)
+        pq.write_table(entity.slice(offset, 250), part / f"part-{i:03d}.parquet")
+    (folder / "_SUCCESS").write_text("")  # what writers leave beside their files: never read
+    (folder / ".part-000.parquet.crc").write_bytes(b"\x00garbage")
     want = store.get_historical_features(entity, FEATURES).to_arrow()
     manifest = store.get_historical_features(str(folder), FEATURES).to_parquet(tmp_path / "out.parquet")
     assert manifest["written_by"] == "local" and manifest["row_count"] == entity.num_rows
@@ -109,3 +113,22 @@ def test_an_empty_entity_folder_is_an_error(tmp_path):
     with pytest.raises(NotFoundError, match="no Parquet files in the entity folder"):
         store.get_historical_features(str(tmp_path / "empty"), ["profile:score"]).to_parquet(tmp_path / "o.parquet")
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_a_streamed_export_loads_neither_pandas_nor_arrow_datasets(tmp_path):
+    """Each costs ~50 MB beside an export whose memory should be the engine's alone."""
+    import subprocess
+    import sys
+
+    rng = random.Random(5)
+    repo = write_repo(tmp_path / "repo", CODE, tables=_sources(rng, 50))
+    FeatureStore(repo).apply()
+    pq.write_table(_entities(rng, 40), tmp_path / "entities.parquet")
+    code = ("import sys; from featurestore import FeatureStore; "
+            f"FeatureStore({str(repo)!r}).get_historical_features({str(tmp_path / 'entities.parquet')!r}, "
+            f"{FEATURES!r}).to_parquet({str(tmp_path / 'out.parquet')!r}); "
+            "print(sorted(m for m in ('pandas', 'pyarrow.dataset', 'deltalake') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert pq.read_table(tmp_path / "out.parquet").num_rows == 40

@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict
 
 from connectors.object_store import expand, filesystem, is_remote
 from featurestore import types as fstypes
-from featurestore.errors import NotFoundError
 from featurestore.online_aggregate import EV_CR, EV_TS, ev_column, state_types
+from featurestore.parquet_files import parquet_files
 from featurestore.ports.engine import (
     CAP_EXPORT_PARQUET,
     CREATED_TS,
@@ -63,19 +63,6 @@ def _remote_dataset(uris: tuple[str, ...], options: tuple[tuple[str, str], ...],
 
     fs, _ = filesystem(uris[0], expand(dict(options), "object storage settings"))
     return pds.dataset([u.partition("://")[2] for u in uris], format=file_format, filesystem=fs)
-
-
-def _parquet_files(path: str) -> list[str]:
-    """A Parquet file, or the files of a folder as pyarrow finds them (recursively, names starting with
-    ``.`` or ``_`` left out: the same files the export's schema and time bounds came from), sorted."""
-    import pyarrow.dataset as pds
-
-    if not os.path.isdir(path):
-        return [path]
-    found = sorted(pds.dataset(path, format="parquet").files)
-    if not found:
-        raise NotFoundError(f"no Parquet files in the entity folder {path}")
-    return found
 
 
 class LocalEngineConfig(BaseModel):
@@ -229,10 +216,10 @@ class LocalEngine(Engine):
         con = self._connect()
         try:
             con.execute("SET preserve_insertion_order = true")  # COPY keeps the ORDER BY
-            files = _parquet_files(entity_path)
+            files = parquet_files(entity_path)
             con.execute("CREATE TEMPORARY VIEW fs_entity AS " + " UNION ALL ".join(
                 f"SELECT * EXCLUDE (file_row_number), {i << 40} + file_row_number AS {_ROW} "
-                f"FROM read_parquet({_literal(f)}, file_row_number = true)" for i, f in enumerate(files)))
+                f"FROM read_parquet({_literal(f)}, file_row_number = true, hive_partitioning = false)" for i, f in enumerate(files)))
             described = con.sql("SELECT * FROM fs_entity LIMIT 0")
             columns = {c: str(t) for c, t in zip(described.columns, described.types) if c != _ROW}
             carried = [f"fs_e.{quote(_carried(c))} AS {quote(c)}" for c in columns]
