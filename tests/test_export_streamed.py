@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from featurestore import FeatureStore
-from featurestore.errors import NotFoundError
+from featurestore.errors import ConfigError, NotFoundError
 from tests.repo_helpers import write_repo
 
 UTC = timezone.utc
@@ -82,7 +82,12 @@ def _entities(rng: random.Random, n: int) -> pa.Table:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_streamed_export_equals_the_in_memory_one(tmp_path, seed):
     rng = random.Random(seed)
-    store = FeatureStore(write_repo(tmp_path / "repo", CODE, tables=_sources(rng, 800)))
+    repo = write_repo(tmp_path / "repo", CODE, tables=_sources(rng, 800))
+    # Chunks that cut files in the middle, that hold whole files, and one chunk for everything.
+    chunk_rows = {1: 97, 2: 500, 3: 2_000_000}[seed]
+    with open(repo / "featurestore.yaml", "a") as config:
+        config.write(f"engine: {{type: local, export_chunk_rows: {chunk_rows}}}\n")
+    store = FeatureStore(repo)
     store.apply()
     if seed == 2:  # the offline store and its appended rows as the input, not the sources
         store.materialize(T0 - timedelta(days=3), T0 + timedelta(days=4), online=False)
@@ -132,3 +137,35 @@ def test_a_streamed_export_loads_neither_pandas_nor_arrow_datasets(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 40
+
+
+def test_a_streamed_export_under_a_small_memory_budget_gives_the_same_file(tmp_path):
+    rng = random.Random(6)
+    repo = write_repo(tmp_path / "repo", CODE, tables=_sources(rng, 3000))
+    FeatureStore(repo).apply()
+    entity = _entities(rng, 400_000)
+    pq.write_table(entity, tmp_path / "entities.parquet")
+    outputs = {}
+    for budget in ("none", "128MB"):
+        config = (repo / "featurestore.yaml").read_text().split("engine:")[0]
+        (repo / "featurestore.yaml").write_text(config + f"engine: {{type: local, export_memory_limit: {budget}}}\n")
+        out = tmp_path / f"out-{budget}.parquet"
+        FeatureStore(repo).get_historical_features(str(tmp_path / "entities.parquet"), FEATURES).to_parquet(out)
+        outputs[budget] = pq.read_table(out)
+    assert outputs["128MB"].equals(outputs["none"])
+    assert outputs["none"].num_rows == entity.num_rows
+    # A budget the join cannot live within is an error naming the setting, and leaves no file behind.
+    (repo / "featurestore.yaml").write_text(config + "engine: {type: local, export_memory_limit: 40MB}\n")
+    with pytest.raises(ConfigError, match="export_memory_limit"):
+        FeatureStore(repo).get_historical_features(str(tmp_path / "entities.parquet"), FEATURES).to_parquet(
+            tmp_path / "out-small.parquet")
+    assert not list(tmp_path.glob("out-small.parquet*"))
+
+
+@pytest.mark.parametrize("field, value", [("memory_limit", "lots"), ("export_memory_limit", "2 gigs"),
+                                          ("memory_limit", "none")])
+def test_a_memory_budget_that_is_not_a_size_is_refused(field, value):
+    from featurestore.engines.local import LocalEngineConfig
+
+    with pytest.raises(ValueError, match="is not a size"):
+        LocalEngineConfig(**{field: value})

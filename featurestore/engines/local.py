@@ -15,16 +15,18 @@ restores input order.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connectors.object_store import expand, filesystem, is_remote
 from featurestore import types as fstypes
+from featurestore.errors import ConfigError
 from featurestore.online_aggregate import EV_CR, EV_TS, ev_column, state_types
 from featurestore.parquet_files import parquet_files
 from featurestore.ports.engine import (
@@ -70,6 +72,68 @@ class LocalEngineConfig(BaseModel):
     type: Literal["local"] = "local"
     threads: int | None = None          # DuckDB threads; default: all cores
     memory_limit: str | None = None     # e.g. "2GB"; default: DuckDB's (80% of RAM)
+    # An export straight to a file joins the entity rows this many at a time (memory follows the
+    # chunk, not the export); DuckDB's memory limit for it (default: ``memory_limit``).
+    export_chunk_rows: int = Field(default=2_000_000, ge=1)
+    export_memory_limit: str | None = None
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _a_size(cls, value: str | None) -> str | None:
+        if value is not None and not _SIZE.fullmatch(value.strip()):
+            raise ValueError(f"{value!r} is not a size such as \"512MB\" or \"2GB\"")
+        return value
+
+    @field_validator("export_memory_limit")
+    @classmethod
+    def _a_size_or_none(cls, value: str | None) -> str | None:
+        return value if value is not None and value.strip().lower() == "none" else cls._a_size(value)
+
+
+_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)", re.IGNORECASE)
+
+
+EXPORT_BATCH_ROWS = 1 << 17  # rows per batch (and Parquet row group) of a streamed export's output
+
+
+def _utc_zoned(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with each zoned time in zone ``UTC`` (DuckDB hands them out as ``Etc/UTC``), as a
+    Parquet file's UTC-adjusted times read back."""
+    def utc(t: pa.DataType) -> pa.DataType:
+        if pa.types.is_timestamp(t) and t.tz is not None:
+            return pa.timestamp(t.unit, "UTC")
+        if pa.types.is_list(t):
+            return pa.list_(t.value_field.with_type(utc(t.value_type)))
+        if pa.types.is_large_list(t):
+            return pa.large_list(t.value_field.with_type(utc(t.value_type)))
+        return t
+
+    return pa.schema([f.with_type(utc(f.type)) for f in schema], metadata=schema.metadata)
+
+
+def _entity_chunks(files: list[str], chunk_rows: int) -> list[list[tuple[int, str, int | None, int | None]]]:
+    """The entity files cut into chunks of about ``chunk_rows`` rows, in order: each chunk lists
+    (file index, file, first row, end row), the rows ``None`` for a whole file. Row counts come from
+    the footers."""
+    import pyarrow.parquet as pq
+
+    chunks: list[list] = [[]]
+    filled = 0
+    for index, name in enumerate(files):
+        total = pq.ParquetFile(name).metadata.num_rows
+        start = 0
+        while start < total or (total == 0 and start == 0):
+            if filled >= chunk_rows:
+                chunks.append([])
+                filled = 0
+            take = min(total - start, chunk_rows - filled)
+            whole = start == 0 and take == total
+            chunks[-1].append((index, name, None if whole else start, None if whole else start + take))
+            filled += take
+            start += take
+            if total == 0:
+                break
+    return chunks
 
 
 def quote(identifier: str) -> str:
@@ -210,33 +274,61 @@ class LocalEngine(Engine):
 
     def export_parquet(self, entity_path: str, timestamp_column: str, joins: list[ViewJoin],
                        output: str) -> int:
-        """A whole export streamed by DuckDB: the entity rows read from Parquet (a file or a folder of
-        files, in name order), joined, and written to the Parquet file ``output`` in input order with
-        their own columns first, spilling to disk rather than holding the result in memory."""
+        """A whole export streamed: the entity rows read from Parquet (a file or a folder of files, in
+        name order) a chunk of about ``export_chunk_rows`` at a time, each chunk joined by DuckDB and
+        appended to the Parquet file ``output`` in input order with the entity's own columns first.
+        Memory is then the chunk's, whatever the export's size; each chunk cuts the views to its own
+        time range, so the work grows with the rows."""
+        import duckdb
+        import pyarrow.parquet as pq
+
         con = self._connect()
         try:
-            con.execute("SET preserve_insertion_order = true")  # COPY keeps the ORDER BY
-            files = parquet_files(entity_path)
-            con.execute("CREATE TEMPORARY VIEW fs_entity AS " + " UNION ALL ".join(
-                f"SELECT * EXCLUDE (file_row_number), {i << 40} + file_row_number AS {_ROW} "
-                f"FROM read_parquet({_literal(f)}, file_row_number = true, hive_partitioning = false)" for i, f in enumerate(files)))
-            described = con.sql("SELECT * FROM fs_entity LIMIT 0")
-            columns = {c: str(t) for c, t in zip(described.columns, described.types) if c != _ROW}
-            carried = [f"fs_e.{quote(_carried(c))} AS {quote(c)}" for c in columns]
-            outs = [f"__o{i}_{j} AS {quote(out)}"  # already cast to the feature types by the join
-                    for i, join in enumerate(joins) for j, (_, out, _) in enumerate(join.features)]
-            sql, params = self._join_sql(con, timestamp_column, joins, carry=columns)
-            relation = con.sql(f"SELECT {', '.join(carried + outs)} FROM ({sql}) AS fs_e ORDER BY fs_e.{_ROW}",
-                               params=params)
+            budget = self.config.export_memory_limit
+            if budget and budget.lower() != "none":
+                con.execute("SET memory_limit = $limit", {"limit": budget})
+            con.execute("SET preserve_insertion_order = true")
+            chunks = _entity_chunks(parquet_files(entity_path), self.config.export_chunk_rows)
             tmp = f"{output}.{os.getpid()}.tmp"
+            writer, rows = None, 0
             try:
-                relation.write_parquet(tmp, compression="snappy")
-                rows = con.execute("SELECT count(*) FROM read_parquet($f)", {"f": tmp}).fetchone()[0]
+                for chunk in chunks:
+                    con.execute("CREATE OR REPLACE TEMPORARY VIEW fs_entity AS " + " UNION ALL ".join(
+                        f"SELECT * EXCLUDE (file_row_number), {index << 40} + file_row_number AS {_ROW} "
+                        f"FROM read_parquet({_literal(name)}, file_row_number = true, hive_partitioning = false)"
+                        + ("" if lo is None else f" WHERE file_row_number >= {lo} AND file_row_number < {hi}")
+                        for index, name, lo, hi in chunk))
+                    described = con.sql("SELECT * FROM fs_entity LIMIT 0")
+                    columns = {c: str(t) for c, t in zip(described.columns, described.types) if c != _ROW}
+                    carried = [f"fs_e.{quote(_carried(c))} AS {quote(c)}" for c in columns]
+                    outs = [f"__o{i}_{j} AS {quote(out)}"  # already cast to the feature types by the join
+                            for i, join in enumerate(joins) for j, (_, out, _) in enumerate(join.features)]
+                    sql, params = self._join_sql(con, timestamp_column, joins, carry=columns)
+                    relation = con.sql(f"SELECT {', '.join(carried + outs)} FROM ({sql}) AS fs_e "
+                                       f"ORDER BY fs_e.{_ROW}", params=params)
+                    try:
+                        reader = relation.fetch_record_batch(EXPORT_BATCH_ROWS)
+                        if writer is None:
+                            writer = pq.ParquetWriter(tmp, _utc_zoned(reader.schema), compression="snappy")
+                        for batch in reader:
+                            if batch.schema != writer.schema:
+                                batch = pa.Table.from_batches([batch]).cast(writer.schema).combine_chunks().to_batches()[0]
+                            writer.write_batch(batch)
+                            rows += batch.num_rows
+                    except duckdb.OutOfMemoryException as exc:
+                        raise ConfigError(f"the export to {output} needs more memory than the engine allows "
+                                          f"even with spilling to disk (memory_limit / export_memory_limit "
+                                          f"{budget or 'default'}): lower engine.export_chunk_rows "
+                                          f"({self.config.export_chunk_rows}) or raise the limit in "
+                                          f"featurestore.yaml ({str(exc).splitlines()[0]})") from None
+                writer.close()
                 os.replace(tmp, output)
             finally:
+                if writer is not None:
+                    writer.close()
                 if os.path.exists(tmp):
                     os.unlink(tmp)
-            return int(rows)
+            return rows
         finally:
             con.close()
 
