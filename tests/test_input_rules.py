@@ -434,3 +434,26 @@ def test_serve_command_opens_anonymous_remote_writes_only_when_asked(tmp_path, f
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_the_spark_engine_reads_integer_source_times_as_the_local_engine_does(tmp_path):
+    from featurestore.config import load_config
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    data = tables(now)
+    repo = write_repo(tmp_path, CODE + CLOCK, tables=data)
+    local = FeatureStore(repo)
+    local.apply()
+    spark = FeatureStore(repo, config=load_config(repo).model_copy(update={"engine": {
+        "type": "spark", "master": "local[1]", "conf": {"spark.sql.shuffle.partitions": "1"}}}))
+    # Rows at now (1001), now - 1 min (1002), now - 2 min (1003): entity times on both sides of them.
+    entity = pa.table({"driver_id": pa.array([1001, 1002, 1003, 1003], pa.int64()), "event_timestamp": pa.array(
+        [now, now - timedelta(minutes=2), now, now - timedelta(minutes=3)], TS)})
+    expected = [1, None, 3, None]
+    assert local.get_historical_features(entity, ["clock:tick"]).to_arrow().column("tick").to_pylist() == expected
+    assert spark.get_historical_features(entity, ["clock:tick"]).to_arrow().column("tick").to_pylist() == expected
+    bad = data["clock"].set_column(1, "ts_ms", pa.array([_ms(now), 1_700_000_000_000_000_000, _ms(now)]))
+    write_repo(tmp_path, CODE + CLOCK, tables={"clock": bad})
+    with pytest.raises(Exception, match=r"'ts_ms' has 1700000000000000000 \(epoch milliseconds\)"):
+        spark.get_historical_features(entity, ["clock:tick"]).to_arrow()
