@@ -43,7 +43,7 @@ CODE = """
 from datetime import timedelta
 from featurestore import (Entity, FeatureView, Field, FileSource, PushSource, RequestSource,
                           on_demand_feature_view)
-from featurestore.types import Array, Float32, Float64, Int64, Timestamp
+from featurestore.types import Array, Bytes, Float32, Float64, Int64, Timestamp
 
 driver = Entity(name="driver", join_keys=["driver_id"])
 stats = FeatureView(name="stats", entities=[driver], ttl=timedelta(days=30),
@@ -54,7 +54,7 @@ live_push = PushSource(name="live_push",
     batch_source=FileSource(name="live_src", path="data/live.parquet", timestamp_field="ts"))
 live = FeatureView(name="live", entities=[driver], ttl=timedelta(days=1), source=live_push,
     schema=[Field(name="speed", dtype=Float64), Field(name="ratio", dtype=Float32),
-            Field(name="seen", dtype=Timestamp)])
+            Field(name="seen", dtype=Timestamp), Field(name="tag", dtype=Bytes)])
 stream_push = PushSource(name="stream_push", bootstrap_servers="127.0.0.1:1", topic="never_reached",
     batch_source=FileSource(name="stream_src", path="data/live.parquet", timestamp_field="ts"))
 streamed = FeatureView(name="streamed", entities=[driver], ttl=timedelta(days=1), source=stream_push,
@@ -92,7 +92,7 @@ def tables(now: datetime) -> dict[str, pa.Table]:
         }),
         "live": pa.table({"driver_id": pa.array([1001], pa.int64()), "ts": pa.array([now - timedelta(hours=2)], TS),
                           "speed": pa.array([1.5]), "ratio": pa.array([0.5], pa.float32()),
-                          "seen": pa.array([now], TS)}),
+                          "seen": pa.array([now], TS), "tag": pa.array([b"x"])}),
         "clock": pa.table({"driver_id": pa.array(ids, pa.int64()),
                            "ts_ms": pa.array([_ms(now - timedelta(minutes=i)) for i in range(3)], pa.int64()),
                            "tick": pa.array([1, 2, 3], pa.int64())}),
@@ -316,6 +316,25 @@ def test_float32_range_nan_and_infinities(backend):
     assert _column(body, "score")["statuses"] == ["PRESENT", "NULL_VALUE", "PRESENT"]
     assert _column(body, "rate")["statuses"] == ["PRESENT", "PRESENT", "NULL_VALUE"]
     assert _column(body, "scores")["values"][0] == [1.0, None]
+
+
+def test_the_python_client_sends_what_the_rules_take(backend):
+    """NaN in a dict is refused naming the column (only a DataFrame's NaN means missing); bytes travel as
+    base64."""
+    import pandas as pd
+
+    from serving.client import FeatureClient
+
+    store, now = backend
+    with _server(create_app(store), "127.0.0.1") as url, FeatureClient(url, timeout=10) as fc:
+        with pytest.raises(InvalidInputError, match="'speed'"):
+            fc.push("live_push", {"driver_id": [31], "ts": [now], "speed": [math.nan]})
+        fc.push("live_push", pd.DataFrame({"driver_id": [31], "ts": [now], "speed": [math.nan], "tag": [b"\x00\xff"]}))
+        fc.push("live_push", {"driver_id": [32], "ts": [_ms(now)], "speed": [1.0], "tag": ["AP8="]})
+        got = fc.get_online_features(["live:speed", "live:tag"], entities={"driver_id": [31, 32]})
+        assert got.to_dict()["speed"] == [None, 1.0]
+        assert got.to_dict()["tag"] == ["AP8=", "AP8="]
+    assert store.get_online_features(["live:tag"], {"driver_id": [31, 32]}).to_dict()["tag"] == [b"\x00\xff"] * 2
 
 
 # ------------------------------------------------------------------------------ who may push where
