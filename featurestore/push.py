@@ -1,8 +1,10 @@
 """Push: rows sent by clients go to the online store, the offline store or both.
 
-The rows are validated against the view (unknown or missing columns, values of the wrong type are an
-error naming the column; nothing is written then) and written through the same event-time monotonic
-path as materialization, so a late or replayed push never overwrites a newer value.
+The rows are validated against the view (unknown or missing columns, values its types do not accept
+by ``featurestore.values``, times outside ``featurestore.timestamps``' rules: an error naming the
+column; nothing is written then) and written through the same event-time monotonic path as
+materialization, so a late or replayed push never overwrites a newer value. Only views fed by a push
+source take pushes.
 
 A push source with a Kafka topic (``PushSource(..., bootstrap_servers=, topic=)``) streams instead:
 the rows are validated against the columns its views' stream jobs read, exactly as the jobs validate
