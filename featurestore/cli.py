@@ -171,21 +171,29 @@ def materialize_incremental(ctx: click.Context, end: str, views: str | None) -> 
               help="Log every request (costs latency).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--allow-remote-writes", is_flag=True,
+              help="Without API keys, answer /push from any client (by default only from this machine).")
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, workers: int, access_log: bool, log_level: str) -> None:
+def serve(ctx: click.Context, host: str, port: int, workers: int, access_log: bool, log_level: str,
+          allow_remote_writes: bool) -> None:
     """Serve online lookups, pushes and the registry over REST (FastAPI on uvicorn).
 
-    API keys come from FEATURESTORE_API_KEYS="key1:read,key2:read+write" (unset: no auth).
+    API keys come from FEATURESTORE_API_KEYS="key1:read,key2:read+write". Unset: reads are open and
+    /push is answered only for clients on this machine (--allow-remote-writes opens it to all).
     """
     from featurestore.config import load_config
 
     try:
-        from serving.auth import ENV_VAR, parse_api_keys
+        from serving.auth import ENV_VAR, REMOTE_WRITES_ENV, parse_api_keys
     except ImportError as exc:
         raise MissingDependencyError(getattr(exc, "name", None) or "fastapi", "serving") from None
     repo = Path(ctx.obj["repo"]).resolve()
     load_config(repo)  # a broken featurestore.yaml fails here, not in every worker
-    parse_api_keys(os.environ.get(ENV_VAR))
+    if parse_api_keys(os.environ.get(ENV_VAR)) is None:
+        os.environ[REMOTE_WRITES_ENV] = "1" if allow_remote_writes else "0"  # read by each worker's app
+        click.echo(f"No API keys ({ENV_VAR}): reads are open; /push is answered "
+                   + ("for any client (--allow-remote-writes)." if allow_remote_writes else
+                      "only for clients on this machine."), err=True)
     click.echo(f"Serving {repo} on http://{host}:{port} (docs: /docs)", err=True)
     server.run(str(repo), host=host, port=port, workers=workers, access_log=access_log, log_level=log_level)
 

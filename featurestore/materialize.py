@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import pyarrow as pa
 
-from featurestore import coverage
+from featurestore import coverage, timestamps, values
 from featurestore.definitions import FeatureView
 from featurestore.errors import FeatureViewNotFound, InvalidInputError
 from featurestore.ports.engine import (
@@ -112,6 +112,26 @@ def _state_join(view: FeatureView, data: ViewData) -> ViewJoin:
                     event_columns=tuple((c.name, c.dtype) for c in view.event_columns))
 
 
+def _check_times(view: FeatureView, lo, hi) -> None:
+    """The source's event times (their bounds in the interval) lie in the accepted range
+    (``featurestore.timestamps``), else an error naming the view, source and column; an engine may
+    give a time past year 9999 as text."""
+    for t in (lo, hi):
+        if t is None:
+            continue
+        if isinstance(t, datetime):
+            try:
+                timestamps.check_instant(t, "")
+                continue
+            except InvalidInputError:
+                pass
+        source = view.batch_source
+        raise InvalidInputError(
+            f"feature view {view.name!r}: source {source.name!r} column {source.timestamp_field!r} has "
+            f"{t.isoformat() if isinstance(t, datetime) else t}, outside the accepted time range "
+            f"{timestamps.INPUT_RANGE}; correct those rows, or materialize an interval without them")
+
+
 def materialize_view(store: "FeatureStore", view: FeatureView, start: datetime, end: datetime, *,
                      online: bool, progress=None) -> ViewResult:
     keys, stored = stored_columns(view)
@@ -119,6 +139,7 @@ def materialize_view(store: "FeatureStore", view: FeatureView, start: datetime, 
     data, _, _ = source_data(store, view, [k for k, _ in keys] + [c for c, _ in stored], start, end)
     result = ViewResult(view.name, start, end)
     lo, hi = store.engine.time_bounds(data, start, end)
+    _check_times(view, lo, hi)
     chunks = list(_chunks(lo, hi, start, end)) if lo is not None else [(start, end)]
     task = progress.add_task(view.name, total=len(chunks)) if progress else None
     ttl = None if view.ttl_seconds is None else timedelta(seconds=view.ttl_seconds)
@@ -143,7 +164,8 @@ def materialize_view(store: "FeatureStore", view: FeatureView, start: datetime, 
             upcoming = read(i + 1)
             try:
                 if write_online and rows.num_rows and not aggregated:
-                    written = store.online_store.write(view.name, [k for k, _ in keys], rows,
+                    # A batch source's NaN means missing: stored online as null (featurestore.values).
+                    written = store.online_store.write(view.name, [k for k, _ in keys], values.without_nan(rows),
                                                        event_ts_column=EVENT_TS, created_ts_column=CREATED_TS,
                                                        ttl=ttl)
                     result.online_written += written.written

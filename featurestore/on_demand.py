@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 
 import pyarrow as pa
 
+from featurestore import values as input_values
 from featurestore.definitions import FeatureView, Field, check_name
 from featurestore.errors import DefinitionError, FeatureStoreError, InvalidInputError
 from featurestore.user_code import import_file
@@ -228,11 +229,8 @@ def request_inputs(view: OnDemandSpec, columns: dict[str, Any]) -> dict[str, Any
         if f.name not in columns:
             raise InvalidInputError(f"on-demand feature view {view.name!r} needs request field {f.name!r}")
         values = columns[f.name]
-        if isinstance(values, list):  # request data from a lookup: check it against the declared type
-            try:
-                values = pa.array(values, f.dtype.to_arrow()).to_pylist()
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                raise InvalidInputError(f"on-demand feature view {view.name!r}: request field {f.name!r} "
-                                        f"takes {f.dtype.to_spec()} values") from None
+        if isinstance(values, list):  # request data from a lookup: checked as pushed values are
+            what = f"on-demand feature view {view.name!r}: request field {f.name!r}"
+            values = [None if v is None else input_values.scalar(v, f.dtype, what) for v in values]
         out[f.name] = values
     return out

@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 
 from featurestore import on_demand
+from featurestore import types as fstypes
+from featurestore import values as input_values
 from featurestore.catalog import Catalog
 from featurestore.definitions import FeatureService
 from featurestore.errors import InvalidInputError
@@ -325,20 +327,13 @@ def _row_count(columns: dict[str, list]) -> int:
 
 
 def _coerce_keys(name: str, values: list, arrow_type: pa.DataType) -> list:
+    """A join key's values, checked by ``featurestore.values``: an integer key takes integers only
+    (never ``true``, ``1.0`` or text such as ``"1001"``), a string key takes text."""
     if pa.types.is_integer(arrow_type):
         if set(map(type, values)) <= {int}:  # the usual request: integers only, nothing to convert
             return values
-        out = []
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, (int, str)):
-                raise InvalidInputError(f"entities: join key {name!r} takes integers, got {v!r}")
-            if isinstance(v, str):
-                try:
-                    v = int(v)  # REST clients may send keys as decimal text
-                except ValueError:
-                    raise InvalidInputError(f"entities: join key {name!r} takes integers, got {v!r}") from None
-            out.append(v)
-        return out
+        dtype = fstypes.from_arrow(arrow_type)
+        return [input_values.scalar(v, dtype, f"entities: join key {name!r}") for v in values]
     if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         for v in values:
             if not isinstance(v, str):

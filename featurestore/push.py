@@ -1,8 +1,10 @@
 """Push: rows sent by clients go to the online store, the offline store or both.
 
-The rows are validated against the view (unknown or missing columns, values of the wrong type are an
-error naming the column; nothing is written then) and written through the same event-time monotonic
-path as materialization, so a late or replayed push never overwrites a newer value.
+The rows are validated against the view (unknown or missing columns, values its types do not accept
+by ``featurestore.values``, times outside ``featurestore.timestamps``' rules: an error naming the
+column; nothing is written then) and written through the same event-time monotonic path as
+materialization, so a late or replayed push never overwrites a newer value. Only views fed by a push
+source take pushes.
 
 A push source with a Kafka topic (``PushSource(..., bootstrap_servers=, topic=)``) streams instead:
 the rows are validated against the columns its views' stream jobs read, exactly as the jobs validate
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from featurestore import types as fstypes
+from featurestore import values
 from featurestore.catalog import Catalog
 from featurestore.definitions import FeatureView
 from featurestore.errors import InvalidInputError, NotFoundError
@@ -48,11 +51,18 @@ class PushResult:
 
 
 def views_for(catalog: Catalog, name: str) -> list[FeatureView]:
-    """Views fed by push source ``name`` (or the view called ``name``)."""
+    """Views fed by push source ``name`` (or the view called ``name``, if a push source feeds it: a view
+    over a batch or Kafka source takes its rows from there, never from a push)."""
     views = catalog.views
     fed = [v for v in views.values() if isinstance(v.source, PushSource) and v.source.name == name]
     if not fed and name in views:
-        fed = [views[name]]
+        view = views[name]
+        if not isinstance(view.source, PushSource):
+            raise InvalidInputError(
+                f"feature view {name!r} is fed by {type(view.source).__name__} {view.source.name!r}, not by a "
+                f"PushSource, so it cannot be pushed to (rows reach it from its source through materialize"
+                f"{' or its stream job' if getattr(view.source, 'streams', False) else ''})")
+        fed = [view]
     if not fed:
         raise NotFoundError(f"no push source or feature view named {name!r}")
     return fed
@@ -94,15 +104,14 @@ def _as_table(rows: Any) -> pa.Table:
 
 def conform(view: FeatureView, table: pa.Table) -> pa.Table:
     """The pushed rows as the view's typed columns plus canonical timestamps, or an error naming what
-    is wrong."""
+    is wrong (values are checked by ``featurestore.values``, times by ``featurestore.timestamps``)."""
     ts_field, created_field = view.source.timestamp_field, view.source.created_timestamp_field
-    keys = key_columns(view)
+    keys = [(f.name, f.dtype) for f in view.entity_columns]
     key_names = {k for k, _ in keys}
-    features = [(f.name, f.dtype.to_arrow()) for f in view.schema if f.name not in key_names]
-    expected = {k: t for k, t in keys} | dict(features)
-    expected[ts_field] = TS
+    expected = dict(keys) | {f.name: f.dtype for f in view.schema if f.name not in key_names}
+    expected[ts_field] = fstypes.Timestamp
     if created_field:
-        expected[created_field] = TS
+        expected[created_field] = fstypes.Timestamp
     unknown = [c for c in table.column_names if c not in expected]
     if unknown:
         raise InvalidInputError(f"push to {view.name!r}: unknown columns {unknown}")
@@ -110,21 +119,13 @@ def conform(view: FeatureView, table: pa.Table) -> pa.Table:
     if missing:
         raise InvalidInputError(f"push to {view.name!r}: missing columns {missing}")
     arrays, names = [], []
-    for name, want in list(expected.items()):
+    for name, dtype in expected.items():
         if name not in table.column_names:
             if name == created_field:
                 continue
-            arrays.append(pa.nulls(table.num_rows, want))  # a feature not pushed is null
+            arrays.append(pa.nulls(table.num_rows, dtype.to_arrow()))  # a feature not pushed is null
         else:
-            col = table.column(name)
-            if pa.types.is_timestamp(want) and pa.types.is_string(col.type):
-                col = _parse_times(view.name, name, col)
-            try:
-                col = col.cast(want) if col.type != want else col
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-                raise InvalidInputError(f"push to {view.name!r}: column {name!r} should be "
-                                        f"{fstypes.from_arrow(want)}, got {col.type} ({exc})") from None
-            arrays.append(col)
+            arrays.append(values.column(table.column(name), dtype, f"push to {view.name!r}: column {name!r}"))
         names.append(EVENT_TS if name == ts_field else CREATED_TS if name == created_field else name)
     if CREATED_TS not in names:
         arrays.append(pa.nulls(table.num_rows, TS))
@@ -136,22 +137,6 @@ def conform(view: FeatureView, table: pa.Table) -> pa.Table:
     if out.column(EVENT_TS).null_count:
         raise InvalidInputError(f"push to {view.name!r}: column {ts_field!r} has null values")
     return out
-
-
-def _parse_times(view: str, name: str, col) -> pa.Array:
-    """ISO 8601 text (as JSON bodies carry it) to UTC timestamps; a time without a zone is UTC."""
-    out = []
-    for text in col.to_pylist():
-        if text is None:
-            out.append(None)
-            continue
-        try:
-            value = datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidInputError(f"push to {view!r}: column {name!r} has {text!r}, which is not an ISO "
-                                    "timestamp") from None
-        out.append(value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value)
-    return pa.array(out, TS)
 
 
 def push(store: "FeatureStore", name: str, rows: Any, to: str = "online") -> PushResult:

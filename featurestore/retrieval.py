@@ -42,7 +42,7 @@ from featurestore.ports.offline_store import CAP_FILES, CAP_VERSIONS
 from featurestore.ports.source_reader import CAP_VERSIONS as CAP_SOURCE_VERSIONS
 from featurestore.sources import DataSource, StreamSource
 from featurestore.streaming.progress import complete_until
-from featurestore.timestamps import column_us, from_us
+from featurestore.timestamps import check_instant, check_instants, column_us, from_us
 from featurestore.validate import source_schema
 
 if TYPE_CHECKING:
@@ -209,6 +209,7 @@ def normalise_timestamps(table: pa.Table, column: str) -> pa.Table:
     if col.null_count:
         raise InvalidInputError(f"entity_df column {column!r} has {col.null_count} null timestamps")
     col = column_us(col)  # naive = UTC, nanoseconds floored (featurestore.timestamps)
+    check_instants(col, f"entity_df column {column!r}")  # the accepted range, as every input time
     return table.set_column(table.column_names.index(column), column, col)
 
 
@@ -593,6 +594,9 @@ class RetrievalJob:
 
     def _engine_export(self, path: Path) -> dict[str, Any]:
         lo, self._hi = _time_bounds(self._entity_path, self._ts_col)
+        for t in (lo, self._hi):  # the accepted range, as every input time (featurestore.timestamps)
+            if t is not None:
+                check_instant(t, f"entity_df column {self._ts_col!r}")
         reads = self._view_reads(lo, self._hi) if lo is not None else []
         self._warn_incomplete(reads)
         rows = self._store.engine.export_parquet(self._entity_path, self._ts_col, [r.join for r in reads],

@@ -144,8 +144,9 @@ class FeatureStore:
         return self.online_reader.read(features, entity_rows, full_feature_names)
 
     def push(self, name: str, rows: Any, to: str = "online"):
-        """Write rows for a push source (or a feature view) to the online store, the offline store or
-        both (``to`` = "online" | "offline" | "online_and_offline"), through the monotonic write path."""
+        """Write rows for a push source (or a feature view fed by one) to the online store, the offline
+        store or both (``to`` = "online" | "offline" | "online_and_offline"), through the monotonic write
+        path. Values follow ``featurestore.values`` (integer times are epoch milliseconds)."""
         return push.push(self, name, rows, to)
 
     # -- offline -----------------------------------------------------------------------------------

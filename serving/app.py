@@ -21,7 +21,7 @@ from featurestore import __version__
 from featurestore.store import FeatureStore
 from serving import errors, fast_path
 from serving.auth import ENV_VAR as API_KEYS_ENV
-from serving.auth import ApiKeyAuth, parse_api_keys
+from serving.auth import REMOTE_WRITES_ENV, ApiKeyAuth, local_writes_only, parse_api_keys
 from serving.fast_path import FastLookup
 from serving.metrics import ServingMetrics
 from serving.middleware import ServingMiddleware
@@ -37,6 +37,8 @@ DESCRIPTION = """Online feature lookups, pushes and a read-only registry view of
 `/get-online-features` and `/push` take and return Feast's shapes. Errors are
 `{"error": {"type": ..., "message": ...}}`. With API keys configured, send `X-API-Key: <key>` or
 `Authorization: Bearer <key>`: lookups and the registry need the `read` scope, `/push` needs `write`.
+Without keys, `/push` is answered only for clients on the server's machine (403 otherwise) unless the
+server was started with `--allow-remote-writes`.
 """
 
 
@@ -58,10 +60,12 @@ class FeatureServerApp(FastAPI):
 
 def create_app(store: "FeatureStore", *, api_keys: dict[str, set[str]] | None = None,
                max_body_bytes: int = 1_000_000, max_entities: int = 10_000,
-               close_store: bool = False) -> FastAPI:
+               close_store: bool = False, allow_remote_writes: bool = False) -> FastAPI:
     """A FastAPI app serving ``store``.
 
-    ``api_keys`` maps key -> scopes (``{"read"}``, ``{"read", "write"}``); None leaves the API open.
+    ``api_keys`` maps key -> scopes (``{"read"}``, ``{"read", "write"}``); None leaves reads open and
+    answers ``/push`` only for clients on this machine, unless ``allow_remote_writes`` (see
+    ``serving.auth``).
     ``max_body_bytes`` and ``max_entities`` (entity rows of a lookup, rows of a push) bound requests
     (413 beyond). ``close_store`` closes the store when the app shuts down.
     """
@@ -90,6 +94,8 @@ def create_app(store: "FeatureStore", *, api_keys: dict[str, set[str]] | None = 
     if api_keys is not None:
         auth = ApiKeyAuth(api_keys)
         read_deps, write_deps = [Depends(auth.require("read"))], [Depends(auth.require("write"))]
+    elif not allow_remote_writes:
+        write_deps = [Depends(local_writes_only)]
     app.include_router(online.router, dependencies=read_deps)
     app.include_router(push.router, dependencies=write_deps)
     app.include_router(registry.router, dependencies=read_deps)
@@ -115,6 +121,8 @@ def _add_openapi_schemas(app: FastAPI, schemas: dict) -> None:
 
 def app_from_env() -> FastAPI:
     """The app ``featurestore serve`` runs (a factory, so each uvicorn worker opens its own store):
-    the repo from ``FEATURESTORE_REPO``, API keys from ``FEATURESTORE_API_KEYS``."""
+    the repo from ``FEATURESTORE_REPO``, API keys from ``FEATURESTORE_API_KEYS``, anonymous remote
+    writes allowed when ``FEATURESTORE_ALLOW_REMOTE_WRITES=1``."""
     store = FeatureStore(repo_path=os.environ.get(REPO_ENV, "."))
-    return create_app(store, api_keys=parse_api_keys(os.environ.get(API_KEYS_ENV)), close_store=True)
+    return create_app(store, api_keys=parse_api_keys(os.environ.get(API_KEYS_ENV)), close_store=True,
+                      allow_remote_writes=os.environ.get(REMOTE_WRITES_ENV) == "1")

@@ -4,14 +4,23 @@ A key is sent as ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``. When k
 request without a valid key gets 401 and a key without the route's scope 403; ``/health`` and
 ``/metrics`` stay open. Configure with ``create_app(api_keys={"k1": {"read"}, "k2": {"read", "write"}})``
 or, for ``featurestore serve``, ``FEATURESTORE_API_KEYS="k1:read,k2:read+write"``.
+
+Without keys, reads are open but writes are not open to the network: ``/push`` is answered only for
+clients on this machine (``is_local_client``: a loopback address, a unix socket, an in-process client)
+and refused with 403 for any other, unless the operator opts in with
+``create_app(allow_remote_writes=True)`` or ``featurestore serve --allow-remote-writes``. Behind a
+reverse proxy on the same machine, clients are judged by the ``X-Forwarded-For`` address uvicorn
+trusts from it (``--forwarded-allow-ips``); a proxy that does not send it makes every client look
+local, so configure keys there.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from typing import Annotated, Any, Callable, Optional
 
-from fastapi import Security  # noqa: TID253
+from fastapi import Request, Security  # noqa: TID253
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer  # noqa: TID253
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -19,6 +28,7 @@ from featurestore.errors import ConfigError
 
 SCOPES = frozenset({"read", "write"})
 ENV_VAR = "FEATURESTORE_API_KEYS"
+REMOTE_WRITES_ENV = "FEATURESTORE_ALLOW_REMOTE_WRITES"
 
 # Documented in OpenAPI as two security schemes; neither fails by itself (the check below decides).
 _header_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader")
@@ -80,3 +90,27 @@ class ApiKeyAuth:
                 raise StarletteHTTPException(403, f"this API key lacks the {scope!r} scope")
 
         return check
+
+
+def is_local_client(host: str | None) -> bool:
+    """Whether a peer is on this machine: a loopback IP address (IPv4, IPv6, or IPv4 mapped into IPv6),
+    or no network address at all (a unix socket; an in-process ASGI client such as Starlette's
+    TestClient, whose host is a name, never an address a network peer can have)."""
+    if not host:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
+
+
+async def local_writes_only(request: Request) -> None:
+    """Without API keys: writes from other machines are refused (403)."""
+    host = request.client.host if request.client is not None else None
+    if not is_local_client(host):
+        raise StarletteHTTPException(
+            403, f"writes from {host} are refused: this server has no API keys, so /push is answered only "
+                 f"for clients on its own machine; configure {ENV_VAR} with a key holding the 'write' scope, "
+                 f"or start it with --allow-remote-writes to accept anonymous writes from anywhere")

@@ -15,6 +15,8 @@ Errors come back as the product's exceptions: 404 ``NotFoundError`` (``FeatureVi
 
 from __future__ import annotations
 
+import base64
+import math
 from datetime import date, datetime
 from typing import Any, Mapping, Sequence
 
@@ -190,8 +192,8 @@ def _json_value(v: Any) -> Any:
         return v.isoformat() if v.tzinfo else v.isoformat() + "Z"
     if isinstance(v, date):
         return v.isoformat()
-    if isinstance(v, float) and v != v:
-        return None
+    if isinstance(v, (bytes, bytearray)):  # JSON carries bytes as base64 text (featurestore.values)
+        return base64.b64encode(v).decode("ascii")
     if isinstance(v, (list, tuple)):
         return [_json_value(x) for x in v]
     if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):  # numpy scalars and arrays
@@ -199,11 +201,21 @@ def _json_value(v: Any) -> Any:
     return v
 
 
+def _finite(name: str, values: list) -> list:
+    """``values``, refusing NaN and infinities as the server does (JSON cannot carry them anyway)."""
+    for v in values:
+        for x in v if isinstance(v, list) else (v,):
+            if isinstance(x, float) and not math.isfinite(x):
+                raise InvalidInputError(f"push: column {name!r} has {x}: NaN and infinities are not accepted "
+                                        f"(send None for a missing value)")
+    return values
+
+
 def _columns_json(df: Any) -> dict[str, list]:
     if isinstance(df, Mapping):
-        return {str(k): [_json_value(v) for v in values] for k, values in df.items()}
+        return {str(k): _finite(str(k), [_json_value(v) for v in values]) for k, values in df.items()}
     if isinstance(df, list):
-        return {k: [_json_value(v) for v in vals] for k, vals in _rows_to_columns(df).items()}
+        return {k: _finite(k, [_json_value(v) for v in vals]) for k, vals in _rows_to_columns(df).items()}
     if hasattr(df, "to_dict") and hasattr(df, "columns"):  # pandas.DataFrame
         import pandas as pd
 
@@ -211,7 +223,9 @@ def _columns_json(df: Any) -> dict[str, list]:
         for name in df.columns:
             col = df[name]
             values = list(col) if pd.api.types.is_datetime64_any_dtype(col) else col.tolist()
-            out[str(name)] = [None if v is pd.NaT else _json_value(v) for v in values]
+            # A DataFrame's NaN/NaT is a missing value (null); elsewhere NaN is refused (_finite).
+            out[str(name)] = [None if v is pd.NaT or (isinstance(v, float) and v != v) else _json_value(v)
+                              for v in values]
         return out
     raise InvalidInputError(f"push takes a pandas DataFrame, a dict of lists or a list of dicts, "
                             f"got {type(df).__name__}")

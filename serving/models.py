@@ -23,8 +23,9 @@ Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 Status = Literal["PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"]
 Scalar = Union[Int64, StrictFloat, StrictStr, StrictBool, None]
 PushValue = Union[Scalar, list[Scalar]]
-# Join key values (integers or strings; the store checks them against the key's type) and, like Feast,
-# the request fields of on-demand feature views, which may be any scalar or a list.
+# Join key values (integers or strings; the store checks them against the key's type: an integer key
+# takes JSON integers only) and, like Feast, the request fields of on-demand feature views, which may be
+# any scalar or a list. Accepted values: featurestore.values and featurestore.timestamps.
 EntityValue = PushValue
 
 
@@ -40,7 +41,8 @@ class GetOnlineFeaturesRequest(_Strict):
     feature_service: Optional[StrictStr] = Field(default=None, min_length=1, examples=["model_v1"])
     entities: dict[StrictStr, list[EntityValue]] = Field(
         description="Join key (and on-demand request field) -> values, one per entity row (column-major, "
-                    "like Feast)",
+                    "like Feast). An integer join key takes JSON integers only (not text, true or 1.0); "
+                    "times are ISO 8601 text or integers of epoch milliseconds",
         examples=[{"driver_id": [1001, 1002]}])
     full_feature_names: StrictBool = Field(default=False, description="Name features view__feature")
 
@@ -71,7 +73,9 @@ class OnlineFeaturesResponse(BaseModel):
 class PushRequest(_Strict):
     push_source_name: StrictStr = Field(min_length=1, examples=["driver_stats_push"])
     df: dict[StrictStr, list[PushValue]] = Field(
-        description="Column -> values (join keys, the timestamp field, features)",
+        description="Column -> values (join keys, the timestamp field, features). Times are ISO 8601 text "
+                    "(no zone = UTC) or integers of epoch milliseconds, in 1678-01-01 <= t < 2262-01-01; "
+                    "integers are never true/1.0/text; floats are finite (null for missing); bytes are base64",
         examples=[{"driver_id": [1001], "event_timestamp": ["2024-01-01T00:00:00Z"], "conv_rate": [0.5]}])
     to: Literal["online", "offline", "online_and_offline"] = "online"
     allow_registry_cache: StrictBool = Field(default=True, description="Accepted for Feast compatibility")

@@ -20,11 +20,13 @@ TS = pa.timestamp("us", tz="UTC")
 
 CODE = """
 from datetime import timedelta
-from featurestore import Entity, FeatureService, FeatureView, Field, FileSource
+from featurestore import Entity, FeatureService, FeatureView, Field, FileSource, PushSource
 from featurestore.types import Float32, Float64, Int64, String
 driver = Entity(name="driver", join_keys=["driver_id"])
+# Materialized from its batch source and pushed to (only views fed by a push source take pushes).
 stats = FeatureView(name="stats", entities=[driver], ttl=timedelta(days=30),
-    source=FileSource(name="src", path="data/stats.parquet", timestamp_field="ts", created_timestamp_field="created"),
+    source=PushSource(name="stats_push", batch_source=FileSource(name="src", path="data/stats.parquet",
+                      timestamp_field="ts", created_timestamp_field="created")),
     schema=[Field(name="rate", dtype=Float32), Field(name="trips", dtype=Int64),
             Field(name="label", dtype=String), Field(name="score", dtype=Float64)])
 short = FeatureView(name="short", entities=[driver], ttl=timedelta(hours=1),
@@ -133,7 +135,7 @@ def test_lookup_errors_name_the_problem(store):
         s.get_online_features(["stats:nope"], {"driver_id": [1]})
     with pytest.raises(InvalidInputError, match="missing join key 'driver_id'"):
         s.get_online_features(["stats:trips"], {"rider": [1]})
-    with pytest.raises(InvalidInputError, match="join key 'driver_id' takes integers"):
+    with pytest.raises(InvalidInputError, match="join key 'driver_id' should be Int64"):
         s.get_online_features(["stats:trips"], {"driver_id": ["x"]})
     with pytest.raises(InvalidInputError, match="unknown columns \\['bogus'\\]"):
         s.push("stats", {"driver_id": [1], "ts": [datetime.now(UTC)], "bogus": [1]})

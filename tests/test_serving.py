@@ -362,9 +362,9 @@ def test_on_demand_features_with_request_fields(store, client):
     assert 'featurestore_feature_freshness_seconds{view="stats"}' in text
 
 
-def test_string_join_keys_and_empty_entities(client):
-    r = lookup(client, ["stats:trips"], {"driver_id": ["1", 2]})
-    assert r.status_code == 200 and column(r.json(), "trips")["values"] == [10, 20]
+def test_text_for_an_integer_join_key_is_refused_and_empty_entities_are_fine(client):
+    r = lookup(client, ["stats:trips"], {"driver_id": ["1", 2]})  # text is never a number
+    assert r.status_code == 422 and "driver_id" in r.json()["error"]["message"]
     r = lookup(client, ["stats:trips"], {"driver_id": []})
     assert r.status_code == 200 and column(r.json(), "trips")["values"] == []
 

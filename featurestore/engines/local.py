@@ -14,19 +14,21 @@ restores input order.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tempfile
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connectors.object_store import expand, filesystem, is_remote
+from featurestore import timestamps
 from featurestore import types as fstypes
-from featurestore.errors import ConfigError
+from featurestore.errors import ConfigError, InvalidInputError
 from featurestore.online_aggregate import EV_CR, EV_TS, ev_column, state_types
 from featurestore.parquet_files import parquet_files
 from featurestore.ports.engine import (
@@ -52,6 +54,25 @@ _ROW = "__fs_row"
 def _carried(column: str) -> str:
     """The name an entity column travels under through the join (clear of the join's own names)."""
     return "__c_" + column
+
+
+def _time_input_errors(method: Callable) -> Callable:
+    """``method`` raising ``InvalidInputError`` for a time outside the accepted range (the error the
+    query raises in ``LocalEngine._epoch_ms_times``), not DuckDB's exception."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        import duckdb
+
+        try:
+            return method(*args, **kwargs)
+        except duckdb.InvalidInputException as exc:
+            text = str(exc)
+            if timestamps.INPUT_RANGE not in text:
+                raise
+            raise InvalidInputError(text.removeprefix("Invalid Input Error: ")) from None
+
+    return wrapper
 
 
 def _literal(text: str) -> str:
@@ -141,7 +162,9 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-_DUCK_TYPE_NAMES = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}  # how DuckDB spells a type it reports
+_DUCK_TYPE_NAMES = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
+_DUCK_INTEGERS = frozenset({"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
+                            "UINTEGER", "UBIGINT", "UHUGEINT"})  # how DuckDB spells a type it reports
 _DUCK_TYPES = {
     "int32": "INTEGER", "int64": "BIGINT", "float": "FLOAT", "double": "DOUBLE", "string": "VARCHAR",
     "large_string": "VARCHAR", "bool": "BOOLEAN", "binary": "BLOB", "large_binary": "BLOB",
@@ -204,7 +227,7 @@ class LocalEngine(Engine):
             else:
                 base = f"read_parquet(${alias}_files, union_by_name = true, hive_partitioning = false)"
         if not data.has_pipeline:
-            return self._with_appended(con, data, base, alias, params)
+            return self._with_appended(con, data, self._epoch_ms_times(con, data, base, params), alias, params)
         sql = f"SELECT * FROM {base}"
         if data.rename:
             renames = ", ".join(f"{quote(a)} AS {quote(b)}" for a, b in data.rename)
@@ -217,7 +240,30 @@ class LocalEngine(Engine):
             items = [star] + [f"{expr} AS {quote(name)}" for name, expr in outputs]
             where = f" WHERE {compiler.visit(data.filter)}" if data.filter is not None else ""
             sql = f"SELECT {', '.join(items)} FROM ({sql}) AS {alias}_src{where}"
-        return self._with_appended(con, data, f"({sql})", alias, params)
+        return self._with_appended(con, data, self._epoch_ms_times(con, data, f"({sql})", params), alias, params)
+
+    @staticmethod
+    def _epoch_ms_times(con, data: ViewData, scan: str, params: dict[str, Any]) -> str:
+        """``scan`` with its integer time columns read as epoch milliseconds in the accepted range
+        (``featurestore.timestamps``); a value outside it stops the query with an error naming the
+        column (``time_input_errors``)."""
+        times = [c for c in (data.timestamp_column, data.created_column) if c]
+        sql = f"SELECT {', '.join(quote(c) for c in times)} FROM {scan} LIMIT 0"
+        used = set(re.findall(r"\$(\w+)", sql))  # the shared params hold the rest of the query's too
+        described = con.sql(sql, params={k: v for k, v in params.items() if k in used})
+        integers = [c for c, t in zip(times, described.types) if str(t) in _DUCK_INTEGERS]
+        if not integers:
+            return scan
+        lo, end = timestamps.INPUT_MIN_US // 1000, timestamps.INPUT_END_US // 1000
+        replaced = []
+        for c in integers:
+            q = quote(c)
+            message = _literal(f"column {c!r} has ") + f" || CAST({q} AS VARCHAR) || " + _literal(
+                f" (epoch milliseconds), outside the accepted time range {timestamps.INPUT_RANGE}")
+            replaced.append(f"CASE WHEN {q} IS NULL THEN NULL::TIMESTAMPTZ WHEN {q} >= {lo} AND {q} < {end} "
+                            f"THEN CAST(epoch_ms(CAST({q} AS BIGINT)) AS TIMESTAMPTZ) "
+                            f"ELSE CAST(error({message}) AS TIMESTAMPTZ) END AS {q}")
+        return f"(SELECT * REPLACE ({', '.join(replaced)}) FROM {scan})"
 
     def _with_appended(self, con, data: ViewData, scan: str, alias: str, params: dict[str, Any]) -> str:
         """``scan`` plus the view's appended rows that are not already among its rows (see ViewData)."""
@@ -249,6 +295,7 @@ class LocalEngine(Engine):
         return f"CAST({expr} AS {target})" if target else expr
 
     # -- point-in-time join --------------------------------------------------------------------
+    @_time_input_errors
     def point_in_time_join(self, entity: pa.Table, timestamp_column: str,
                            joins: list[ViewJoin]) -> pa.Table:
         n = entity.num_rows
@@ -272,6 +319,7 @@ class LocalEngine(Engine):
                 names.append(out)
         return pa.Table.from_arrays(arrays, names=names)
 
+    @_time_input_errors
     def export_parquet(self, entity_path: str, timestamp_column: str, joins: list[ViewJoin],
                        output: str) -> int:
         """A whole export streamed: the entity rows read from Parquet (a file or a folder of files, in
@@ -466,6 +514,7 @@ class LocalEngine(Engine):
         return bool(distinct) and rows <= limit * distinct
 
     # -- online state of aggregation views ----------------------------------------------------
+    @_time_input_errors
     def aggregation_state(self, join: ViewJoin, start: datetime, end: datetime) -> pa.Table:
         """The online state rows of an aggregation view as of ``end`` (see featurestore.online_aggregate)
         for every entity with an event in [start, end): its events in the longest window, its
@@ -533,6 +582,7 @@ class LocalEngine(Engine):
             where.append(f"{ts} < $end")
         return f" WHERE {' AND '.join(where)}" if where else ""
 
+    @_time_input_errors
     def time_bounds(self, data: ViewData, start: datetime | None, end: datetime | None
                     ) -> tuple[datetime | None, datetime | None]:
         con = self._connect()
@@ -546,6 +596,7 @@ class LocalEngine(Engine):
             con.close()
         return lo, hi
 
+    @_time_input_errors
     def read_rows(self, data: ViewData, keys: list[tuple[str, pa.DataType]],
                   features: list[tuple[str, str, pa.DataType]], start: datetime | None,
                   end: datetime | None) -> pa.Table:

@@ -18,6 +18,7 @@ import pyarrow.dataset as pds
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.object_store import expand, hadoop_settings
+from featurestore import timestamps
 from featurestore.engines.spark_delta import session_conf
 from featurestore.engines.spark_writes import frame_schema, write_offline, write_online
 from featurestore.errors import BackendUnavailableError, InvalidInputError, MissingDependencyError
@@ -141,6 +142,7 @@ class SparkEngine(Engine):
             produced = {output_name(e) for e in data.transform}
             keep = [c for c in frame.columns if c not in produced]
             frame = apply_view(frame, list(data.transform), data.filter, keep)
+        frame = _epoch_ms_times(frame, data)
         if data.appended:
             frame = self._with_appended(data, frame)
         return frame
@@ -429,3 +431,23 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _epoch_ms_times(frame: "DataFrame", data: ViewData) -> "DataFrame":
+    """``frame`` with its integer time columns read as epoch milliseconds in the accepted range
+    (``featurestore.timestamps``); a value outside it fails the job with an error naming the column."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import IntegralType
+
+    types = {f.name: f.dataType for f in frame.schema.fields}
+    lo, end = timestamps.INPUT_MIN_US // 1000, timestamps.INPUT_END_US // 1000
+    for c in (data.timestamp_column, data.created_column):
+        if c is None or not isinstance(types.get(c), IntegralType):
+            continue
+        value = F.col(c).cast("long")
+        message = F.concat(F.lit(f"column {c!r} has "), value.cast("string"), F.lit(
+            f" (epoch milliseconds), outside the accepted time range {timestamps.INPUT_RANGE}"))
+        frame = frame.withColumn(c, F.when(value.isNull(), F.lit(None).cast("timestamp"))
+                                 .when((value >= lo) & (value < end), F.timestamp_millis(value))
+                                 .otherwise(F.raise_error(message).cast("timestamp")))
+    return frame

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import pyarrow as pa
 from pydantic import BaseModel
 
+from featurestore import values
 from featurestore.config import backend_config
 from featurestore.engines.spark_delta import replace_interval
 from featurestore.errors import InvalidInputError
@@ -173,7 +174,8 @@ def write_online(df: "DataFrame", online_store_section: dict[str, Any], repo_pat
         written = skipped = 0
         try:
             for table in _chunks(batches, batch_rows):
-                result = store.write(view, keys, table, event_ts_column=event_ts_column,
+                # Batch rows: NaN means missing, stored as null (featurestore.values).
+                result = store.write(view, keys, values.without_nan(table), event_ts_column=event_ts_column,
                                      created_ts_column=created, ttl=ttl)
                 written += result.written
                 skipped += result.skipped_stale

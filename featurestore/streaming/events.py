@@ -3,32 +3,39 @@
 A message is a JSON object (UTF-8) whose fields are the source's columns (its raw names, before the
 source's ``field_mapping``). Every column the blueprint lists must be present (``null`` is a value, except
 for the join keys and the event time, which must be non-null); other fields are ignored. Values are
-checked against the column's type exactly as a push is, never coerced from another kind:
+checked against the column's type by the same rules as a push (``featurestore.values``), never coerced
+from another kind:
 
-- Int32/Int64: a JSON integer in range (``true``/``false`` and ``1.0`` are not integers);
-- Float32/Float64: a JSON number; String: a string; Bool: ``true``/``false``;
-- Bytes: base64 text; Timestamp: ISO 8601 text (a time without a zone is UTC) or a JSON integer of
-  epoch milliseconds.
+- Int32/Int64: a JSON integer in range (``true``/``false`` and ``1.0`` are not integers, text is
+  never a number);
+- Float32/Float64: a JSON number; ``NaN`` and ``Infinity`` (which some producers write) are refused,
+  and so is a finite value beyond Float32's range for a Float32;
+- String: a string; Bool: ``true``/``false``; Bytes: base64 text;
+- Timestamp (the event time and any Timestamp column): ISO 8601 text (a time without a zone is UTC)
+  or a JSON integer of epoch MILLISECONDS, in ``1678-01-01T00:00:00Z <= t < 2262-01-01T00:00:00Z``
+  (``featurestore.timestamps``: the same rule as a direct push and a lookup's request data).
 
 ``parse`` returns the row the job hands to Flink SQL (timestamps as ``YYYY-MM-DD HH:MM:SS.ffffff``
 UTC text, which Flink SQL casts to ``TIMESTAMP(6)``, see ``featurestore.streaming.blueprint.events_view_sql``)
-or raises ``EventError`` whose message is the reason written to the dead-letter topic.
+or raises ``EventError`` whose message is the reason written to the dead-letter topic (it names the
+field).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Sequence
+
+from featurestore import timestamps, values
+from featurestore.errors import InvalidInputError
 
 if TYPE_CHECKING:
     from featurestore.streaming.blueprint import EventColumn
+    from featurestore.types import DataType
 
 UTC = timezone.utc
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_INT_RANGE = {"Int64": (-(2**63), 2**63 - 1), "Int32": (-(2**31), 2**31 - 1)}
 
 
 class EventError(ValueError):
@@ -41,20 +48,11 @@ def _show(value: Any) -> str:
 
 
 def parse_time(value: Any, name: str) -> datetime:
-    """ISO 8601 text or epoch milliseconds to an aware UTC datetime."""
-    if isinstance(value, str):
-        try:
-            t = datetime.fromisoformat(value)
-        except ValueError:
-            raise EventError(f"field {name!r} should be an ISO 8601 timestamp, got {_show(value)}") from None
-        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            return _EPOCH + timedelta(milliseconds=value)
-        except OverflowError:
-            raise EventError(f"field {name!r}: {value} epoch milliseconds is out of range") from None
-    raise EventError(f"field {name!r} should be a timestamp (ISO 8601 text or epoch milliseconds), "
-                     f"got {_show(value)}")
+    """ISO 8601 text or epoch milliseconds, in the accepted range, to an aware UTC datetime."""
+    try:
+        return timestamps.parse_instant(value, f"field {name!r}")
+    except InvalidInputError as exc:
+        raise EventError(str(exc)) from None
 
 
 def time_text(t: datetime) -> str:
@@ -62,36 +60,12 @@ def time_text(t: datetime) -> str:
     return t.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
-def _convert(value: Any, dtype: str, name: str) -> Any:
-    if dtype in _INT_RANGE:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise EventError(f"field {name!r} should be {dtype} (a JSON integer), got {_show(value)}")
-        lo, hi = _INT_RANGE[dtype]
-        if not lo <= value <= hi:
-            raise EventError(f"field {name!r}: {value} is out of range for {dtype}")
-        return value
-    if dtype in ("Float32", "Float64"):
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise EventError(f"field {name!r} should be {dtype} (a JSON number), got {_show(value)}")
-        return float(value)
-    if dtype == "String":
-        if not isinstance(value, str):
-            raise EventError(f"field {name!r} should be String (a JSON string), got {_show(value)}")
-        return value
-    if dtype == "Bool":
-        if not isinstance(value, bool):
-            raise EventError(f"field {name!r} should be Bool (true or false), got {_show(value)}")
-        return value
-    if dtype == "Bytes":
-        if not isinstance(value, str):
-            raise EventError(f"field {name!r} should be Bytes (base64 text), got {_show(value)}")
-        try:
-            return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
-            raise EventError(f"field {name!r} is not valid base64: {_show(value)}") from None
-    if dtype == "Timestamp":
-        return time_text(parse_time(value, name))
-    raise EventError(f"field {name!r} has unsupported type {dtype}")
+def _convert(value: Any, dtype: DataType, name: str) -> Any:
+    try:
+        converted = values.scalar(value, dtype, f"field {name!r}")
+    except InvalidInputError as exc:
+        raise EventError(str(exc)) from None
+    return time_text(converted) if dtype.family == "timestamp" else converted
 
 
 def parse(raw: bytes | str | None, columns: Sequence[EventColumn]) -> list[Any]:
@@ -125,7 +99,7 @@ def parse(raw: bytes | str | None, columns: Sequence[EventColumn]) -> list[Any]:
                 raise EventError(f"field {field!r} is null (join keys and the event time must have a value)")
             out.append(None)
             continue
-        out.append(_convert(value, c.dtype.name, field))
+        out.append(_convert(value, c.dtype, field))
     return out
 
 

@@ -15,13 +15,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import orjson
-import pyarrow as pa
 from fastapi import APIRouter, Request  # noqa: TID253
 from fastapi.exceptions import RequestValidationError  # noqa: TID253
 from pydantic import ValidationError
 
-from featurestore.errors import InvalidInputError, NotFoundError
-from featurestore.on_demand import OnDemandFeatureError
+from featurestore.errors import NotFoundError
 from featurestore.online_read import PRESENT
 from featurestore.ports.online_store import EventTimes
 from serving.errors import RequestTooLarge, error_responses
@@ -120,11 +118,7 @@ async def get_online_features(request: Request) -> RawJSONResponse:
 
 def _lookup(state, features, body: GetOnlineFeaturesRequest, rows: int) -> bytes:
     store = state.store
-    try:
-        response = store.get_online_features(features, body.entities, body.full_feature_names)
-    except (ValueError, OnDemandFeatureError):
-        _raise_if_bad_input(store, features, body)  # the client's input, when it is: a 422
-        raise
+    response = store.get_online_features(features, body.entities, body.full_feature_names)
     return respond(state, features, body.full_feature_names, rows, response)
 
 
@@ -133,43 +127,6 @@ def respond(state, features, full_feature_names: bool, rows: int, response: "Onl
     content = rest_json(response)
     state.metrics.lookup(rows, _newest_by_view(state.store, features, full_feature_names, response))
     return content
-
-
-def _raise_if_bad_input(store, features, body: GetOnlineFeaturesRequest) -> None:
-    """Work around two core gaps (only on the error path), raising a 422 naming the field:
-
-    - a string of non-ASCII digits (``"²"``: ``str.isdigit()`` but not ``int()``-able) for an integer
-      join key makes the core raise a bare ValueError;
-    - request fields of on-demand views reach the user's function unchecked, so a wrong type fails
-      there (``OnDemandFeatureError``, a 500) instead of being refused as input.
-    """
-    shape = store.online_reader.shape(features, body.full_feature_names)
-    for req in shape.requests:
-        for name, arrow_type in shape.keys[req.name]:
-            if not pa.types.is_integer(arrow_type):
-                continue
-            for value in body.entities.get(name, ()):
-                if isinstance(value, str) and not (value.isascii() and value.lstrip("-").isdigit()):
-                    raise InvalidInputError(f"entities: join key {name!r} takes integers, got {value!r}")
-    for odfv in shape.on_demand:
-        for field in odfv.view.request_schema:
-            values = body.entities.get(field.name)
-            arrow_type = field.dtype.to_arrow()
-            if values is None or not _checkable(arrow_type):
-                continue
-            try:
-                pa.array(values, type=arrow_type)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError) as exc:
-                raise InvalidInputError(f"entities: request field {field.name!r} of on-demand feature view "
-                                        f"{odfv.name!r} takes {field.dtype.to_spec()} values ({exc})") from None
-
-
-def _checkable(arrow_type: pa.DataType) -> bool:
-    """Types a JSON value converts to directly (timestamps and bytes arrive as text)."""
-    if pa.types.is_list(arrow_type):
-        return _checkable(arrow_type.value_type)
-    return (pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_boolean(arrow_type)
-            or pa.types.is_string(arrow_type))
 
 
 def _newest_by_view(store, features, full_feature_names: bool, response: "OnlineResponse") -> dict:
