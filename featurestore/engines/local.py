@@ -132,6 +132,52 @@ def _utc_zoned(schema: pa.Schema) -> pa.Schema:
     return pa.schema([f.with_type(utc(f.type)) for f in schema], metadata=schema.metadata)
 
 
+class _ParquetAppender:
+    """Tables appended to one Parquet file by a thread of its own, so encoding a chunk overlaps the
+    engine's work on the next one (both release the GIL); at most one table waits to be written.
+    Each batch of a table is a row group, so equal tables give equal bytes."""
+
+    def __init__(self, path: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._path, self._writer, self._rows = path, None, 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-writer")
+        self._pending = None
+
+    def append(self, table: pa.Table) -> None:
+        self._wait()
+        self._pending = self._pool.submit(self._write, table)
+
+    def _write(self, table: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            schema = _utc_zoned(table.schema)
+            # Floating-point columns rarely repeat: trying a dictionary for them costs the most time.
+            dictionary = [f.name for f in schema if not pa.types.is_floating(f.type)]
+            self._writer = pq.ParquetWriter(self._path, schema, compression="snappy", use_dictionary=dictionary)
+        if table.schema != self._writer.schema:
+            table = table.cast(self._writer.schema)
+        for batch in table.to_batches():
+            self._writer.write_batch(batch)
+        self._rows += table.num_rows
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> int:
+        """Waits for the last table, closes the file (again: a no-op) and gives the rows written."""
+        try:
+            self._wait()
+        finally:
+            self._pool.shutdown(wait=True)
+            if self._writer is not None:
+                self._writer.close()
+        return self._rows
+
+
 def _entity_chunks(files: list[str], chunk_rows: int) -> list[list[tuple[int, str, int | None, int | None]]]:
     """The entity files cut into chunks of about ``chunk_rows`` rows, in order: each chunk lists
     (file index, file, first row, end row), the rows ``None`` for a whole file. Row counts come from
@@ -328,7 +374,6 @@ class LocalEngine(Engine):
         Memory is then the chunk's, whatever the export's size; each chunk cuts the views to its own
         time range, so the work grows with the rows."""
         import duckdb
-        import pyarrow.parquet as pq
 
         con = self._connect()
         try:
@@ -338,47 +383,45 @@ class LocalEngine(Engine):
             con.execute("SET preserve_insertion_order = true")
             chunks = _entity_chunks(parquet_files(entity_path), self.config.export_chunk_rows)
             tmp = f"{output}.{os.getpid()}.tmp"
-            writer, rows = None, 0
+            appender = _ParquetAppender(tmp)
             try:
                 for chunk in chunks:
-                    con.execute("CREATE OR REPLACE TEMPORARY VIEW fs_entity AS " + " UNION ALL ".join(
-                        f"SELECT * EXCLUDE (file_row_number), {index << 40} + file_row_number AS {_ROW} "
-                        f"FROM read_parquet({_literal(name)}, file_row_number = true, hive_partitioning = false)"
-                        + ("" if lo is None else f" WHERE file_row_number >= {lo} AND file_row_number < {hi}")
-                        for index, name, lo, hi in chunk))
-                    described = con.sql("SELECT * FROM fs_entity LIMIT 0")
-                    columns = {c: str(t) for c, t in zip(described.columns, described.types) if c != _ROW}
-                    carried = [f"fs_e.{quote(_carried(c))} AS {quote(c)}" for c in columns]
-                    outs = [f"__o{i}_{j} AS {quote(out)}"  # already cast to the feature types by the join
-                            for i, join in enumerate(joins) for j, (_, out, _) in enumerate(join.features)]
-                    sql, params = self._join_sql(con, timestamp_column, joins, carry=columns)
-                    relation = con.sql(f"SELECT {', '.join(carried + outs)} FROM ({sql}) AS fs_e "
-                                       f"ORDER BY fs_e.{_ROW}", params=params)
+                    relation = self._export_chunk(con, chunk, timestamp_column, joins)
                     try:
-                        reader = relation.fetch_record_batch(EXPORT_BATCH_ROWS)
-                        if writer is None:
-                            writer = pq.ParquetWriter(tmp, _utc_zoned(reader.schema), compression="snappy")
-                        for batch in reader:
-                            if batch.schema != writer.schema:
-                                batch = pa.Table.from_batches([batch]).cast(writer.schema).combine_chunks().to_batches()[0]
-                            writer.write_batch(batch)
-                            rows += batch.num_rows
+                        appender.append(relation.fetch_record_batch(EXPORT_BATCH_ROWS).read_all())
                     except duckdb.OutOfMemoryException as exc:
                         raise ConfigError(f"the export to {output} needs more memory than the engine allows "
                                           f"even with spilling to disk (memory_limit / export_memory_limit "
                                           f"{budget or 'default'}): lower engine.export_chunk_rows "
                                           f"({self.config.export_chunk_rows}) or raise the limit in "
                                           f"featurestore.yaml ({str(exc).splitlines()[0]})") from None
-                writer.close()
+                rows = appender.close()
                 os.replace(tmp, output)
             finally:
-                if writer is not None:
-                    writer.close()
+                appender.close()
                 if os.path.exists(tmp):
                     os.unlink(tmp)
             return rows
         finally:
             con.close()
+
+    def _export_chunk(self, con, chunk: list[tuple[int, str, int | None, int | None]], timestamp_column: str,
+                      joins: list[ViewJoin]) -> "duckdb.DuckDBPyRelation":
+        """One chunk's rows of the export (``_entity_chunks``): the entity's columns, then the features,
+        in input order."""
+        con.execute("CREATE OR REPLACE TEMPORARY VIEW fs_entity AS " + " UNION ALL ".join(
+            f"SELECT * EXCLUDE (file_row_number), {index << 40} + file_row_number AS {_ROW} "
+            f"FROM read_parquet({_literal(name)}, file_row_number = true, hive_partitioning = false)"
+            + ("" if lo is None else f" WHERE file_row_number >= {lo} AND file_row_number < {hi}")
+            for index, name, lo, hi in chunk))
+        described = con.sql("SELECT * FROM fs_entity LIMIT 0")
+        columns = {c: str(t) for c, t in zip(described.columns, described.types) if c != _ROW}
+        carried = [f"fs_e.{quote(_carried(c))} AS {quote(c)}" for c in columns]
+        outs = [f"__o{i}_{j} AS {quote(out)}"  # already cast to the feature types by the join
+                for i, join in enumerate(joins) for j, (_, out, _) in enumerate(join.features)]
+        sql, params = self._join_sql(con, timestamp_column, joins, carry=columns)
+        return con.sql(f"SELECT {', '.join(carried + outs)} FROM ({sql}) AS fs_e ORDER BY fs_e.{_ROW}",
+                       params=params)
 
     def _join_sql(self, con, timestamp_column: str, joins: list[ViewJoin], carry: dict[str, str] | None = None
                   ) -> tuple[str, dict[str, Any]]:
