@@ -45,19 +45,31 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors import delta_log, delta_repair
 from connectors.object_store import expand, filesystem, is_remote
-from featurestore.errors import ConflictError, FeatureViewNotFound, InvalidInputError, NotFoundError
+from featurestore.errors import (
+    BackendUnavailableError,
+    ConflictError,
+    DamagedStateError,
+    FeatureViewNotFound,
+    InvalidInputError,
+    NotFoundError,
+)
 from featurestore.ports.offline_store import (
     CAP_COMPACT,
     CAP_DELTA,
     CAP_FILES,
+    CAP_REPAIR,
     CAP_VERSIONS,
     REPLACE_TXN,
     OfflineStore,
+    TableRepair,
+    repair_command,
 )
 from featurestore.timestamps import TS, column_us
 
 APPENDS_DIR = "_appends"
+DAMAGED_DIR = "_damaged"  # where ``repair`` moves what it could not use, per view and time
 PROGRESS_KEY = "featurestore.progress"  # commit metadata: {stream: progress} of a stream commit
 _VIEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 # Data file names: this store's (part-<uuid>.zstd.parquet) and Spark's (part-00000-<uuid>-c000.snappy.parquet).
@@ -132,7 +144,7 @@ class DeltaOfflineStore(OfflineStore):
     2
     """
 
-    capabilities = frozenset({CAP_FILES, CAP_DELTA, CAP_COMPACT, CAP_VERSIONS})
+    capabilities = frozenset({CAP_FILES, CAP_DELTA, CAP_COMPACT, CAP_VERSIONS, CAP_REPAIR})
 
     def __init__(self, config: DeltaOfflineStoreConfig, repo_path: Path, project: str):
         self.config = config
@@ -198,8 +210,69 @@ class DeltaOfflineStore(OfflineStore):
 
         if not DeltaTable.is_deltatable(uri, storage_options=options):
             return None
-        table = self._tables[view] = DeltaTable(uri, storage_options=options)
+        try:
+            table = DeltaTable(uri, storage_options=options)
+        except Exception as exc:  # deltalake names no narrower error for a log it cannot read
+            raise self._unreadable(view, exc) from None
+        self._tables[view] = table
         return table
+
+    # -- damage ------------------------------------------------------------------------------------
+    @property
+    def _holds_appends(self) -> bool:
+        return self.root.endswith(f"/{APPENDS_DIR}")
+
+    def _table_name(self, view: str) -> str:
+        rows = "appended rows (streams and pushes)" if self._holds_appends else "materialized rows"
+        return f"view {view!r}: the offline table of its {rows} at {self._uri(view)}"
+
+    def _repair_hint(self, view: str) -> str:
+        if self._holds_appends:
+            return (f"`{repair_command(view)}` (restores the last readable state of the appended rows; rows "
+                    f"in commits or files that cannot be read are lost: the command lists them)")
+        return (f"`{repair_command(view)}` (restores the last readable state and rematerializes the view's "
+                f"materialized intervals from its source)")
+
+    def _display(self, path: str) -> str:
+        """A path inside the store's filesystem as the user wrote the store's location."""
+        scheme = self.root.partition("://")[0] if is_remote(self.root) else ""
+        return f"{scheme}://{path}" if scheme and "://" not in path else path
+
+    def _unreadable(self, view: str, exc: Exception) -> Exception:
+        """The error for a table delta-rs cannot open: the damaged file and the command that repairs
+        it, or, when no damaged file is found, the store's own error (unreachable, refused)."""
+        fs, base = filesystem(self._uri(view), self._options())
+        try:
+            damage = delta_log.find_damage(fs, delta_log.list_log(fs, base))
+        except OSError:
+            damage = None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if damage is None:
+            return BackendUnavailableError(f"{self._table_name(view)} cannot be read: {reason}")
+        return DamagedStateError(f"{self._table_name(view)} cannot be read: {self._display(damage.path)} "
+                                 f"{damage.reason}", path=self._display(damage.path),
+                                 repair=self._repair_hint(view))
+
+    def damaged_file(self, view: str, name: str, reason: str) -> DamagedStateError:
+        """The error for a data file of the view's table that is missing or cannot be read."""
+        path = f"{self._uri(view)}/{name}"
+        return DamagedStateError(f"{self._table_name(view)} cannot be read: its data file {path} {reason}",
+                                 path=path, repair=self._repair_hint(view))
+
+    def repair(self, view: str) -> TableRepair:
+        """Make the view's table readable (see ``connectors.delta_repair``); damaged files are moved
+        to ``<store>/_damaged/<view>/<time>``. Run it with no stream job or materialization writing."""
+        uri = self._uri(view)
+        self._tables.pop(view, None)
+        self._streams.pop(view, None)
+        fs, base = filesystem(uri, self._options())
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        _, aside = filesystem(f"{self.root}/{DAMAGED_DIR}/{view}/{stamp}", self._options())
+        try:
+            return delta_repair.repair(view, uri, fs, base, aside, self._options(), PROGRESS_KEY,
+                                       self._display)
+        finally:
+            self._tables.pop(view, None)
 
     # -- writes ----------------------------------------------------------------------------------
     def _prepare(self, view: str, table: pa.Table, ts_col: str, handle: Any = None) -> pa.Table:
@@ -349,7 +422,12 @@ class DeltaOfflineStore(OfflineStore):
                         continue  # no row inside the interval
                     removes.append(RemoveAction(f["path"], True, now_ms, size=f["size_bytes"]))
                     if lo is None or hi is None or lo < start or hi > end:  # rows outside stay, in a new file
-                        rows = pq.read_table(f"{base}/{f['path']}", filesystem=fs)
+                        try:
+                            rows = pq.read_table(f"{base}/{f['path']}", filesystem=fs)
+                        except FileNotFoundError:
+                            raise self.damaged_file(view, f["path"], "is missing") from None
+                        except (OSError, pa.ArrowInvalid) as exc:
+                            raise self.damaged_file(view, f["path"], f"cannot be read ({exc})") from None
                         keep = _outside(rows.column(ts_col), start, end)
                         rewritten += self._write_files(view, rows.filter(keep).cast(schema), ts_col)
             claim = Transaction(REPLACE_TXN, 0 if table is None else table.version() + 1)
@@ -440,6 +518,9 @@ class DeltaOfflineStore(OfflineStore):
         fs, base = filesystem(self._uri(view), self._options())
         infos = fs.get_file_info([f"{base}/{name}" for name in names])
         missing = [name for name, info in zip(names, infos) if info.type == pafs.FileType.NotFound]
+        if missing and self.version(view) == version:  # the latest version: its files must be there
+            raise self.damaged_file(view, missing[0], f"is missing ({len(missing)} of its {len(names)} data "
+                                                      f"files are)")
         if missing:
             raise NotFoundError(f"view {view!r}: version {version} of the Delta table {self._uri(view)} can no "
                                 f"longer be read: vacuum removed {len(missing)} of its {len(names)} data files "

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from connectors.object_store import expand, filesystem, is_remote
 from featurestore import types as fstypes
-from featurestore.errors import NotFoundError
+from featurestore.errors import DamagedStateError, NotFoundError
 from featurestore.online_aggregate import EV_CR, EV_TS, ev_column, state_types
 from featurestore.ports.engine import (
     CAP_EXPORT_PARQUET,
@@ -76,6 +77,17 @@ def _parquet_files(path: str) -> list[str]:
     if not found:
         raise NotFoundError(f"no Parquet files in the entity folder {path}")
     return found
+
+
+def _damaged_file(exc: Exception, files: Iterable[str]) -> DamagedStateError | None:
+    """DuckDB's error about one of ``files`` (truncated, not Parquet, missing) as a DamagedStateError
+    naming it; None when the error is about none of them."""
+    text = str(exc).strip()
+    reason = text.splitlines()[0] if text else type(exc).__name__
+    for path in files:
+        if f"'{path}'" in text or f'"{path}"' in text:
+            return DamagedStateError(f"the file {path} cannot be read: {reason}", path=path)
+    return None
 
 
 class LocalEngineConfig(BaseModel):
@@ -134,6 +146,24 @@ class LocalEngine(Engine):
         # Spilled data goes to the system's temporary folder, not to a ``.tmp`` in the working directory.
         con.execute("SET temp_directory = $dir", {"dir": os.path.join(tempfile.gettempdir(), "featurestore-duckdb")})
         return con
+
+    @contextmanager
+    def _session(self, data: Iterable[ViewData], files: Iterable[str] = ()) -> Iterator["duckdb.DuckDBPyConnection"]:
+        """A connection, closed afterwards. DuckDB's error about a file of ``data`` or ``files`` that
+        cannot be read becomes a DamagedStateError naming the file (the caller knows whose it is)."""
+        import duckdb
+
+        con = self._connect()
+        try:
+            yield con
+        except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+            named = [*files, *(f for d in data for f in (*d.files, *d.appended))]
+            damaged = _damaged_file(exc, named)
+            if damaged is None:
+                raise
+            raise damaged from None
+        finally:
+            con.close()
 
     # -- scans ---------------------------------------------------------------------------------
     def _scan(self, con: "duckdb.DuckDBPyConnection", data: ViewData, alias: str,
@@ -201,16 +231,13 @@ class LocalEngine(Engine):
     def point_in_time_join(self, entity: pa.Table, timestamp_column: str,
                            joins: list[ViewJoin]) -> pa.Table:
         n = entity.num_rows
-        con = self._connect()
-        try:
+        with self._session([j.data for j in joins]) as con:
             key_columns = sorted({k for j in joins for k, _, _ in j.keys})
             left = entity.select(key_columns + [timestamp_column]).append_column(
                 _ROW, pa.array(np.arange(n, dtype=np.int64)))
             con.register("fs_entity", left)
             sql, params = self._join_sql(con, timestamp_column, joins)
             result = fetch_arrow(con, f"{sql} ORDER BY fs_e.{_ROW}", params)
-        finally:
-            con.close()
         arrays, names = [], []
         for i, join in enumerate(joins):
             for j, (_, out, ftype) in enumerate(join.features):
@@ -226,10 +253,9 @@ class LocalEngine(Engine):
         """A whole export streamed by DuckDB: the entity rows read from Parquet (a file or a folder of
         files, in name order), joined, and written to the Parquet file ``output`` in input order with
         their own columns first, spilling to disk rather than holding the result in memory."""
-        con = self._connect()
-        try:
+        files = _parquet_files(entity_path)
+        with self._session([j.data for j in joins], files) as con:
             con.execute("SET preserve_insertion_order = true")  # COPY keeps the ORDER BY
-            files = _parquet_files(entity_path)
             con.execute("CREATE TEMPORARY VIEW fs_entity AS " + " UNION ALL ".join(
                 f"SELECT * EXCLUDE (file_row_number), {i << 40} + file_row_number AS {_ROW} "
                 f"FROM read_parquet({_literal(f)}, file_row_number = true)" for i, f in enumerate(files)))
@@ -250,8 +276,6 @@ class LocalEngine(Engine):
                 if os.path.exists(tmp):
                     os.unlink(tmp)
             return int(rows)
-        finally:
-            con.close()
 
     def _join_sql(self, con, timestamp_column: str, joins: list[ViewJoin], carry: dict[str, str] | None = None
                   ) -> tuple[str, dict[str, Any]]:
@@ -398,8 +422,7 @@ class LocalEngine(Engine):
         windowed = [a for a in aggs if a.window is not None]
         lifetime = [a for a in aggs if a.window is None]
         k = ", ".join(quote(c) for c in keys)
-        con = self._connect()
-        try:
+        with self._session([data]) as con:
             params: dict = {"end": end, "start": start}
             scan = self._scan(con, data, "fs_src", params)
             ts = self._ts(data.timestamp_column)
@@ -433,8 +456,6 @@ class LocalEngine(Engine):
             select += [f"life.__fs_latest AS {EVENT_TS}", f"$end::TIMESTAMPTZ AS {CREATED_TS}"]
             table = fetch_arrow(con, f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM touched{joins}",
                                 params)
-        finally:
-            con.close()
         states = state_types(aggs, {c: t.to_arrow() for c, t in events.items()},
                              {name: t for name, _, t in join.features})
         types = states | key_types | {EVENT_TS: pa.timestamp("us", tz="UTC"),
@@ -456,22 +477,18 @@ class LocalEngine(Engine):
 
     def time_bounds(self, data: ViewData, start: datetime | None, end: datetime | None
                     ) -> tuple[datetime | None, datetime | None]:
-        con = self._connect()
-        try:
+        with self._session([data]) as con:
             params: dict[str, Any] = {}
             scan = self._scan(con, data, "fs_src", params)
             ts = self._ts(data.timestamp_column)
             where = self._time_filter(ts, start, end, params)
             lo, hi = con.execute(f"SELECT min({ts}), max({ts}) FROM {scan}{where}", params).fetchall()[0]
-        finally:
-            con.close()
         return lo, hi
 
     def read_rows(self, data: ViewData, keys: list[tuple[str, pa.DataType]],
                   features: list[tuple[str, str, pa.DataType]], start: datetime | None,
                   end: datetime | None) -> pa.Table:
-        con = self._connect()
-        try:
+        with self._session([data]) as con:
             params: dict[str, Any] = {}
             scan = self._scan(con, data, "fs_src", params)
             ts = self._ts(data.timestamp_column)
@@ -482,8 +499,6 @@ class LocalEngine(Engine):
             cols.append(f"{created} AS {CREATED_TS}")
             sql = f"SELECT {', '.join(cols)} FROM {scan}{self._time_filter(ts, start, end, params)}"
             table = fetch_arrow(con, sql, params)
-        finally:
-            con.close()
         return conform_rows(table, keys, features)
 
 
