@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from connectors import delta_log
-from featurestore.ports.offline_store import TableRepair
+from featurestore.ports.offline_store import REPLACE_TXN, TableRepair
 
 
 def _load(uri: str, options: dict[str, str], version: int | None = None):
@@ -125,7 +125,7 @@ def _millis(value: Any) -> int:
 
 def _contents(old, app_ids: set[str]) -> tuple[pa.Schema, list[str], list, list]:
     """What a new table needs to hold what ``old`` (one readable version) holds: its schema, partition
-    columns, data files (add actions) and the versions of its application transactions."""
+    columns, data files (add actions) and the versions of its streams' application transactions."""
     from deltalake import Transaction
     from deltalake.transaction import AddAction
 
@@ -136,7 +136,9 @@ def _contents(old, app_ids: set[str]) -> tuple[pa.Schema, list[str], list, list]
                   for c in partitions}
         adds.append(AddAction(action["path"], action["size_bytes"], values, _millis(action["modification_time"]),
                               True, _stats_json(action)))
-    txns = [Transaction(app, v) for app in sorted(app_ids) if (v := old.transaction_version(app)) is not None]
+    # The replace claims start again with the new table (they must grow with its versions, see REPLACE_TXN).
+    txns = [Transaction(app, v) for app in sorted(app_ids - {REPLACE_TXN})
+            if (v := old.transaction_version(app)) is not None]
     return pa.schema(old.schema().to_arrow()), partitions, adds, txns
 
 
