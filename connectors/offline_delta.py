@@ -45,10 +45,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from connectors import delta_log, delta_repair
+from connectors import delta_repair
+from connectors.delta_damage import DamageReport
 from connectors.object_store import expand, filesystem, is_remote
 from featurestore.errors import (
-    BackendUnavailableError,
     ConflictError,
     DamagedStateError,
     FeatureViewNotFound,
@@ -64,7 +64,6 @@ from featurestore.ports.offline_store import (
     REPLACE_TXN,
     OfflineStore,
     TableRepair,
-    repair_command,
 )
 from featurestore.timestamps import TS, column_us
 
@@ -219,45 +218,20 @@ class DeltaOfflineStore(OfflineStore):
 
     # -- damage ------------------------------------------------------------------------------------
     @property
-    def _holds_appends(self) -> bool:
-        return self.root.endswith(f"/{APPENDS_DIR}")
-
-    def _table_name(self, view: str) -> str:
-        rows = "appended rows (streams and pushes)" if self._holds_appends else "materialized rows"
-        return f"view {view!r}: the offline table of its {rows} at {self._uri(view)}"
-
-    def _repair_hint(self, view: str) -> str:
-        if self._holds_appends:
-            return (f"`{repair_command(view)}` (restores the last readable state of the appended rows; rows "
-                    f"in commits or files that cannot be read are lost: the command lists them)")
-        return (f"`{repair_command(view)}` (restores the last readable state and rematerializes the view's "
-                f"materialized intervals from its source)")
-
-    def _display(self, path: str) -> str:
-        """A path inside the store's filesystem as the user wrote the store's location."""
-        scheme = self.root.partition("://")[0] if is_remote(self.root) else ""
-        return f"{scheme}://{path}" if scheme and "://" not in path else path
+    def _damage(self) -> DamageReport:
+        return DamageReport(self.root, self.root.endswith(f"/{APPENDS_DIR}"))
 
     def _unreadable(self, view: str, exc: Exception) -> Exception:
-        """The error for a table delta-rs cannot open: the damaged file and the command that repairs
-        it, or, when no damaged file is found, the store's own error (unreachable, refused)."""
         fs, base = filesystem(self._uri(view), self._options())
-        try:
-            damage = delta_log.find_damage(fs, delta_log.list_log(fs, base))
-        except OSError:
-            damage = None
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if damage is None:
-            return BackendUnavailableError(f"{self._table_name(view)} cannot be read: {reason}")
-        return DamagedStateError(f"{self._table_name(view)} cannot be read: {self._display(damage.path)} "
-                                 f"{damage.reason}", path=self._display(damage.path),
-                                 repair=self._repair_hint(view))
+        return self._damage.unreadable(view, self._uri(view), fs, base, exc)
 
     def damaged_file(self, view: str, name: str, reason: str) -> DamagedStateError:
         """The error for a data file of the view's table that is missing or cannot be read."""
-        path = f"{self._uri(view)}/{name}"
-        return DamagedStateError(f"{self._table_name(view)} cannot be read: its data file {path} {reason}",
-                                 path=path, repair=self._repair_hint(view))
+        return self._damage.damaged_file(view, self._uri(view), name, reason)
+
+    def _file_error(self, view: str, names: list[str], exc: Exception) -> Exception:
+        fs, base = filesystem(self._uri(view), self._options())
+        return self._damage.file_error(view, self._uri(view), fs, base, names, exc)
 
     def repair(self, view: str) -> TableRepair:
         """Make the view's table readable (see ``connectors.delta_repair``); damaged files are moved
@@ -270,7 +244,7 @@ class DeltaOfflineStore(OfflineStore):
         _, aside = filesystem(f"{self.root}/{DAMAGED_DIR}/{view}/{stamp}", self._options())
         try:
             return delta_repair.repair(view, uri, fs, base, aside, self._options(), PROGRESS_KEY,
-                                       self._display)
+                                       self._damage.display)
         finally:
             self._tables.pop(view, None)
 
@@ -492,8 +466,11 @@ class DeltaOfflineStore(OfflineStore):
         fs, base = filesystem(self._uri(view), self._options())
         paths = [f"{base}/{name}" for name in names]
         # pyarrow reads the files itself (deltalake's own dataset hands Arrow a Python filesystem)
-        return pds.dataset(paths, format="parquet", filesystem=fs, schema=schema).to_table(columns=columns,
-                                                                                         filter=cond)
+        try:
+            return pds.dataset(paths, format="parquet", filesystem=fs, schema=schema).to_table(columns=columns,
+                                                                                             filter=cond)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise self._file_error(view, names, exc) from None
 
     @property
     def storage_options(self) -> dict[str, str]:
@@ -612,7 +589,11 @@ class DeltaOfflineStore(OfflineStore):
         streams = self._stream_entries(view, table)
         props = CommitProperties(custom_metadata={PROGRESS_KEY: json.dumps(streams)} if streams else None,
                                  max_commit_retries=_COMMIT_RETRIES)
-        metrics = table.optimize.compact(commit_properties=props)
+        try:
+            metrics = table.optimize.compact(commit_properties=props)
+        except Exception as exc:  # deltalake names no narrower error for a data file it cannot read
+            names = [uri.rsplit("/", 1)[-1] for uri in table.file_uris()]
+            raise self._file_error(view, names, exc) from None
         return int(metrics.get("numFilesRemoved", 0))
 
     def vacuum(self, view: str | None = None, grace: timedelta = DEFAULT_VACUUM_GRACE) -> list[str]:

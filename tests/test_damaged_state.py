@@ -206,6 +206,10 @@ def test_a_damaged_data_file_is_named_and_offline_repair_rematerializes_its_rows
         os.truncate(path, 100)
 
     assert_clean_error(export(repo, "out.parquet"), str(path), REPAIR)
+    assert_clean_error(cli(repo, "offline", "optimize", "stats"), str(path), REPAIR)
+    with FeatureStore(repo) as store, pytest.raises(DamagedStateError, match=REPAIR) as caught:
+        store.offline_store.read("stats")
+    assert caught.value.path == str(path)
     # a materialization whose interval cuts the file keeps its rows outside it: it must read the file
     assert_clean_error(cli(repo, "materialize", "2024-03-03T12:00:00", "2024-03-05", "--offline-only"),
                        str(path), REPAIR)
