@@ -450,3 +450,22 @@ def test_damaged_state_errors_carry_the_path_and_the_repair(repo):
         with pytest.raises(DamagedStateError) as caught:
             store.materialize(T0, T0 + timedelta(days=1), progress=False)
     assert caught.value.path == str(damaged) and REPAIR in caught.value.repair
+
+
+def test_a_read_only_registry_whose_schema_needs_migrating_says_so(tmp_path):
+    from featurestore.registry.migrations import LATEST, upgrade
+    from featurestore.registry.store import create_registry_engine
+
+    path = write_repo(tmp_path / "repo", CODE, registry="sqlite:///registry/registry.db", tables={"stats": _rows()})
+    database = path / "registry" / "registry.db"
+    database.parent.mkdir()
+    engine = create_registry_engine(f"sqlite:///{database}")
+    upgrade(engine, target=LATEST - 1)  # as an older featurestore left it
+    engine.dispose()
+    database.chmod(0o444)
+    database.parent.chmod(0o555)
+    try:
+        assert_clean_error(cli(path, "list", "views", preexec_fn=_read_only_child()), "read-only",
+                           f"migration {LATEST}", "write access")
+    finally:
+        database.parent.chmod(0o755)
