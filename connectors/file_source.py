@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from connectors.object_store import expand, is_remote, list_files
-from featurestore.errors import NotFoundError
+from featurestore.errors import DamagedStateError, NotFoundError
 from featurestore.fingerprints import fingerprint_paths
 from featurestore.ports.engine import ViewData
 from featurestore.ports.source_reader import SourceReader
@@ -73,15 +73,24 @@ def _format(source: FileSource) -> "pds.FileFormat":
 
 
 def read_schema(source: FileSource, repo_path: Path) -> pa.Schema:
-    """The schema of the source's first file (files of one source are expected to agree)."""
-    if is_remote(source.path):
-        fs, infos = remote_files(source)
-        return _format(source).inspect(infos[0].path, filesystem=fs)
-    first = resolve_paths(source, repo_path)[0]
-    if source.file_format == "csv":
-        reader = pacsv.open_csv(first)
-        return reader.schema
-    return pq.read_schema(first)
+    """The schema of the source's first file (files of one source are expected to agree); a file
+    that cannot be read is a DamagedStateError naming it."""
+    first = None
+    try:
+        if is_remote(source.path):
+            fs, infos = remote_files(source)
+            first = infos[0].path
+            return _format(source).inspect(first, filesystem=fs)
+        first = resolve_paths(source, repo_path)[0]
+        if source.file_format == "csv":
+            return pacsv.open_csv(first).schema
+        return pq.read_schema(first)
+    except (OSError, pa.ArrowInvalid) as exc:
+        if first is None or (is_remote(source.path) and not isinstance(exc, pa.ArrowInvalid)):
+            raise  # not the file's content: a store that cannot be reached
+        raise DamagedStateError(f"{_owner(source)}: the file {first} cannot be read: {exc}", path=first,
+                                repair="restore the file from a good copy, or remove it from the source's "
+                                       "path") from None
 
 
 def fingerprint(source: FileSource, repo_path: Path) -> str:

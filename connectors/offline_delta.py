@@ -45,19 +45,30 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
+from connectors import delta_repair
+from connectors.delta_damage import DamageReport
 from connectors.object_store import expand, filesystem, is_remote
-from featurestore.errors import ConflictError, FeatureViewNotFound, InvalidInputError, NotFoundError
+from featurestore.errors import (
+    ConflictError,
+    DamagedStateError,
+    FeatureViewNotFound,
+    InvalidInputError,
+    NotFoundError,
+)
 from featurestore.ports.offline_store import (
     CAP_COMPACT,
     CAP_DELTA,
     CAP_FILES,
+    CAP_REPAIR,
     CAP_VERSIONS,
     REPLACE_TXN,
     OfflineStore,
+    TableRepair,
 )
 from featurestore.timestamps import TS, column_us
 
 APPENDS_DIR = "_appends"
+DAMAGED_DIR = "_damaged"  # where ``repair`` moves what it could not use, per view and time
 PROGRESS_KEY = "featurestore.progress"  # commit metadata: {stream: progress} of a stream commit
 _VIEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 # Data file names: this store's (part-<uuid>.zstd.parquet) and Spark's (part-00000-<uuid>-c000.snappy.parquet).
@@ -132,7 +143,7 @@ class DeltaOfflineStore(OfflineStore):
     2
     """
 
-    capabilities = frozenset({CAP_FILES, CAP_DELTA, CAP_COMPACT, CAP_VERSIONS})
+    capabilities = frozenset({CAP_FILES, CAP_DELTA, CAP_COMPACT, CAP_VERSIONS, CAP_REPAIR})
 
     def __init__(self, config: DeltaOfflineStoreConfig, repo_path: Path, project: str):
         self.config = config
@@ -198,8 +209,44 @@ class DeltaOfflineStore(OfflineStore):
 
         if not DeltaTable.is_deltatable(uri, storage_options=options):
             return None
-        table = self._tables[view] = DeltaTable(uri, storage_options=options)
+        try:
+            table = DeltaTable(uri, storage_options=options)
+        except Exception as exc:  # deltalake names no narrower error for a log it cannot read
+            raise self._unreadable(view, exc) from None
+        self._tables[view] = table
         return table
+
+    # -- damage ------------------------------------------------------------------------------------
+    @property
+    def _damage(self) -> DamageReport:
+        return DamageReport(self.root, self.root.endswith(f"/{APPENDS_DIR}"))
+
+    def _unreadable(self, view: str, exc: Exception) -> Exception:
+        fs, base = filesystem(self._uri(view), self._options())
+        return self._damage.unreadable(view, self._uri(view), fs, base, exc)
+
+    def damaged_file(self, view: str, name: str, reason: str) -> DamagedStateError:
+        """The error for a data file of the view's table that is missing or cannot be read."""
+        return self._damage.damaged_file(view, self._uri(view), name, reason)
+
+    def _file_error(self, view: str, names: list[str], exc: Exception) -> Exception:
+        fs, base = filesystem(self._uri(view), self._options())
+        return self._damage.file_error(view, self._uri(view), fs, base, names, exc)
+
+    def repair(self, view: str) -> TableRepair:
+        """Make the view's table readable (see ``connectors.delta_repair``); damaged files are moved
+        to ``<store>/_damaged/<view>/<time>``. Run it with no stream job or materialization writing."""
+        uri = self._uri(view)
+        self._tables.pop(view, None)
+        self._streams.pop(view, None)
+        fs, base = filesystem(uri, self._options())
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        _, aside = filesystem(f"{self.root}/{DAMAGED_DIR}/{view}/{stamp}", self._options())
+        try:
+            return delta_repair.repair(view, uri, fs, base, aside, self._options(), PROGRESS_KEY,
+                                       self._damage.display)
+        finally:
+            self._tables.pop(view, None)
 
     # -- writes ----------------------------------------------------------------------------------
     def _prepare(self, view: str, table: pa.Table, ts_col: str, handle: Any = None) -> pa.Table:
@@ -349,7 +396,12 @@ class DeltaOfflineStore(OfflineStore):
                         continue  # no row inside the interval
                     removes.append(RemoveAction(f["path"], True, now_ms, size=f["size_bytes"]))
                     if lo is None or hi is None or lo < start or hi > end:  # rows outside stay, in a new file
-                        rows = pq.read_table(f"{base}/{f['path']}", filesystem=fs)
+                        try:
+                            rows = pq.read_table(f"{base}/{f['path']}", filesystem=fs)
+                        except FileNotFoundError:
+                            raise self.damaged_file(view, f["path"], "is missing") from None
+                        except (OSError, pa.ArrowInvalid) as exc:
+                            raise self.damaged_file(view, f["path"], f"cannot be read ({exc})") from None
                         keep = _outside(rows.column(ts_col), start, end)
                         rewritten += self._write_files(view, rows.filter(keep).cast(schema), ts_col)
             claim = Transaction(REPLACE_TXN, 0 if table is None else table.version() + 1)
@@ -414,8 +466,11 @@ class DeltaOfflineStore(OfflineStore):
         fs, base = filesystem(self._uri(view), self._options())
         paths = [f"{base}/{name}" for name in names]
         # pyarrow reads the files itself (deltalake's own dataset hands Arrow a Python filesystem)
-        return pds.dataset(paths, format="parquet", filesystem=fs, schema=schema).to_table(columns=columns,
-                                                                                         filter=cond)
+        try:
+            return pds.dataset(paths, format="parquet", filesystem=fs, schema=schema).to_table(columns=columns,
+                                                                                             filter=cond)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise self._file_error(view, names, exc) from None
 
     @property
     def storage_options(self) -> dict[str, str]:
@@ -440,6 +495,9 @@ class DeltaOfflineStore(OfflineStore):
         fs, base = filesystem(self._uri(view), self._options())
         infos = fs.get_file_info([f"{base}/{name}" for name in names])
         missing = [name for name, info in zip(names, infos) if info.type == pafs.FileType.NotFound]
+        if missing and self.version(view) == version:  # the latest version: its files must be there
+            raise self.damaged_file(view, missing[0], f"is missing ({len(missing)} of its {len(names)} data "
+                                                      f"files are)")
         if missing:
             raise NotFoundError(f"view {view!r}: version {version} of the Delta table {self._uri(view)} can no "
                                 f"longer be read: vacuum removed {len(missing)} of its {len(names)} data files "
@@ -531,7 +589,11 @@ class DeltaOfflineStore(OfflineStore):
         streams = self._stream_entries(view, table)
         props = CommitProperties(custom_metadata={PROGRESS_KEY: json.dumps(streams)} if streams else None,
                                  max_commit_retries=_COMMIT_RETRIES)
-        metrics = table.optimize.compact(commit_properties=props)
+        try:
+            metrics = table.optimize.compact(commit_properties=props)
+        except Exception as exc:  # deltalake names no narrower error for a data file it cannot read
+            names = [uri.rsplit("/", 1)[-1] for uri in table.file_uris()]
+            raise self._file_error(view, names, exc) from None
         return int(metrics.get("numFilesRemoved", 0))
 
     def vacuum(self, view: str | None = None, grace: timedelta = DEFAULT_VACUUM_GRACE) -> list[str]:

@@ -26,7 +26,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from connectors import online_codec as codec
-from featurestore.errors import BackendUnavailableError, InvalidInputError
+from featurestore.errors import BackendUnavailableError, DamagedStateError, InvalidInputError
 from featurestore.ports.online_store import CAP_MULTI_PROCESS, OnlineStore, ReadResult, WriteResult
 
 _SCHEMA = """
@@ -53,6 +53,23 @@ _READ_CHUNK = 500  # keys per SELECT ... IN (...), below SQLite's parameter limi
 _BUSY_TIMEOUT_S = 60.0
 
 
+def _check_path(path: pathlib.Path) -> None:
+    """A DamagedStateError naming the path when no database file can be there: a folder on the way
+    is a regular file, or the path itself is a folder."""
+    blocker = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
+    if blocker is not None and not blocker.is_dir():
+        problem = f"{blocker} is a regular file, not a folder"
+        action = f"move {blocker} away"
+    elif path.is_dir():
+        problem, action = "it is a folder, not a database file", f"move the folder {path} away"
+    else:
+        return
+    raise DamagedStateError(
+        f"the SQLite online store at {path} cannot be opened: {problem}", path=str(path),
+        repair=f"{action} (or set online_store.path in featurestore.yaml to another path), then refill the store "
+               f"with `featurestore materialize START END` over the times its views were materialized for")
+
+
 class SqliteOnlineStoreConfig(BaseModel):
     """``online_store: {type: sqlite, path: data/online.db}``; a relative path resolves against the repo."""
 
@@ -77,6 +94,7 @@ class SqliteOnlineStore(OnlineStore):
             path = pathlib.Path(config.path)
             if not path.is_absolute():
                 path = pathlib.Path(repo_path) / path
+            _check_path(path)
             path.parent.mkdir(parents=True, exist_ok=True)
             self._target, self._uri = str(path), False
         self._local = threading.local()

@@ -18,7 +18,14 @@ from featurestore.errors import IncompatibleChangeError
 from featurestore.on_demand import OnDemandFeatureView, OnDemandSpec
 from featurestore.repo import RepoContents, origin_of
 from featurestore.sources import DataSource
-from featurestore.validate import Problems, check_engine, check_service, check_unique, resolve_view
+from featurestore.validate import (
+    Problems,
+    check_engine,
+    check_secrets,
+    check_service,
+    check_unique,
+    resolve_view,
+)
 
 # A view's fields whose change alters the rows it materializes.
 ROW_FIELDS = {"source", "entities", "entity_columns", "schema", "transform", "filter", "aggregations",
@@ -68,6 +75,8 @@ def desired_state(contents: RepoContents, repo_path: Path, stored: Specs | None 
     services = check_unique("FeatureService", contents.feature_services, problems, origin_of)
     sources = check_unique("data source", contents.sources + [v.source for v in views if v.source], problems,
                            origin_of)
+    for source in sources:
+        check_secrets(source, problems)
     entity_map = {e.name: e for e in entities}
     for name, spec in (stored or {}).get("entity", {}).items():
         entity_map.setdefault(name, Entity.from_spec(spec))

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from featurestore.errors import FeatureStoreError, InvalidInputError, MissingDependencyError, NotFoundError
+from featurestore.secrets import redact
 from serving import server
 
 
@@ -89,11 +90,11 @@ def list_(ctx: click.Context, kind: str) -> None:
 @click.argument("name")
 @click.pass_context
 def describe(ctx: click.Context, kind: str, name: str) -> None:
-    """Print one registry object as JSON."""
+    """Print one registry object as JSON (a secret written out in a source shows as ***)."""
     spec = _store(ctx).registry.get(_KINDS[kind], name)
     if spec is None:
         raise NotFoundError(f"{_KINDS[kind]} {name!r} is not in the registry")
-    click.echo(json.dumps(spec, indent=2, sort_keys=True))
+    click.echo(json.dumps(redact(spec), indent=2, sort_keys=True))
 
 
 @main.command()
@@ -263,13 +264,10 @@ def stream_stop(ctx: click.Context, view: str, timeout: float) -> None:
     click.echo(f"{view}: stopped" if stopped else f"{view}: was not running")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 @main.group()
 def offline() -> None:
-    """Upkeep of the offline store's tables: merge small files, remove files no version needs."""
+    """Upkeep of the offline store's tables: merge small files, remove files no version needs, repair
+    damaged tables."""
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -314,3 +312,19 @@ def offline_vacuum(ctx: click.Context, view: str | None, retain: str) -> None:
     for name in _offline_views(store, view):
         removed = len(store.offline_store.vacuum(name, grace=grace)) + len(store.offline_store.appends.vacuum(name, grace=grace))
         click.echo(f"{name}: {removed} files removed")
+
+
+@offline.command(name="repair")
+@click.argument("view")
+@click.pass_context
+def offline_repair(ctx: click.Context, view: str) -> None:
+    """Make VIEW's offline tables readable again after damage (a commit or checkpoint, or a data file,
+    that cannot be read). Damaged files are moved aside, the last readable state is kept, and what
+    that lost of the materialized rows is rematerialized from the source; streamed or pushed rows
+    that could not be kept are listed as lost. Stop VIEW's stream job and materializations first."""
+    for line in _store(ctx).repair_offline(view).lines():
+        click.echo(line)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -52,6 +52,23 @@ class BackendUnavailableError(FeatureStoreError):
     """An outside system (Redis, PostgreSQL, Kafka, Spark) cannot be reached."""
 
 
+class DamagedStateError(FeatureStoreError):
+    """Stored data cannot be read: a damaged or missing file (a table's commit log, a data file, a
+    source file) or an unusable store path. ``path`` names it; ``repair`` says what repairs it (a
+    command where the product has one), and the message ends with it."""
+
+    def __init__(self, message: str, *, path: str | None = None, repair: str | None = None):
+        super().__init__(f"{message}. To repair: {repair}" if repair else message)
+        self.detail = message
+        self.path = path
+        self.repair = repair
+
+    def with_repair(self, repair: str, owner: str = "") -> "DamagedStateError":
+        """The same damage, said with what the file belongs to (``owner``) and how to repair it."""
+        return DamagedStateError(f"{self.detail} ({owner})" if owner else self.detail, path=self.path,
+                                 repair=repair)
+
+
 class MissingDependencyError(FeatureStoreError, ImportError):
     """An optional dependency is not installed; the message says which extra to install."""
 

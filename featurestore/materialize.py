@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import pyarrow as pa
 
 from featurestore import coverage, timestamps, values
+from featurestore.damage import damage_named
 from featurestore.definitions import FeatureView
 from featurestore.errors import FeatureViewNotFound, InvalidInputError
 from featurestore.ports.engine import (
@@ -134,6 +135,14 @@ def _check_times(view: FeatureView, lo, hi) -> None:
 
 def materialize_view(store: "FeatureStore", view: FeatureView, start: datetime, end: datetime, *,
                      online: bool, progress=None) -> ViewResult:
+    """Copy one view's rows of [start, end) to the stores; a damaged file it meets (of the source or
+    the offline table) is named with what repairs it."""
+    with damage_named(store, [view]):
+        return _materialize_view(store, view, start, end, online=online, progress=progress)
+
+
+def _materialize_view(store: "FeatureStore", view: FeatureView, start: datetime, end: datetime, *,
+                      online: bool, progress=None) -> ViewResult:
     keys, stored = stored_columns(view)
     features = [(c, c, t) for c, t in stored]
     data, _, _ = source_data(store, view, [k for k, _ in keys] + [c for c, _ in stored], start, end)

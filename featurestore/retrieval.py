@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from featurestore import coverage, on_demand, plugins
 from featurestore import types as fstypes
 from featurestore.catalog import Catalog
+from featurestore.damage import damage_named
 from featurestore.definitions import FeatureService, FeatureView, Field
 from featurestore.errors import (
     ConflictError,
@@ -518,7 +519,8 @@ class RetrievalJob:
         for attempt in range(attempts):
             reads = self._view_reads(lo, hi)
             try:
-                return reads, self._store.engine.point_in_time_join(entity, self._ts_col, [r.join for r in reads])
+                with damage_named(self._store, [r.view for r in self._requests]):
+                    return reads, self._store.engine.point_in_time_join(entity, self._ts_col, [r.join for r in reads])
             except Exception:
                 vanished = [f for r in reads for f in r.join.data.files if not os.path.exists(f)]
                 if not vanished or attempt == attempts - 1:
@@ -599,8 +601,9 @@ class RetrievalJob:
                 check_instant(t, f"entity_df column {self._ts_col!r}")
         reads = self._view_reads(lo, self._hi) if lo is not None else []
         self._warn_incomplete(reads)
-        rows = self._store.engine.export_parquet(self._entity_path, self._ts_col, [r.join for r in reads],
-                                                 str(path.resolve()))
+        with damage_named(self._store, [r.view for r in self._requests]):
+            rows = self._store.engine.export_parquet(self._entity_path, self._ts_col, [r.join for r in reads],
+                                                     str(path.resolve()))
         manifest = dict(self._manifest(rows, reads), output=str(path.resolve()), written_by=self._store.engine.name)
         self.manifest = manifest
         _atomic_write(Path(str(path) + ".manifest.json"),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from featurestore import apply as apply_mod
-from featurestore import materialize, push, reproduce
+from featurestore import materialize, push, repair, reproduce
 from featurestore.catalog import Catalog
 from featurestore.config import RepoConfig, backend_config, load_config, resolve_registry_url
 from featurestore.definitions import Entity, FeatureService, FeatureView
@@ -177,3 +177,9 @@ class FeatureStore:
         """Materialize each view from its last watermark (kept in the registry) up to ``end_date``."""
         return materialize.materialize_incremental(self, end_date, feature_views, online=online,
                                                    progress=progress)
+
+    def repair_offline(self, view: str):
+        """Make the view's offline tables readable again after damage (a commit log or data file that
+        cannot be read), rematerializing from the source what the materialized rows lost; returns a
+        RepairResult whose ``lines()`` say what was found, done and lost (``featurestore.repair``)."""
+        return repair.repair_offline(self, view)

@@ -17,6 +17,7 @@ from featurestore import types as fstypes
 from featurestore.definitions import Entity, FeatureService, FeatureView, Field
 from featurestore.errors import DefinitionError, FeatureStoreError, InvalidInputError
 from featurestore.ports.engine import CREATED_TS, EVENT_TS
+from featurestore.secrets import literal_secrets
 from featurestore.sources import DataSource, batch_source_of
 from transforms import infer_type, output_name
 from transforms.compile_duckdb import DuckDBCompiler
@@ -41,6 +42,16 @@ class Problems:
         message = f"{len(self.items)} problems in the definitions:\n" + "\n".join(
             f"  - {p}" for p in self.items)
         raise DefinitionError(message, obj=first.obj, field=first.field)
+
+
+def check_secrets(source: DataSource, problems: Problems) -> None:
+    """A secret written out in a source's definition would be stored in the registry and served by
+    ``GET /registry``: each must be a ``${VAR}`` placeholder, replaced from the environment when read."""
+    for field_name, what in literal_secrets(source.to_spec()):
+        example = (" (postgresql://user:${DB_PASSWORD}@host/db)" if field_name.endswith("url") else "")
+        problems.add(f"{type(source).__name__} {source.name!r}: {what} is written out, and would be stored in the "
+                     f"registry: write ${{VAR}} in its place{example} and set VAR in the environment of every "
+                     f"process that reads the source", obj=source.name, field_name=field_name)
 
 
 def source_schema(source: DataSource, repo_path: Path) -> pa.Schema:

@@ -9,6 +9,8 @@ Every error body is ``{"error": {"type": ..., "message": ...}}`` (validation err
 ``ConflictError``                           409
 body over ``max_body_bytes``, too many rows 413
 ``BackendUnavailableError``                 503 (with ``Retry-After``)
+``DamagedStateError``                       500 with the message: the damaged file or path and its repair
+                                            (retrying does not help until someone repairs it)
 ``ConfigError``, ``MissingDependencyError``  500 with the message
 anything unexpected                         500 naming only the error type (the traceback goes to the log)
 ========================================  ======
@@ -26,6 +28,7 @@ from featurestore.errors import (
     BackendUnavailableError,
     ConfigError,
     ConflictError,
+    DamagedStateError,
     DefinitionError,
     FeatureStoreError,
     InvalidInputError,
@@ -47,6 +50,7 @@ _STATUS: dict[type, int] = {
     DefinitionError: 422,
     ConflictError: 409,
     BackendUnavailableError: 503,
+    DamagedStateError: 500,
     MissingDependencyError: 500,
     ConfigError: 500,
     FeatureStoreError: 500,
@@ -74,7 +78,8 @@ def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {401: "Missing or invalid API key", 403: "The API key lacks the needed scope",
             404: "Unknown feature view, feature, service or push source", 409: "Conflict",
             413: "Request body or entity count over the limit", 422: "Invalid request (names the field)",
-            500: "Server error (names the error type only)",
+            500: "Server error: names the error type only, or, for damaged state (a store path or file), "
+                 "the damaged path and what repairs it",
             503: "The online store (e.g. Redis) is unreachable"}
     return {s: {"model": ErrorResponse, "description": text[s]} for s in statuses}
 

@@ -18,8 +18,9 @@ import functools
 import os
 import re
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from connectors.object_store import expand, filesystem, is_remote
 from featurestore import timestamps
 from featurestore import types as fstypes
-from featurestore.errors import ConfigError, InvalidInputError
+from featurestore.errors import ConfigError, DamagedStateError, InvalidInputError
 from featurestore.online_aggregate import EV_CR, EV_TS, ev_column, state_types
 from featurestore.parquet_files import parquet_files
 from featurestore.ports.engine import (
@@ -86,6 +87,17 @@ def _remote_dataset(uris: tuple[str, ...], options: tuple[tuple[str, str], ...],
 
     fs, _ = filesystem(uris[0], expand(dict(options), "object storage settings"))
     return pds.dataset([u.partition("://")[2] for u in uris], format=file_format, filesystem=fs)
+
+
+def _damaged_file(exc: Exception, files: Iterable[str]) -> DamagedStateError | None:
+    """DuckDB's error about one of ``files`` (truncated, not Parquet, missing) as a DamagedStateError
+    naming it; None when the error is about none of them."""
+    text = str(exc).strip()
+    reason = text.splitlines()[0] if text else type(exc).__name__
+    for path in files:
+        if f"'{path}'" in text or f'"{path}"' in text:
+            return DamagedStateError(f"the file {path} cannot be read: {reason}", path=path)
+    return None
 
 
 class LocalEngineConfig(BaseModel):
@@ -255,6 +267,24 @@ class LocalEngine(Engine):
         con.execute("SET temp_directory = $dir", {"dir": os.path.join(tempfile.gettempdir(), "featurestore-duckdb")})
         return con
 
+    @contextmanager
+    def _session(self, data: Iterable[ViewData], files: Iterable[str] = ()) -> Iterator["duckdb.DuckDBPyConnection"]:
+        """A connection, closed afterwards. DuckDB's error about a file of ``data`` or ``files`` that
+        cannot be read becomes a DamagedStateError naming the file (the caller knows whose it is)."""
+        import duckdb
+
+        con = self._connect()
+        try:
+            yield con
+        except (duckdb.IOException, duckdb.InvalidInputException) as exc:
+            named = [*files, *(f for d in data for f in (*d.files, *d.appended))]
+            damaged = _damaged_file(exc, named)
+            if damaged is None:
+                raise
+            raise damaged from None
+        finally:
+            con.close()
+
     # -- scans ---------------------------------------------------------------------------------
     def _scan(self, con: "duckdb.DuckDBPyConnection", data: ViewData, alias: str,
               params: dict[str, Any]) -> str:
@@ -345,16 +375,13 @@ class LocalEngine(Engine):
     def point_in_time_join(self, entity: pa.Table, timestamp_column: str,
                            joins: list[ViewJoin]) -> pa.Table:
         n = entity.num_rows
-        con = self._connect()
-        try:
+        with self._session([j.data for j in joins]) as con:
             key_columns = sorted({k for j in joins for k, _, _ in j.keys})
             left = entity.select(key_columns + [timestamp_column]).append_column(
                 _ROW, pa.array(np.arange(n, dtype=np.int64)))
             con.register("fs_entity", left)
             sql, params = self._join_sql(con, timestamp_column, joins)
             result = fetch_arrow(con, f"{sql} ORDER BY fs_e.{_ROW}", params)
-        finally:
-            con.close()
         arrays, names = [], []
         for i, join in enumerate(joins):
             for j, (_, out, ftype) in enumerate(join.features):
@@ -375,13 +402,13 @@ class LocalEngine(Engine):
         time range, so the work grows with the rows."""
         import duckdb
 
-        con = self._connect()
-        try:
+        files = parquet_files(entity_path)
+        with self._session([j.data for j in joins], files) as con:
             budget = self.config.export_memory_limit
             if budget and budget.lower() != "none":
                 con.execute("SET memory_limit = $limit", {"limit": budget})
             con.execute("SET preserve_insertion_order = true")
-            chunks = _entity_chunks(parquet_files(entity_path), self.config.export_chunk_rows)
+            chunks = _entity_chunks(files, self.config.export_chunk_rows)
             tmp = f"{output}.{os.getpid()}.tmp"
             appender = _ParquetAppender(tmp)
             try:
@@ -402,8 +429,6 @@ class LocalEngine(Engine):
                 if os.path.exists(tmp):
                     os.unlink(tmp)
             return rows
-        finally:
-            con.close()
 
     def _export_chunk(self, con, chunk: list[tuple[int, str, int | None, int | None]], timestamp_column: str,
                       joins: list[ViewJoin]) -> "duckdb.DuckDBPyRelation":
@@ -569,8 +594,7 @@ class LocalEngine(Engine):
         windowed = [a for a in aggs if a.window is not None]
         lifetime = [a for a in aggs if a.window is None]
         k = ", ".join(quote(c) for c in keys)
-        con = self._connect()
-        try:
+        with self._session([data]) as con:
             params: dict = {"end": end, "start": start}
             scan = self._scan(con, data, "fs_src", params)
             ts = self._ts(data.timestamp_column)
@@ -604,8 +628,6 @@ class LocalEngine(Engine):
             select += [f"life.__fs_latest AS {EVENT_TS}", f"$end::TIMESTAMPTZ AS {CREATED_TS}"]
             table = fetch_arrow(con, f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM touched{joins}",
                                 params)
-        finally:
-            con.close()
         states = state_types(aggs, {c: t.to_arrow() for c, t in events.items()},
                              {name: t for name, _, t in join.features})
         types = states | key_types | {EVENT_TS: pa.timestamp("us", tz="UTC"),
@@ -628,23 +650,19 @@ class LocalEngine(Engine):
     @_time_input_errors
     def time_bounds(self, data: ViewData, start: datetime | None, end: datetime | None
                     ) -> tuple[datetime | None, datetime | None]:
-        con = self._connect()
-        try:
+        with self._session([data]) as con:
             params: dict[str, Any] = {}
             scan = self._scan(con, data, "fs_src", params)
             ts = self._ts(data.timestamp_column)
             where = self._time_filter(ts, start, end, params)
             lo, hi = con.execute(f"SELECT min({ts}), max({ts}) FROM {scan}{where}", params).fetchall()[0]
-        finally:
-            con.close()
         return lo, hi
 
     @_time_input_errors
     def read_rows(self, data: ViewData, keys: list[tuple[str, pa.DataType]],
                   features: list[tuple[str, str, pa.DataType]], start: datetime | None,
                   end: datetime | None) -> pa.Table:
-        con = self._connect()
-        try:
+        with self._session([data]) as con:
             params: dict[str, Any] = {}
             scan = self._scan(con, data, "fs_src", params)
             ts = self._ts(data.timestamp_column)
@@ -655,8 +673,6 @@ class LocalEngine(Engine):
             cols.append(f"{created} AS {CREATED_TS}")
             sql = f"SELECT {', '.join(cols)} FROM {scan}{self._time_filter(ts, start, end, params)}"
             table = fetch_arrow(con, sql, params)
-        finally:
-            con.close()
         return conform_rows(table, keys, features)
 
 

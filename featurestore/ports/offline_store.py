@@ -18,11 +18,15 @@ Semantics every backend keeps:
 - **Times.** Timestamps are stored as UTC microseconds (``featurestore.timestamps``).
 - **Other writers.** A store declaring ``CAP_DELTA`` keeps each view as a Delta table that other
   Delta writers may replace intervals of, each replace claiming ``REPLACE_TXN`` (see its comment).
+- **Damage.** A table or data file that cannot be read raises ``DamagedStateError`` naming the file;
+  a store declaring ``CAP_REPAIR`` names ``repair_command(view)`` there, and ``repair(view)`` brings
+  the table back to a readable state, reporting what could not be kept (``TableRepair``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,6 +42,32 @@ CAP_DELTA = "delta"
 REPLACE_TXN = "featurestore.replace"
 CAP_COMPACT = "compact"  # ``compact`` merges small files and ``vacuum`` removes unreferenced ones
 CAP_VERSIONS = "versions"  # ``version(view)`` names a commit and ``read(..., version=)`` reads it again
+CAP_REPAIR = "repair"  # ``repair(view)`` makes a damaged table readable again
+
+
+def repair_command(view: str) -> str:
+    """The command that repairs a view's offline tables (``featurestore.repair``)."""
+    return f"featurestore offline repair {view}"
+
+
+@dataclass
+class TableRepair:
+    """What ``repair`` found in one table and did about it.
+
+    ``lost_times`` are the event-time ranges (inclusive) of rows the repair could not keep; None when
+    they are unknown (commits that could not be read: any time may be affected). ``notes`` say, one
+    line each, what was damaged and what was done."""
+
+    view: str
+    table: str
+    notes: list[str] = field(default_factory=list)
+    lost_rows: int | None = 0
+    lost_times: list[tuple[datetime, datetime]] | None = field(default_factory=list)
+    set_aside: str | None = None  # where the damaged files were moved
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.notes)
 
 
 class OfflineStore(ABC):
@@ -135,6 +165,10 @@ class OfflineStore(ABC):
     def vacuum(self, view: str | None = None, grace: timedelta = timedelta(days=7)) -> list[str]:
         """Delete files that no version younger than ``grace`` needs; returns them (``CAP_COMPACT``)."""
         return []
+
+    def repair(self, view: str) -> TableRepair:
+        """Make the view's table readable again (``CAP_REPAIR``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot repair its tables")
 
     def close(self) -> None:  # noqa: B027 - stores without resources need nothing here
         """Release connections and handles."""

@@ -9,6 +9,12 @@ read-modify-write inside ``with registry.write() as tx:`` never loses a concurre
 * SQLite: the transaction starts with ``BEGIN IMMEDIATE`` (the database write lock), the file is in
   WAL mode so readers are not blocked, and a busy timeout makes writers wait instead of failing.
 
+A registry the process may only read (a SQLite file or folder without write permission, a
+PostgreSQL role without write grants or in read-only transactions) serves reads; opening it writes
+nothing when its schema is current, and a write raises :class:`RegistryReadOnlyError`. A SQLite
+database in WAL mode inside a folder the process cannot write is opened immutable: it is read as
+it was when opened (no one without write access to the folder can change it meanwhile).
+
 >>> reg = Registry("sqlite://", "demo")
 >>> with reg.write() as tx:
 ...     tx.put("entity", "driver", {"name": "driver", "join_keys": ["driver_id"]})
@@ -34,10 +40,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterator
+from urllib.parse import quote
 
 from sqlalchemy import Engine, and_, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, InterfaceError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+)
 
 from featurestore.errors import (
     BackendUnavailableError,
@@ -48,12 +62,13 @@ from featurestore.errors import (
     NotFoundError,
 )
 from featurestore.registry import schema as t
-from featurestore.registry.migrations import SQLITE_BEGIN_OPTION, upgrade
+from featurestore.registry.migrations import LATEST, SQLITE_BEGIN_OPTION, upgrade
 
 __all__ = [
     "ObjectVersion",
     "Registry",
     "RegistryObjectNotFound",
+    "RegistryReadOnlyError",
     "RegistryReader",
     "RegistryUnavailableError",
     "RegistryUsageError",
@@ -76,6 +91,21 @@ class RegistryObjectNotFound(NotFoundError):
 
 class RegistryUnavailableError(BackendUnavailableError):
     """The registry database cannot be reached, or its lock could not be taken in time."""
+
+
+class RegistryReadOnlyError(FeatureStoreError):
+    """A write to a registry this process may only read (see the module docs)."""
+
+
+# PostgreSQL's SQLSTATEs for a write refused: insufficient_privilege, read_only_sql_transaction.
+_PG_READ_ONLY = {"42501", "25006"}
+
+
+def _is_read_only(exc: DBAPIError) -> bool:
+    """Whether the database refused a write because this connection may only read."""
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return state in _PG_READ_ONLY or "readonly database" in str(orig) or "read-only" in str(orig)
 
 
 class RegistryUsageError(FeatureStoreError):
@@ -134,13 +164,22 @@ def create_registry_engine(url: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEO
     engine = create_engine(sa_url, connect_args={"timeout": lock_timeout})
     memory = _sqlite_is_memory(sa_url)
 
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect, _record, cargs, cparams):
+        connection = dialect.loaded_dbapi.connect(*cargs, **cparams)
+        if memory or cparams.get("uri") or _opens(connection):
+            return connection
+        connection.close()  # WAL in a folder it cannot write: read it immutable (module docs)
+        return dialect.loaded_dbapi.connect(f"file:{quote(cargs[0])}?mode=ro&immutable=1",
+                                            **{**cparams, "uri": True})
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
-            if not memory:
+            if not memory and cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 _switch_to_wal(cursor, lock_timeout)
         finally:
             cursor.close()
@@ -155,10 +194,21 @@ def create_registry_engine(url: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEO
     return engine
 
 
+def _opens(connection: sqlite3.Connection) -> bool:
+    """Whether the database can be read through ``connection``: a WAL database in a folder this
+    process cannot write cannot, as SQLite cannot make its shared-memory file there."""
+    try:
+        connection.execute("PRAGMA schema_version").fetchone()
+        return True
+    except sqlite3.OperationalError as exc:
+        return "readonly" not in str(exc) and "unable to open" not in str(exc)
+
+
 def _switch_to_wal(cursor, lock_timeout: float) -> None:
     """``PRAGMA journal_mode = WAL``, retried while another connection holds the lock: switching the
     journal mode answers "database is locked" at once, without waiting for the busy timeout (seen
-    when several processes open a new registry together)."""
+    when several processes open a new registry together). A database this process may only read
+    keeps its mode."""
     deadline = time.monotonic() + lock_timeout
     pause = 0.005
     while True:
@@ -166,6 +216,8 @@ def _switch_to_wal(cursor, lock_timeout: float) -> None:
             cursor.execute("PRAGMA journal_mode = WAL")
             return
         except sqlite3.OperationalError as exc:
+            if "readonly" in str(exc):
+                return
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(pause)
@@ -469,10 +521,17 @@ class Registry:
         self._memory = sa_url.get_backend_name() == "sqlite" and _sqlite_is_memory(sa_url)
         try:
             upgrade(self._engine)
-        except (OperationalError, InterfaceError) as exc:
+        except DBAPIError as exc:
             self._engine.dispose()
             self._engine = None
-            raise RegistryUnavailableError(f"cannot open the registry at {self._safe_url()}: {exc.orig}") from exc
+            if _is_read_only(exc):
+                raise RegistryReadOnlyError(
+                    f"the registry at {self._safe_url()} is read-only ({exc.orig}) and its schema is older than "
+                    f"this featurestore's (migration {LATEST}): open it once with write access to migrate it, "
+                    f"e.g. `featurestore plan`") from exc
+            if isinstance(exc, (OperationalError, InterfaceError)):
+                raise RegistryUnavailableError(f"cannot open the registry at {self._safe_url()}: {exc.orig}") from exc
+            raise
         except BaseException:
             self._engine.dispose()
             self._engine = None
@@ -565,8 +624,14 @@ class Registry:
                     if tx is not None:
                         tx._open = False
             tx._committed = True
-        except (OperationalError, InterfaceError) as exc:
-            raise RegistryUnavailableError(f"registry write failed at {self._safe_url()}: {exc.orig}") from exc
+        except DBAPIError as exc:
+            if _is_read_only(exc):
+                raise RegistryReadOnlyError(
+                    f"the registry at {self._safe_url()} is read-only for this process ({exc.orig}): apply, "
+                    f"materialize and other changes need write access to it; reads work") from exc
+            if isinstance(exc, (OperationalError, InterfaceError)):
+                raise RegistryUnavailableError(f"registry write failed at {self._safe_url()}: {exc.orig}") from exc
+            raise
         finally:
             self._local.writing = False
             self._local.write_conn = None

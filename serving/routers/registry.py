@@ -1,12 +1,14 @@
 """Read-only registry: ``GET /registry`` (summary), ``/registry/entities``, ``/registry/feature-views``,
 ``/registry/on-demand-feature-views``, ``/registry/feature-services``, ``/registry/data-sources`` and
-``/<kind>/{name}``, as stored specs."""
+``/<kind>/{name}``, as stored specs, with any secret written out in a source (stored before apply
+refused them) shown as ``***`` (``featurestore.secrets``)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request  # noqa: TID253
 
 from featurestore.errors import NotFoundError
+from featurestore.secrets import redact
 from serving.errors import error_responses
 from serving.models import (
     DataSourceList,
@@ -38,7 +40,7 @@ _KINDS = {  # path segment -> (registry kind, list key, noun)
 def _list(request: Request, segment: str) -> JSONBytesResponse:
     kind, key, _ = _KINDS[segment]
     specs = state_of(request).store.registry.list(kind)
-    return JSONBytesResponse({key: [specs[name] for name in sorted(specs)]})
+    return JSONBytesResponse({key: [redact(specs[name]) for name in sorted(specs)]})
 
 
 def _get(request: Request, segment: str, name: str) -> JSONBytesResponse:
@@ -46,7 +48,7 @@ def _get(request: Request, segment: str, name: str) -> JSONBytesResponse:
     spec = state_of(request).store.registry.get(kind, name)
     if spec is None:
         raise NotFoundError(f"{noun} {name!r} is not in the registry")
-    return JSONBytesResponse(spec)
+    return JSONBytesResponse(redact(spec))
 
 
 @router.get("", response_model=RegistrySummary, responses=error_responses(401, 403, 503))
