@@ -515,6 +515,9 @@ class RedisOnlineStore(OnlineStore):
                 pass
         return _pack_mget(self._read_keys(view, join_keys, keys))
 
+    def _read_all(self, reads: list[tuple]) -> list[ReadResult]:
+        return [self.read(*args) for args in reads]
+
     async def read_many_async(self, reads: list[tuple]) -> list[ReadResult]:
         """``[read(*args) for args in reads]`` without blocking the running event loop: the MGETs of all
         ``reads`` are pipelined on this loop's connection (see the module docstring)."""
@@ -536,9 +539,6 @@ class RedisOnlineStore(OnlineStore):
             rows = reply if keys else []
             out.append(self._decoder.decode(rows, features, feature_types))
         return out
-
-    def _read_all(self, reads: list[tuple]) -> list[ReadResult]:
-        return [self.read(*args) for args in reads]
 
     def delete_view(self, view: str) -> None:
         pattern = _glob_escape(self._view_prefix(view).decode()) + "*"

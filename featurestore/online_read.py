@@ -177,8 +177,10 @@ class OnlineReader:
             name, features = r.name, r.all_features
             if name in shape.aggregations:
                 read, types = list(shape.state[name]), shape.state[name]
-            else:
-                read, types = features, {f: shape.types[name][f] for f in features}
+            else:  # in the view's schema order: one row layout for every order a client lists them in
+                position = {f: i for i, f in enumerate(shape.types[name])}
+                read = sorted(features, key=position.__getitem__)
+                types = {f: shape.types[name][f] for f in read}
             shape.views.append((name, keys[name], [k for k, _ in keys[name]], read, types,
                                 [(f, names[(name, f)]) for f in features], shape.ttl[name]))
         self._shapes.put(cache_key, shape, self.store.online_cache_bytes)

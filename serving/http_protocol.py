@@ -10,12 +10,13 @@ so the writes of an iteration are gathered and handed to the transport once, at 
 first. Everything else (reading, flow control, upgrades) is the transport's own.
 
 ``GuardedHttpToolsProtocol`` adds what uvicorn lacks against stalled or hostile clients: a request's
-line and headers must arrive within ``header_timeout`` seconds of the connection being ready for it (its
-opening, or the previous response's end) and within ``max_header_bytes``; its body within
-``body_timeout`` seconds of the headers' end. A deadline missed answers 408 (431 for headers too large)
-and closes the connection; a connection that has not begun a request is closed without an answer (a
-client racing a new request against it would read the 408 as its answer). Deadlines are checked by
-one sweep per event loop every ``SWEEP_SECONDS``, so a request costs a few attribute writes, not timers.
+line and headers must arrive within ``header_timeout`` seconds -- counted from the connection's opening
+for its first request, from the first byte for a later one (the idle wait between requests is uvicorn's
+keep-alive timeout, 5 s) -- and within ``max_header_bytes``; its body within ``body_timeout`` seconds of
+the headers' end. A deadline missed answers 408 (431 for headers too large) and closes the connection; a
+connection that has not begun a request is closed without an answer (a client racing a new request
+against it would read the 408 as its answer). Deadlines are checked by one sweep per event loop every
+``SWEEP_SECONDS``, so a request costs a few attribute writes, not timers.
 """
 
 from __future__ import annotations
@@ -155,6 +156,8 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self.deadline = self.loop.time() + self.header_timeout
 
     def data_received(self, data: bytes) -> None:
+        if self._phase is _HEADERS and self.deadline is None and (self.cycle is None or self.cycle.response_complete):
+            self.deadline = self.loop.time() + self.header_timeout  # a keep-alive request's first byte
         self._completed_in_chunk = False
         super().data_received(data)
         # Still within a request's headers, and no request ended in this chunk: all of it was headers.
@@ -188,9 +191,9 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         super().on_response_complete()
         if self.transport.is_closing() or pipelined:
             return  # closing, or the next request's headers are in and it starts now
-        if self._phase is None:
-            self._await_headers()
-        elif self._phase is _HEADERS:
+        if self._phase is None:  # idle until the next request's first byte (uvicorn's keep-alive timeout)
+            self._phase, self._begun, self._header_bytes, self.deadline = _HEADERS, False, 0, None
+        elif self._phase is _HEADERS:  # a pipelined request's headers began during the response
             self.deadline = self.loop.time() + self.header_timeout
 
     def deadline_passed(self) -> None:

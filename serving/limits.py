@@ -24,11 +24,16 @@ setting                  bounds                                     default     
 
 The timeouts suit a server without a proxy in front: 10 s for headers is ample for any real client
 (they send them in one segment) and 30 s carries a 1 MB body at 33 KB/s; idle keep-alive connections are
-closed after uvicorn's 5 s. Memory: on top of a worker's idle footprint, a hostile read-only client can
-make it hold at most ``shape_cache_bytes`` of plans plus, per open connection, one body of at most
-``max_body_bytes`` and ``max_header_bytes`` of headers, plus the transient objects of the request being
-parsed (a few times its body). ``MEMORY_BOUND_BYTES`` states it for the defaults and
-``tests/test_serving_limits.py`` holds a real server to it.
+closed after uvicorn's 5 s.
+
+Memory: on top of a worker's idle footprint, a hostile client's requests make it hold at most
+``memory_bound_bytes(limits, connections)``: the plan cache (``shape_cache_bytes``); the online store's
+row layouts (``connectors.online_codec.RowDecoder`` keeps those of its last 257 distinct feature lists,
+up to ``max_features`` features of about 400 bytes each); per open connection one body and one header
+block; the objects of the requests being parsed (a few times a body); and 64 MiB of allocator slack.
+With the defaults and 16 connections that is about 250 MB; ``max_connections`` times
+``max_body_bytes`` is the term to lower for a worker with little memory. ``tests/test_serving_limits.py``
+holds a real server to it.
 """
 
 from __future__ import annotations
@@ -86,8 +91,15 @@ class ServingLimits:
         return {self.env_var(f.name): str(getattr(self, f.name)) for f in fields(self)}
 
 
-# The extra memory a worker may reach under a hostile read-only client, with the default limits and up
-# to 16 concurrent connections (see the module docstring): the plan cache, each connection's body and
-# headers, and 64 MiB for the request being parsed, allocator slack and the online store's own caches.
-MEMORY_BOUND_BYTES = (DEFAULT_SHAPE_CACHE_BYTES + 16 * (ServingLimits.max_body_bytes + ServingLimits.max_header_bytes)
-                      + 64 * 2**20)
+ROW_LAYOUT_REQUESTS = 257  # feature lists whose row layouts online_codec.RowDecoder keeps
+ROW_LAYOUT_BYTES_PER_FEATURE = 512
+
+
+def memory_bound_bytes(limits: ServingLimits, connections: int) -> int:
+    """The most memory a worker holds beyond its idle footprint for ``connections`` open connections
+    (see the module docstring)."""
+    return (limits.shape_cache_bytes
+            + ROW_LAYOUT_REQUESTS * limits.max_features * ROW_LAYOUT_BYTES_PER_FEATURE
+            + connections * (limits.max_body_bytes + limits.max_header_bytes)
+            + 16 * limits.max_body_bytes
+            + 64 * 2**20)

@@ -52,7 +52,7 @@ def run(repo: str, *, host: str = "127.0.0.1", port: int = 6566, workers: int = 
     sock = config.bind_socket()
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    Multiprocess(config, sockets=[sock]).run()
+    Multiprocess(config, sockets=[sock]).run()  # no target: uvicorn >= 0.51 (pyproject's lower bound)
 
 
 def _http_protocol(limits: "ServingLimits") -> Any:
