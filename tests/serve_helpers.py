@@ -33,6 +33,10 @@ class Served:
     proc: subprocess.Popen
     host: str
     port: int
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
 
     @property
     def url(self) -> str:
@@ -82,10 +86,11 @@ def serve(repo: Path, *args: str, env: dict | None = None, python_code: str | No
     launcher = ["-c", python_code] if python_code else ["-m", "featurestore.cli"]
     cmd = [sys.executable, *launcher, "--repo", str(repo), "serve", "--port", str(port),
            "--log-level", "warning", *args]
-    log = open(repo / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed below
+    log_path = repo / f"serve-{port}.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    served = Served(proc, "127.0.0.1", port)
+    served = Served(proc, "127.0.0.1", port, log_path)
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
@@ -95,7 +100,7 @@ def serve(repo: Path, *args: str, env: dict | None = None, python_code: str | No
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     log.flush()
-                    raise RuntimeError(f"server did not start: {(repo / f'serve-{port}.log').read_text()[-3000:]}") from None
+                    raise RuntimeError(f"server did not start: {served.log_text()[-3000:]}") from None
                 time.sleep(0.2)
         yield served
     finally:

@@ -9,6 +9,7 @@ still answer, and the waiting lookups must time out side by side, not one after 
 
 from __future__ import annotations
 
+import asyncio
 import random
 import signal
 import tempfile
@@ -18,10 +19,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import hiredis
+import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
 from connectors.online_redis import ReplyError, _PyReplyReader
+from featurestore.errors import BackendUnavailableError
 from serving.app import create_app
 from tests.serve_helpers import WITHOUT_HIREDIS, private_redis, serve
 from tests.test_serving import build_store, column, lookup
@@ -157,3 +160,46 @@ def test_frozen_redis_never_blocks_the_event_loop(tmp_path, transport):
         assert status == 200, body
         assert column(body, "label")["values"] == ["l2", None, None]
 
+
+
+def test_a_connection_the_loop_cannot_make_is_read_in_the_thread_pool(tmp_path, redis_server_factory):
+    """Settings the async path cannot honour (OCSP checks, a custom connection class; forced here) fall
+    back to the blocking read in the loop's thread pool, never on the loop: it keeps running while
+    the read waits for a frozen Redis."""
+    tcp = redis_server_factory()
+    store = build_store(tmp_path / "repo", redis_yaml(tcp.url))
+    try:
+        online = store.online_store
+        online._async = None  # what for_pool gives for such settings
+        reads = [("stats", ["driver_id"], [(2,)], ["trips"], {"trips": pa.int64()})]
+
+        async def read_while_ticking() -> tuple[object, int]:
+            ticks = 0
+
+            async def tick() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            ticker = asyncio.create_task(tick())
+            try:
+                return await online.read_many_async(reads), ticks
+            except Exception as exc:  # noqa: BLE001 - returned for the assertions
+                return exc, ticks
+            finally:
+                ticker.cancel()
+
+        result, _ = asyncio.run(read_while_ticking())
+        assert result[0].values == {"trips": [20]}
+        tcp.proc.send_signal(signal.SIGSTOP)
+        try:
+            start = time.perf_counter()
+            result, ticks = asyncio.run(read_while_ticking())
+            waited = time.perf_counter() - start
+        finally:
+            tcp.proc.send_signal(signal.SIGCONT)
+        assert isinstance(result, BackendUnavailableError)
+        assert waited >= SOCKET_TIMEOUT * 0.9 and ticks >= SOCKET_TIMEOUT / 0.01 / 3
+    finally:
+        store.close()

@@ -1,7 +1,7 @@
 """Stalled clients are timed out: raw sockets against a real ``featurestore serve``.
 
 The server runs with a 1 s header timeout (from FEATURESTORE_HEADER_TIMEOUT), a 2 s body timeout (from
-``--body-timeout``) and a 4 KiB header limit (``--max-header-bytes``). Unfinished headers, an unfinished
+``--body-timeout``), a 4 KiB header limit (``--max-header-bytes``) and 12 connections at most. Unfinished headers, an unfinished
 body, a trickle that never ends and oversized headers are answered 408 / 431 and closed within the
 limit; a slow client that finishes in time is served, also for a second request on the same connection.
 Last, the server (two workers, deadlines included) runs on the lowest uvicorn pyproject.toml allows.
@@ -26,7 +26,7 @@ from serving.limits import ServingLimits
 from tests.serve_helpers import serve
 from tests.test_serving import build_store, column
 
-HEADER_TIMEOUT, BODY_TIMEOUT, MAX_HEADER_BYTES = 1.0, 2.0, 4096
+HEADER_TIMEOUT, BODY_TIMEOUT, MAX_HEADER_BYTES, MAX_CONNECTIONS = 1.0, 2.0, 4096, 12
 SLACK = 0.8  # the deadline sweep runs every 0.25 s; the machine is shared
 BODY = json.dumps({"features": ["stats:trips"], "entities": {"driver_id": [2, 99]}}).encode()
 HEAD = (b"POST /get-online-features HTTP/1.1\r\nHost: test\r\ncontent-type: application/json\r\n"
@@ -38,7 +38,7 @@ def server(tmp_path_factory):
     store = build_store(tmp_path_factory.mktemp("timeouts") / "repo", "{type: sqlite, path: data/online.db}")
     store.close()
     with serve(store.repo_path, "--body-timeout", str(BODY_TIMEOUT), "--max-header-bytes", str(MAX_HEADER_BYTES),
-               env={"FEATURESTORE_HEADER_TIMEOUT": str(HEADER_TIMEOUT)}) as served:
+               "--max-connections", str(MAX_CONNECTIONS), env={"FEATURESTORE_HEADER_TIMEOUT": str(HEADER_TIMEOUT)}) as served:
         yield served
 
 
@@ -125,15 +125,20 @@ def test_a_header_trickle_that_never_ends_is_cut_at_the_deadline(server):
     assert error_of(response)[0] == 408
 
 
-def test_unfinished_body_is_408_within_the_body_timeout(server):
+@pytest.mark.parametrize("path", ["/get-online-features", "/push"])
+def test_unfinished_body_is_408_within_the_body_timeout(server, path):
+    """The lookup fast path and a FastAPI route alike: 408, and the app sees the client gone (no
+    error in the server's log)."""
     with connect(server) as sock:
-        sock.sendall(HEAD)
+        sock.sendall(HEAD.replace(b"/get-online-features", path.encode()))
         start = time.perf_counter()
         sock.sendall(BODY[:10])
         response, closed = read_until_closed(sock)
     assert BODY_TIMEOUT - 0.05 <= closed - start <= BODY_TIMEOUT + SLACK
     status, error = error_of(response)
     assert status == 408 and "body_timeout" in error["message"] and "2 s" in error["message"]
+    time.sleep(0.3)
+    assert "Traceback" not in server.log_text()
 
 
 def test_oversized_headers_are_431(server):
@@ -159,6 +164,22 @@ def test_slow_client_within_the_limits_is_served_twice_on_one_connection(server)
             assert status == 200, body
             assert column(body, "trips")["values"] == [20, None]
             time.sleep(0.5)
+
+
+def test_silent_connections_cannot_hold_the_connection_limit(server):
+    """Connections that never send a request fill the limit (503) only until the header timeout closes
+    them; then the server answers again."""
+    idle = [connect(server) for _ in range(MAX_CONNECTIONS)]
+    try:
+        status, _, _ = server.request("GET", "/health")
+        assert status == 503
+        time.sleep(HEADER_TIMEOUT + SLACK)
+        status, body, _ = server.request("GET", "/health")
+        assert status == 200, body
+        assert all(read_until_closed(sock)[0] == b"" for sock in idle)
+    finally:
+        for sock in idle:
+            sock.close()
 
 
 def test_defaults_suit_a_server_without_a_proxy():
