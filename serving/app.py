@@ -74,8 +74,8 @@ def create_app(store: "FeatureStore", *, api_keys: dict[str, set[str]] | None = 
     ``close_store`` closes the store when the app shuts down.
     """
     ServingLimits(max_body_bytes=max_body_bytes, max_entities=max_entities, max_features=max_features,
-                  shape_cache_bytes=shape_cache_bytes or _DEFAULTS.shape_cache_bytes)  # checks them
-    if shape_cache_bytes is not None:
+                  shape_cache_bytes=store.online_cache_bytes if shape_cache_bytes is None else shape_cache_bytes)
+    if shape_cache_bytes is not None:  # (the line above refuses limits that are not positive numbers)
         store.online_cache_bytes = shape_cache_bytes
 
     @asynccontextmanager
@@ -123,8 +123,9 @@ def _add_openapi_schemas(app: FastAPI, schemas: dict, max_features: int) -> None
             spec = generate()
             components = spec.setdefault("components", {}).setdefault("schemas", {})
             components.update(copy.deepcopy(schemas))
-            features = components["GetOnlineFeaturesRequest"]["properties"]["features"]["anyOf"][0]
-            features.update(maxItems=max_features, uniqueItems=True)
+            for variant in components["GetOnlineFeaturesRequest"]["properties"]["features"]["anyOf"]:
+                if variant.get("type") == "array":
+                    variant.update(maxItems=max_features, uniqueItems=True)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

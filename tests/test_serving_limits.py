@@ -14,16 +14,21 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import re
 import socket
 import threading
 import time
+from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from featurestore import FeatureStore
+from featurestore.cli import main
+from featurestore.cli import serve as serve_command
 from featurestore.errors import ConfigError
 from featurestore.online_read import plan_bytes
 from serving.app import create_app
@@ -200,3 +205,20 @@ def test_limits_from_the_environment():
         ServingLimits.from_env({"FEATURESTORE_MAX_FEATURES": "many"})
     with pytest.raises(ConfigError, match="max_entities must be a positive number"):
         ServingLimits.from_env({"FEATURESTORE_MAX_ENTITIES": "0"})
+
+
+def test_serve_flags_state_the_defaults_and_the_variables():
+    """``featurestore serve --help`` gives each limit's default as ``ServingLimits`` has it (its help
+    cannot import the heavy default itself), and each flag reads its FEATURESTORE_* variable."""
+    text = " ".join(CliRunner().invoke(main, ["serve", "--help"]).output.split())
+    defaults = ServingLimits()
+    for f in fields(ServingLimits):
+        flag = "--" + f.name.replace("_", "-")
+        value = getattr(defaults, f.name)
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        if f.name == "shape_cache_bytes":
+            assert value == 16 * 2**20
+            shown = "16 MiB"
+        assert re.search(re.escape(flag) + r" [^\[]*\[default: " + re.escape(shown) + r"\]", text), flag
+        option = next(p for p in serve_command.params if p.name == f.name)
+        assert option.envvar == ServingLimits.env_var(f.name)
