@@ -74,7 +74,7 @@ def create_app(store: "FeatureStore", *, api_keys: dict[str, set[str]] | None = 
     ``close_store`` closes the store when the app shuts down.
     """
     ServingLimits(max_body_bytes=max_body_bytes, max_entities=max_entities, max_features=max_features,
-                  shape_cache_bytes=store.online_cache_bytes if shape_cache_bytes is None else shape_cache_bytes)
+                  shape_cache_bytes=_DEFAULTS.shape_cache_bytes if shape_cache_bytes is None else shape_cache_bytes)
     if shape_cache_bytes is not None:  # (the line above refuses limits that are not positive numbers)
         store.online_cache_bytes = shape_cache_bytes
 

@@ -146,10 +146,17 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self._deadlines.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._forget()
+        super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        self._forget()  # the connection is the WebSocket protocol's from now on
+        super().handle_websocket_upgrade()
+
+    def _forget(self) -> None:
         self.deadline = None
         if self._deadlines is not None:
             self._deadlines.connections.discard(self)
-        super().connection_lost(exc)
 
     def _await_headers(self) -> None:
         self._phase, self._begun, self._header_bytes = _HEADERS, False, 0
