@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Private test services for this checkout: PostgreSQL (registry), Redis (online store), a
+# Private test services for this checkout: PostgreSQL (registry), Redis (online store; a second one
+# speaking only TLS, for rediss://), a
 # single-node Kafka broker (stream sources; its jars come from Maven Central via .ci/jvm/pom.xml) and
 # an S3-compatible object store (MinIO, whose conditional PUT is atomic, built from source with
 # `go install` into .ci/cache/minio; at http://127.0.0.1:59100).
@@ -26,7 +27,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$ROOT/.ci/state"
 STARTED_LIST="$STATE/started"
-SERVICES=(postgres redis kafka s3)
+SERVICES=(postgres redis redis_tls kafka s3)
 WAIT_SECONDS="${FS_SERVICES_WAIT_SECONDS:-60}"
 
 PG_PORT=55432
@@ -312,6 +313,101 @@ redis_stop() {
 redis_env() {
     echo "export FS_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0"
     echo "export FS_REDIS_SERVER_BIN=$(redis_bin || echo /usr/bin/redis-server)"
+}
+
+# ---------------------------------------------------------------- redis_tls
+# A second redis-server that speaks only TLS (Debian's redis-server has TLS built in), for lookups over
+# rediss://. Its certificates are made by openssl into .ci/state/redis-tls (once; again when missing
+# or within a day of expiry): a test CA (ca.crt) and a server certificate for 127.0.0.1 and localhost
+# signed by it. Clients need no certificate (--tls-auth-clients no) but must trust ca.crt
+# (FS_TEST_REDIS_TLS_CA; the URL takes it as ?ssl_ca_certs=). Tests that freeze or kill a TLS server
+# start their own with the same files (FS_TEST_REDIS_TLS_CERT, FS_TEST_REDIS_TLS_KEY).
+REDIS_TLS_PORT="${FS_REDIS_TLS_PORT:-56380}"
+REDIS_TLS_DIR="$STATE/redis-tls"
+
+redis_tls_install() {
+    redis_install
+    if ! command -v openssl >/dev/null; then apt_install openssl; fi
+}
+
+# The certificates exist and stay valid for another day.
+redis_tls_certs_ok() {
+    local f
+    for f in ca.crt server.crt server.key; do [[ -s "$REDIS_TLS_DIR/$f" ]] || return 1; done
+    openssl x509 -checkend 86400 -noout -in "$REDIS_TLS_DIR/server.crt" >/dev/null 2>&1
+}
+
+redis_tls_make_certs() {
+    redis_tls_certs_ok && return 0
+    mkdir -p "$REDIS_TLS_DIR"
+    local tmp; tmp="$(mktemp -d "$REDIS_TLS_DIR/.certs.XXXXXX")"
+    log "redis_tls: making a test CA and a server certificate in $REDIS_TLS_DIR"
+    (
+        cd "$tmp"
+        openssl req -x509 -new -nodes -newkey rsa:2048 -sha256 -days 3650 -keyout ca.key -out ca.crt \
+            -subj "/CN=featurestore test CA" -addext "basicConstraints=critical,CA:TRUE" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" -addext "subjectKeyIdentifier=hash"
+        openssl req -new -nodes -newkey rsa:2048 -sha256 -keyout server.key -out server.csr -subj "/CN=localhost"
+        printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=critical,CA:FALSE" \
+            "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" \
+            "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid,issuer" >server.ext
+        openssl x509 -req -sha256 -days 3650 -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+            -out server.crt -extfile server.ext
+    ) >"$tmp/openssl.log" 2>&1 || { tail_log "$tmp/openssl.log"; rm -rf "$tmp"; die "redis_tls: openssl failed"; }
+    chmod 600 "$tmp/ca.key" "$tmp/server.key"
+    mv -f "$tmp"/ca.crt "$tmp"/ca.key "$tmp"/server.crt "$tmp"/server.key "$REDIS_TLS_DIR/"
+    rm -rf "$tmp"
+}
+
+redis_tls_up() {
+    [[ -s "$REDIS_TLS_DIR/ca.crt" ]] || return 1
+    [[ "$(redis_cli --tls --cacert "$REDIS_TLS_DIR/ca.crt" -h 127.0.0.1 -p "$REDIS_TLS_PORT" ping 2>/dev/null)" == "PONG" ]]
+}
+
+# Something listens on the port (then it is not ours, if redis_tls_up said no).
+redis_tls_port_taken() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_TLS_PORT") 2>/dev/null
+}
+
+redis_tls_start() {
+    local bin; bin="$(redis_bin)" || die "redis_tls: redis-server not installed (run: $0 install redis_tls)"
+    local logf="$STATE/redis-tls.log" pidf="$STATE/redis-tls.pid"
+    if redis_tls_up; then
+        log "redis_tls: already answering on 127.0.0.1:$REDIS_TLS_PORT; leaving it running"
+        return 0   # not started by this call
+    fi
+    if redis_tls_port_taken; then
+        die "redis_tls: port $REDIS_TLS_PORT is taken by a server that does not answer TLS with $REDIS_TLS_DIR/ca.crt (another checkout's?); stop it or set FS_REDIS_TLS_PORT"
+    fi
+    redis_tls_make_certs
+    mkdir -p "$REDIS_TLS_DIR/data"
+    rm -f "$pidf"
+    log "redis_tls: starting on 127.0.0.1:$REDIS_TLS_PORT, TLS only (log $logf)"
+    "$bin" --bind 127.0.0.1 --port 0 --tls-port "$REDIS_TLS_PORT" \
+        --tls-cert-file "$REDIS_TLS_DIR/server.crt" --tls-key-file "$REDIS_TLS_DIR/server.key" \
+        --tls-ca-cert-file "$REDIS_TLS_DIR/ca.crt" --tls-auth-clients no --save '' --appendonly no \
+        --daemonize yes --pidfile "$pidf" --logfile "$logf" --dir "$REDIS_TLS_DIR/data" \
+        || { tail_log "$logf"; die "redis_tls: redis-server failed to start"; }
+    mark_started redis_tls
+    wait_until "redis_tls on 127.0.0.1:$REDIS_TLS_PORT" "$logf" redis_tls_up
+    log "redis_tls: ready"
+}
+
+redis_tls_stop() {
+    local pid
+    if pid="$(pid_of "$STATE/redis-tls.pid" redis-server)"; then
+        stop_process redis_tls "$pid" 30
+        rm -f "$STATE/redis-tls.pid"
+    else
+        log "redis_tls: not running from $STATE/redis-tls.pid"
+    fi
+}
+
+redis_tls_env() {
+    echo "export FS_TEST_REDIS_TLS_URL=rediss://127.0.0.1:$REDIS_TLS_PORT/0"
+    echo "export FS_TEST_REDIS_TLS_CA=$REDIS_TLS_DIR/ca.crt"
+    echo "export FS_TEST_REDIS_TLS_CERT=$REDIS_TLS_DIR/server.crt"
+    echo "export FS_TEST_REDIS_TLS_KEY=$REDIS_TLS_DIR/server.key"
 }
 
 # ---------------------------------------------------------------- JVM jars (Maven Central)

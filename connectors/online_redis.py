@@ -34,10 +34,13 @@ Connection failures and timeouts become ``BackendUnavailableError`` within about
 (connect and reply); the pool drops broken connections, so the first call after Redis is back works.
 
 Lookups from an event loop (the feature server) use ``read_many_async``: one connection per loop,
-driven by the loop itself (an asyncio protocol with hiredis' reply parser), so a request waiting for
-Redis never blocks the others, and the MGETs of concurrent requests share the connection in a
-pipeline. Same keys, decoding, errors and timeouts as ``read``; without hiredis, or for a URL other
-than plain TCP (``unix://``, ``rediss://``), it simply calls ``read``.
+driven by the loop itself (an asyncio protocol with hiredis' reply parser, or ``_PyReplyReader`` when
+hiredis is not installed), so a request waiting for Redis never blocks the others, and the MGETs of
+concurrent requests share the connection in a pipeline. Same keys, decoding, errors and timeouts as
+``read``, over TCP (``redis://``), TLS (``rediss://``, with redis-py's TLS settings from the URL, e.g.
+``rediss://host:6380/0?ssl_ca_certs=/etc/redis/ca.crt``) or a unix socket (``unix:///run/redis.sock``).
+A connection setting the loop cannot honour (OCSP checks, a custom connection class) runs ``read`` in
+the loop's thread pool instead: never on the loop itself.
 """
 
 from __future__ import annotations
@@ -118,6 +121,7 @@ _NX = b"$2\r\nNX\r\n"
 _NX_PXAT = b"$2\r\nNX\r\n$4\r\nPXAT\r\n"
 # First bytes of the one-line replies of SET ... NX: +OK (set), _ (RESP3 null) or $-1 (RESP2 null)
 _PLUS, _UNDERSCORE, _DOLLAR_BYTE = ord("+"), ord("_"), ord("$")
+_STAR, _MINUS, _COLON = ord("*"), ord("-"), ord(":")
 _CALLS_PER_PIPELINE = 25  # calls per slice of rows encoded and sent at once
 _NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 _UNAVAILABLE_REPLIES = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "BUSY", "CLUSTERDOWN", "TRYAGAIN")
@@ -511,11 +515,14 @@ class RedisOnlineStore(OnlineStore):
                 pass
         return _pack_mget(self._read_keys(view, join_keys, keys))
 
+    def _read_all(self, reads: list[tuple]) -> list[ReadResult]:
+        return [self.read(*args) for args in reads]
+
     async def read_many_async(self, reads: list[tuple]) -> list[ReadResult]:
         """``[read(*args) for args in reads]`` without blocking the running event loop: the MGETs of all
         ``reads`` are pipelined on this loop's connection (see the module docstring)."""
         if self._async is None:
-            return [self.read(*args) for args in reads]
+            return await asyncio.get_running_loop().run_in_executor(None, self._read_all, reads)
         decimals_of: dict[int, list[bytes] | None] = {}
         commands = [self._mget_packet(view, join_keys, keys, decimals_of) for view, join_keys, keys, *_ in reads]
         try:
@@ -644,12 +651,112 @@ def _expire(protocol: _RespProtocol, futures: list[asyncio.Future], timeout: flo
         protocol.abort(TimeoutError(f"no reply from Redis within {timeout} s"))
 
 
+class ReplyError(Exception):
+    """An error reply of Redis (``-ERR ...``), as ``_PyReplyReader`` returns it."""
+
+
+_INCOMPLETE, _OPENED = object(), object()
+
+
+class _PyReplyReader:
+    """hiredis' ``Reader`` (``feed`` bytes, ``gets`` a reply or False while incomplete) in Python, for the
+    RESP2 replies of a connection without hiredis. Resumable: an array arriving over many reads is
+    parsed once, not again from its start at each read."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self._stack: list[tuple[list, int]] = []  # arrays being filled: (items so far, size)
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def gets(self) -> Any:
+        while True:
+            value = self._token()
+            if value is _INCOMPLETE:
+                if self._pos > 65536:  # keep the buffer to what is not parsed yet
+                    del self._buf[:self._pos]
+                    self._pos = 0
+                return False
+            if value is _OPENED:
+                continue
+            while self._stack:
+                items, size = self._stack[-1]
+                items.append(value)
+                if len(items) < size:
+                    break
+                self._stack.pop()
+                value = items
+            else:
+                del self._buf[:self._pos]
+                self._pos = 0
+                return value
+
+    def _token(self) -> Any:
+        buf, pos = self._buf, self._pos
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            return _INCOMPLETE
+        kind, line = buf[pos], buf[pos + 1:end]
+        if kind == _DOLLAR_BYTE:
+            n = int(line)
+            if n < 0:
+                self._pos = end + 2
+                return None
+            stop = end + 2 + n
+            if len(buf) < stop + 2:
+                return _INCOMPLETE
+            self._pos = stop + 2
+            return bytes(buf[end + 2:stop])
+        self._pos = end + 2
+        if kind == _STAR:
+            n = int(line)
+            if n <= 0:
+                return None if n < 0 else []
+            self._stack.append(([], n))
+            return _OPENED
+        if kind == _PLUS:
+            return bytes(line)
+        if kind == _MINUS:
+            return ReplyError(line.decode("utf-8", "replace"))
+        if kind == _COLON:
+            return int(line)
+        raise ConnectionError(f"unexpected reply from Redis: {bytes(buf[pos:end])[:40]!r}")
+
+
+def _reader_factory():
+    try:
+        import hiredis
+    except ImportError:
+        return _PyReplyReader
+    return hiredis.Reader
+
+
+def _ssl_context(kw: dict) -> Any:
+    """The TLS context redis-py would use for these connection settings (built by its own asyncio
+    ``RedisSSLContext``), or None when one of them has no asyncio equivalent (OCSP checks)."""
+    from redis.asyncio.connection import RedisSSLContext
+
+    if kw.get("ssl_validate_ocsp") or kw.get("ssl_validate_ocsp_stapled") or kw.get("ssl_ocsp_context"):
+        return None
+    accepted = inspect.signature(RedisSSLContext).parameters
+    settings = {"cert_reqs": "required", "check_hostname": True}  # redis-py's defaults for rediss://
+    for name, value in kw.items():
+        if not name.startswith("ssl_") or value is None:
+            continue
+        if name[4:] not in accepted:
+            return None
+        settings[name[4:]] = value
+    return RedisSSLContext(**settings).get()
+
+
 class _AsyncRedis:
     """A pipelined connection per event loop, opened on first use and again after a failure."""
 
-    def __init__(self, host: str, port: int, db: int, username: str | None, password: str | None,
+    def __init__(self, opener, db: int, username: str | None, password: str | None,
                  timeout: float, connect_timeout: float, reader_factory) -> None:
-        self.address = (host, port)
+        self.opener = opener  # (loop, protocol factory) -> awaitable (transport, protocol)
         self.timeout, self.connect_timeout = timeout, connect_timeout
         self.reader_factory = reader_factory
         self.handshake: list[bytes] = []
@@ -664,23 +771,34 @@ class _AsyncRedis:
 
     @classmethod
     def for_pool(cls, pool, timeout: float) -> "_AsyncRedis | None":
-        """From a redis-py pool's settings; None when the async path does not apply."""
-        try:
-            import hiredis
-        except ImportError:
-            return None
-        from redis.connection import Connection
+        """From a redis-py pool's settings (TCP, TLS or a unix socket); None when the loop cannot make
+        such a connection."""
+        from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
 
         kw = pool.connection_kwargs
-        if pool.connection_class is not Connection or "host" not in kw or kw.get("ssl"):
+        kind = pool.connection_class
+        if kind is UnixDomainSocketConnection and kw.get("path"):
+            path = kw["path"]
+
+            def opener(loop, factory):
+                return loop.create_unix_connection(factory, path)
+        elif kind in (Connection, SSLConnection) and "host" in kw:
+            address = (kw["host"], int(kw.get("port") or 6379))
+            context = _ssl_context(kw) if kind is SSLConnection else None
+            if kind is SSLConnection and context is None:
+                return None
+
+            def opener(loop, factory):
+                return loop.create_connection(factory, *address, ssl=context)
+        else:
             return None
-        return cls(kw["host"], int(kw.get("port") or 6379), int(kw.get("db") or 0), kw.get("username"),
-                   kw.get("password"), timeout, kw.get("socket_connect_timeout") or timeout, hiredis.Reader)
+        return cls(opener, int(kw.get("db") or 0), kw.get("username"), kw.get("password"), timeout,
+                   kw.get("socket_connect_timeout") or timeout, _reader_factory())
 
     async def _connect(self, loop: asyncio.AbstractEventLoop) -> _RespProtocol:
+        # The TLS handshake, if any, is part of the connection: a frozen server costs connect_timeout.
         _, protocol = await asyncio.wait_for(
-            loop.create_connection(lambda: _RespProtocol(self.reader_factory), *self.address),
-            self.connect_timeout)
+            self.opener(loop, lambda: _RespProtocol(self.reader_factory)), self.connect_timeout)
         if self.handshake:
             replies = await asyncio.wait_for(
                 asyncio.gather(*protocol.send(loop, self.handshake)), self.timeout)

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -174,18 +175,37 @@ def materialize_incremental(ctx: click.Context, end: str, views: str | None) -> 
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @click.option("--allow-remote-writes", is_flag=True,
               help="Without API keys, answer /push from any client (by default only from this machine).")
+@click.option("--max-body-bytes", type=click.IntRange(min=1), envvar="FEATURESTORE_MAX_BODY_BYTES",
+              help="Largest request body (413 beyond). [default: 1000000]")
+@click.option("--max-entities", type=click.IntRange(min=1), envvar="FEATURESTORE_MAX_ENTITIES",
+              help="Entity rows of a lookup, rows of a push (413 beyond). [default: 10000]")
+@click.option("--max-features", type=click.IntRange(min=1), envvar="FEATURESTORE_MAX_FEATURES",
+              help="Feature references in a lookup (413 beyond). [default: 1000]")
+@click.option("--shape-cache-bytes", type=click.IntRange(min=1), envvar="FEATURESTORE_SHAPE_CACHE_BYTES",
+              help="Memory for lookup plans cached per distinct request. [default: 16 MiB]")
+@click.option("--max-header-bytes", type=click.IntRange(min=1), envvar="FEATURESTORE_MAX_HEADER_BYTES",
+              help="Largest request line and headers (431 beyond). [default: 65536]")
+@click.option("--header-timeout", type=click.FloatRange(min=0, min_open=True), envvar="FEATURESTORE_HEADER_TIMEOUT",
+              help="Seconds for a request's headers to arrive (408 after). [default: 10]")
+@click.option("--body-timeout", type=click.FloatRange(min=0, min_open=True), envvar="FEATURESTORE_BODY_TIMEOUT",
+              help="Seconds for a request's body to arrive after its headers (408 after). [default: 30]")
+@click.option("--max-connections", type=click.IntRange(min=1), envvar="FEATURESTORE_MAX_CONNECTIONS",
+              help="Open connections per worker (503 beyond). [default: 1000]")
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int, workers: int, access_log: bool, log_level: str,
-          allow_remote_writes: bool) -> None:
+          allow_remote_writes: bool, **limits: Any) -> None:
     """Serve online lookups, pushes and the registry over REST (FastAPI on uvicorn).
 
     API keys come from FEATURESTORE_API_KEYS="key1:read,key2:read+write". Unset: reads are open and
-    /push is answered only for clients on this machine (--allow-remote-writes opens it to all).
+    /push is answered only for clients on this machine (--allow-remote-writes opens it to all). Each
+    limit can also be set by its environment variable (FEATURESTORE_MAX_BODY_BYTES, ...; see
+    serving/limits.py).
     """
     from featurestore.config import load_config
 
     try:
         from serving.auth import ENV_VAR, REMOTE_WRITES_ENV, parse_api_keys
+        from serving.limits import ServingLimits
     except ImportError as exc:
         raise MissingDependencyError(getattr(exc, "name", None) or "fastapi", "serving") from None
     repo = Path(ctx.obj["repo"]).resolve()
@@ -195,8 +215,10 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, access_log: bo
         click.echo(f"No API keys ({ENV_VAR}): reads are open; /push is answered "
                    + ("for any client (--allow-remote-writes)." if allow_remote_writes else
                       "only for clients on this machine."), err=True)
+    serving_limits = ServingLimits(**{name: value for name, value in limits.items() if value is not None})
     click.echo(f"Serving {repo} on http://{host}:{port} (docs: /docs)", err=True)
-    server.run(str(repo), host=host, port=port, workers=workers, access_log=access_log, log_level=log_level)
+    server.run(str(repo), host=host, port=port, workers=workers, access_log=access_log, log_level=log_level,
+               limits=serving_limits)
 
 
 @main.group()

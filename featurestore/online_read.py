@@ -3,14 +3,18 @@
 ``PRESENT`` a fresh value; ``NULL_VALUE`` a fresh row whose value is null; ``NOT_FOUND`` no row for the
 entity; ``OUTSIDE_MAX_AGE`` a row older than the view's TTL at read time (its value is not served).
 Resolved feature references are cached per registry version, so a lookup costs one online-store read
-per view and a little Python.
+per view and a little Python. The cache is bounded in bytes (``FeatureStore.online_cache_bytes``,
+``DEFAULT_SHAPE_CACHE_BYTES``): least recently used plans are dropped first, so distinct requests
+of a hostile client cost CPU, never unbounded memory.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
 
 UTC = timezone.utc
 PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE = "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"
+DEFAULT_SHAPE_CACHE_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -124,7 +129,7 @@ class OnlineReader:
         self._lock = threading.Lock()
         self._catalog: Catalog | None = None
         self._checked = 0.0
-        self._shapes: dict[tuple, _RequestShape] = {}
+        self._shapes = ShapeCache()
 
     def catalog(self) -> Catalog:
         """The registry's definitions, re-read at most every ``registry_ttl`` seconds and parsed only
@@ -135,7 +140,8 @@ class OnlineReader:
                 if self._catalog is None or now - self._checked > self.registry_ttl:
                     catalog = self.store.catalog()
                     if self._catalog is None or catalog.version != self._catalog.version:
-                        self._catalog, self._shapes = catalog, {}
+                        self._catalog = catalog
+                        self._shapes.clear()
                     self._checked = now
         return self._catalog
 
@@ -147,8 +153,6 @@ class OnlineReader:
         cached = self._shapes.get(cache_key)
         if cached is not None:
             return cached
-        if len(self._shapes) >= 1024:  # many distinct requests: keep the cache bounded
-            self._shapes.clear()
         resolved = resolve_features(catalog, features)
         requests = resolved.requests
         offline_only = [r.name for r in requests if not r.view.online]
@@ -175,12 +179,23 @@ class OnlineReader:
             name, features = r.name, r.all_features
             if name in shape.aggregations:
                 read, types = list(shape.state[name]), shape.state[name]
-            else:
-                read, types = features, {f: shape.types[name][f] for f in features}
+            else:  # in the view's schema order: one row layout for every order a client lists them in
+                position = {f: i for i, f in enumerate(shape.types[name])}
+                read = sorted(features, key=position.__getitem__)
+                types = {f: shape.types[name][f] for f in read}
             shape.views.append((name, keys[name], [k for k, _ in keys[name]], read, types,
                                 [(f, names[(name, f)]) for f in features], shape.ttl[name]))
-        self._shapes[cache_key] = shape
+        self._shapes.put(cache_key, shape, self.store.online_cache_bytes)
         return shape
+
+    @property
+    def shape_cache_bytes(self) -> int:
+        """Bytes held by the cached lookup plans now (``ShapeCache.bytes``)."""
+        return self._shapes.bytes
+
+    @property
+    def shape_cache_plans(self) -> int:
+        return len(self._shapes)
 
     def read(self, features: Sequence[str] | FeatureService | str, entity_rows: Any,
              full_feature_names: bool = False, now: datetime | None = None) -> OnlineResponse:
@@ -276,6 +291,76 @@ class OnlineReader:
             values[out] = outputs[feature].to_pylist()
             statuses[out] = [PRESENT if v is not None else NULL_VALUE for v in values[out]]
             stamps[out] = [None] * n
+
+
+class ShapeCache:
+    """Resolved lookup plans by request, least recently used first out, bounded by the bytes they hold
+    (``plan_bytes``) rather than by their number: one plan of a thousand references weighs as much as
+    hundreds of small ones. Thread-safe; a hit costs a dict lookup and a move to the end."""
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple, tuple[_RequestShape, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple) -> _RequestShape | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        try:
+            self._entries.move_to_end(key)
+        except KeyError:  # evicted by another thread meanwhile: still a valid plan
+            pass
+        return entry[0]
+
+    def put(self, key: tuple, shape: _RequestShape, limit: int) -> None:
+        """Cache ``shape`` unless it alone is over ``limit``; drop the least recently used plans until
+        the total is within ``limit`` again."""
+        size = plan_bytes(key, shape)
+        if size > limit:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.bytes -= old[1]
+            self._entries[key] = (shape, size)
+            self.bytes += size
+            while self.bytes > limit:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self.bytes -= dropped
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0
+
+
+def plan_bytes(key: tuple, shape: _RequestShape) -> int:
+    """The bytes a cached plan keeps alive: its key and every container, string and number the plan
+    reaches, with its ``ViewRequest`` objects but not their views (the catalog's, shared by all plans;
+    other catalog objects the plan refers to are counted shallowly, a small overestimate)."""
+    total = 0
+    seen: set[int] = set()
+    stack: list = [key, shape]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj)
+        if isinstance(obj, dict):
+            stack.extend(obj.keys())
+            stack.extend(obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            stack.extend(obj)
+        elif isinstance(obj, _RequestShape):
+            stack.extend(getattr(obj, f.name) for f in fields(obj))
+        elif isinstance(obj, ViewRequest):
+            stack.extend((obj.features, obj.hidden))
+    return total
 
 
 @dataclass

@@ -13,7 +13,7 @@ from featurestore.catalog import Catalog
 from featurestore.config import RepoConfig, backend_config, load_config, resolve_registry_url
 from featurestore.definitions import Entity, FeatureService, FeatureView
 from featurestore.errors import NotFoundError
-from featurestore.online_read import OnlineReader
+from featurestore.online_read import DEFAULT_SHAPE_CACHE_BYTES, OnlineReader
 from featurestore.repo import load_repo
 from featurestore.retrieval import RetrievalJob
 
@@ -23,7 +23,12 @@ class FeatureStore:
 
     >>> store = FeatureStore(repo_path="path/to/repo")       # doctest: +SKIP
     >>> store.apply()                                        # doctest: +SKIP
+
+    ``online_cache_bytes`` bounds the memory of the online lookup plans cached per distinct request
+    (``featurestore.online_read.ShapeCache``); the feature server sets it from ``--shape-cache-bytes``.
     """
+
+    online_cache_bytes: int = DEFAULT_SHAPE_CACHE_BYTES
 
     def __init__(self, repo_path: str | Path = ".", config: RepoConfig | None = None):
         self.repo_path = Path(repo_path).resolve()

@@ -11,6 +11,7 @@ synchronously in Starlette's thread pool (the store's calls are blocking I/O).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from serving import errors, fast_path
 from serving.auth import ENV_VAR as API_KEYS_ENV
 from serving.auth import REMOTE_WRITES_ENV, ApiKeyAuth, local_writes_only, parse_api_keys
 from serving.fast_path import FastLookup
+from serving.limits import ServingLimits
 from serving.metrics import ServingMetrics
 from serving.middleware import ServingMiddleware
 from serving.responses import JSONBytesResponse
@@ -58,17 +60,27 @@ class FeatureServerApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+_DEFAULTS = ServingLimits()
+
+
 def create_app(store: "FeatureStore", *, api_keys: dict[str, set[str]] | None = None,
-               max_body_bytes: int = 1_000_000, max_entities: int = 10_000,
+               max_body_bytes: int = _DEFAULTS.max_body_bytes, max_entities: int = _DEFAULTS.max_entities,
+               max_features: int = _DEFAULTS.max_features, shape_cache_bytes: int | None = None,
                close_store: bool = False, allow_remote_writes: bool = False) -> FastAPI:
     """A FastAPI app serving ``store``.
 
     ``api_keys`` maps key -> scopes (``{"read"}``, ``{"read", "write"}``); None leaves reads open and
     answers ``/push`` only for clients on this machine, unless ``allow_remote_writes`` (see
     ``serving.auth``).
-    ``max_body_bytes`` and ``max_entities`` (entity rows of a lookup, rows of a push) bound requests
-    (413 beyond). ``close_store`` closes the store when the app shuts down.
+    ``max_body_bytes``, ``max_entities`` (entity rows of a lookup, rows of a push) and ``max_features``
+    (references in a lookup) bound requests (413 beyond); ``shape_cache_bytes`` bounds the store's
+    cache of lookup plans (None keeps ``store.online_cache_bytes``). See ``serving.limits``.
+    ``close_store`` closes the store when the app shuts down.
     """
+    ServingLimits(max_body_bytes=max_body_bytes, max_entities=max_entities, max_features=max_features,
+                  shape_cache_bytes=_DEFAULTS.shape_cache_bytes if shape_cache_bytes is None else shape_cache_bytes)
+    if shape_cache_bytes is not None:  # (the line above refuses limits that are not positive numbers)
+        store.online_cache_bytes = shape_cache_bytes
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -87,7 +99,8 @@ def create_app(store: "FeatureStore", *, api_keys: dict[str, set[str]] | None = 
     app = FeatureServerApp(title="featurestore feature server", version=__version__, description=DESCRIPTION,
                   default_response_class=JSONBytesResponse, lifespan=lifespan)
     app.state.serving = ServingState(store=store, metrics=metrics, max_entities=max_entities,
-                                     max_body_bytes=max_body_bytes)
+                                     max_body_bytes=max_body_bytes, max_features=max_features)
+    metrics.watch_shape_cache(store)
     errors.install(app, metrics)
     read_deps, write_deps = [], []
     auth = None
@@ -102,18 +115,23 @@ def create_app(store: "FeatureStore", *, api_keys: dict[str, set[str]] | None = 
     app.include_router(admin.router)
     app.add_middleware(ServingMiddleware, max_body_bytes=max_body_bytes, metrics=metrics)
     app.fast_lookup = FastLookup(app.state.serving, auth)
-    _add_openapi_schemas(app, online.OPENAPI_SCHEMAS)
+    _add_openapi_schemas(app, online.OPENAPI_SCHEMAS, max_features)
     return app
 
 
-def _add_openapi_schemas(app: FastAPI, schemas: dict) -> None:
-    """Add component schemas of bodies a route parses itself (FastAPI only lists the ones it parses)."""
+def _add_openapi_schemas(app: FastAPI, schemas: dict, max_features: int) -> None:
+    """Add component schemas of bodies a route parses itself (FastAPI only lists the ones it parses),
+    with this app's limit on ``features``."""
     generate = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             spec = generate()
-            spec.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+            components = spec.setdefault("components", {}).setdefault("schemas", {})
+            components.update(copy.deepcopy(schemas))
+            for variant in components["GetOnlineFeaturesRequest"]["properties"]["features"]["anyOf"]:
+                if variant.get("type") == "array":
+                    variant.update(maxItems=max_features, uniqueItems=True)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -122,7 +140,11 @@ def _add_openapi_schemas(app: FastAPI, schemas: dict) -> None:
 def app_from_env() -> FastAPI:
     """The app ``featurestore serve`` runs (a factory, so each uvicorn worker opens its own store):
     the repo from ``FEATURESTORE_REPO``, API keys from ``FEATURESTORE_API_KEYS``, anonymous remote
-    writes allowed when ``FEATURESTORE_ALLOW_REMOTE_WRITES=1``."""
+    writes allowed when ``FEATURESTORE_ALLOW_REMOTE_WRITES=1``, limits from
+    ``FEATURESTORE_MAX_BODY_BYTES`` and the others of ``serving.limits``."""
+    limits = ServingLimits.from_env()
     store = FeatureStore(repo_path=os.environ.get(REPO_ENV, "."))
-    return create_app(store, api_keys=parse_api_keys(os.environ.get(API_KEYS_ENV)), close_store=True,
-                      allow_remote_writes=os.environ.get(REMOTE_WRITES_ENV) == "1")
+    return create_app(store, api_keys=parse_api_keys(os.environ.get(API_KEYS_ENV)),
+                      max_body_bytes=limits.max_body_bytes, max_entities=limits.max_entities,
+                      max_features=limits.max_features, shape_cache_bytes=limits.shape_cache_bytes,
+                      close_store=True, allow_remote_writes=os.environ.get(REMOTE_WRITES_ENV) == "1")

@@ -11,7 +11,8 @@ every error keeps its one definition there (422 naming the field, 404, 413, 401/
   ``full_feature_names`` a boolean, no other key; otherwise -> the full route (pydantic decides);
 - with API keys configured, the request must carry a key with the ``read`` scope (same header rules
   as ``serving.auth``); otherwise -> the full route (401/403);
-- more entity rows than allowed -> the full route (413);
+- more entity rows or feature references than allowed, or a reference listed twice -> the full
+  route (413, 422);
 - the read itself is awaited without blocking the loop when the backend can (``read_many_async``:
   Redis); a backend that cannot is called inline as by the route, and while it is failing
   (``StoreCalls.degraded``) the request goes to the full route (thread pool);
@@ -137,6 +138,9 @@ async def serve(state: "ServingState", auth: "ApiKeyAuth | None", scope: dict, b
         return None
     rows = max(map(len, parsed.entities.values()), default=0)
     if rows > state.max_entities:
+        return None
+    if parsed.features is not None and (len(parsed.features) > state.max_features
+                                        or len(set(parsed.features)) != len(parsed.features)):
         return None
     features: Any = parsed.feature_service if parsed.features is None else parsed.features
     store = state.store

@@ -8,6 +8,8 @@ in tests, never collide and the global registry stays untouched).
 - ``featurestore_feature_freshness_seconds{view}`` seconds since the newest event timestamp seen in
   lookups of the view (computed at scrape time)
 - ``featurestore_pushed_rows_total{push_source}``
+- ``featurestore_shape_cache_bytes`` and ``featurestore_shape_cache_plans``: the lookup plans cached per
+  distinct request (bounded by ``shape_cache_bytes``, ``serving.limits``)
 """
 
 from __future__ import annotations
@@ -39,6 +41,19 @@ class _Freshness(Collector):
         yield family
 
 
+class _ShapeCache(Collector):
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        reader = self.store.online_reader
+        yield GaugeMetricFamily("featurestore_shape_cache_bytes",
+                                "Bytes held by the cached online lookup plans", value=reader.shape_cache_bytes)
+        yield GaugeMetricFamily("featurestore_shape_cache_plans",
+                                "Online lookup plans cached (one per distinct request)",
+                                value=reader.shape_cache_plans)
+
+
 class ServingMetrics:
     content_type = CONTENT_TYPE_LATEST
 
@@ -59,6 +74,10 @@ class ServingMetrics:
         self.registry.register(self._freshness)
         self._children: dict[tuple[str, str, int], object] = {}
         self._lock = threading.Lock()
+
+    def watch_shape_cache(self, store) -> None:
+        """Report the size of ``store``'s lookup plan cache at each scrape."""
+        self.registry.register(_ShapeCache(store))
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)

@@ -4,7 +4,10 @@
   the bytes actually received are counted too (chunked bodies, lying headers) -> 413;
 - the request latency histogram by route template and status;
 - the last line of defence: an exception nothing else handled becomes a 500 JSON body naming only
-  its type (the traceback goes to the log), so the server never answers with a stack trace.
+  its type (the traceback goes to the log), so the server never answers with a stack trace. A client
+  gone before its body arrived (``ClientDisconnect``: it left, or missed the body deadline and got a
+  408 from ``serving.http_protocol``) is not an error: nothing is answered or logged, and the request
+  counts with status 499 (the client closed the request).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import logging
 from time import perf_counter
 from typing import Any, Awaitable, Callable
+
+from starlette.requests import ClientDisconnect
 
 from serving.errors import RequestTooLarge, http_error_response, unexpected_error_response
 from serving.metrics import ServingMetrics
@@ -24,6 +29,7 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
                    Awaitable[None]]
 
 
+_CLIENT_CLOSED = 499
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
@@ -60,6 +66,9 @@ class ServingMiddleware:
             if declared is not None and declared > limit:
                 raise RequestTooLarge(f"request body of {declared} bytes is over the limit of {limit} bytes")
             await self.app(scope, receive_limited, send_tracking)
+        except ClientDisconnect:
+            if not state["started"]:
+                state["status"] = _CLIENT_CLOSED
         except Exception as exc:  # noqa: BLE001 - the point of this block
             if state["started"]:
                 raise  # too late for a clean answer; the server closes the connection

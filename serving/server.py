@@ -15,21 +15,35 @@ spawned children. Two problems with that, both fixed here:
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from serving.limits import ServingLimits
+
+log = logging.getLogger("featurestore.serving")
 
 
 def run(repo: str, *, host: str = "127.0.0.1", port: int = 6566, workers: int = 1,
-        access_log: bool = False, log_level: str = "info") -> None:
+        access_log: bool = False, log_level: str = "info", limits: "ServingLimits | None" = None) -> None:
+    """Serve ``repo`` until interrupted. ``limits`` (default: ``ServingLimits.from_env()``) reach the
+    workers' apps as ``FEATURESTORE_*`` variables, the HTTP protocol as arguments and uvicorn as
+    ``limit_concurrency``."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
     from serving.app import REPO_ENV
+    from serving.limits import ServingLimits
 
+    limits = limits or ServingLimits.from_env()
     os.environ[REPO_ENV] = repo
+    os.environ.update(limits.to_env())
     config = uvicorn.Config("serving.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                            access_log=access_log, log_level=log_level, http=_http_protocol())
+                            access_log=access_log, log_level=log_level, http=_http_protocol(limits),
+                            limit_concurrency=limits.max_connections)
     if workers <= 1:
         uvicorn.Server(config).run()
         return
@@ -38,17 +52,20 @@ def run(repo: str, *, host: str = "127.0.0.1", port: int = 6566, workers: int = 
     sock = config.bind_socket()
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    Multiprocess(config, sockets=[sock]).run()
+    Multiprocess(config, sockets=[sock]).run()  # no target: uvicorn >= 0.51 (pyproject's lower bound)
 
 
-def _http_protocol() -> Any:
-    """httptools with one socket write per response (``serving.http_protocol``); uvicorn's choice
-    without httptools."""
+def _http_protocol(limits: "ServingLimits") -> Any:
+    """httptools with one socket write per response and read deadlines (``serving.http_protocol``);
+    uvicorn's choice without httptools (``uvicorn[standard]`` has it), which has no deadlines."""
     try:
-        from serving.http_protocol import CoalescingHttpToolsProtocol
+        from serving.http_protocol import GuardedHttpToolsProtocol
     except ImportError:
+        log.warning("httptools is not installed: request header and body timeouts are off "
+                    "(pip install 'uvicorn[standard]')")
         return "auto"
-    return CoalescingHttpToolsProtocol
+    return functools.partial(GuardedHttpToolsProtocol, header_timeout=limits.header_timeout,
+                             body_timeout=limits.body_timeout, max_header_bytes=limits.max_header_bytes)
 
 
 def _balanced_loop_available() -> bool:

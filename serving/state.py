@@ -46,6 +46,7 @@ class ServingState:
     metrics: ServingMetrics
     max_entities: int
     max_body_bytes: int
+    max_features: int
     store_calls: StoreCalls = field(default_factory=StoreCalls)
 
 

@@ -5,6 +5,8 @@ The servers come from ``.ci/services.sh`` (``make test`` starts them and exports
 - ``FS_TEST_POSTGRES_URL``  e.g. ``postgresql+psycopg://fs:fs@127.0.0.1:55432/fs_test``
 - ``FS_TEST_REDIS_URL``     e.g. ``redis://127.0.0.1:56379/0``
 - ``FS_REDIS_SERVER_BIN``   path of ``redis-server``, for tests that run their own throwaway server
+- ``FS_TEST_REDIS_TLS_URL`` e.g. ``rediss://127.0.0.1:56380/0``, a Redis speaking only TLS, whose
+  certificate ``FS_TEST_REDIS_TLS_CA`` signed (``FS_TEST_REDIS_TLS_CERT``/``_KEY`` start more such servers)
 
 Outside CI a missing variable skips the test. Under CI (``CI=true``) it fails instead, so a broken
 service setup can never pass as a run of skipped tests.
@@ -48,6 +50,15 @@ def postgres_url() -> str:
 def redis_url() -> str:
     """URL of the shared test Redis server."""
     return _required_env("FS_TEST_REDIS_URL", "no Redis server for tests")
+
+
+@pytest.fixture(scope="session")
+def redis_tls() -> dict[str, str]:
+    """The TLS-only test Redis: ``url`` (``rediss://...?ssl_ca_certs=<ca>``) and the files ``ca``,
+    ``cert``, ``key`` (a test may start its own TLS redis-server with them)."""
+    what = "no TLS Redis server for tests"
+    files = {name: _required_env(f"FS_TEST_REDIS_TLS_{name.upper()}", what) for name in ("ca", "cert", "key")}
+    return {"url": f"{_required_env('FS_TEST_REDIS_TLS_URL', what)}?ssl_ca_certs={files['ca']}", **files}
 
 
 @pytest.fixture(scope="session")

@@ -55,6 +55,7 @@ DEFERRED_IMPORTS = {
     ("featurestore.cli", "featurestore.store"),
     ("featurestore.cli", "featurestore.streaming.manager"),
     ("featurestore.cli", "serving.auth"),  # FastAPI: the optional "serving" extra
+    ("featurestore.cli", "serving.limits"),  # numpy and pyarrow (the plan cache's default size)
     # confluent_kafka (and its pydantic config) only where a Kafka client is made
     ("featurestore.push", "connectors.kafka"),
     ("featurestore.streaming.env", "connectors.kafka"),
@@ -65,6 +66,7 @@ DEFERRED_IMPORTS = {
     ("serving.server", "serving.app"),
     ("serving.server", "serving.balanced_accept"),
     ("serving.server", "serving.http_protocol"),
+    ("serving.server", "serving.limits"),
 }
 HEAVY = {"pyspark", "pyflink", "duckdb", "pandas", "fastapi", "starlette", "uvicorn", "uvloop", "httptools",
          "redis", "confluent_kafka", "sqlalchemy", "pyarrow", "pydantic", "yaml", "numpy", "prometheus_client",

@@ -1,10 +1,15 @@
 """``POST /get-online-features``: Feast's request and response shape.
 
-The endpoint is ``async`` and calls the store through ``ServingState.store_calls``: inline on the event
-loop while the online store is healthy (a thread-pool hop per request costs more than the lookup's own
-Python and, with the GIL handed between the loop and the workers, gives long tails under concurrency),
-in the thread pool while it is
-failing, so that requests waiting on a frozen Redis time out side by side, not one after another.
+The endpoint is ``async``. A store that can read without blocking (``CAP_ASYNC_READ``: Redis, over
+TCP, TLS or a unix socket) is awaited on the event loop. Any other store is called through
+``ServingState.store_calls``: inline on the event loop while it is healthy (a thread-pool hop per
+request costs more than the lookup's own Python and, with the GIL handed between the loop and the
+workers, gives long tails under concurrency), in the thread pool while it is failing, so that requests
+waiting on it time out side by side, not one after another.
+
+A lookup names at most ``max_features`` references (413 beyond), each once (422 naming the one listed
+twice, as Feast refuses colliding names): the server caches a plan per distinct list
+(``featurestore.online_read.ShapeCache``), and neither length nor repetition can inflate one.
 
 The response is rendered by orjson straight from the store's columns (timestamps, bytes, NaN handled
 by :mod:`serving.responses`), equal to ``OnlineResponse.to_rest()`` without a Python pass per value.
@@ -21,7 +26,7 @@ from pydantic import ValidationError
 
 from featurestore.errors import NotFoundError
 from featurestore.online_read import PRESENT
-from featurestore.ports.online_store import EventTimes
+from featurestore.ports.online_store import CAP_ASYNC_READ, EventTimes
 from serving.errors import RequestTooLarge, error_responses
 from serving.models import GetOnlineFeaturesRequest, OnlineFeaturesResponse
 from serving.responses import RawJSONResponse, dumps
@@ -69,15 +74,18 @@ def rest_json(response: "OnlineResponse") -> bytes:
 
 
 _ALL_PRESENT: dict[int, orjson.Fragment] = {}
+_ALL_PRESENT_MAX_ROWS = 1_000  # larger renderings are not kept: 256 of 10,000 rows would hold 28 MB
 
 
 def _all_present(n: int) -> orjson.Fragment:
-    """``["PRESENT", ...]`` (n times) as JSON, rendered once per n."""
+    """``["PRESENT", ...]`` (n times) as JSON, rendered once per n (up to 1,000)."""
     fragment = _ALL_PRESENT.get(n)
     if fragment is None:
-        if len(_ALL_PRESENT) > 256:
-            _ALL_PRESENT.clear()
-        fragment = _ALL_PRESENT[n] = orjson.Fragment(orjson.dumps([PRESENT] * n))
+        fragment = orjson.Fragment(orjson.dumps([PRESENT] * n))
+        if n <= _ALL_PRESENT_MAX_ROWS:
+            if len(_ALL_PRESENT) > 256:
+                _ALL_PRESENT.clear()
+            _ALL_PRESENT[n] = fragment
     return fragment
 
 
@@ -113,12 +121,36 @@ async def get_online_features(request: Request) -> RawJSONResponse:
         features = body.feature_service
     else:
         features = body.features
+        check_feature_list(features, state.max_features)
+    if CAP_ASYNC_READ in state.store.online_store.capabilities:
+        return RawJSONResponse(await _lookup_async(state, features, body, rows))
     return RawJSONResponse(await state.store_calls.run(_lookup, state, features, body, rows))
+
+
+def check_feature_list(features: list[str], limit: int) -> None:
+    """A list of at most ``limit`` references, none twice (413 / 422 naming the problem)."""
+    if len(features) > limit:
+        raise RequestTooLarge(f"features: {len(features)} references, at most {limit} per request "
+                              f"(the server's max_features)")
+    if len(set(features)) != len(features):
+        seen: set[str] = set()
+        twice = next(f for f in features if f in seen or seen.add(f))
+        raise InvalidInputError(f"features: {twice!r} is listed more than once")
 
 
 def _lookup(state, features, body: GetOnlineFeaturesRequest, rows: int) -> bytes:
     store = state.store
     response = store.get_online_features(features, body.entities, body.full_feature_names)
+    return respond(state, features, body.full_feature_names, rows, response)
+
+
+async def _lookup_async(state, features, body: GetOnlineFeaturesRequest, rows: int) -> bytes:
+    store = state.store
+    try:
+        response = await store.online_reader.read_async(features, body.entities, body.full_feature_names)
+    except (ValueError, OnDemandFeatureError):
+        _raise_if_bad_input(store, features, body)
+        raise
     return respond(state, features, body.full_feature_names, rows, response)
 
 
