@@ -24,7 +24,7 @@ from fastapi import APIRouter, Request  # noqa: TID253
 from fastapi.exceptions import RequestValidationError  # noqa: TID253
 from pydantic import ValidationError
 
-from featurestore.errors import NotFoundError
+from featurestore.errors import InvalidInputError, NotFoundError
 from featurestore.online_read import PRESENT
 from featurestore.ports.online_store import CAP_ASYNC_READ, EventTimes
 from serving.errors import RequestTooLarge, error_responses
@@ -146,11 +146,7 @@ def _lookup(state, features, body: GetOnlineFeaturesRequest, rows: int) -> bytes
 
 async def _lookup_async(state, features, body: GetOnlineFeaturesRequest, rows: int) -> bytes:
     store = state.store
-    try:
-        response = await store.online_reader.read_async(features, body.entities, body.full_feature_names)
-    except (ValueError, OnDemandFeatureError):
-        _raise_if_bad_input(store, features, body)
-        raise
+    response = await store.online_reader.read_async(features, body.entities, body.full_feature_names)
     return respond(state, features, body.full_feature_names, rows, response)
 
 
