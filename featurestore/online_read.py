@@ -1,13 +1,19 @@
 """Online lookups: the latest value per entity, with Feast's statuses.
 
 ``PRESENT`` a fresh value; ``NULL_VALUE`` a fresh row whose value is null; ``NOT_FOUND`` no row for the
-entity; ``OUTSIDE_MAX_AGE`` a row older than the view's TTL at read time (its value is not served).
+entity; ``OUTSIDE_MAX_AGE`` a row older than the view's TTL at read time (its value is not served);
+``INVALID`` a stored row that cannot be decoded (damaged, or written with a time out of range): that
+entity's features of that view alone are null with this status, the rest of the batch is served, the
+response counts it (``OnlineResponse.invalid_rows``), and a warning names the view, the entity and where
+the row is stored, once per row. Any later write of the entity (push, stream, materialization) replaces
+such a row.
 Resolved feature references are cached per registry version, so a lookup costs one online-store read
 per view and a little Python.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,6 +44,8 @@ if TYPE_CHECKING:
 
 UTC = timezone.utc
 PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE = "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"
+INVALID = "INVALID"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,6 +56,8 @@ class OnlineResponse:
     values: dict[str, list]
     statuses: dict[str, list[str]]
     event_timestamps: dict[str, list[datetime | None]]
+    # feature view -> entity rows answered INVALID (their stored row cannot be decoded)
+    invalid_rows: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, list]:
         return {name: self.values[name] for name in self.feature_names}
@@ -123,6 +133,7 @@ class OnlineReader:
         self._catalog: Catalog | None = None
         self._checked = 0.0
         self._shapes: dict[tuple, _RequestShape] = {}
+        self._reported: set[str] = set()  # undecodable rows already logged (bounded)
 
     def catalog(self) -> Catalog:
         """The registry's definitions, re-read at most every ``registry_ttl`` seconds and parsed only
@@ -228,11 +239,12 @@ class OnlineReader:
         values: dict[str, list] = {}
         statuses: dict[str, list[str]] = {}
         stamps: dict[str, list] = {}
+        invalid_rows: dict[str, int] = {}
         for col in shape.entity_columns:
             values[col] = lookup.columns[col]
             statuses[col] = [PRESENT] * n
             stamps[col] = [None] * n
-        for req, (view, *_, outs, ttl), result in zip(shape.requests, shape.views, results):
+        for req, (view, *_, outs, ttl), result, read in zip(shape.requests, shape.views, results, lookup.reads):
             if view in shape.aggregations:
                 result = _finish_all(shape, req, result, n, now)
             event_ts = result.event_timestamps
@@ -247,6 +259,11 @@ class OnlineReader:
             else:
                 stale = [(i, NOT_FOUND if t is None else OUTSIDE_MAX_AGE) for i, t in enumerate(event_ts)
                          if t is None or (oldest is not None and t < oldest)]
+            invalid = result.invalid
+            if invalid:  # such a row reads as absent: its entity is among the stale ones
+                stale = [(i, INVALID if i in invalid else status) for i, status in stale]
+                invalid_rows[view] = len(invalid)
+                self._report_invalid(view, read[1], read[2], invalid)
             complete = result.complete
             for feature, out in outs:
                 vals = result.values[feature]
@@ -262,7 +279,22 @@ class OnlineReader:
                 values[out], statuses[out], stamps[out] = vals, sts, event_ts
         for odfv in shape.on_demand:
             self._run_on_demand(shape, odfv, lookup.columns, values, statuses, stamps, n)
-        return OnlineResponse(shape.entity_columns + shape.outputs, values, statuses, stamps)
+        return OnlineResponse(shape.entity_columns + shape.outputs, values, statuses, stamps, invalid_rows)
+
+    def _report_invalid(self, view: str, join_keys: list[str], keys: list[tuple], invalid: dict[int, str]) -> None:
+        """Log each undecodable row once (per reader, while it remembers fewer than 10,000 of them)."""
+        reported = self._reported
+        for i, reason in invalid.items():
+            if reason in reported:
+                continue
+            if len(reported) >= 10_000:
+                reported.clear()
+            reported.add(reason)
+            entity = ", ".join(f"{k}={v!r}" for k, v in zip(join_keys, keys[i]))
+            log.warning("feature view %r, entity %s: %s. Its features are served as INVALID until a new row "
+                        "replaces it: push a row for the entity, or rematerialize the view with "
+                        "`featurestore materialize START END --views %s` over the times it was materialized for",
+                        view, entity, reason, view)
 
     def _run_on_demand(self, shape: _RequestShape, odfv: ViewRequest, columns: dict, values: dict,
                        statuses: dict, stamps: dict, n: int) -> None:
@@ -297,7 +329,7 @@ def _finish_all(shape: "_RequestShape", req: ViewRequest, raw: ReadResult, n: in
         state = {name: raw.values[name][i] for name in names}
         for f in req.all_features:
             values[f].append(finish(aggs[f], state, now) if raw.event_timestamps[i] is not None else None)
-    return ReadResult(values, list(raw.event_timestamps))
+    return ReadResult(values, list(raw.event_timestamps), invalid=raw.invalid)
 
 
 def _columns(entity_rows: Any) -> dict[str, list]:
