@@ -542,6 +542,33 @@ def row_problem(row: Any) -> str | None:
     return None
 
 
+def row_sound(row: Any, event_us: int, created_us: int) -> bool:
+    """``row_problem(row) is None``, and the row's timestamps are ``event_us`` and ``created_us`` (kept
+    beside it by a store): the same checks, fast, for write paths that test every stored row."""
+    try:
+        fmt, ev, cr, slen = HEADER.unpack_from(row, 0)
+    except (struct.error, TypeError):
+        return False
+    if (fmt != FORMAT or ev != event_us or cr != created_us or not ROW_TS_MIN_US <= ev < ROW_TS_END_US
+            or (cr != INT64_MIN and not ROW_TS_MIN_US <= cr < ROW_TS_END_US)):
+        return False
+    start = HEADER_SIZE + slen
+    n = len(row)
+    if start > n:
+        return False
+    schema = row[HEADER_SIZE:start]
+    sizes = _schema_sizes(schema if schema.__class__ is bytes else bytes(schema))
+    if sizes.__class__ is str:
+        return False
+    fixed, var_at = sizes
+    need = start + fixed
+    if need > n:
+        return False
+    for at in var_at:
+        need += _U32.unpack_from(row, start + at)[0]
+    return need == n
+
+
 def invalid_reason(row: Any, exc: Exception | None = None) -> str:
     """Why ``row`` could not be decoded: ``row_problem``, or else the error one of its values gave."""
     problem = row_problem(row)

@@ -108,30 +108,40 @@ local function sizes_of(schema)
     return {nb + size, var_at}
 end
 
-local function in_range(hi, lo)
-    if hi < %(min_hi)d or (hi == %(min_hi)d and lo < %(min_lo)d) then return false end
-    return hi < %(end_hi)d or (hi == %(end_hi)d and lo < %(end_lo)d)
-end
+local last_schema, last_found = '', sizes_of('')  -- the previous stored row's schema and its sizes
 
-local function sound(row)
-    local n = #row
-    if n < %(header)d or string.byte(row, 1) ~= %(format)d then return false end
-    local e1, e2, c1, c2, slen = struct.unpack('>i4I4i4I4H', row, 2)
-    if not in_range(e1, e2) then return false end
-    if not (c1 == -2147483648 and c2 == 0) and not in_range(c1, c2) then return false end
+-- Whether a stored row of n bytes, whose header (past its format byte) is e1..slen, is sound. A time
+-- is (hi, lo): its signed high and unsigned low 32 bits, compared with the range's.
+local function sound(row, n, e1, e2, c1, c2, slen)
+    if e1 < %(min_hi)d or (e1 == %(min_hi)d and e2 < %(min_lo)d)
+            or e1 > %(end_hi)d or (e1 == %(end_hi)d and e2 >= %(end_lo)d) then
+        return false
+    end
+    if (c1 ~= -2147483648 or c2 ~= 0) and (c1 < %(min_hi)d or (c1 == %(min_hi)d and c2 < %(min_lo)d)
+            or c1 > %(end_hi)d or (c1 == %(end_hi)d and c2 >= %(end_lo)d)) then
+        return false
+    end
     if %(header)d + slen > n then return false end
-    local schema = string.sub(row, %(header)d + 1, %(header)d + slen)
-    local found = sizes[schema]
-    if found == nil then
-        found = sizes_of(schema)
-        sizes[schema] = found
+    local found
+    -- Rows of one call mostly share a schema: compared in place, without copying it out of the row.
+    if slen == #last_schema and string.find(row, last_schema, %(header)d + 1, true) == %(header)d + 1 then
+        found = last_found
+    else
+        local schema = string.sub(row, %(header)d + 1, %(header)d + slen)
+        found = sizes[schema]
+        if found == nil then
+            found = sizes_of(schema)
+            sizes[schema] = found
+        end
+        last_schema, last_found = schema, found
     end
     if not found then return false end
     local start = %(header)d + slen
     local need = start + found[1]
     if need > n then return false end
-    for _, at in ipairs(found[2]) do
-        need = need + struct.unpack('<I4', row, start + at + 1)
+    local var_at = found[2]
+    for j = 1, #var_at do
+        need = need + struct.unpack('<I4', row, start + var_at[j] + 1)
     end
     return need == n
 end
@@ -141,13 +151,15 @@ for i = 1, #KEYS do
     local row = ARGV[at]
     local old = stored[i]
     local newer = true
-    if old and sound(old) then
-        local a1, a2, a3, a4 = struct.unpack('>i4I4i4I4', row, 2)
-        local b1, b2, b3, b4 = struct.unpack('>i4I4i4I4', old, 2)
-        if a1 ~= b1 then newer = a1 > b1
-        elseif a2 ~= b2 then newer = a2 > b2
-        elseif a3 ~= b3 then newer = a3 > b3
-        else newer = a4 > b4 end
+    if old and #old >= %(header)d and string.byte(old, 1) == %(format)d then
+        local b1, b2, b3, b4, slen = struct.unpack('>i4I4i4I4H', old, 2)
+        if sound(old, #old, b1, b2, b3, b4, slen) then
+            local a1, a2, a3, a4 = struct.unpack('>i4I4i4I4', row, 2)
+            if a1 ~= b1 then newer = a1 > b1
+            elseif a2 ~= b2 then newer = a2 > b2
+            elseif a3 ~= b3 then newer = a3 > b3
+            else newer = a4 > b4 end
+        end
     end
     if newer then
         written = written + 1

@@ -10,7 +10,7 @@ A write is one ``BEGIN IMMEDIATE`` transaction of upserts whose ``DO UPDATE ... 
 stored row with a strictly newer ``(event_ts, created_ts)``, so concurrent writers (threads or processes)
 keep the newest row per key whatever the interleaving. A stored row that is not sound
 (``online_codec.row_problem``: truncated, garbage, a time out of range; checked by the SQL function
-``fs_row_sound`` only when the timestamps would keep it) counts as absent: any write replaces it, and a
+``fs_row_sound``, ``online_codec.row_sound``, only when the timestamps would keep it) counts as absent: any write replaces it, and a
 read answers that key alone as invalid, naming the row. WAL mode lets readers run beside a writer. Rows
 are never expired here: ``read`` returns them with their event timestamps and the caller applies the TTL.
 """
@@ -55,11 +55,6 @@ WHERE excluded.event_ts > online_rows.event_ts
 
 _READ_CHUNK = 500  # keys per SELECT ... IN (...), below SQLite's parameter limit on old builds
 _BUSY_TIMEOUT_S = 60.0
-
-
-def _row_sound(row: object, event_ts: object, created_ts: object) -> bool:
-    """The SQL function ``fs_row_sound``: the stored row decodes and its timestamps are the columns'."""
-    return codec.row_problem(row) is None and codec.row_timestamps(row) == (event_ts, created_ts)
 
 
 class SqliteOnlineStoreConfig(BaseModel):
@@ -135,7 +130,7 @@ class SqliteOnlineStore(OnlineStore):
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(_SCHEMA)
-        conn.create_function("fs_row_sound", 3, _row_sound, deterministic=True)
+        conn.create_function("fs_row_sound", 3, codec.row_sound, deterministic=True)
 
     # -- the contract ----------------------------------------------------------------------------
     def write(self, view: str, join_keys: list[str], table: pa.Table, *, event_ts_column: str,

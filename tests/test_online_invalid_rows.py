@@ -333,6 +333,9 @@ def test_a_write_replaces_exactly_the_rows_row_problem_rejects(online):
     older_us = to_us(older)
     expected = [codec.row_problem(row) is not None or older_us > codec.row_timestamps(row)[0]
                 for row in variants]
+    # the fast check SQLite's upsert calls says the same (given the timestamps stored beside the row)
+    assert [not codec.row_sound(row, *codec.row_timestamps(row if len(row) >= codec.HEADER_SIZE else sound))
+            for row in variants] == [codec.row_problem(row) is not None for row in variants]
     replaced = [_get_raw(online, key) != row for key, row in enumerate(variants)]
     assert replaced == expected
     assert result.written == sum(expected)
@@ -362,6 +365,20 @@ def test_reads_report_every_damaged_variant_and_serve_the_rest(online):
         else:
             assert (got.values["x"][i], got.values["s"][i]) == (5, "hello")
     assert got.values["x"][-1] is None and len(keys) - 1 not in got.invalid  # missing is not damaged
+
+
+def test_rows_without_features_and_rows_of_other_schemas_stay_sound(online):
+    """Rows the script has no cached schema for (the first of a call, an empty schema, a second schema
+    in one call) are judged like the others: a sound row is kept against an older write."""
+    when = datetime(2024, 1, 1, tzinfo=UTC)
+    online.write("v", ["id"], pa.table({"id": [1, 2], "ev": pa.array([when] * 2, TS)}), event_ts_column="ev")
+    online.write("v", ["id"], pa.table({"id": [3], "x": pa.array([1.5]), "ev": pa.array([when], TS)}),
+                 event_ts_column="ev")
+    older = pa.table({"id": [1, 2, 3], "x": pa.array([9.0] * 3), "ev": pa.array([when - timedelta(days=1)] * 3, TS)})
+    assert online.write("v", ["id"], older, event_ts_column="ev").written == 0
+    got = online.read("v", ["id"], [(1,), (2,), (3,)], ["x"], {"x": pa.float64()})
+    assert got.invalid == {} and got.values["x"] == [None, None, 1.5]
+    assert got.event_timestamps == [when] * 3
 
 
 # ------------------------------------------------------------------------------------ the codec
