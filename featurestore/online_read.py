@@ -13,11 +13,11 @@ per view and a little Python.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from logging import getLogger
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -43,9 +43,9 @@ if TYPE_CHECKING:
     from featurestore.store import FeatureStore
 
 UTC = timezone.utc
+INVALID = "INVALID"  # a stored row that cannot be decoded (see the module docstring)
+log = getLogger(__name__)
 PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE = "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"
-INVALID = "INVALID"
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -131,9 +131,9 @@ class OnlineReader:
         self.registry_ttl = registry_ttl_seconds
         self._lock = threading.Lock()
         self._catalog: Catalog | None = None
+        self._reported: set[str] = set()  # undecodable rows already logged (bounded)
         self._checked = 0.0
         self._shapes: dict[tuple, _RequestShape] = {}
-        self._reported: set[str] = set()  # undecodable rows already logged (bounded)
 
     def catalog(self) -> Catalog:
         """The registry's definitions, re-read at most every ``registry_ttl`` seconds and parsed only

@@ -5,11 +5,11 @@ in tests, never collide and the global registry stays untouched).
   template (``/registry/feature-views/{name}``), ``unmatched`` for unknown paths, so cardinality is bounded
 - ``featurestore_store_errors_total{kind}`` errors raised by the store, by error class
 - ``featurestore_online_lookups_total`` and ``featurestore_online_entity_rows_total``
+- ``featurestore_online_invalid_rows_total{view}`` entity rows of lookups answered ``INVALID``: their
+  stored row could not be decoded (the server log names each row once)
 - ``featurestore_feature_freshness_seconds{view}`` seconds since the newest event timestamp seen in
   lookups of the view (computed at scrape time)
 - ``featurestore_pushed_rows_total{push_source}``
-- ``featurestore_online_invalid_rows_total{view}`` entity rows of lookups answered ``INVALID``: their
-  stored row could not be decoded (the server log names each row once)
 """
 
 from __future__ import annotations
