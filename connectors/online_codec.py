@@ -707,16 +707,14 @@ class RowDecoder:
         if found is None:
             return None
         layout, rec, present = found
-        ev, cr = rec["ev"], rec["cr"]
-        bad_created = (cr != INT64_MIN) & ((cr < ROW_TS_MIN_US) | (cr >= ROW_TS_END_US))
-        if ev.min() < ROW_TS_MIN_US or ev.max() >= ROW_TS_END_US or bad_created.any():
-            return None  # a time out of range: row by row names the rows
+        event_us = rec["ev"].astype(np.int64)
+        if not _times_in_range(event_us, rec["cr"]):
+            return None  # row by row names the rows
         columns, nulls = _record_columns(layout, rec)
         n_present = len(rec)
         outs = [columns[slot] if slot != layout.missing else [None] * n_present for slot in layout.slots]
         for j, convert in layout.converts:
             outs[j] = [None if v is None else convert(v) for v in outs[j]]
-        event_us = rec["ev"].astype(np.int64)
         n = len(rows)
         if n_present != n:
             outs, stamps = _scatter(outs, event_us, present, n)
@@ -728,6 +726,19 @@ class RowDecoder:
         complete = frozenset() if n_present != n else frozenset(
             f for f, slot in zip(features, layout.slots) if slot != layout.missing and slot not in nulls)
         return ReadResult(values, stamps, complete)
+
+
+def _times_in_range(event_us: np.ndarray, created_us: np.ndarray) -> bool:
+    """Whether every event time, and every created time but INT64_MIN (none), is in the accepted range."""
+    if event_us.min() < ROW_TS_MIN_US or event_us.max() >= ROW_TS_END_US:
+        return False
+    created = created_us.astype(np.int64)
+    newest = created.max()
+    if newest >= ROW_TS_END_US:
+        return False
+    if newest == INT64_MIN or created.min() >= ROW_TS_MIN_US:  # no created times, or all in range
+        return True
+    return not ((created < ROW_TS_MIN_US) & (created != INT64_MIN)).any()
 
 
 def _records_of_one_schema(rows: list, wanted: tuple,

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from featurestore import on_demand
 from featurestore.catalog import Catalog
+from featurestore.coverage import intervals as covered_intervals
 from featurestore.definitions import FeatureService
 from featurestore.errors import InvalidInputError
 from featurestore.online_aggregate import finish, view_state_types
@@ -282,19 +283,32 @@ class OnlineReader:
         return OnlineResponse(shape.entity_columns + shape.outputs, values, statuses, stamps, invalid_rows)
 
     def _report_invalid(self, view: str, join_keys: list[str], keys: list[tuple], invalid: dict[int, str]) -> None:
-        """Log each undecodable row once (per reader, while it remembers fewer than 10,000 of them)."""
+        """Log each undecodable row once (per reader, while it remembers fewer than 10,000 of them),
+        with the command that replaces it."""
         reported = self._reported
+        repair = None
         for i, reason in invalid.items():
             if reason in reported:
                 continue
             if len(reported) >= 10_000:
                 reported.clear()
             reported.add(reason)
+            repair = repair or self._repair_command(view)
             entity = ", ".join(f"{k}={v!r}" for k, v in zip(join_keys, keys[i]))
-            log.warning("feature view %r, entity %s: %s. Its features are served as INVALID until a new row "
-                        "replaces it: push a row for the entity, or rematerialize the view with "
-                        "`featurestore materialize START END --views %s` over the times it was materialized for",
-                        view, entity, reason, view)
+            log.warning("feature view %r, entity %s: %s. Its features are answered INVALID until any new row "
+                        "for the entity replaces it (even an older one): %s", view, entity, reason, repair)
+
+    def _repair_command(self, view: str) -> str:
+        """How to write the view's rows again: rematerialize the times it was materialized for."""
+        try:
+            covered = covered_intervals(self.store, view)
+        except Exception:  # noqa: BLE001 - a registry hiccup must not fail the lookup that logs this
+            covered = []
+        if not covered:
+            return (f"rematerialize it with `featurestore materialize START END --views {view}` over the times "
+                    "its rows came from, or push a row for the entity")
+        start, end = covered[0][0].isoformat(), covered[-1][1].isoformat()
+        return f"rematerialize it with `featurestore materialize {start} {end} --views {view}`"
 
     def _run_on_demand(self, shape: _RequestShape, odfv: ViewRequest, columns: dict, values: dict,
                        statuses: dict, stamps: dict, n: int) -> None:

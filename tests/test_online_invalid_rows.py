@@ -57,6 +57,9 @@ live = FeatureView(name="live", entities=[driver], ttl=timedelta(days=1), source
 FEATURES = ["stats:trips", "stats:label", "trips_agg:trips_sum_1d", "live:speed"]
 
 
+START, END = NOW - timedelta(days=2), NOW + timedelta(seconds=1)  # the times the fixture materializes
+
+
 def _stats() -> pa.Table:
     return pa.table({"driver_id": pa.array(IDS, pa.int64()),
                      "ts": pa.array([NOW - timedelta(hours=i) for i in IDS], TS),
@@ -148,7 +151,7 @@ def repo(tmp_path, backend):
     store = FeatureStore(write_repo(tmp_path, CODE, online_store=yaml,
                                     tables={"stats": _stats(), "live": _live()}))
     store.apply()
-    store.materialize(NOW - timedelta(days=2), NOW + timedelta(seconds=1), progress=False)
+    store.materialize(START, END, progress=False)
     store.push("live_push", {"driver_id": IDS, "ts": [NOW] * len(IDS), "speed": [float(i) for i in IDS]})
     raw = RawRows(store, url, prefix)
     yield store, raw
@@ -200,7 +203,7 @@ def test_a_damaged_row_answers_its_entity_alone_counted_and_logged_once(repo, da
     assert len(warnings) == 1, warnings  # once per row, however often it is read
     message = warnings[0]
     assert f"driver_id={BAD}" in message and "INVALID" in message
-    assert "featurestore materialize START END --views stats" in message
+    assert f"featurestore materialize {START.isoformat()} {END.isoformat()} --views stats" in message
     if raw.client is not None:
         assert raw.redis_key("stats", BAD).decode() in message  # the damaged key, by name
     else:
@@ -222,15 +225,22 @@ def test_a_damaged_row_answers_its_entity_alone_counted_and_logged_once(repo, da
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
-def test_rematerializing_or_any_push_replaces_a_damaged_row(repo, damage):
+def test_the_command_the_warning_names_or_any_push_replaces_a_damaged_row(repo, damage, caplog):
     store, raw = repo
     _damage(raw, damage)
+    caplog.set_level(logging.WARNING, logger="featurestore.online_read")
+    store.get_online_features(FEATURES, {"driver_id": [BAD]})
 
-    # The command the warning names: the same rows again, no newer than the damaged one's header.
-    result = CliRunner().invoke(cli, ["--repo", str(store.repo_path), "materialize",
-                                      (NOW - timedelta(days=2)).isoformat(),
-                                      (NOW + timedelta(seconds=1)).isoformat(), "--views", "stats,trips_agg"])
-    assert result.exit_code == 0, result.output
+    # The command each view's warning names: the same rows again, no newer than the damaged row's header.
+    commands = {}
+    for record in caplog.records:
+        found = re.search(r"`featurestore (materialize \S+ \S+ --views (\w+))`", record.getMessage())
+        if found:
+            commands[found.group(2)] = found.group(1).split()
+    assert sorted(commands) == ["live", "stats", "trips_agg"]
+    for view in ("stats", "trips_agg"):
+        result = CliRunner().invoke(cli, ["--repo", str(store.repo_path), *commands[view]])
+        assert result.exit_code == 0, result.output
     # A push older than the damaged row: a sound row that new would win, a damaged one counts as absent.
     store.push("live_push", {"driver_id": [BAD], "ts": [NOW - timedelta(hours=5)], "speed": [-1.0]})
 
