@@ -6,6 +6,7 @@ which rows are damaged."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sqlite3
@@ -27,6 +28,7 @@ from featurestore import FeatureStore
 from featurestore.cli import main as cli
 from featurestore.errors import InvalidInputError
 from featurestore.online_read import INVALID, NOT_FOUND, PRESENT
+from featurestore.ports.online_store import CAP_ASYNC_READ
 from featurestore.timestamps import to_us
 from serving.app import create_app
 from tests.repo_helpers import write_repo
@@ -375,6 +377,11 @@ def test_reads_report_every_damaged_variant_and_serve_the_rest(online):
         else:
             assert (got.values["x"][i], got.values["s"][i]) == (5, "hello")
     assert got.values["x"][-1] is None and len(keys) - 1 not in got.invalid  # missing is not damaged
+    if CAP_ASYNC_READ in online.capabilities:  # the feature server's path answers the same
+        (again,) = asyncio.run(online.read_many_async([("v", ["id"], keys, ["x", "s"],
+                                                        {"x": pa.int64(), "s": pa.string()})]))
+        assert again.invalid == got.invalid and again.values == got.values
+        assert all(online._view_prefix("v").decode() in message for message in again.invalid.values())
 
 
 def test_rows_without_features_and_rows_of_other_schemas_stay_sound(online):
