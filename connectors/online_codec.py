@@ -22,7 +22,17 @@ Blobs: string = UTF-8, bytes = raw; list of a fixed-width type = u32 count, the 
 i32 length per element (-1 = null element), the concatenated payloads.
 
 The timestamps lead the row, big-endian, so the Redis compare-and-set script reads them with
-``struct.unpack('>i4I4i4I4', row, 2)`` without decoding the rest. The schema travels with every row:
+``struct.unpack('>i4I4i4I4', row, 2)`` without decoding the rest.
+
+A stored row is *sound* (``row_problem`` returns None) when its header is whole with this FORMAT, its
+event time (and created time, unless INT64_MIN) lies in the accepted range 1678-01-01 <= t < 2262-01-01
+(``ROW_TS_MIN_US`` .. ``ROW_TS_END_US``), its schema lists known type codes, and its length is exactly
+what the header, schema and blob lengths add up to. A row that is not sound (truncated, garbage, a
+timestamp that overflows, e.g. written by an older version) decodes as *invalid*: ``ReadResult.invalid``
+names it, its values are None, and both write paths treat it as absent, so any later write replaces
+it (the Redis script mirrors ``row_problem``). A sound row one of whose requested values cannot be
+decoded (a string that is not UTF-8, a list blob whose counts disagree) is reported invalid too; the
+next write with a newer event time replaces it. The schema travels with every row:
 rows written before a view gained or changed a feature still decode (a feature a row does not hold
 reads as None), and nothing outside the row (which Redis might evict) is needed to read it.
 
@@ -46,7 +56,7 @@ import pyarrow.compute as pc
 from featurestore import types as fstypes
 from featurestore.errors import DefinitionError, InvalidInputError
 from featurestore.ports.online_store import EventTimes, ReadResult
-from featurestore.timestamps import EPOCH, column_us, from_us
+from featurestore.timestamps import EPOCH, UTC, column_us, from_us, to_us
 
 FORMAT = 1
 INT64_MIN = -(2**63)
@@ -66,6 +76,14 @@ _CODE_OF_TYPE = {"Int64": INT64, "Int32": INT32, "Float32": FLOAT32, "Float64": 
 # Codes in one family decode for each other (a view whose Int32 feature became Int64 still reads).
 _FAMILY = {INT64: 1, INT32: 1, FLOAT32: 2, FLOAT64: 2, BOOL: 3, STRING: 4, BYTES: 5, TIMESTAMP: 6}
 _LARGE_EMPTY = pa.scalar(b"", pa.large_binary())
+# Bytes a feature takes in a row's fixed section; -1: a variable-width feature (a u32 blob length there)
+FIXED_SECTION_WIDTH = {NULL: 0, INT64: 8, INT32: 4, FLOAT32: 4, FLOAT64: 8, BOOL: 1, TIMESTAMP: 8,
+                       STRING: -1, BYTES: -1, **{LIST | c: -1 for c in (INT64, INT32, FLOAT32, FLOAT64, BOOL,
+                                                                         STRING, BYTES, TIMESTAMP)}}
+# The accepted time range (the input rule of featurestore.timestamps): a stored row's event and created
+# times outside it make the row invalid (every output, pandas' datetime64[ns] included, can carry it).
+ROW_TS_MIN_US = to_us(datetime(1678, 1, 1, tzinfo=UTC))
+ROW_TS_END_US = to_us(datetime(2262, 1, 1, tzinfo=UTC))  # exclusive
 
 
 # --------------------------------------------------------------------------------------- types
@@ -330,11 +348,14 @@ def _struct(fmt: str) -> struct.Struct:
 def _list_fixed(char: str, size: int, convert: Callable | None) -> Callable[[bytes], list]:
     def decode(blob: bytes) -> list:
         (count,) = _U32.unpack_from(blob, 0)
+        packed = 4 + count * size
+        if len(blob) != packed and len(blob) != packed + count:
+            raise ValueError(f"a list blob of {len(blob)} bytes holds {count} values of {size} bytes")
         values = list(_struct(f"<{count}{char}").unpack_from(blob, 4))
         if convert is not None:
             values = [convert(v) for v in values]
-        if len(blob) > 4 + count * size:
-            valid = blob[4 + count * size:]
+        if len(blob) > packed:
+            valid = blob[packed:]
             values = [v if ok else None for v, ok in zip(values, valid)]
         return values
 
@@ -354,6 +375,8 @@ def _list_var(is_str: bool) -> Callable[[bytes], list]:
             chunk = blob[pos:pos + length]
             out.append(chunk.decode("utf-8") if is_str else chunk)
             pos += length
+        if pos != len(blob):
+            raise ValueError(f"a list blob of {len(blob)} bytes whose element lengths add up to {pos}")
         return out
 
     return decode
@@ -394,6 +417,8 @@ class _Layout:
         null_slots: list[tuple[int, int, int]] = []  # (bitmap byte, bit mask, value slot)
         slot = 0
         for i, (name, code) in enumerate(feats):
+            if code not in FIXED_SECTION_WIDTH:
+                raise ValueError(f"unknown type code {code} of feature {name!r}")
             if code == NULL:
                 slot_of[name] = (code, -1)
                 continue
@@ -429,15 +454,127 @@ class _Layout:
 
 
 def _schema_features(schema: bytes) -> list[tuple[str, int]]:
-    """(name, type code) of each feature in a row's schema section."""
+    """(name, type code) of each feature in a row's schema section (``struct.error`` if it is cut short;
+    a name that is not UTF-8 matches no requested feature)."""
     feats: list[tuple[str, int]] = []
     pos = 0
     while pos < len(schema):
         code, length = struct.unpack_from(">BH", schema, pos)
         pos += 3
-        feats.append((schema[pos:pos + length].decode("utf-8"), code))
+        if pos + length > len(schema):
+            raise struct.error(f"a feature name of {length} bytes runs past the {len(schema)}-byte schema")
+        feats.append((schema[pos:pos + length].decode("utf-8", "surrogateescape"), code))
         pos += length
     return feats
+
+
+# ----------------------------------------------------------------------------------- soundness
+_ROW_ERRORS = (struct.error, ValueError, OverflowError, IndexError, KeyError, TypeError)
+
+
+def _timestamp_problem(event_us: int, created_us: int) -> str | None:
+    if not ROW_TS_MIN_US <= event_us < ROW_TS_END_US:
+        return f"its event time, {_shown_us(event_us)}, is outside the accepted range 1678-01-01 .. 2262-01-01"
+    if created_us != INT64_MIN and not ROW_TS_MIN_US <= created_us < ROW_TS_END_US:
+        return f"its created time, {_shown_us(created_us)}, is outside the accepted range 1678-01-01 .. 2262-01-01"
+    return None
+
+
+def _shown_us(us: int) -> str:
+    try:
+        return from_us(us).isoformat()
+    except OverflowError:
+        return f"{us} microseconds since the epoch"
+
+
+@lru_cache(maxsize=256)
+def _schema_sizes(schema: bytes) -> tuple[int, tuple[int, ...]] | str:
+    """For rows written with ``schema``: the bytes after it up to the blobs (null bitmap and fixed
+    section) and where in them each blob length sits; or why the schema is unreadable."""
+    size, count, var_at, pos = 0, 0, [], 0
+    while pos < len(schema):
+        if pos + 3 > len(schema):
+            return f"its {len(schema)}-byte schema section is cut short"
+        code, length = struct.unpack_from(">BH", schema, pos)
+        pos += 3 + length
+        if pos > len(schema):
+            return f"its {len(schema)}-byte schema section is cut short"
+        width = FIXED_SECTION_WIDTH.get(code)
+        if width is None:
+            return f"its schema holds the unknown type code {code}"
+        count += 1
+        if width < 0:
+            var_at.append(size)
+            width = 4
+        size += width
+    nb = (count + 7) // 8
+    return nb + size, tuple(nb + at for at in var_at)
+
+
+def row_problem(row: Any) -> str | None:
+    """Why a stored row is not sound (see the module docstring), or None when it is. The write paths
+    treat a row that is not sound as absent; the Redis upsert script checks the same, in the same
+    order (``connectors.online_redis``)."""
+    if not isinstance(row, (bytes, bytearray, memoryview)):
+        return f"the stored value is {type(row).__name__}, not bytes"
+    n = len(row)
+    if n < HEADER_SIZE:
+        return f"the row is {n} bytes, shorter than its {HEADER_SIZE}-byte header"
+    fmt, event_us, created_us, slen = HEADER.unpack_from(row, 0)
+    if fmt != FORMAT:
+        return f"its format byte is {fmt}, not {FORMAT}"
+    problem = _timestamp_problem(event_us, created_us)
+    if problem is not None:
+        return problem
+    if HEADER_SIZE + slen > n:
+        return f"the row is {n} bytes, cut inside its {slen}-byte schema section"
+    sizes = _schema_sizes(bytes(row[HEADER_SIZE:HEADER_SIZE + slen]))
+    if isinstance(sizes, str):
+        return sizes
+    fixed, var_at = sizes
+    start = HEADER_SIZE + slen
+    need = start + fixed
+    if need > n:
+        return f"the row is {n} bytes, cut before the end of its fixed section ({need} bytes)"
+    need += sum(_U32.unpack_from(row, start + at)[0] for at in var_at)
+    if need != n:
+        return f"the row is {n} bytes, its layout needs {need}"
+    return None
+
+
+def row_sound(row: Any, event_us: int, created_us: int) -> bool:
+    """``row_problem(row) is None``, and the row's timestamps are ``event_us`` and ``created_us`` (kept
+    beside it by a store): the same checks, fast, for write paths that test every stored row."""
+    try:
+        fmt, ev, cr, slen = HEADER.unpack_from(row, 0)
+    except (struct.error, TypeError):
+        return False
+    if (fmt != FORMAT or ev != event_us or cr != created_us or not ROW_TS_MIN_US <= ev < ROW_TS_END_US
+            or (cr != INT64_MIN and not ROW_TS_MIN_US <= cr < ROW_TS_END_US)):
+        return False
+    start = HEADER_SIZE + slen
+    n = len(row)
+    if start > n:
+        return False
+    schema = row[HEADER_SIZE:start]
+    sizes = _schema_sizes(schema if schema.__class__ is bytes else bytes(schema))
+    if sizes.__class__ is str:
+        return False
+    fixed, var_at = sizes
+    need = start + fixed
+    if need > n:
+        return False
+    for at in var_at:
+        need += _U32.unpack_from(row, start + at)[0]
+    return need == n
+
+
+def invalid_reason(row: Any, exc: Exception | None = None) -> str:
+    """Why ``row`` could not be decoded: ``row_problem``, or else the error one of its values gave."""
+    problem = row_problem(row)
+    if problem is not None:
+        return problem
+    return f"a stored value cannot be decoded ({type(exc).__name__}: {exc})" if exc else "it cannot be decoded"
 
 
 def _record_dtype(schema: bytes, nb: int, chars: str) -> np.dtype:
@@ -479,7 +616,8 @@ class RowDecoder:
     def decode(self, rows: list[bytes | None], features: list[str],
                feature_types: dict[str, pa.DataType]) -> ReadResult:
         """``rows`` (None: no row for that key) as an online store's ``ReadResult``, with its
-        ``complete`` hint when known."""
+        ``complete`` hint when known. A row that cannot be decoded never raises: it reads as absent and
+        ``ReadResult.invalid`` gives its index and why (``invalid_reason``)."""
         try:
             wanted = tuple((f, type_code(feature_types[f])) for f in features)
         except KeyError as exc:
@@ -488,7 +626,10 @@ class RowDecoder:
         if layouts is None:
             layouts = self._new_layout_cache(wanted)
         if len(rows) >= _COLUMNAR_MIN_ROWS and wanted:
-            decoded = self._decode_columnar(rows, features, wanted, layouts)
+            try:
+                decoded = self._decode_columnar(rows, features, wanted, layouts)
+            except _ROW_ERRORS:  # some row is not what its header says: row by row tells which
+                decoded = None
             if decoded is not None:
                 return decoded
         return self._decode_rows(rows, features, wanted, layouts)
@@ -505,46 +646,58 @@ class RowDecoder:
         """``decode`` row by row (any mix of schemas and feature kinds)."""
         out_rows: list = []
         stamps: list[datetime | None] = []
+        invalid: dict[int, str] = {}
         empty = (None,) * len(wanted)
         unpack_header = HEADER.unpack_from
-        for row in rows:
-            if row is None or len(row) < HEADER_SIZE or row[0] != FORMAT:
+        lo, end = ROW_TS_MIN_US, ROW_TS_END_US
+        for i, row in enumerate(rows):
+            if row is None:
                 out_rows.append(empty)
                 stamps.append(None)
                 continue
-            _, ev, _, slen = unpack_header(row, 0)
-            stamps.append(EPOCH + timedelta(microseconds=ev))
-            pos = HEADER_SIZE + slen
-            schema = row[HEADER_SIZE:pos]
-            layout = layouts.get(schema)
-            if layout is None:
-                layout = _new_layout(layouts, schema, wanted)
-            bitmap = row[pos:pos + layout.nb]
-            pos += layout.nb
-            values = list(layout.fixed.unpack_from(row, pos))
-            pos += layout.fixed.size
-            for slot in layout.var_slots:
-                length = values[slot]
-                values[slot] = row[pos:pos + length]
-                pos += length
-            values.append(None)
-            if bitmap != layout.zero_bitmap:
-                for byte, mask, slot in layout.null_slots:
-                    if bitmap[byte] & mask:
-                        values[slot] = None
-            picked = layout.getter(values)
-            if layout.converts:
-                picked = list(picked)
-                for j, convert in layout.converts:
-                    value = picked[j]
-                    if value is not None:
-                        picked[j] = convert(value)
+            try:
+                fmt, ev, cr, slen = unpack_header(row, 0)
+                if fmt != FORMAT or not lo <= ev < end or not (cr == INT64_MIN or lo <= cr < end):
+                    raise ValueError("the row's header is not sound")
+                pos = HEADER_SIZE + slen
+                schema = row[HEADER_SIZE:pos]
+                layout = layouts.get(schema)
+                if layout is None:
+                    layout = _new_layout(layouts, schema, wanted)
+                bitmap = row[pos:pos + layout.nb]
+                pos += layout.nb
+                values = list(layout.fixed.unpack_from(row, pos))
+                pos += layout.fixed.size
+                for slot in layout.var_slots:
+                    length = values[slot]
+                    values[slot] = row[pos:pos + length]
+                    pos += length
+                if pos != len(row):
+                    raise ValueError("the row's length is not what its layout needs")
+                values.append(None)
+                if bitmap != layout.zero_bitmap:
+                    for byte, mask, slot in layout.null_slots:
+                        if bitmap[byte] & mask:
+                            values[slot] = None
+                picked = layout.getter(values)
+                if layout.converts:
+                    picked = list(picked)
+                    for j, convert in layout.converts:
+                        value = picked[j]
+                        if value is not None:
+                            picked[j] = convert(value)
+            except _ROW_ERRORS as exc:
+                invalid[i] = invalid_reason(row, exc)
+                out_rows.append(empty)
+                stamps.append(None)
+                continue
             out_rows.append(picked)
+            stamps.append(EPOCH + timedelta(microseconds=ev))
         if not wanted:
-            return ReadResult({}, stamps)
+            return ReadResult({}, stamps, invalid=invalid)
         if not out_rows:
             return ReadResult({f: [] for f in features}, stamps)
-        return ReadResult({f: list(col) for f, col in zip(features, zip(*out_rows))}, stamps)
+        return ReadResult({f: list(col) for f, col in zip(features, zip(*out_rows))}, stamps, invalid=invalid)
 
     def _decode_columnar(self, rows: list, features: list[str], wanted: tuple,
                          layouts: dict[bytes, _Layout]) -> ReadResult | None:
@@ -554,12 +707,14 @@ class RowDecoder:
         if found is None:
             return None
         layout, rec, present = found
+        event_us = rec["ev"].astype(np.int64)
+        if not _times_in_range(event_us, rec["cr"]):
+            return None  # row by row names the rows
         columns, nulls = _record_columns(layout, rec)
         n_present = len(rec)
         outs = [columns[slot] if slot != layout.missing else [None] * n_present for slot in layout.slots]
         for j, convert in layout.converts:
             outs[j] = [None if v is None else convert(v) for v in outs[j]]
-        event_us = rec["ev"].astype(np.int64)
         n = len(rows)
         if n_present != n:
             outs, stamps = _scatter(outs, event_us, present, n)
@@ -571,6 +726,19 @@ class RowDecoder:
         complete = frozenset() if n_present != n else frozenset(
             f for f, slot in zip(features, layout.slots) if slot != layout.missing and slot not in nulls)
         return ReadResult(values, stamps, complete)
+
+
+def _times_in_range(event_us: np.ndarray, created_us: np.ndarray) -> bool:
+    """Whether every event time, and every created time but INT64_MIN (none), is in the accepted range."""
+    if event_us.min() < ROW_TS_MIN_US or event_us.max() >= ROW_TS_END_US:
+        return False
+    created = created_us.astype(np.int64)
+    newest = created.max()
+    if newest >= ROW_TS_END_US:
+        return False
+    if newest == INT64_MIN or created.min() >= ROW_TS_MIN_US:  # no created times, or all in range
+        return True
+    return not ((created < ROW_TS_MIN_US) & (created != INT64_MIN)).any()
 
 
 def _records_of_one_schema(rows: list, wanted: tuple,
@@ -588,7 +756,7 @@ def _records_of_one_schema(rows: list, wanted: tuple,
     schema = first[HEADER_SIZE:HEADER_SIZE + slen]
     layout = layouts.get(schema)
     if layout is None:
-        layout = _new_layout(layouts, schema, wanted)
+        layout = _new_layout(layouts, schema, wanted)  # an unreadable schema raises: row by row
     dtype = layout.dtype
     size = len(first)
     if dtype is None or size != dtype.itemsize:
@@ -646,6 +814,14 @@ def row_timestamps(row: bytes) -> tuple[int, int]:
 
 
 # ------------------------------------------------------------------------------ write batches
+def _check_row_times(us: np.ndarray, name: str) -> None:
+    """Refuse times a stored row may not hold (it would read as invalid), naming the column."""
+    if len(us) and (us.min() < ROW_TS_MIN_US or us.max() >= ROW_TS_END_US):
+        bad = int(us[(us < ROW_TS_MIN_US) | (us >= ROW_TS_END_US)][0])
+        raise InvalidInputError(f"column {name!r} has {_shown_us(bad)}, outside the accepted time range "
+                                "1678-01-01T00:00:00Z <= t < 2262-01-01T00:00:00Z")
+
+
 class WriteBatch:
     """One ``write`` call's rows, validated, reduced to the newest row per entity key, and encoded.
 
@@ -665,8 +841,10 @@ class WriteBatch:
         n = table.num_rows
         keys = encode_key_column(table, join_keys)
         event_us = timestamps_us(table.column(event_ts_column), name=event_ts_column, nullable=False)
+        _check_row_times(event_us, event_ts_column)
         if created_ts_column and created_ts_column in table.column_names:
             created_us = timestamps_us(table.column(created_ts_column), name=created_ts_column, nullable=True)
+            _check_row_times(created_us[created_us != INT64_MIN], created_ts_column)
         else:
             created_us = np.full(n, INT64_MIN, dtype=np.int64)
         skip = set(join_keys) | {event_ts_column} | ({created_ts_column} if created_ts_column else set())

@@ -16,7 +16,9 @@ needs Redis >= 6.2): during the grace a read still finds the row, so the server 
 
 Writes are event-time monotonic and atomic: a Lua script (``_UPSERT_LUA``, run with EVALSHA on up to
 ``batch_size`` keys per call, many calls per pipeline) reads the stored rows with one MGET, compares the
-big-endian ``(event_ts, created_ts)`` that lead each row, and sets only strictly newer rows. Redis runs a
+big-endian ``(event_ts, created_ts)`` that lead each row, and sets only strictly newer rows. A stored
+row that is not sound (``online_codec.row_problem``: truncated, garbage, a time out of range) counts as
+absent, so any write replaces it; reads answer such a key alone as invalid, naming the key. Redis runs a
 script without interleaving other commands, so concurrent writers keep the newest row per key. Keys
 of one call must live on one server: Redis Cluster is not supported. Rows are encoded and sent a slice
 at a time while Redis still runs the calls of the previous slice (a bounded window of calls in
@@ -76,25 +78,91 @@ from featurestore.ports.online_store import (
 )
 
 # KEYS: entity keys. ARGV[1]: '1' when every row is followed by its expiry (unix ms), else '0';
-# then per key: row [, pxat]. Returns how many rows were stored.
+# then per key: row [, pxat]. Returns how many rows were stored. A stored row that is not sound
+# (``sound``, the checks of ``online_codec.row_problem`` in the same order) counts as absent, so a
+# damaged row never blocks a write.
 _UPSERT_LUA = """
 local with_ttl = ARGV[1] == '1'
 local stride = with_ttl and 2 or 1
 local stored = redis.call('MGET', unpack(KEYS))
 local written = 0
 local mset = {}
+local WIDTH = {%(widths)s}
+local sizes = {}  -- schema section -> {bytes up to the blobs, offsets of the blob lengths}, or false
+
+local function sizes_of(schema)
+    local size, count, var_at, pos, n = 0, 0, {}, 1, #schema
+    while pos <= n do
+        if pos + 2 > n then return false end
+        local code, length = struct.unpack('>BH', schema, pos)
+        pos = pos + 3 + length
+        if pos > n + 1 then return false end
+        local width = WIDTH[code]
+        if width == nil then return false end
+        count = count + 1
+        if width < 0 then
+            var_at[#var_at + 1] = size
+            width = 4
+        end
+        size = size + width
+    end
+    local nb = math.floor((count + 7) / 8)
+    for j = 1, #var_at do var_at[j] = var_at[j] + nb end
+    return {nb + size, var_at}
+end
+
+local last_schema, last_found = '', sizes_of('')  -- the previous stored row's schema and its sizes
+
+-- Whether a stored row of n bytes, whose header (past its format byte) is e1..slen, is sound. A time
+-- is (hi, lo): its signed high and unsigned low 32 bits, compared with the range's.
+local function sound(row, n, e1, e2, c1, c2, slen)
+    if e1 < %(min_hi)d or (e1 == %(min_hi)d and e2 < %(min_lo)d)
+            or e1 > %(end_hi)d or (e1 == %(end_hi)d and e2 >= %(end_lo)d) then
+        return false
+    end
+    if (c1 ~= -2147483648 or c2 ~= 0) and (c1 < %(min_hi)d or (c1 == %(min_hi)d and c2 < %(min_lo)d)
+            or c1 > %(end_hi)d or (c1 == %(end_hi)d and c2 >= %(end_lo)d)) then
+        return false
+    end
+    if %(header)d + slen > n then return false end
+    local found
+    -- Rows of one call mostly share a schema: compared in place, without copying it out of the row.
+    if slen == #last_schema and string.find(row, last_schema, %(header)d + 1, true) == %(header)d + 1 then
+        found = last_found
+    else
+        local schema = string.sub(row, %(header)d + 1, %(header)d + slen)
+        found = sizes[schema]
+        if found == nil then
+            found = sizes_of(schema)
+            sizes[schema] = found
+        end
+        last_schema, last_found = schema, found
+    end
+    if not found then return false end
+    local start = %(header)d + slen
+    local need = start + found[1]
+    if need > n then return false end
+    local var_at = found[2]
+    for j = 1, #var_at do
+        need = need + struct.unpack('<I4', row, start + var_at[j] + 1)
+    end
+    return need == n
+end
+
 for i = 1, #KEYS do
     local at = 2 + (i - 1) * stride
     local row = ARGV[at]
     local old = stored[i]
     local newer = true
-    if old and #old >= 17 and string.byte(old, 1) == %(format)d then
-        local a1, a2, a3, a4 = struct.unpack('>i4I4i4I4', row, 2)
-        local b1, b2, b3, b4 = struct.unpack('>i4I4i4I4', old, 2)
-        if a1 ~= b1 then newer = a1 > b1
-        elseif a2 ~= b2 then newer = a2 > b2
-        elseif a3 ~= b3 then newer = a3 > b3
-        else newer = a4 > b4 end
+    if old and #old >= %(header)d and string.byte(old, 1) == %(format)d then
+        local b1, b2, b3, b4, slen = struct.unpack('>i4I4i4I4H', old, 2)
+        if sound(old, #old, b1, b2, b3, b4, slen) then
+            local a1, a2, a3, a4 = struct.unpack('>i4I4i4I4', row, 2)
+            if a1 ~= b1 then newer = a1 > b1
+            elseif a2 ~= b2 then newer = a2 > b2
+            elseif a3 ~= b3 then newer = a3 > b3
+            else newer = a4 > b4 end
+        end
     end
     if newer then
         written = written + 1
@@ -108,7 +176,10 @@ for i = 1, #KEYS do
 end
 if #mset > 0 then redis.call('MSET', unpack(mset)) end
 return written
-""" % {"format": codec.FORMAT}
+""" % {"format": codec.FORMAT, "header": codec.HEADER_SIZE,
+       "widths": ", ".join(f"[{code}] = {width}" for code, width in sorted(codec.FIXED_SECTION_WIDTH.items())),
+       "min_hi": codec.ROW_TS_MIN_US >> 32, "min_lo": codec.ROW_TS_MIN_US & 0xFFFFFFFF,
+       "end_hi": codec.ROW_TS_END_US >> 32, "end_lo": codec.ROW_TS_END_US & 0xFFFFFFFF}
 
 _MAX_KEYS_PER_CALL = 2000  # Lua's unpack() stack limit is about 8000 values
 # The SET NX bulk path (RedisOnlineStore._set_absent, for writes of ``bulk_absent_min_rows`` or more)
@@ -474,7 +545,7 @@ class RedisOnlineStore(OnlineStore):
              feature_types: dict[str, pa.DataType]) -> ReadResult:
         redis_keys = self._read_keys(view, join_keys, keys)
         rows = self._call("read", self._client.mget, redis_keys) if redis_keys else []
-        return self._decoder.decode(rows, features, feature_types)
+        return _name_invalid(self._decoder.decode(rows, features, feature_types), redis_keys)
 
     def _read_keys(self, view: str, join_keys: list[str], keys: list[tuple]) -> list[bytes]:
         prefix = self._prefixes.get(view)
@@ -530,14 +601,17 @@ class RedisOnlineStore(OnlineStore):
         except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
             raise self._unavailable_error(exc, "read") from exc
         out = []
-        for (_view, _join_keys, keys, features, feature_types), reply in zip(reads, replies):
+        for (view, join_keys, keys, features, feature_types), reply in zip(reads, replies):
             if isinstance(reply, Exception):  # hiredis.ReplyError: an error reply of Redis
                 error = self._exc.ResponseError(str(reply))
                 if str(reply).startswith(_UNAVAILABLE_REPLIES):
                     raise self._unavailable_error(error, "read") from error
                 raise error
             rows = reply if keys else []
-            out.append(self._decoder.decode(rows, features, feature_types))
+            result = self._decoder.decode(rows, features, feature_types)
+            if result.invalid:
+                result = _name_invalid(result, self._read_keys(view, join_keys, keys))
+            out.append(result)
         return out
 
     def delete_view(self, view: str) -> None:
@@ -558,6 +632,14 @@ class RedisOnlineStore(OnlineStore):
         self._client.close()
         if self._async is not None:
             self._async.close()
+
+
+def _name_invalid(result: ReadResult, redis_keys: list[bytes]) -> ReadResult:
+    """``result`` with each undecodable row's message naming its Redis key."""
+    for i, reason in result.invalid.items():
+        key = redis_keys[i].decode("utf-8", "backslashreplace")
+        result.invalid[i] = f"the Redis key {key!r} holds a row that cannot be decoded: {reason}"
+    return result
 
 
 def _int_decimals(keys: list[tuple]) -> list[bytes] | None:

@@ -8,7 +8,10 @@ Table ``online_rows`` (one per database file, shared by projects)::
 
 A write is one ``BEGIN IMMEDIATE`` transaction of upserts whose ``DO UPDATE ... WHERE`` only replaces a
 stored row with a strictly newer ``(event_ts, created_ts)``, so concurrent writers (threads or processes)
-keep the newest row per key whatever the interleaving. WAL mode lets readers run beside a writer. Rows
+keep the newest row per key whatever the interleaving. A stored row that is not sound
+(``online_codec.row_problem``: truncated, garbage, a time out of range; checked by the SQL function
+``fs_row_sound``, ``online_codec.row_sound``, only when the timestamps would keep it) counts as absent: any write replaces it, and a
+read answers that key alone as invalid, naming the row. WAL mode lets readers run beside a writer. Rows
 are never expired here: ``read`` returns them with their event timestamps and the caller applies the TTL.
 """
 
@@ -47,6 +50,7 @@ ON CONFLICT (project, view, entity_key) DO UPDATE
 SET event_ts = excluded.event_ts, created_ts = excluded.created_ts, row = excluded.row
 WHERE excluded.event_ts > online_rows.event_ts
    OR (excluded.event_ts = online_rows.event_ts AND excluded.created_ts > online_rows.created_ts)
+   OR NOT fs_row_sound(online_rows.row, online_rows.event_ts, online_rows.created_ts)
 """
 
 _READ_CHUNK = 500  # keys per SELECT ... IN (...), below SQLite's parameter limit on old builds
@@ -144,6 +148,7 @@ class SqliteOnlineStore(OnlineStore):
                 conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(_SCHEMA)
+        conn.create_function("fs_row_sound", 3, codec.row_sound, deterministic=True)
 
     # -- the contract ----------------------------------------------------------------------------
     def write(self, view: str, join_keys: list[str], table: pa.Table, *, event_ts_column: str,
@@ -189,7 +194,11 @@ class SqliteOnlineStore(OnlineStore):
                 found.update(conn.execute(sql, [self.project, view, *chunk]).fetchall())
         except sqlite3.OperationalError as exc:
             raise BackendUnavailableError(f"SQLite online store read failed: {exc}") from exc
-        return self._decoder.decode([found.get(k) for k in encoded], features, feature_types)
+        result = self._decoder.decode([found.get(k) for k in encoded], features, feature_types)
+        for i, reason in result.invalid.items():
+            result.invalid[i] = (f"the SQLite online store {self._target} holds a row that cannot be decoded "
+                                 f"(project {self.project!r}, view {view!r}, entity_key {encoded[i]!r}): {reason}")
+        return result
 
     def delete_view(self, view: str) -> None:
         conn = self._conn()

@@ -1,7 +1,12 @@
 """Online lookups: the latest value per entity, with Feast's statuses.
 
 ``PRESENT`` a fresh value; ``NULL_VALUE`` a fresh row whose value is null; ``NOT_FOUND`` no row for the
-entity; ``OUTSIDE_MAX_AGE`` a row older than the view's TTL at read time (its value is not served).
+entity; ``OUTSIDE_MAX_AGE`` a row older than the view's TTL at read time (its value is not served);
+``INVALID`` a stored row that cannot be decoded (damaged, or written with a time out of range): that
+entity's features of that view alone are null with this status, the rest of the batch is served, the
+response counts it (``OnlineResponse.invalid_rows``), and a warning names the view, the entity and where
+the row is stored, once per row. Any later write of the entity (push, stream, materialization) replaces
+such a row.
 Resolved feature references are cached per registry version, so a lookup costs one online-store read
 per view and a little Python. The cache is bounded in bytes (``FeatureStore.online_cache_bytes``,
 ``DEFAULT_SHAPE_CACHE_BYTES``): least recently used plans are dropped first, so distinct requests
@@ -16,6 +21,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
+from logging import getLogger
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -25,6 +31,7 @@ from featurestore import on_demand
 from featurestore import types as fstypes
 from featurestore import values as input_values
 from featurestore.catalog import Catalog
+from featurestore.coverage import intervals as covered_intervals
 from featurestore.definitions import FeatureService
 from featurestore.errors import InvalidInputError
 from featurestore.online_aggregate import finish, view_state_types
@@ -43,6 +50,8 @@ if TYPE_CHECKING:
     from featurestore.store import FeatureStore
 
 UTC = timezone.utc
+INVALID = "INVALID"  # a stored row that cannot be decoded (see the module docstring)
+log = getLogger(__name__)
 PRESENT, NULL_VALUE, NOT_FOUND, OUTSIDE_MAX_AGE = "PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"
 DEFAULT_SHAPE_CACHE_BYTES = 16 * 2**20
 
@@ -55,6 +64,8 @@ class OnlineResponse:
     values: dict[str, list]
     statuses: dict[str, list[str]]
     event_timestamps: dict[str, list[datetime | None]]
+    # feature view -> entity rows answered INVALID (their stored row cannot be decoded)
+    invalid_rows: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, list]:
         return {name: self.values[name] for name in self.feature_names}
@@ -128,6 +139,7 @@ class OnlineReader:
         self.registry_ttl = registry_ttl_seconds
         self._lock = threading.Lock()
         self._catalog: Catalog | None = None
+        self._reported: set[str] = set()  # undecodable rows already logged (bounded)
         self._checked = 0.0
         self._shapes = ShapeCache()
 
@@ -245,11 +257,12 @@ class OnlineReader:
         values: dict[str, list] = {}
         statuses: dict[str, list[str]] = {}
         stamps: dict[str, list] = {}
+        invalid_rows: dict[str, int] = {}
         for col in shape.entity_columns:
             values[col] = lookup.columns[col]
             statuses[col] = [PRESENT] * n
             stamps[col] = [None] * n
-        for req, (view, *_, outs, ttl), result in zip(shape.requests, shape.views, results):
+        for req, (view, *_, outs, ttl), result, read in zip(shape.requests, shape.views, results, lookup.reads):
             if view in shape.aggregations:
                 result = _finish_all(shape, req, result, n, now)
             event_ts = result.event_timestamps
@@ -264,6 +277,11 @@ class OnlineReader:
             else:
                 stale = [(i, NOT_FOUND if t is None else OUTSIDE_MAX_AGE) for i, t in enumerate(event_ts)
                          if t is None or (oldest is not None and t < oldest)]
+            invalid = result.invalid
+            if invalid:  # such a row reads as absent: its entity is among the stale ones
+                stale = [(i, INVALID if i in invalid else status) for i, status in stale]
+                invalid_rows[view] = len(invalid)
+                self._report_invalid(view, read[1], read[2], invalid)
             complete = result.complete
             for feature, out in outs:
                 vals = result.values[feature]
@@ -279,7 +297,35 @@ class OnlineReader:
                 values[out], statuses[out], stamps[out] = vals, sts, event_ts
         for odfv in shape.on_demand:
             self._run_on_demand(shape, odfv, lookup.columns, values, statuses, stamps, n)
-        return OnlineResponse(shape.entity_columns + shape.outputs, values, statuses, stamps)
+        return OnlineResponse(shape.entity_columns + shape.outputs, values, statuses, stamps, invalid_rows)
+
+    def _report_invalid(self, view: str, join_keys: list[str], keys: list[tuple], invalid: dict[int, str]) -> None:
+        """Log each undecodable row once (per reader, while it remembers fewer than 10,000 of them),
+        with the command that replaces it."""
+        reported = self._reported
+        repair = None
+        for i, reason in invalid.items():
+            if reason in reported:
+                continue
+            if len(reported) >= 10_000:
+                reported.clear()
+            reported.add(reason)
+            repair = repair or self._repair_command(view)
+            entity = ", ".join(f"{k}={v!r}" for k, v in zip(join_keys, keys[i]))
+            log.warning("feature view %r, entity %s: %s. Its features are answered INVALID until any new row "
+                        "for the entity replaces it (even an older one): %s", view, entity, reason, repair)
+
+    def _repair_command(self, view: str) -> str:
+        """How to write the view's rows again: rematerialize the times it was materialized for."""
+        try:
+            covered = covered_intervals(self.store, view)
+        except Exception:  # noqa: BLE001 - a registry hiccup must not fail the lookup that logs this
+            covered = []
+        if not covered:
+            return (f"rematerialize it with `featurestore materialize START END --views {view}` over the times "
+                    "its rows came from, or push a row for the entity")
+        start, end = covered[0][0].isoformat(), covered[-1][1].isoformat()
+        return f"rematerialize it with `featurestore materialize {start} {end} --views {view}`"
 
     def _run_on_demand(self, shape: _RequestShape, odfv: ViewRequest, columns: dict, values: dict,
                        statuses: dict, stamps: dict, n: int) -> None:
@@ -384,7 +430,7 @@ def _finish_all(shape: "_RequestShape", req: ViewRequest, raw: ReadResult, n: in
         state = {name: raw.values[name][i] for name in names}
         for f in req.all_features:
             values[f].append(finish(aggs[f], state, now) if raw.event_timestamps[i] is not None else None)
-    return ReadResult(values, list(raw.event_timestamps))
+    return ReadResult(values, list(raw.event_timestamps), invalid=raw.invalid)
 
 
 def _columns(entity_rows: Any) -> dict[str, list]:

@@ -5,6 +5,8 @@ in tests, never collide and the global registry stays untouched).
   template (``/registry/feature-views/{name}``), ``unmatched`` for unknown paths, so cardinality is bounded
 - ``featurestore_store_errors_total{kind}`` errors raised by the store, by error class
 - ``featurestore_online_lookups_total`` and ``featurestore_online_entity_rows_total``
+- ``featurestore_online_invalid_rows_total{view}`` entity rows of lookups answered ``INVALID``: their
+  stored row could not be decoded (the server log names each row once)
 - ``featurestore_feature_freshness_seconds{view}`` seconds since the newest event timestamp seen in
   lookups of the view (computed at scrape time)
 - ``featurestore_pushed_rows_total{push_source}``
@@ -70,6 +72,9 @@ class ServingMetrics:
                                     registry=self.registry)
         self._pushed = Counter("featurestore_pushed_rows", "Rows received by /push, by push source",
                                ["push_source"], registry=self.registry)
+        self._invalid = Counter("featurestore_online_invalid_rows",
+                                "Entity rows of online lookups whose stored row could not be decoded, by view",
+                                ["view"], registry=self.registry)
         self._freshness = _Freshness()
         self.registry.register(self._freshness)
         self._children: dict[tuple[str, str, int], object] = {}
@@ -99,6 +104,9 @@ class ServingMetrics:
                 t = ts.timestamp()
                 if t > newest.get(view, float("-inf")):
                     newest[view] = t
+
+    def invalid_rows(self, view: str, rows: int) -> None:
+        self._invalid.labels(view).inc(rows)
 
     def pushed(self, push_source: str, rows: int) -> None:
         self._pushed.labels(push_source).inc(rows)

@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 Int64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
-Status = Literal["PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"]
+Status = Literal["PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE", "INVALID"]
 Scalar = Union[Int64, StrictFloat, StrictStr, StrictBool, None]
 PushValue = Union[Scalar, list[Scalar]]
 # Join key values (integers or strings; the store checks them against the key's type: an integer key

@@ -15,6 +15,9 @@ Semantics every backend keeps:
   does) and may skip rows that are already expired; ``read`` always returns what it holds together
   with its event timestamp, and the caller decides whether a value is too old (``OUTSIDE_MAX_AGE``).
 - **Exact values.** What ``read`` returns equals what was written, for every product type.
+- **Damaged rows.** A stored row that cannot be decoded never fails a ``read``: that key alone reads as
+  absent and is listed in ``ReadResult.invalid``; ``write`` treats such a row as absent, so any later
+  row for the key replaces it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import datetime
 import pathlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -117,11 +120,14 @@ class ReadResult:
     per key (UTC, tz-aware), ``None`` when the store has no row for that key: a list, or an
     ``EventTimes`` (the same sequence, decoded lazily). ``complete`` may name features known to hold
     a value for every key (a hint that saves the caller a scan for ``None``; empty when unknown).
+    ``invalid`` maps the index of each key whose stored row cannot be decoded to a message naming where
+    the row is stored and why; such a key reads as absent (values ``None``, event time ``None``).
     """
 
     values: dict[str, list]
     event_timestamps: "list[datetime.datetime | None] | EventTimes"
     complete: frozenset = frozenset()
+    invalid: dict[int, str] = field(default_factory=dict)
 
 
 class OnlineStore(ABC):

@@ -154,6 +154,8 @@ def respond(state, features, full_feature_names: bool, rows: int, response: "Onl
     """The JSON body of a successful lookup; counts it in the metrics."""
     content = rest_json(response)
     state.metrics.lookup(rows, _newest_by_view(state.store, features, full_feature_names, response))
+    for view, invalid in response.invalid_rows.items():
+        state.metrics.invalid_rows(view, invalid)
     return content
 
 
