@@ -56,7 +56,7 @@ import pyarrow.compute as pc
 from featurestore import types as fstypes
 from featurestore.errors import DefinitionError, InvalidInputError
 from featurestore.ports.online_store import EventTimes, ReadResult
-from featurestore.timestamps import EPOCH, UTC, column_us, from_us, to_us
+from featurestore.timestamps import EPOCH, INPUT_END_US, INPUT_MIN_US, column_us, from_us
 
 FORMAT = 1
 INT64_MIN = -(2**63)
@@ -82,8 +82,7 @@ FIXED_SECTION_WIDTH = {NULL: 0, INT64: 8, INT32: 4, FLOAT32: 4, FLOAT64: 8, BOOL
                                                                          STRING, BYTES, TIMESTAMP)}}
 # The accepted time range (the input rule of featurestore.timestamps): a stored row's event and created
 # times outside it make the row invalid (every output, pandas' datetime64[ns] included, can carry it).
-ROW_TS_MIN_US = to_us(datetime(1678, 1, 1, tzinfo=UTC))
-ROW_TS_END_US = to_us(datetime(2262, 1, 1, tzinfo=UTC))  # exclusive
+ROW_TS_MIN_US, ROW_TS_END_US = INPUT_MIN_US, INPUT_END_US  # the end is exclusive
 
 
 # --------------------------------------------------------------------------------------- types
