@@ -163,14 +163,22 @@ def test_pushed_entities_can_be_looked_up(served):
     schema.app = app
     schema.config.generation.update(modes=[GenerationMode.POSITIVE])
     calls: list[tuple[str, int]] = []
+    scenario: list[str] = []
 
     class PushThenLookUp(schema.as_state_machine()):
         def setup(self) -> None:
             store.online_store.delete_view(VIEW)
+            scenario.clear()
 
         def validate_response(self, response, case, additional_checks=None, **kwargs) -> None:
             calls.append((case.operation.label, response.status_code))
-            case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+            scenario.append(f"{case.operation.label} {json.dumps(case.body, default=str)[:300]} -> "
+                            f"{response.status_code}")
+            try:
+                case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+            except BaseException:  # Schemathesis' FailureGroup is a BaseExceptionGroup
+                print("the failing scenario's requests:\n  " + "\n  ".join(scenario))  # shown with the failure
+                raise
 
     PushThenLookUp.run(settings=settings(max_examples=150, stateful_step_count=6, deadline=None, database=None,
                                          suppress_health_check=list(HealthCheck)))
