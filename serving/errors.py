@@ -75,7 +75,7 @@ class ErrorResponse(BaseModel):
 
 
 def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    text = {401: "Missing or invalid API key", 403: "The API key lacks the needed scope",
+    text = {400: "The body cannot be parsed (not UTF-8 JSON)", 401: "Missing or invalid API key", 403: "The API key lacks the needed scope",
             404: "Unknown feature view, feature, service or push source", 409: "Conflict",
             413: "Request body or entity count over the limit", 422: "Invalid request (names the field)",
             500: "Server error: names the error type only, or, for damaged state (a store path or file), "

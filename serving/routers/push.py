@@ -34,7 +34,7 @@ def as_arrow(df: dict[str, list]) -> pa.Table:
     return pa.table(arrays) if arrays else pa.table({})
 
 
-@router.post("/push", response_model=PushResponse, responses=error_responses(401, 403, 404, 422, 503),
+@router.post("/push", response_model=PushResponse, responses=error_responses(400, 401, 403, 404, 422, 503),
              summary="Write rows of a push source to the online and/or offline store")
 def push(body: PushRequest, request: Request) -> JSONBytesResponse:
     state = state_of(request)
