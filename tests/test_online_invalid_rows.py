@@ -326,7 +326,8 @@ def _get_raw(store, key: int) -> bytes:
         return conn.execute("SELECT row FROM online_rows WHERE entity_key = ?", (encoded,)).fetchone()[0]
 
 
-def test_a_write_replaces_exactly_the_rows_row_problem_rejects(online):
+def _stored_variants(online):
+    """A sound row (event time 2024-01-01) and its damaged forms, stored under keys 0, 1, ..."""
     when = datetime(2024, 1, 1, tzinfo=UTC)
     sound = codec.WriteBatch(pa.table({"id": [0], "x": pa.array([5], pa.int64()), "s": ["hello"],
                                        "ev": pa.array([when], TS)}), ["id"], "ev", None).encoded_rows()[0].as_py()
@@ -334,6 +335,11 @@ def test_a_write_replaces_exactly_the_rows_row_problem_rejects(online):
     for key, row in enumerate(variants):
         stamps = codec.row_timestamps(row if len(row) >= codec.HEADER_SIZE else sound)
         _put_raw(online, key, row, stamps)
+    return when, sound, variants
+
+
+def test_a_write_replaces_exactly_the_rows_row_problem_rejects(online):
+    when, sound, variants = _stored_variants(online)
     # One row per key, an hour older than the sound row: it replaces a stored row only when that row
     # is damaged (or is itself older, as the variants at the range's low edge are).
     older = when - timedelta(hours=1)
@@ -359,13 +365,7 @@ def test_a_write_replaces_exactly_the_rows_row_problem_rejects(online):
 
 
 def test_reads_report_every_damaged_variant_and_serve_the_rest(online):
-    when = datetime(2024, 1, 1, tzinfo=UTC)
-    sound = codec.WriteBatch(pa.table({"id": [0], "x": pa.array([5], pa.int64()), "s": ["hello"],
-                                       "ev": pa.array([when], TS)}), ["id"], "ev", None).encoded_rows()[0].as_py()
-    variants = _variants(sound)
-    for key, row in enumerate(variants):
-        stamps = codec.row_timestamps(row if len(row) >= codec.HEADER_SIZE else sound)
-        _put_raw(online, key, row, stamps)
+    when, sound, variants = _stored_variants(online)
     keys = [(k,) for k in range(len(variants))] + [(10_000,)]
     got = online.read("v", ["id"], keys, ["x", "s"], {"x": pa.int64(), "s": pa.string()})
     damaged = {i for i, row in enumerate(variants) if codec.row_problem(row) is not None}
