@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import numbers
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -75,11 +76,31 @@ def as_table(rows: Any) -> pa.Table:
         raise InvalidInputError(f"push: the rows cannot form a table: {exc}") from None
 
 
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, numbers.Real):
+        return "number"
+    if isinstance(value, datetime):
+        return "datetime"
+    return type(value).__name__
+
+
+def check_one_kind(name: str, values: list) -> None:
+    """A column's values (None aside) are all of one kind: Arrow would otherwise turn ``[0.0, False]``
+    into ``[0.0, 0.0]`` or ``[1, "2"]`` into an error far from here, before the type rules see them."""
+    kinds = {_kind(v) for v in values if v is not None}
+    if len(kinds) > 1:
+        raise InvalidInputError(f"push: column {name!r} mixes {' and '.join(sorted(kinds))} values")
+
+
 def _column(name: str, values: Any) -> pa.Array:
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         return values
+    values = list(values)
+    check_one_kind(name, values)
     try:
-        return pa.array(list(values))
+        return pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InvalidInputError(f"push: column {name!r} has values of mixed or unsupported types ({exc})") from None
 

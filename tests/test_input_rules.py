@@ -264,6 +264,20 @@ def test_bool_and_float_are_not_integer_keys_in_pushes(backend):
     assert store.get_online_features(["live:speed"], {"driver_id": [1]}).statuses["speed"] == ["NOT_FOUND"]
 
 
+def test_a_column_mixing_true_false_with_numbers_is_refused_not_read_as_zero(backend):
+    """Found by the property suite: Arrow reads ``[0.0, false]`` as ``[0.0, 0.0]`` before the type rules
+    see the values, so the kinds are checked first."""
+    store, now = backend
+    client = TestClient(create_app(store))
+    body = {"driver_id": [8, 8], "ts": [_iso(now)] * 2, "speed": [0.5, False]}
+    assert "'df.speed' mixes number and true/false" in _error(_push(client, body), 422)
+    with pytest.raises(InvalidInputError, match="'speed' mixes number and true/false"):
+        store.push("live_push", {"driver_id": [8, 8], "ts": [now, now], "speed": [0.5, False]})
+    with pytest.raises(InvalidInputError, match="'driver_id' mixes number and str"):
+        store.push("live_push", {"driver_id": [8, "8"], "ts": [now, now], "speed": [0.5, 0.5]})
+    assert store.get_online_features(["live:speed"], {"driver_id": [8]}).statuses["speed"] == ["NOT_FOUND"]
+
+
 @pytest.mark.parametrize("key", ["1001", "١٠٠١", "1_001", " 1001 ", True, 1.0])
 def test_lookup_keys_for_an_integer_join_key_must_be_json_integers(backend, key):
     store, _ = backend
