@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import json
-import numbers
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -76,31 +75,13 @@ def as_table(rows: Any) -> pa.Table:
         raise InvalidInputError(f"push: the rows cannot form a table: {exc}") from None
 
 
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, numbers.Real):
-        return "number"
-    if isinstance(value, datetime):
-        return "datetime"
-    return type(value).__name__
-
-
-def check_one_kind(name: str, values: list) -> None:
-    """A column's values (None aside) are all of one kind: Arrow would otherwise turn ``[0.0, False]``
-    into ``[0.0, 0.0]`` or ``[1, "2"]`` into an error far from here, before the type rules see them."""
-    kinds = {_kind(v) for v in values if v is not None}
-    if len(kinds) > 1:
-        raise InvalidInputError(f"push: column {name!r} mixes {' and '.join(sorted(kinds))} values")
-
-
-def _column(name: str, values: Any) -> pa.Array:
-    if isinstance(values, (pa.Array, pa.ChunkedArray)):
-        return values
-    values = list(values)
-    check_one_kind(name, values)
+def _column(name: str, data: Any) -> pa.Array:
+    if isinstance(data, (pa.Array, pa.ChunkedArray)):
+        return data
+    data = list(data)
+    values.check_one_kind(f"push: column {name!r}", data)
     try:
-        return pa.array(values)
+        return pa.array(data)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InvalidInputError(f"push: column {name!r} has values of mixed or unsupported types ({exc})") from None
 

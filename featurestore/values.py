@@ -24,6 +24,7 @@ import base64
 import binascii
 import math
 import numbers
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -71,6 +72,19 @@ def _scalar_kind(value: Any) -> str:
     if isinstance(value, numbers.Real):
         return "float"
     return type(value).__name__
+
+
+# How ``check_one_kind`` names a value's kind (``_scalar_kind``'s names, integers and floats as one).
+_KIND_NAMES = {"bool": "true/false", "integer": "number", "float": "number", "string": "str"}
+
+
+def check_one_kind(what: str, values: list) -> None:
+    """A column's values (None aside) are all of one kind: Arrow would otherwise turn ``[0.0, False]``
+    into ``[0.0, 0.0]`` or fail on ``[1, "2"]`` before the rules above see the values."""
+    kinds = {"datetime" if isinstance(v, datetime) else _KIND_NAMES.get(_scalar_kind(v), _scalar_kind(v))
+             for v in values if v is not None}
+    if len(kinds) > 1:
+        raise InvalidInputError(f"{what} mixes {' and '.join(sorted(kinds))} values")
 
 
 def check_float(value: float, dtype: DataType, what: str) -> float:

@@ -7,7 +7,7 @@ import pyarrow as pa
 from fastapi import APIRouter, Request  # noqa: TID253
 
 from featurestore.errors import InvalidInputError
-from featurestore.push import check_one_kind
+from featurestore.values import check_one_kind
 from serving.errors import RequestTooLarge, error_responses
 from serving.models import PushRequest, PushResponse
 from serving.responses import JSONBytesResponse
@@ -27,7 +27,7 @@ def as_arrow(df: dict[str, list]) -> pa.Table:
         raise InvalidInputError(f"df: columns have different lengths {sorted(lengths)}")
     arrays = {}
     for name, values in df.items():
-        check_one_kind(f"df.{name}", values)
+        check_one_kind(f"push: column {'df.' + name!r}", values)
         try:
             arrays[name] = pa.array(values)
         except _ARROW_ERRORS as exc:
