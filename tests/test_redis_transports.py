@@ -23,7 +23,7 @@ import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
-from connectors.online_redis import ReplyError, _PyReplyReader
+from connectors.redis_async import ReplyError, _PyReplyReader
 from featurestore.errors import BackendUnavailableError
 from serving.app import create_app
 from tests.serve_helpers import WITHOUT_HIREDIS, private_redis, serve
