@@ -370,13 +370,14 @@ class ShapeCache:
             return
         with self._lock:
             old = self._entries.pop(key, None)
-            if old is not None:
-                self.bytes -= old[1]
-            self._entries[key] = (shape, size)
-            self.bytes += size
-            while self.bytes > limit:
+            total = self.bytes - (old[1] if old is not None else 0)
+            # Room is made before the plan goes in, and the total is published once: a reader of
+            # ``bytes`` (the /metrics gauge) never sees it over ``limit``, not even for an instant.
+            while total + size > limit:
                 _, (_, dropped) = self._entries.popitem(last=False)
-                self.bytes -= dropped
+                total -= dropped
+            self._entries[key] = (shape, size)
+            self.bytes = total + size
 
     def clear(self) -> None:
         with self._lock:
