@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Private test services for this checkout: PostgreSQL (registry), Redis (online store; a second one
-# speaking only TLS, for rediss://), a
+# speaking only TLS, for rediss://; a six-node Redis Cluster on ports 46400..46405), a
 # single-node Kafka broker (stream sources; its jars come from Maven Central via .ci/jvm/pom.xml) and
 # an S3-compatible object store (MinIO, whose conditional PUT is atomic, built from source with
 # `go install` into .ci/cache/minio; at http://127.0.0.1:59100).
@@ -27,7 +27,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$ROOT/.ci/state"
 STARTED_LIST="$STATE/started"
-SERVICES=(postgres redis redis_tls kafka s3)
+SERVICES=(postgres redis redis_tls redis_cluster kafka s3)
 WAIT_SECONDS="${FS_SERVICES_WAIT_SECONDS:-60}"
 
 PG_PORT=55432
@@ -408,6 +408,168 @@ redis_tls_env() {
     echo "export FS_TEST_REDIS_TLS_CA=$REDIS_TLS_DIR/ca.crt"
     echo "export FS_TEST_REDIS_TLS_CERT=$REDIS_TLS_DIR/server.crt"
     echo "export FS_TEST_REDIS_TLS_KEY=$REDIS_TLS_DIR/server.key"
+}
+
+# ---------------------------------------------------------------- redis_cluster
+# A real Redis Cluster on loopback: six redis-server processes in cluster mode (three masters, three
+# replicas) on ports 46400..46405, joined by `redis-cli --cluster create --cluster-replicas 1`. The
+# cluster bus of each node listens on port+10000 (56400..56405), so the ports stay below 55536. Each
+# node keeps nodes.conf, redis.log and redis.pid in .ci/state/redis-cluster/<port>. The data is
+# throwaway, like the other services': no RDB, no AOF, and a cluster that is not whole (a node down,
+# slots uncovered, a stale nodes.conf from an earlier machine state) is stopped, wiped and created
+# afresh. The node timeout is short (2 s) so failover happens within seconds. Tests that kill nodes or
+# reshard start their own throwaway clusters (tests/cluster_helpers.py), never this one.
+REDIS_CLUSTER_PORTS=(46400 46401 46402 46403 46404 46405)
+REDIS_CLUSTER_DIR="$STATE/redis-cluster"
+REDIS_CLUSTER_NODE_TIMEOUT_MS=2000
+
+redis_cluster_install() { redis_install; }
+
+redis_cluster_pidf() { echo "$REDIS_CLUSTER_DIR/$1/redis.pid"; }
+
+# The pid of our node on this port (from its pid file, if the process is still a redis-server).
+redis_cluster_pid() { pid_of "$(redis_cluster_pidf "$1")" redis-server; }
+
+redis_cluster_cli() { local port="$1"; shift; redis_cli -h 127.0.0.1 -p "$port" "$@" 2>/dev/null; }
+
+redis_cluster_ping() { [[ "$(redis_cluster_cli "$1" ping)" == "PONG" ]]; }
+
+# A field of CLUSTER INFO on one node.
+redis_cluster_info() {
+    redis_cluster_cli "$1" cluster info | tr -d '\r' | awk -F: -v k="$2" '$1 == k {print $2}'
+}
+
+# Whole and healthy as every node sees it: all six answer; each says cluster_state:ok with all 16384
+# slots assigned, six known nodes and three shards; each gives the same CLUSTER SLOTS; the nodes are
+# exactly our six ports, three masters each with one replica, none flagged failing, every replica's
+# link to its master up.
+redis_cluster_up() {
+    local port first="${REDIS_CLUSTER_PORTS[0]}" slots0 slots nodes
+    for port in "${REDIS_CLUSTER_PORTS[@]}"; do redis_cluster_ping "$port" || return 1; done
+    slots0="$(redis_cluster_cli "$first" cluster slots)" || return 1
+    [[ -n "$slots0" ]] || return 1
+    for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+        [[ "$(redis_cluster_info "$port" cluster_state)" == "ok" ]] || return 1
+        [[ "$(redis_cluster_info "$port" cluster_slots_assigned)" == "16384" ]] || return 1
+        [[ "$(redis_cluster_info "$port" cluster_known_nodes)" == "6" ]] || return 1
+        [[ "$(redis_cluster_info "$port" cluster_size)" == "3" ]] || return 1
+        slots="$(redis_cluster_cli "$port" cluster slots)" || return 1
+        [[ "$slots" == "$slots0" ]] || return 1
+        if [[ "$(redis_cluster_cli "$port" role | head -n 1)" == "slave" ]]; then
+            redis_cluster_cli "$port" info replication | tr -d '\r' | grep -qx 'master_link_status:up' || return 1
+        fi
+    done
+    nodes="$(redis_cluster_cli "$first" cluster nodes)" || return 1
+    awk -v want="${REDIS_CLUSTER_PORTS[*]}" '
+        { addr = $2; sub(/@.*/, "", addr); sub(/^.*:/, "", addr); port[$1] = addr; flags[$1] = $3; master[$1] = $4 }
+        $3 ~ /fail|handshake|noaddr/ { bad = 1 }
+        END {
+            n = split(want, w, " "); for (i = 1; i <= n; i++) wanted[w[i]] = 1
+            for (id in port) { if (!(port[id] in wanted)) bad = 1; seen++ }
+            if (seen != n) bad = 1
+            for (id in port) if (flags[id] ~ /master/) { masters++; replicas[id] = 0 }
+            for (id in port) if (flags[id] ~ /slave/) { if (!(master[id] in replicas)) bad = 1; else replicas[master[id]]++ }
+            if (masters != 3) bad = 1
+            for (id in replicas) if (replicas[id] != 1) bad = 1
+            exit bad
+        }' <<<"$nodes"
+}
+
+# redis_cluster_stop_pids <port:pid>...: SIGTERM to all at once (each takes a second or two to go),
+# then wait; SIGKILL whatever is left after 30 s.
+redis_cluster_stop_pids() {
+    local entry pid deadline=$((SECONDS + 30)) alive
+    for entry in "$@"; do
+        log "redis_cluster: stopping node ${entry%%:*} (pid ${entry##*:})"
+        kill -TERM "${entry##*:}" 2>/dev/null || true
+    done
+    while :; do
+        alive=()
+        for entry in "$@"; do
+            pid="${entry##*:}"
+            if kill -0 "$pid" 2>/dev/null; then alive+=("$pid"); fi
+        done
+        ((${#alive[@]})) || break
+        if ((SECONDS >= deadline)); then
+            log "redis_cluster: pids ${alive[*]} still alive after 30s, killing"
+            kill -KILL "${alive[@]}" 2>/dev/null || true
+            break
+        fi
+        sleep 0.2
+    done
+}
+
+redis_cluster_wipe() {
+    local port
+    for port in "${REDIS_CLUSTER_PORTS[@]}"; do rm -rf "${REDIS_CLUSTER_DIR:?}/$port"; done
+}
+
+redis_cluster_start() {
+    local bin; bin="$(redis_bin)" || die "redis_cluster: redis-server not installed (run: $0 install redis_cluster)"
+    local first="${REDIS_CLUSTER_PORTS[0]}" last="${REDIS_CLUSTER_PORTS[-1]}" port pid ours=()
+    if redis_cluster_up; then
+        log "redis_cluster: already up on 127.0.0.1:$first..$last; leaving it running"
+        return 0   # not started by this call
+    fi
+    # Not whole. Ours (a pid file naming a live redis-server) are stopped and wiped; a port answered by
+    # anything else is not ours to stop.
+    for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+        if pid="$(redis_cluster_pid "$port")"; then
+            ours+=("$port:$pid")
+        elif (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null \
+                || (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null; then
+            die "redis_cluster: port $port (or its bus port $((port + 10000))) is taken by a process this script did not start from $REDIS_CLUSTER_DIR/$port; stop it"
+        fi
+    done
+    if ((${#ours[@]})); then
+        log "redis_cluster: the nodes found running (${ours[*]%%:*}) do not form a whole cluster; stopping them and starting afresh"
+        redis_cluster_stop_pids "${ours[@]}"
+    fi
+    redis_cluster_wipe
+    log "redis_cluster: starting six nodes on 127.0.0.1:$first..$last (bus +10000; state $REDIS_CLUSTER_DIR)"
+    local t0=$SECONDS dir started=0
+    for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+        dir="$REDIS_CLUSTER_DIR/$port"
+        mkdir -p "$dir"
+        if ! "$bin" --bind 127.0.0.1 --port "$port" --cluster-enabled yes \
+                --cluster-config-file "$dir/nodes.conf" \
+                --cluster-node-timeout "$REDIS_CLUSTER_NODE_TIMEOUT_MS" \
+                --save '' --appendonly no --repl-diskless-sync yes --repl-diskless-sync-delay 0 \
+                --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir"; then
+            tail_log "$dir/redis.log"
+            die "redis_cluster: redis-server on port $port failed to start"
+        fi
+        if ((started == 0)); then mark_started redis_cluster; started=1; fi
+    done
+    for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+        wait_until "redis_cluster node on 127.0.0.1:$port" "$REDIS_CLUSTER_DIR/$port/redis.log" \
+            redis_cluster_ping "$port"
+    done
+    local addrs=() clog="$REDIS_CLUSTER_DIR/create.log"
+    for port in "${REDIS_CLUSTER_PORTS[@]}"; do addrs+=("127.0.0.1:$port"); done
+    log "redis_cluster: joining them (redis-cli --cluster create --cluster-replicas 1; log $clog)"
+    redis_cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes </dev/null >"$clog" 2>&1 \
+        || { tail_log "$clog"; die "redis_cluster: redis-cli --cluster create failed"; }
+    wait_until "redis_cluster (cluster_state:ok on all six nodes)" "$REDIS_CLUSTER_DIR/$first/redis.log" \
+        redis_cluster_up
+    log "redis_cluster: ready ($((SECONDS - t0))s)"
+}
+
+redis_cluster_stop() {
+    local port pid ours=()
+    for port in "${REDIS_CLUSTER_PORTS[@]}"; do
+        if pid="$(redis_cluster_pid "$port")"; then ours+=("$port:$pid"); fi
+    done
+    if ((${#ours[@]} == 0)); then
+        log "redis_cluster: no node running from $REDIS_CLUSTER_DIR/<port>/redis.pid"
+        return 0
+    fi
+    redis_cluster_stop_pids "${ours[@]}"
+    for port in "${ours[@]}"; do rm -f "$(redis_cluster_pidf "${port%%:*}")"; done
+}
+
+redis_cluster_env() {
+    echo "export FS_TEST_REDIS_CLUSTER_URL=redis://127.0.0.1:${REDIS_CLUSTER_PORTS[0]}"
 }
 
 # ---------------------------------------------------------------- JVM jars (Maven Central)
