@@ -1,7 +1,7 @@
 # Developer and CI entry points. `make test` is what CI runs (through .ci/run).
 #
 #   make venv            create .venv and install the project editable with the dev extras
-#   make services        install (if missing) and start private PostgreSQL, Redis, Kafka and S3 (MinIO) for tests
+#   make services        install (if missing) and start private PostgreSQL, Redis (+ TLS, + a six-node cluster), Kafka and S3 (MinIO) for tests
 #   make jars            fetch the Kafka broker, the Flink Kafka connector and delta-spark from Maven Central (cached)
 #   make flink-env       create .venv-flink (PyFlink 2.2, its own pyarrow/redis) unless up to date
 #   make test            venv + jars + flink-env + services + pytest over tests/, then stop what it started
@@ -64,7 +64,7 @@ test: venv jars flink-env
 	trap 'exit 130' INT TERM; \
 	bash $(SERVICES) start --record "$$record"; \
 	eval "$$(bash $(SERVICES) env)"; \
-	export FS_TEST_POSTGRES_URL FS_TEST_REDIS_URL FS_REDIS_SERVER_BIN FS_TEST_KAFKA_BOOTSTRAP; \
+	export FS_TEST_POSTGRES_URL FS_TEST_REDIS_URL FS_REDIS_SERVER_BIN FS_TEST_REDIS_CLUSTER_URL FS_TEST_KAFKA_BOOTSTRAP; \
 	echo "+ $(VENV_PY) -m pytest $(TESTS) $(PYTEST_ARGS)"; \
 	rc=0; $(VENV_PY) -m pytest $(TESTS) $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -ne 0 ]; then echo "pytest exited with code $$rc"; fi; \
