@@ -7,6 +7,8 @@ The servers come from ``.ci/services.sh`` (``make test`` starts them and exports
 - ``FS_REDIS_SERVER_BIN``   path of ``redis-server``, for tests that run their own throwaway server
 - ``FS_TEST_REDIS_TLS_URL`` e.g. ``rediss://127.0.0.1:56380/0``, a Redis speaking only TLS, whose
   certificate ``FS_TEST_REDIS_TLS_CA`` signed (``FS_TEST_REDIS_TLS_CERT``/``_KEY`` start more such servers)
+- ``FS_TEST_REDIS_CLUSTER_URL`` e.g. ``redis://127.0.0.1:46400``, a seed node of a six-node Redis Cluster
+  (three masters with a replica each); tests that kill nodes or reshard use ``redis_cluster_factory``
 
 Outside CI a missing variable skips the test. Under CI (``CI=true``) it fails instead, so a broken
 service setup can never pass as a run of skipped tests.
@@ -24,6 +26,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.cluster_helpers import ThrowawayCluster
 
 
 def _running_in_ci() -> bool:
@@ -50,6 +54,12 @@ def postgres_url() -> str:
 def redis_url() -> str:
     """URL of the shared test Redis server."""
     return _required_env("FS_TEST_REDIS_URL", "no Redis server for tests")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> str:
+    """URL of a seed node of the shared test Redis Cluster (read and write; never kill or reshard it)."""
+    return _required_env("FS_TEST_REDIS_CLUSTER_URL", "no Redis Cluster for tests")
 
 
 @pytest.fixture(scope="session")
@@ -231,6 +241,40 @@ def redis_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     finally:
         for server in servers:
             server.stop()
+
+
+@pytest.fixture
+def redis_cluster_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., ThrowawayCluster]]:
+    """Factory for throwaway Redis Clusters a test may abuse (kill a master, restart it, reshard).
+
+    Each call starts six nodes (three masters, three replicas) on free loopback ports and returns the
+    ``ThrowawayCluster`` once it is ok and every replica is linked; keyword arguments go to it (e.g.
+    ``node_timeout_ms``, ``extra_args``). Every node and reshard is killed at teardown, pass or fail.
+    """
+    server = os.environ.get("FS_REDIS_SERVER_BIN", "").strip() or shutil.which("redis-server") or ""
+    if not server:
+        _required_env("FS_REDIS_SERVER_BIN", "no redis-server binary for throwaway clusters")
+    cli = shutil.which("redis-cli") or str(Path(server).with_name("redis-cli"))
+    if not Path(cli).is_file():
+        message = f"no redis-cli on PATH or beside {server}, for throwaway clusters"
+        if _running_in_ci():
+            pytest.fail(f"CI=true but {message}", pytrace=False)
+        pytest.skip(message)
+    clusters: list[ThrowawayCluster] = []
+
+    def make(**options: object) -> ThrowawayCluster:
+        # create() stops what it started when it fails, so only finished clusters need tracking.
+        cluster = ThrowawayCluster.create(tmp_path_factory.mktemp("redis-cluster"), server, cli, **options)
+        clusters.append(cluster)
+        return cluster
+
+    try:
+        yield make
+    finally:
+        for cluster in clusters:
+            cluster.stop()
 
 
 @pytest.fixture
