@@ -48,25 +48,37 @@ the loop's thread pool instead: never on the loop itself.
 from __future__ import annotations
 
 import asyncio
-import collections
 import copy
 import datetime
 import functools
+import hashlib
 import inspect
 import math
 import pathlib
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors import online_codec as codec
-from connectors.redis_async import _DOLLAR_BYTE, _PLUS, _UNDERSCORE, _AsyncRedis, _pack_mget
+from connectors.redis_async import _AsyncRedis, _pack, _pack_mget
+from connectors.redis_cluster import ClusterClient, ClusterUnavailableError, key_slot, tag_slots
+from connectors.redis_pipeline import (
+    EMPTY as _EMPTY,
+)
+from connectors.redis_pipeline import (
+    cluster_framer,
+    raw_socket_ok,
+    set_absent,
+    single_node_framer,
+    upsert_calls,
+)
+from connectors.redis_scripts import CLUSTER_UPSERT_LUA, UPSERT_LUA
 from featurestore.errors import BackendUnavailableError, InvalidInputError, MissingDependencyError
 from featurestore.ports.online_store import (
     CAP_ASYNC_READ,
@@ -78,121 +90,9 @@ from featurestore.ports.online_store import (
     WriteResult,
 )
 
-# KEYS: entity keys. ARGV[1]: '1' when every row is followed by its expiry (unix ms), else '0';
-# then per key: row [, pxat]. Returns how many rows were stored. A stored row that is not sound
-# (``sound``, the checks of ``online_codec.row_problem`` in the same order) counts as absent, so a
-# damaged row never blocks a write.
-_UPSERT_LUA = """
-local with_ttl = ARGV[1] == '1'
-local stride = with_ttl and 2 or 1
-local stored = redis.call('MGET', unpack(KEYS))
-local written = 0
-local mset = {}
-local WIDTH = {%(widths)s}
-local sizes = {}  -- schema section -> {bytes up to the blobs, offsets of the blob lengths}, or false
-
-local function sizes_of(schema)
-    local size, count, var_at, pos, n = 0, 0, {}, 1, #schema
-    while pos <= n do
-        if pos + 2 > n then return false end
-        local code, length = struct.unpack('>BH', schema, pos)
-        pos = pos + 3 + length
-        if pos > n + 1 then return false end
-        local width = WIDTH[code]
-        if width == nil then return false end
-        count = count + 1
-        if width < 0 then
-            var_at[#var_at + 1] = size
-            width = 4
-        end
-        size = size + width
-    end
-    local nb = math.floor((count + 7) / 8)
-    for j = 1, #var_at do var_at[j] = var_at[j] + nb end
-    return {nb + size, var_at}
-end
-
-local last_schema, last_found = '', sizes_of('')  -- the previous stored row's schema and its sizes
-
--- Whether a stored row of n bytes, whose header (past its format byte) is e1..slen, is sound. A time
--- is (hi, lo): its signed high and unsigned low 32 bits, compared with the range's.
-local function sound(row, n, e1, e2, c1, c2, slen)
-    if e1 < %(min_hi)d or (e1 == %(min_hi)d and e2 < %(min_lo)d)
-            or e1 > %(end_hi)d or (e1 == %(end_hi)d and e2 >= %(end_lo)d) then
-        return false
-    end
-    if (c1 ~= -2147483648 or c2 ~= 0) and (c1 < %(min_hi)d or (c1 == %(min_hi)d and c2 < %(min_lo)d)
-            or c1 > %(end_hi)d or (c1 == %(end_hi)d and c2 >= %(end_lo)d)) then
-        return false
-    end
-    if %(header)d + slen > n then return false end
-    local found
-    -- Rows of one call mostly share a schema: compared in place, without copying it out of the row.
-    if slen == #last_schema and string.find(row, last_schema, %(header)d + 1, true) == %(header)d + 1 then
-        found = last_found
-    else
-        local schema = string.sub(row, %(header)d + 1, %(header)d + slen)
-        found = sizes[schema]
-        if found == nil then
-            found = sizes_of(schema)
-            sizes[schema] = found
-        end
-        last_schema, last_found = schema, found
-    end
-    if not found then return false end
-    local start = %(header)d + slen
-    local need = start + found[1]
-    if need > n then return false end
-    local var_at = found[2]
-    for j = 1, #var_at do
-        need = need + struct.unpack('<I4', row, start + var_at[j] + 1)
-    end
-    return need == n
-end
-
-for i = 1, #KEYS do
-    local at = 2 + (i - 1) * stride
-    local row = ARGV[at]
-    local old = stored[i]
-    local newer = true
-    if old and #old >= %(header)d and string.byte(old, 1) == %(format)d then
-        local b1, b2, b3, b4, slen = struct.unpack('>i4I4i4I4H', old, 2)
-        if sound(old, #old, b1, b2, b3, b4, slen) then
-            local a1, a2, a3, a4 = struct.unpack('>i4I4i4I4', row, 2)
-            if a1 ~= b1 then newer = a1 > b1
-            elseif a2 ~= b2 then newer = a2 > b2
-            elseif a3 ~= b3 then newer = a3 > b3
-            else newer = a4 > b4 end
-        end
-    end
-    if newer then
-        written = written + 1
-        if with_ttl then
-            redis.call('SET', KEYS[i], row, 'PXAT', ARGV[at + 1])
-        else
-            mset[#mset + 1] = KEYS[i]
-            mset[#mset + 1] = row
-        end
-    end
-end
-if #mset > 0 then redis.call('MSET', unpack(mset)) end
-return written
-""" % {"format": codec.FORMAT, "header": codec.HEADER_SIZE,
-       "widths": ", ".join(f"[{code}] = {width}" for code, width in sorted(codec.FIXED_SECTION_WIDTH.items())),
-       "min_hi": codec.ROW_TS_MIN_US >> 32, "min_lo": codec.ROW_TS_MIN_US & 0xFFFFFFFF,
-       "end_hi": codec.ROW_TS_END_US >> 32, "end_lo": codec.ROW_TS_END_US & 0xFFFFFFFF}
-
+_CLUSTER_UPSERT = CLUSTER_UPSERT_LUA.encode()
+_UPSERT_SHA = hashlib.sha1(UPSERT_LUA.encode()).hexdigest().encode()
 _MAX_KEYS_PER_CALL = 2000  # Lua's unpack() stack limit is about 8000 values
-# The SET NX bulk path (RedisOnlineStore._set_absent, for writes of ``bulk_absent_min_rows`` or more)
-# probes with a first slice of _ABSENT_PROBE_ROWS, then sends _ABSENT_SLICE_ROWS rows at a time.
-_ABSENT_PROBE_ROWS = 2_000
-_ABSENT_SLICE_ROWS = 25_000
-_SET_HEAD = b"*4\r\n$3\r\nSET\r\n"
-_SET_HEAD_TTL = b"*6\r\n$3\r\nSET\r\n"
-_NX = b"$2\r\nNX\r\n"
-_NX_PXAT = b"$2\r\nNX\r\n$4\r\nPXAT\r\n"
-# First bytes of the one-line replies of SET ... NX: +OK (set), _ (RESP3 null) or $-1 (RESP2 null)
-_CALLS_PER_PIPELINE = 25  # calls per slice of rows encoded and sent at once
 _NAME = re.compile(r"^[A-Za-z0-9_\-]+$")
 _UNAVAILABLE_REPLIES = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "BUSY", "CLUSTERDOWN", "TRYAGAIN")
 
@@ -212,106 +112,20 @@ class RedisOnlineStoreConfig(BaseModel):
     # Writes of at least this many rows first try SET NX for every row (the bulk-load fast path of
     # RedisOnlineStore._set_absent); stream batches are smaller and mostly update existing keys.
     bulk_absent_min_rows: int = Field(10_000, ge=1)
+    # Redis Cluster (Redis >= 7): ``url`` names any one node; the others are found from it.
+    cluster: bool = False
+    # On a cluster, lookups read from a replica of each slot (when it has one), not from its master.
+    read_from_replicas: bool = False
+    # On a cluster, how long a write keeps routing rows while slots move or a master fails over.
+    write_retry_seconds: float = Field(10.0, gt=0)
 
-
-_EMPTY = pa.scalar(b"", pa.large_binary())
-_CRLF = pa.scalar(b"\r\n", pa.large_binary())
-_DOLLAR = pa.scalar(b"$", pa.large_binary())
-
-
-def _resp_bulk(values: pa.Array) -> pa.Array:
-    """Each value as a RESP bulk string, ``$<len>\\r\\n<bytes>\\r\\n`` (large_binary)."""
-    values = values.cast(pa.large_binary())
-    length = pc.binary_length(values).cast(pa.string()).cast(pa.large_binary())
-    return pc.binary_join_element_wise(_DOLLAR, length, _CRLF, values, _CRLF, _EMPTY)
-
-
-def _data_and_offsets(arr: pa.Array) -> tuple[memoryview, np.ndarray]:
-    """The data buffer of a large_binary array and its value offsets (rows i..j = data[off[i]:off[j]])."""
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=arr.offset + len(arr) + 1)[arr.offset:]
-    data = arr.buffers()[2]
-    return memoryview(data if data is not None else b""), offsets
-
-
-def _raw_socket_ok(conn) -> bool:
-    """Whether replies can be read off this redis-py connection's socket directly (``_sock`` is
-    redis-py's socket attribute)."""
-    conn.connect()  # a no-op when connected
-    return getattr(conn, "_sock", None) is not None
-
-
-def _set_nx_slices(n: int) -> list[tuple[int, int]]:
-    """The row ranges a bulk write of ``n`` rows sends at a time: the probe, then
-    ``_ABSENT_SLICE_ROWS`` rows each."""
-    bounds = [(0, min(n, _ABSENT_PROBE_ROWS))]
-    bounds += [(lo, min(n, lo + _ABSENT_SLICE_ROWS)) for lo in range(bounds[0][1], n, _ABSENT_SLICE_ROWS)]
-    return bounds
-
-
-def _pack_set_nx(batch: codec.WriteBatch, keys: pa.Array, expiry: pa.Array | None, lo: int,
-                 hi: int) -> memoryview:
-    """Rows ``lo:hi`` as pipelined ``SET key row NX [PXAT t]`` commands, in RESP."""
-    head = _SET_HEAD_TTL if expiry is not None else _SET_HEAD
-    tail = _NX_PXAT if expiry is not None else _NX
-    parts = [pa.scalar(head, pa.large_binary()), _resp_bulk(keys.slice(lo, hi - lo)),
-             _resp_bulk(batch.encoded_rows(lo, hi)), pa.scalar(tail, pa.large_binary())]
-    if expiry is not None:
-        parts.append(_resp_bulk(expiry.slice(lo, hi - lo)))
-    data, offsets = _data_and_offsets(pc.binary_join_element_wise(*parts, _EMPTY))
-    return data[offsets[0]:offsets[-1]]
-
-
-class _SetNxReplies:
-    """The replies to pipelined ``SET ... NX`` commands, read off a redis-py connection's socket.
-
-    Every such reply is one line, ``+OK`` or a null (``_`` in RESP3, ``$-1`` in RESP2), so the replies
-    of a slice are told apart by their first bytes in one numpy pass; anything else (an error reply
-    such as OOM) raises, and the caller drops the connection.
-    """
-
-    __slots__ = ("sock", "exc", "buf")
-
-    def __init__(self, sock, exc) -> None:
-        self.sock = sock
-        self.exc = exc  # redis.exceptions
-        self.buf = bytearray()  # bytes received and not consumed yet
-
-    def read(self, need: int) -> tuple[np.ndarray, np.ndarray]:
-        """The next ``need`` replies: masks of the rows set (``+OK``) and of those whose key existed."""
-        data, starts, ends = self._lines(need)
-        first = data[starts]
-        ok = first == _PLUS
-        nil = (first == _UNDERSCORE) | (first == _DOLLAR_BYTE)
-        if not (ok | nil).all():
-            self._raise_unexpected(int(starts[np.flatnonzero(~(ok | nil))[0]]))
-        del self.buf[:int(ends[-1]) + 1]
-        return ok, nil
-
-    def _lines(self, need: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The received bytes once they hold ``need`` lines, and where each of those lines starts and
-        where its newline is."""
-        buf = self.buf
-        while buf.count(b"\n") < need:
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
-                raise self.exc.ConnectionError("Redis closed the connection during a bulk write")
-            buf.extend(chunk)
-        data = np.frombuffer(bytes(buf), dtype=np.uint8)
-        ends = np.flatnonzero(data == 10)[:need]  # each reply is one line
-        starts = np.empty(need, dtype=np.int64)
-        starts[0], starts[1:] = 0, ends[:-1] + 1
-        return data, starts, ends
-
-    def _raise_unexpected(self, at: int) -> NoReturn:
-        reply = bytes(self.buf[at:self.buf.find(b"\r\n", at)])
-        if reply.startswith(b"-"):
-            raise self.exc.ResponseError(reply[1:].decode("utf-8", "replace"))
-        raise self.exc.ConnectionError(f"unexpected reply from Redis to SET NX: {reply[:40]!r}")
-
-    def check_drained(self) -> None:
-        """Raise if Redis sent more than was read."""
-        if self.buf:
-            raise self.exc.ConnectionError("unexpected extra replies from Redis after a bulk write")
+    @model_validator(mode="after")
+    def _cluster_settings(self) -> "RedisOnlineStoreConfig":
+        if self.read_from_replicas and not self.cluster:
+            raise ValueError("read_from_replicas needs cluster: true (a single node has no replicas to read)")
+        if self.cluster and ("{" in self.key_prefix or "}" in self.key_prefix):
+            raise ValueError(f"key_prefix {self.key_prefix!r}: no '{{' or '}}' on a cluster (they pick a key's slot)")
+        return self
 
 
 def _glob_escape(text: str) -> str:
@@ -334,18 +148,21 @@ class RedisOnlineStore(OnlineStore):
         self.project = project
         self._exc = redis.exceptions
         self._unavailable = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+        # One immediate retry on a dropped connection (a pooled socket Redis closed while it
+        # restarted), none on timeouts: a hung server costs one socket_timeout, not several.
+        retry = Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,))
         try:
             self._client = redis.Redis.from_url(
-                config.url,
-                socket_timeout=config.socket_timeout,
-                socket_connect_timeout=config.socket_timeout,
-                # One immediate retry on a dropped connection (a pooled socket Redis closed while it
-                # restarted), none on timeouts: a hung server costs one socket_timeout, not several.
-                retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
-                retry_on_timeout=False,
-            )
+                config.url, socket_timeout=config.socket_timeout, socket_connect_timeout=config.socket_timeout,
+                retry=retry, retry_on_timeout=False)
+            url_kwargs = redis.connection.parse_url(config.url)
         except ValueError as exc:
             raise InvalidInputError(f"invalid Redis URL {config.url!r}: {exc}") from None
+        self._cluster: ClusterClient | None = None
+        if config.cluster:
+            if int(url_kwargs.get("db") or 0) != 0:
+                raise InvalidInputError(f"Redis URL {config.url!r}: a cluster has only database 0")
+            self._cluster = ClusterClient(url_kwargs, config.socket_timeout, retry, config.read_from_replicas)
         # redis-py < 5.3 wants a command name for get_connection(); later versions deprecate it.
         params = inspect.signature(self._client.connection_pool.get_connection).parameters
         command_name = params.get("command_name")
@@ -356,6 +173,8 @@ class RedisOnlineStore(OnlineStore):
         self._prefixes: dict[str, bytes] = {}
         self._int_frames: dict[str, list[bytes]] = {}  # view -> MGET frame heads of integer keys, by digits
         self._async = _AsyncRedis.for_pool(self._client.connection_pool, config.socket_timeout)
+        if self._cluster is not None:
+            self._cluster_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="redis-cluster-write")
 
     # -- keys ------------------------------------------------------------------------------------
     def _view_prefix(self, view: str) -> bytes:
@@ -363,17 +182,29 @@ class RedisOnlineStore(OnlineStore):
             raise InvalidInputError(f"view name {view!r}: letters, digits, '_' and '-' only")
         return f"{self.config.key_prefix}:{self.project}:{view}:".encode()
 
+    def _keys_of(self, prefix: bytes, parts: pa.Array) -> pa.Array:
+        """The Redis keys of encoded entity keys (large_binary): ``prefix + part``, or on a cluster
+        ``prefix + {part}``, the entity as the hash tag."""
+        scalar = functools.partial(pa.scalar, type=pa.large_binary())
+        if self._cluster is None:
+            return pc.binary_join_element_wise(scalar(prefix), parts, _EMPTY)
+        return pc.binary_join_element_wise(scalar(prefix + b"{"), parts, scalar(b"}"), _EMPTY)
+
     def _unavailable_error(self, exc: Exception, what: str) -> BackendUnavailableError:
-        return BackendUnavailableError(f"Redis at {self.config.url} is unavailable ({what}): {exc}")
+        where = "Redis Cluster" if self._cluster is not None else "Redis"
+        return BackendUnavailableError(f"{where} at {self.config.url} is unavailable ({what}): {exc}")
 
     def _call(self, what: str, fn, *args, **kwargs) -> Any:
         try:
             return fn(*args, **kwargs)
-        except self._unavailable as exc:
+        except (*self._unavailable, ClusterUnavailableError) as exc:
             raise self._unavailable_error(exc, what) from exc
         except self._exc.ResponseError as exc:
             if str(exc).startswith(_UNAVAILABLE_REPLIES):
                 raise self._unavailable_error(exc, what) from exc
+            if self._cluster is None and str(exc).startswith(("MOVED", "ASK", "CLUSTERDOWN")):
+                raise InvalidInputError(f"Redis at {self.config.url} is a cluster node ({exc}): set "
+                                        "cluster: true in the online_store settings") from None
             raise
 
     # -- the contract ----------------------------------------------------------------------------
@@ -398,8 +229,11 @@ class RedisOnlineStore(OnlineStore):
             pxat = expire_ms.tolist()
         if len(batch) == 0:
             return WriteResult(0, total)
-        keys = pc.binary_join_element_wise(pa.scalar(prefix, pa.large_binary()), batch.keys, _EMPTY)
-        written = self._call("write", self._run_upserts, batch, keys, pxat)
+        keys = self._keys_of(prefix, batch.keys)
+        if self._cluster is not None:
+            written = self._call("write", self._cluster_write, batch, keys, pxat)
+        else:
+            written = self._call("write", self._run_upserts, batch, keys, pxat)
         return WriteResult(written=written, skipped_stale=total - written)
 
     def _run_upserts(self, batch: codec.WriteBatch, keys: pa.Array, pxat: list[int] | None) -> int:
@@ -417,133 +251,109 @@ class RedisOnlineStore(OnlineStore):
 
     def _run_upserts_once(self, batch: codec.WriteBatch, keys: pa.Array, pxat: list[int] | None) -> int:
         if self._sha is None:
-            self._sha = self._client.script_load(_UPSERT_LUA).encode()
+            self._sha = self._client.script_load(UPSERT_LUA).encode()
         expiry = None if pxat is None else pa.array(pxat, pa.int64()).cast(pa.string())
         pool = self._client.connection_pool
         conn = pool.get_connection() if self._bare_get_connection else pool.get_connection("EVALSHA")
         try:
             written = 0
-            if len(keys) >= self.config.bulk_absent_min_rows and _raw_socket_ok(conn):
-                written, todo = self._set_absent(conn, batch, keys, expiry)
+            if len(keys) >= self.config.bulk_absent_min_rows and raw_socket_ok(conn):
+                written, todo, _ = set_absent(conn, self._exc, batch, keys, expiry)
                 if not todo.any():
                     return written
                 if not todo.all():
-                    batch = copy.copy(batch)  # the caller's batch stays whole (a retry starts over)
-                    batch.select(todo)
-                    take = pa.array(np.flatnonzero(todo))
-                    keys = keys.take(take)
-                    expiry = None if expiry is None else expiry.take(take)
-            return written + self._upsert_script(conn, batch, keys, expiry)
+                    batch, keys, expiry = _rows(batch, keys, expiry, todo)
+            framer = single_node_framer(self._sha, expiry is not None)
+            return written + upsert_calls(conn, self._exc, framer, batch, keys, expiry, self._per_call)[0]
         except BaseException:
             conn.disconnect()  # replies may be pending: never hand this socket to someone else
             raise
         finally:
             pool.release(conn)
 
-    def _set_absent(self, conn, batch: codec.WriteBatch, keys: pa.Array,
-                    expiry: pa.Array | None) -> tuple[int, np.ndarray]:
-        """The bulk-load fast path: ``SET key row NX [PXAT t]`` for every row, pipelined, no script.
-
-        ``NX`` writes only a key that does not exist, atomically, so it can never overwrite a newer row:
-        the monotonic rule holds with any number of writers. A key that exists gets a nil reply and its
-        row is left to the compare-and-set script. A new key costs Redis less this way than through the
-        script (whose Lua arguments and per-key calls cost more than the writes), but a failed ``NX`` is
-        Redis work for nothing: when most keys of a slice already exist (a re-run, an incremental load)
-        the rest of the rows go straight to the script.
-
-        Returns (rows written, mask of the rows the script still has to try). Replies are read off the
-        socket as bytes (``_SetNxReplies``).
-        """
-        n = len(keys)
-        todo = np.zeros(n, dtype=bool)
-        replies = _SetNxReplies(conn._sock, self._exc)
-        pack = functools.partial(_pack_set_nx, batch, keys, expiry)
+    # -- a cluster ---------------------------------------------------------------------------------
+    def _cluster_write(self, batch: codec.WriteBatch, keys: pa.Array, pxat: list[int] | None) -> int:
+        """Rows grouped by the master of their slot, each master's rows pipelined on one connection
+        (masters in parallel); rows a master does not serve any more go key by key after."""
+        cluster = self._cluster
+        cluster.ensure_map()
+        expiry = None if pxat is None else pa.array(pxat, pa.int64()).cast(pa.string())
+        slots = _slots_of(batch.keys)
+        owner = cluster.masters_of(slots)
+        left = np.zeros(len(keys), dtype=bool)
+        left[owner < 0] = True
+        groups = [(node, owner == node) for node in np.unique(owner[owner >= 0]).tolist()]
+        jobs = [(cluster.topology.nodes[node], *_rows(batch, keys, expiry, mask), mask) for node, mask in groups]
+        futures = [self._cluster_pool.submit(self._node_write, *job[:4]) for job in jobs]
         written = 0
-        in_flight: collections.deque = collections.deque()
-        stop = n  # rows from here on are left to the script
-
-        def collect(lo: int, hi: int) -> bool:
-            """Read the replies of rows lo:hi; False when most of their keys existed."""
-            nonlocal written
-            ok, nil = replies.read(hi - lo)
-            written += int(ok.sum())
-            todo[lo:hi] = nil
-            return int(nil.sum()) * 2 <= hi - lo
-
-        # A small first slice (the probe) decides whether SET NX pays; its replies are awaited before
-        # anything else is sent. After it, a helper thread encodes slice k+1 (Arrow and numpy, mostly
-        # without the GIL) while this one sends slice k and reads the replies of slice k-1, so Redis
-        # always has commands queued.
-        bounds = _set_nx_slices(n)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="redis-encode") as encoder:
-            ahead = None
-            for k, (lo, hi) in enumerate(bounds):
-                packed = ahead.result() if ahead is not None else pack(lo, hi)
-                ahead = encoder.submit(pack, *bounds[k + 1]) if 0 < k < len(bounds) - 1 else None
-                conn.send_packed_command([packed])
-                in_flight.append((lo, hi))
-                if (k == 0 or len(in_flight) > 1) and not collect(*in_flight.popleft()):
-                    stop = hi
-                    break
-        while in_flight:
-            collect(*in_flight.popleft())
-        replies.check_drained()
-        todo[stop:] = True
-        return written, todo
-
-    def _upsert_script(self, conn, batch: codec.WriteBatch, keys: pa.Array, expiry: pa.Array | None) -> int:
-        # EVALSHA commands are packed here, column-wise, instead of by redis-py per argument: each
-        # argument becomes "$<len>\r\n<bytes>\r\n" through Arrow, and a call's keys (then its
-        # arguments) are one contiguous slice of the packed column's data buffer. Rows are encoded one
-        # slice (_CALLS_PER_PIPELINE calls) at a time; before sending slice k+1 the replies of slice
-        # k-1 are read, so Redis always has a slice to run while the next one is encoded, and never
-        # more than two slices queued (a reply is awaited for at most two slices of Redis work).
-        sha = self._sha
-        per_row_args = 1 if expiry is None else 2
-        flag = b"$1\r\n1\r\n" if expiry is not None else b"$1\r\n0\r\n"
-        n = len(keys)
-        step = self._per_call
-        slice_rows = step * _CALLS_PER_PIPELINE
-        written = 0
-        in_flight: list[int] = []  # calls sent per slice whose replies are not read yet
-
-        def read_replies(calls: int) -> None:
-            nonlocal written
-            for _ in range(calls):
-                reply = conn.read_response()
-                if isinstance(reply, Exception):
-                    raise reply
-                written += int(reply)
-
-        for lo in range(0, n, slice_rows):
-            hi = min(n, lo + slice_rows)
-            packed_keys = _resp_bulk(keys.slice(lo, hi - lo))
-            packed_args = _resp_bulk(batch.encoded_rows(lo, hi))
-            if expiry is not None:
-                packed_args = pc.binary_join_element_wise(
-                    packed_args, _resp_bulk(expiry.slice(lo, hi - lo)), _EMPTY)
-            key_view, key_off = _data_and_offsets(packed_keys)
-            arg_view, arg_off = _data_and_offsets(packed_args)
-            parts: list = []
-            for start in range(0, hi - lo, step):
-                stop = min(hi - lo, start + step)
-                count = stop - start
-                head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$%d\r\n%d\r\n" % (
-                    3 + count + 1 + count * per_row_args, sha, len(b"%d" % count), count)
-                parts += [head, key_view[key_off[start]:key_off[stop]], flag,
-                          arg_view[arg_off[start]:arg_off[stop]]]
-            if len(in_flight) > 1:
-                read_replies(in_flight.pop(0))
-            conn.send_packed_command(parts)
-            in_flight.append(len(parts) // 4)
-        while in_flight:
-            read_replies(in_flight.pop(0))
+        for job, future in zip(jobs, futures):
+            count, redirected = future.result()
+            written += count
+            left[np.flatnonzero(job[4])[redirected]] = True
+        if left.any():
+            written += self._write_key_by_key(batch, keys, expiry, slots, left)
         return written
+
+    def _node_write(self, address, batch: codec.WriteBatch, keys: pa.Array,
+                    expiry: pa.Array | None) -> tuple[int, np.ndarray]:
+        """One master's rows: (rows written, mask of the rows to route again)."""
+        pool = self._cluster.client(address).connection_pool
+        redirected = np.zeros(len(keys), dtype=bool)
+        try:
+            conn = pool.get_connection()
+        except self._unavailable:
+            return 0, ~redirected
+        written = 0
+        try:
+            rows = np.arange(len(keys))
+            if len(keys) >= self.config.bulk_absent_min_rows and raw_socket_ok(conn):
+                written, todo, moved = set_absent(conn, self._exc, batch, keys, expiry, cluster=True)
+                redirected |= moved
+                if not todo.any():
+                    return written, redirected
+                rows = np.flatnonzero(todo)
+                if not todo.all():
+                    batch, keys, expiry = _rows(batch, keys, expiry, todo)
+            framer = cluster_framer(_CLUSTER_UPSERT, expiry is not None)
+            count, moved = upsert_calls(conn, self._exc, framer, batch, keys, expiry, self._per_call, cluster=True)
+            redirected[rows[moved]] = True
+            return written + count, redirected
+        except self._unavailable:
+            conn.disconnect()  # rows of this node may or may not be written: all go again (idempotent)
+            return written, np.ones(len(redirected), dtype=bool)
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+
+    def _write_key_by_key(self, batch: codec.WriteBatch, keys: pa.Array, expiry: pa.Array | None,
+                          slots: np.ndarray, left: np.ndarray) -> int:
+        """The rows ``left`` one key a command, each to the node serving its key (``_follow``)."""
+        batch, keys, expiry = _rows(batch, keys, expiry, left)
+        rows = batch.encoded_rows().to_pylist()
+        flag = b"1" if expiry is not None else b"0"
+        sha = _UPSERT_SHA
+        tails = [[flag, row] for row in rows] if expiry is None else [
+            [flag, row, px] for row, px in zip(rows, expiry.to_pylist())]
+        commands = [_pack(b"EVALSHA", sha, b"1", key, *[t if isinstance(t, bytes) else t.encode() for t in tail])
+                    for key, tail in zip(keys.to_pylist(), tails)]
+        deadline = time.monotonic() + self.config.write_retry_seconds
+        replies = self._cluster.follow_writes(slots[left].tolist(), commands, UPSERT_LUA.encode(), deadline)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return sum(int(r) for r in replies)
 
     def read(self, view: str, join_keys: list[str], keys: list[tuple], features: list[str],
              feature_types: dict[str, pa.DataType]) -> ReadResult:
         redis_keys = self._read_keys(view, join_keys, keys)
-        rows = self._call("read", self._client.mget, redis_keys) if redis_keys else []
+        if not redis_keys:
+            rows = []
+        elif self._cluster is not None:
+            rows = self._call("read", self._cluster.read, redis_keys, self._slots_of_keys(redis_keys))
+        else:
+            rows = self._call("read", self._client.mget, redis_keys)
         return _name_invalid(self._decoder.decode(rows, features, feature_types), redis_keys)
 
     def _read_keys(self, view: str, join_keys: list[str], keys: list[tuple]) -> list[bytes]:
@@ -554,10 +364,20 @@ class RedisOnlineStore(OnlineStore):
         for key in keys:
             if len(key) != width:
                 raise InvalidInputError(f"key {key!r} does not match join keys {join_keys!r}")
+        if self._cluster is not None:
+            prefix += b"{"
+            if width == 1:
+                part = codec.encode_key_part
+                return [prefix + part(key[0]) + b"}" for key in keys]
+            return [prefix + codec.encode_key(key) + b"}" for key in keys]
         if width == 1:
             part = codec.encode_key_part
             return [prefix + part(key[0]) for key in keys]
         return [prefix + codec.encode_key(key) for key in keys]
+
+    @staticmethod
+    def _slots_of_keys(redis_keys: list[bytes]) -> np.ndarray:
+        return np.fromiter(map(key_slot, redis_keys), dtype=np.int64, count=len(redis_keys))
 
     def _mget_packet(self, view: str, join_keys: list[str], keys: list[tuple],
                      decimals_of: dict[int, list[bytes] | None]) -> bytes:
@@ -593,6 +413,8 @@ class RedisOnlineStore(OnlineStore):
         ``reads`` are pipelined on this loop's connection (see the module docstring)."""
         if self._async is None:
             return await asyncio.get_running_loop().run_in_executor(None, self._read_all, reads)
+        if self._cluster is not None:
+            return await self._read_many_cluster(reads)
         decimals_of: dict[int, list[bytes] | None] = {}
         commands = [self._mget_packet(view, join_keys, keys, decimals_of) for view, join_keys, keys, *_ in reads]
         try:
@@ -613,24 +435,76 @@ class RedisOnlineStore(OnlineStore):
             out.append(result)
         return out
 
+    async def _read_many_cluster(self, reads: list[tuple]) -> list[ReadResult]:
+        """All reads' keys in one go: one command per node, nodes in parallel (``redis_cluster``)."""
+        per_read = [self._read_keys(view, join_keys, keys) for view, join_keys, keys, *_ in reads]
+        redis_keys = [key for keys in per_read for key in keys]
+        try:
+            rows = await self._cluster.read_async(redis_keys, self._slots_of_keys(redis_keys))
+        except (ConnectionError, OSError, asyncio.TimeoutError, ClusterUnavailableError) as exc:
+            raise self._unavailable_error(exc, "read") from exc
+        out, at = [], 0
+        for (_, _, _, features, feature_types), keys in zip(reads, per_read):
+            result = self._decoder.decode(rows[at:at + len(keys)], features, feature_types)
+            at += len(keys)
+            out.append(_name_invalid(result, keys) if result.invalid else result)
+        return out
+
     def delete_view(self, view: str) -> None:
         pattern = _glob_escape(self._view_prefix(view).decode()) + "*"
-        self._call("delete_view", self._delete_matching, pattern)
-
-    def _delete_matching(self, pattern: str) -> None:
-        doomed: list[bytes] = []
-        for key in self._client.scan_iter(match=pattern, count=1000):
-            doomed.append(key)
-            if len(doomed) >= 1000:
-                self._client.unlink(*doomed)
-                doomed = []
-        if doomed:
-            self._client.unlink(*doomed)
+        if self._cluster is None:
+            self._call("delete_view", _delete_matching, self._client, pattern, False)
+            return
+        for address in self._call("delete_view", self._cluster.masters):
+            self._call("delete_view", _delete_matching, self._cluster.client(address), pattern, True)
 
     def close(self) -> None:
         self._client.close()
         if self._async is not None:
             self._async.close()
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster_pool.shutdown(wait=False)
+
+
+def _delete_matching(client, pattern: str, one_key_a_command: bool) -> None:
+    """``UNLINK`` the keys of ``pattern`` on one node (on a cluster node one key a command: the keys
+    of one call must share a slot)."""
+    doomed: list[bytes] = []
+
+    def unlink() -> None:
+        if one_key_a_command:
+            pipe = client.pipeline(transaction=False)
+            for key in doomed:
+                pipe.unlink(key)
+            pipe.execute()
+        else:
+            client.unlink(*doomed)
+        doomed.clear()
+
+    for key in client.scan_iter(match=pattern, count=1000):
+        doomed.append(key)
+        if len(doomed) >= 1000:
+            unlink()
+    if doomed:
+        unlink()
+
+
+def _rows(batch: codec.WriteBatch, keys: pa.Array, expiry: pa.Array | None,
+          mask: np.ndarray) -> tuple[codec.WriteBatch, pa.Array, pa.Array | None]:
+    """The rows of ``mask``: a copy of the batch, the keys and the expiries (the caller's stay whole)."""
+    part = copy.copy(batch)
+    part.select(mask)
+    take = pa.array(np.flatnonzero(mask))
+    return part, keys.take(take), None if expiry is None else expiry.take(take)
+
+
+def _slots_of(parts: pa.Array) -> np.ndarray:
+    """The cluster slot of each encoded entity key (the key's hash tag: up to its first ``}``)."""
+    tags = parts.to_pylist()
+    if pc.any(pc.match_substring(parts, "}")).as_py():
+        tags = [t.split(b"}", 1)[0] for t in tags]
+    return tag_slots(tags)
 
 
 def _name_invalid(result: ReadResult, redis_keys: list[bytes]) -> ReadResult:

@@ -54,11 +54,33 @@ def _redis_cleanup(url: str, prefix: str) -> None:
         client.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def _redis_cluster_cleanup(url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.RedisCluster.from_url(url, socket_timeout=5)
+    try:
+        for node in client.get_primaries():
+            conn = client.get_redis_connection(node)
+            for key in conn.scan_iter(match=f"{prefix}:*", count=1000):
+                conn.unlink(key)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("redis_cluster", marks=pytest.mark.redis_cluster)])
 def store_config(request, tmp_path):
-    """(store class, config dict, repo path) for a fresh, isolated store of each backend."""
+    """(store class, config dict, repo path) for a fresh, isolated store of each backend: SQLite, one
+    Redis node, and a Redis Cluster of three masters (whose writes here use small calls and the bulk
+    path from 50 rows, so a few rows already take every path of a cluster write)."""
     if request.param == "sqlite":
         yield SqliteOnlineStore, {"type": "sqlite", "path": "data/online.db"}, tmp_path
+    elif request.param == "redis_cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+        prefix = f"fst{uuid.uuid4().hex[:12]}"
+        yield RedisOnlineStore, {"type": "redis", "url": url, "key_prefix": prefix, "cluster": True,
+                                 "batch_size": 7, "bulk_absent_min_rows": 50}, tmp_path
+        _redis_cluster_cleanup(url, prefix)
     else:
         url = request.getfixturevalue("redis_url")
         prefix = f"fst{uuid.uuid4().hex[:12]}"
