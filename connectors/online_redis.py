@@ -52,7 +52,6 @@ import copy
 import datetime
 import functools
 import hashlib
-import inspect
 import math
 import pathlib
 import re
@@ -73,6 +72,7 @@ from connectors.redis_pipeline import (
 )
 from connectors.redis_pipeline import (
     cluster_framer,
+    get_connection,
     raw_socket_ok,
     set_absent,
     single_node_framer,
@@ -163,10 +163,6 @@ class RedisOnlineStore(OnlineStore):
             if int(url_kwargs.get("db") or 0) != 0:
                 raise InvalidInputError(f"Redis URL {config.url!r}: a cluster has only database 0")
             self._cluster = ClusterClient(url_kwargs, config.socket_timeout, retry, config.read_from_replicas)
-        # redis-py < 5.3 wants a command name for get_connection(); later versions deprecate it.
-        params = inspect.signature(self._client.connection_pool.get_connection).parameters
-        command_name = params.get("command_name")
-        self._bare_get_connection = command_name is None or command_name.default is not inspect.Parameter.empty
         self._decoder = codec.RowDecoder()
         self._per_call = max(1, min(config.batch_size, _MAX_KEYS_PER_CALL))
         self._sha: bytes | None = None  # the upsert script's SHA once loaded (reloaded after NOSCRIPT)
@@ -254,7 +250,7 @@ class RedisOnlineStore(OnlineStore):
             self._sha = self._client.script_load(UPSERT_LUA).encode()
         expiry = None if pxat is None else pa.array(pxat, pa.int64()).cast(pa.string())
         pool = self._client.connection_pool
-        conn = pool.get_connection() if self._bare_get_connection else pool.get_connection("EVALSHA")
+        conn = get_connection(pool)
         try:
             written = 0
             if len(keys) >= self.config.bulk_absent_min_rows and raw_socket_ok(conn):
@@ -300,7 +296,7 @@ class RedisOnlineStore(OnlineStore):
         pool = self._cluster.client(address).connection_pool
         redirected = np.zeros(len(keys), dtype=bool)
         try:
-            conn = pool.get_connection()
+            conn = get_connection(pool)
         except self._unavailable:
             return 0, ~redirected
         written = 0

@@ -34,6 +34,7 @@ import numpy as np
 
 from connectors import redis_scripts
 from connectors.redis_async import _AsyncRedis, _pack
+from connectors.redis_pipeline import get_connection
 
 SLOTS = 16384
 _REFRESH_GAP = 0.05  # seconds between two refreshes of the slot map
@@ -340,7 +341,7 @@ class ClusterClient:
     def _exchange_one(self, address: Address, replica: bool, commands: list) -> list:
         pool = self.client(address, replica).connection_pool
         try:
-            conn = pool.get_connection()
+            conn = get_connection(pool)
         except self.unavailable as exc:
             return [_NodeDown(f"{address[0]}:{address[1]}: {exc}")] * len(commands)
         try:

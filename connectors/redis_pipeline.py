@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import inspect
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NoReturn
 
@@ -58,6 +59,14 @@ def raw_socket_ok(conn) -> bool:
     redis-py's socket attribute)."""
     conn.connect()  # a no-op when connected
     return getattr(conn, "_sock", None) is not None
+
+
+def get_connection(pool):
+    """A connection of a redis-py pool (redis-py < 5.3 wants a command name; later versions deprecate it)."""
+    command_name = inspect.signature(pool.get_connection).parameters.get("command_name")
+    if command_name is None or command_name.default is not inspect.Parameter.empty:
+        return pool.get_connection()
+    return pool.get_connection("EVAL")
 
 
 def is_redirect(error: Exception, exc) -> bool:
