@@ -36,10 +36,14 @@ svc = FeatureService(name="svc", features=[stats[["rate", "trips"]], short])
 """
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("redis_cluster", marks=pytest.mark.redis_cluster)])
 def online_store_yaml(request):
     if request.param == "sqlite":
         return "{type: sqlite, path: data/online.db}"
+    if request.param == "redis_cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+        return f"{{type: redis, url: '{url}', key_prefix: 't{uuid.uuid4().hex[:10]}', cluster: true}}"
     url = request.getfixturevalue("redis_url")
     return f"{{type: redis, url: '{url}', key_prefix: 't{uuid.uuid4().hex[:10]}'}}"
 

@@ -167,10 +167,15 @@ def column(response_json: dict, name: str) -> dict:
 # ------------------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("redis_cluster", marks=pytest.mark.redis_cluster)])
 def store(request, tmp_path) -> Iterator[FeatureStore]:
-    yaml = "{type: sqlite, path: data/online.db}" if request.param == "sqlite" else redis_yaml(
-        request.getfixturevalue("redis_url"))
+    if request.param == "sqlite":
+        yaml = "{type: sqlite, path: data/online.db}"
+    elif request.param == "redis":
+        yaml = redis_yaml(request.getfixturevalue("redis_url"))
+    else:
+        yaml = redis_yaml(request.getfixturevalue("redis_cluster_url"))[:-1] + ", cluster: true}"
     s = build_store(tmp_path / "repo", yaml)
     yield s
     drop_store(s)
