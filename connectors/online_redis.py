@@ -198,7 +198,8 @@ class RedisOnlineStore(OnlineStore):
         except self._exc.ResponseError as exc:
             if str(exc).startswith(_UNAVAILABLE_REPLIES):
                 raise self._unavailable_error(exc, what) from exc
-            if self._cluster is None and str(exc).startswith(("MOVED", "ASK", "CLUSTERDOWN")):
+            if self._cluster is None and (str(exc).startswith(("MOVED", "ASK", "CROSSSLOT")) or isinstance(
+                    exc, (self._exc.MovedError, self._exc.AskError, self._exc.ClusterCrossSlotError))):
                 raise InvalidInputError(f"Redis at {self.config.url} is a cluster node ({exc}): set "
                                         "cluster: true in the online_store settings") from None
             raise
