@@ -2,7 +2,8 @@
 
 Key layout (the one place it is defined)::
 
-    {key_prefix}:{project}:{view}:{entity key}
+    {key_prefix}:{project}:{view}:{entity key}          one node
+    {key_prefix}:{project}:{view}:{{entity key}}        a Redis Cluster (``cluster: true``)
 
 ``key_prefix`` comes from the config (default ``fs``); project and view names are letters, digits,
 ``_`` and ``-`` (no ``:``); the entity key is ``online_codec.encode_key`` of the key tuple in join-key
@@ -13,16 +14,19 @@ the composite key ``(1001, "us")`` ends in ``i4:1001s2:us``. The value is the en
 ``MGET``. With a TTL the key expires at ``event_ts + ttl + expiry_grace_seconds`` (``SET ... PXAT``;
 needs Redis >= 6.2): during the grace a read still finds the row, so the server reports it as
 ``OUTSIDE_MAX_AGE`` rather than ``NOT_FOUND``; after it the key is gone, so dead entities do not pile up.
+On a cluster the braces make the entity key the hash tag: every view's row of an entity is in one slot,
+and ``connectors.redis_cluster`` routes reads and writes per node (one command per node for a lookup).
 
-Writes are event-time monotonic and atomic: a Lua script (``_UPSERT_LUA``, run with EVALSHA on up to
+Writes are event-time monotonic and atomic: a Lua script (``redis_scripts``, run with EVALSHA on up to
 ``batch_size`` keys per call, many calls per pipeline) reads the stored rows with one MGET, compares the
 big-endian ``(event_ts, created_ts)`` that lead each row, and sets only strictly newer rows. A stored
 row that is not sound (``online_codec.row_problem``: truncated, garbage, a time out of range) counts as
 absent, so any write replaces it; reads answer such a key alone as invalid, naming the key. Redis runs a
-script without interleaving other commands, so concurrent writers keep the newest row per key. Keys
-of one call must live on one server: Redis Cluster is not supported. Rows are encoded and sent a slice
-at a time while Redis still runs the calls of the previous slice (a bounded window of calls in
-flight), so encoding overlaps Redis' own work.
+script without interleaving other commands, so concurrent writers keep the newest row per key. On a
+cluster each master gets its rows' calls (a variant of the script that takes keys of many slots, all
+read before any is written), the masters in parallel. Rows are encoded and sent a slice at a time
+while Redis still runs the calls of the previous slice (a bounded window of calls in flight), so
+encoding overlaps Redis' own work (``redis_pipeline``).
 
 Bulk loads (writes of ``bulk_absent_min_rows`` rows or more: materialization) first send ``SET key row
 NX [PXAT t]`` for every row, without the script: ``NX`` only creates a missing key, so it cannot break
