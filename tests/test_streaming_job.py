@@ -109,9 +109,12 @@ FAST_CHECKPOINTS = "{checkpoint_interval_seconds: 1}"
 
 
 def _applied_repo(tmp_path: Path, code: str, tables: dict[str, pa.Table], redis_url: str,
-                  stream_engine: str = FAST_CHECKPOINTS) -> FeatureStore:
-    """A repo of ``code`` with its source tables, online store ``redis_url`` and ``stream_engine``, applied."""
-    repo = write_repo(tmp_path, code, tables=tables, online_store=f"{{type: redis, url: '{redis_url}'}}")
+                  stream_engine: str = FAST_CHECKPOINTS, cluster: bool = False) -> FeatureStore:
+    """A repo of ``code`` with its source tables, online store ``redis_url`` (a Redis Cluster when
+    ``cluster``) and ``stream_engine``, applied."""
+    online = (f"{{type: redis, url: '{redis_url}', cluster: true, key_prefix: 'fs{uuid.uuid4().hex[:10]}'}}"
+              if cluster else f"{{type: redis, url: '{redis_url}'}}")
+    repo = write_repo(tmp_path, code, tables=tables, online_store=online)
     with open(repo / "featurestore.yaml", "a") as f:
         f.write(f"stream_engine: {stream_engine}\n")
     store = FeatureStore(repo)
@@ -120,9 +123,9 @@ def _applied_repo(tmp_path: Path, code: str, tables: dict[str, pa.Table], redis_
 
 
 def _repo(tmp_path: Path, bootstrap: str, topic: str, redis_url: str, history: list[dict], *, delay: float = 5,
-          lateness: float = 0, stream_engine: str = FAST_CHECKPOINTS) -> FeatureStore:
+          lateness: float = 0, stream_engine: str = FAST_CHECKPOINTS, cluster: bool = False) -> FeatureStore:
     return _applied_repo(tmp_path, FEATURES.format(bootstrap=bootstrap, topic=topic, delay=delay, lateness=lateness),
-                         {"clicks": pa.Table.from_pylist(history, schema=SCHEMA)}, redis_url, stream_engine)
+                         {"clicks": pa.Table.from_pylist(history, schema=SCHEMA)}, redis_url, stream_engine, cluster)
 
 
 def _start_on(store: FeatureStore, view: str, kafka, topic: str, events: list[dict],
@@ -167,12 +170,14 @@ def _offline(store: FeatureStore, view: str, appended: bool = False) -> list[tup
     return sorted(tuple(r[c] for c in cols) for r in table.select(cols).to_pylist())
 
 
+@pytest.mark.redis_cluster
 def test_stream_and_batch_give_the_same_online_values_and_offline_rows(tmp_path, bootstrap, kafka, redis_url,
-                                                                        flink_ready, jobs):
+                                                                        redis_cluster_url, flink_ready, jobs):
+    """The stream job writes to a Redis Cluster, the batch engines to one Redis node: same values."""
     topic = f"fs-stream-{uuid.uuid4().hex[:12]}"
     now = datetime.now(UTC)
     events = _events(1500, 60, now - timedelta(minutes=6), timedelta(minutes=5), seed=11)
-    stream = _repo(tmp_path / "stream", bootstrap, topic, _redis_db(redis_url, 2), events)
+    stream = _repo(tmp_path / "stream", bootstrap, topic, redis_cluster_url, events, cluster=True)
     # The batch side, on each batch engine: same repo files, its own registry, offline store and Redis db.
     batches = {}
     for db, engine in ((3, {"type": "local"}), (12, SPARK)):
