@@ -68,6 +68,9 @@ from featurestore.ports.offline_store import (
 from featurestore.timestamps import TS, column_us
 
 APPENDS_DIR = "_appends"
+QUARANTINE_DIR = "_quarantine"  # rows a check with on_fail="drop" kept out of the stores, per view
+QUALITY_DIR = "_quality"  # per view, a row per materialization or stream commit: checks and statistics
+_AREAS = (APPENDS_DIR, QUARANTINE_DIR, QUALITY_DIR)
 DAMAGED_DIR = "_damaged"  # where ``repair`` moves what it could not use, per view and time
 PROGRESS_KEY = "featurestore.progress"  # commit metadata: {stream: progress} of a stream commit
 _VIEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
@@ -158,10 +161,23 @@ class DeltaOfflineStore(OfflineStore):
 
     @property
     def appends(self) -> "DeltaOfflineStore":
-        cached = self.__dict__.get("_appends")
+        return self._area(APPENDS_DIR)
+
+    @property
+    def quarantine(self) -> "DeltaOfflineStore":
+        return self._area(QUARANTINE_DIR)
+
+    @property
+    def quality(self) -> "DeltaOfflineStore":
+        return self._area(QUALITY_DIR)
+
+    def _area(self, folder: str) -> "DeltaOfflineStore":
+        """The store of the tables in ``folder`` beside the materialized ones (same settings)."""
+        areas = self.__dict__.setdefault("_areas", {})
+        cached = areas.get(folder)
         if cached is None:
-            cached = self._appends = DeltaOfflineStore.__new__(DeltaOfflineStore)
-            cached.config, cached.project, cached.root = self.config, self.project, f"{self.root}/{APPENDS_DIR}"
+            cached = areas[folder] = DeltaOfflineStore.__new__(DeltaOfflineStore)
+            cached.config, cached.project, cached.root = self.config, self.project, f"{self.root}/{folder}"
             cached._tables, cached._streams = {}, {}
         return cached
 
@@ -555,7 +571,8 @@ class DeltaOfflineStore(OfflineStore):
         """Remove the view's table and, from the main store, its appended rows too; returns whether
         there was any. Idempotent."""
         existed = False
-        stores = [self] if self.root.endswith(f"/{APPENDS_DIR}") else [self, self.appends]
+        in_area = self.root.rsplit("/", 1)[-1] in _AREAS
+        stores = [self] if in_area else [self, self.appends, self.quarantine, self.quality]
         for store in stores:
             uri = store._uri(view)
             exists = store._table(view) is not None

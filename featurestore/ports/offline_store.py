@@ -120,6 +120,16 @@ class OfflineStore(ABC):
     def appends(self) -> "OfflineStore":
         """The store of appended rows, beside the materialized one."""
 
+    @property
+    def quarantine(self) -> "OfflineStore":
+        """The store of rows checks dropped (``on_fail="drop"``), one table per view."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no quarantined rows")
+
+    @property
+    def quality(self) -> "OfflineStore":
+        """The store of quality records (check results, statistics), one table per view."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no quality records")
+
     @abstractmethod
     def append(self, view: str, table: pa.Table, timestamp_column: str, *, stream: str | None = None,
                offsets: dict[int, tuple[int, int]] | None = None, progress: dict[str, Any] | None = None) -> None:
