@@ -121,7 +121,8 @@ class RedisOnlineStoreConfig(BaseModel):
     # On a cluster, lookups read from a replica of each slot (when it has one), not from its master.
     read_from_replicas: bool = False
     # On a cluster, how long a write keeps routing rows while slots move or a master fails over.
-    write_retry_seconds: float = Field(10.0, gt=0)
+    # (Redis' default cluster-node-timeout is 15 s: a failover takes a little longer than that.)
+    write_retry_seconds: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
     def _cluster_settings(self) -> "RedisOnlineStoreConfig":

@@ -15,7 +15,8 @@ key-by-key path that follows the cluster while slots move or a master fails over
   key has left) come back marked, and go key by key (``_follow``): ``MOVED`` updates the map and asks
   the new owner, ``ASK`` sends ``ASKING`` and the command to the importing node, ``TRYAGAIN``,
   ``CLUSTERDOWN`` and unreachable nodes wait a little, refresh the map and try again. Reads give up
-  after ``_READ_ROUNDS`` rounds (a lookup answers 503 while a failed master's slots have no owner);
+  after ``_READ_ROUNDS`` rounds, or when a node fails twice with the map read again in between (a lookup
+answers 503 while a failed master's slots have no owner);
   writes keep trying until ``write_retry_seconds`` have passed, so a failover under a materialization
   or a stream job costs a pause, not an error.
 """
@@ -173,6 +174,7 @@ def _follow(topology: Topology, slots: list[int], commands: list[bytes], *, repl
     results: list = [None] * n
     pending = list(range(n))
     asking: dict[int, Address] = {}
+    down_once: set[int] = set()
     pause = 0.0
     attempt = 0
     last_error: Exception | None = None
@@ -218,6 +220,12 @@ def _follow(topology: Topology, slots: list[int], commands: list[bytes], *, repl
                     continue
                 kind, slot, address = _redirect(answer)
                 last_error = answer
+                if kind == "down" and deadline is None and i in down_once:
+                    # A read does not wait for a failover: its node failed twice, the map was read again
+                    # in between and still names it, so the lookup answers "unavailable" now.
+                    raise ClusterUnavailableError(f"{where[0][0]}:{where[0][1]} does not answer: {answer}")
+                if kind == "down":
+                    down_once.add(i)
                 if kind == "moved":
                     topology.moved(slot, address)
                 elif kind == "ask":
