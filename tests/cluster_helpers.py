@@ -466,3 +466,95 @@ class ThrowawayCluster:
             raise RuntimeError(f"redis-cli --cluster reshard exited {rc}:\n{output[-2000:]}")
         self.wait_ok(timeout)
         return output
+
+
+# ---------------------------------------------------------------- node statistics
+
+
+def info(port: int, section: str) -> dict[str, str]:
+    """One ``INFO`` section of a node as ``{field: value}`` (values as the node wrote them)."""
+    text = command(port, "INFO", section)
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line and not line.startswith("#"))
+
+
+def command_calls(port: int) -> dict[str, int]:
+    """Calls per command since the last ``CONFIG RESETSTAT`` (``INFO commandstats``), e.g. ``{"mget": 3}``."""
+    calls = {}
+    for name, value in info(port, "commandstats").items():
+        fields = dict(item.split("=", 1) for item in value.split(","))
+        calls[name.removeprefix("cmdstat_")] = int(fields["calls"])
+    return calls
+
+
+def error_counts(port: int) -> dict[str, int]:
+    """Error replies per kind since the last ``CONFIG RESETSTAT`` (``INFO errorstats``), e.g. ``{"MOVED": 12}``."""
+    return {name.removeprefix("errorstat_"): int(value.split("=", 1)[1])
+            for name, value in info(port, "errorstats").items()}
+
+
+def wait_replicated(cluster: ThrowawayCluster, timeout: float = 10.0) -> float:
+    """Wait until every live replica has received everything its master had written when this was called
+    (its ``slave_repl_offset`` reaches the master's ``master_repl_offset``), as ``WAIT`` on the writers'
+    connections would; return the seconds it took."""
+    t0 = time.monotonic()
+    targets = {}
+    for master in cluster.masters():
+        offset = int(info(master, "replication")["master_repl_offset"])
+        for replica in cluster.replicas_of(master):
+            targets[replica] = offset
+    while True:
+        behind = {r: o for r, o in targets.items() if int(info(r, "replication")["slave_repl_offset"]) < o}
+        if not behind:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"replicas still behind their masters after {timeout:.0f}s: {behind}")
+        time.sleep(0.02)
+
+
+def listed_replicas(port: int) -> dict[int, list[int]]:
+    """CLUSTER SLOTS as the node on ``port`` sees it: master port -> the replica ports it lists for its
+    slots (Redis leaves out a replica that is failed or has not reported a replication offset yet)."""
+    listed: dict[int, list[int]] = {}
+    for entry in command(port, "CLUSTER", "SLOTS"):
+        listed.setdefault(int(entry[2][1]), [int(node[1]) for node in entry[3:]])
+    return listed
+
+
+def wait_replicas_listed(cluster: ThrowawayCluster, timeout: float = 15.0) -> float:
+    """Wait until every live node's CLUSTER SLOTS lists a replica for every master; return the seconds."""
+    t0 = time.monotonic()
+    while True:
+        views = {p: listed_replicas(p) for p in cluster.live_ports()}
+        if all(replicas for view in views.values() for replicas in view.values()):
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"CLUSTER SLOTS still lists masters without replicas after {timeout:.0f}s: {views}")
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------- a slot stopped half-way through a move
+
+
+def begin_slot_move(cluster: ThrowawayCluster, slot: int, src: int, dst: int, keys: Sequence[str]) -> None:
+    """Mark ``slot`` migrating from master ``src`` to master ``dst`` and move only ``keys`` (of that
+    slot) to ``dst``, as ``redis-cli --cluster reshard`` does between two MIGRATEs: the other keys of
+    the slot stay on ``src``, and ``src`` answers ``ASK`` for the moved ones."""
+    command(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(src))
+    command(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(dst))
+    if keys:
+        command(src, "MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", *keys)
+
+
+def finish_slot_move(cluster: ThrowawayCluster, slot: int, src: int, dst: int) -> None:
+    """Move the rest of the slot's keys and give the slot to ``dst`` on every master."""
+    while True:
+        keys = command(src, "CLUSTER", "GETKEYSINSLOT", slot, 100)
+        if not keys:
+            break
+        command(src, "MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", *keys)
+    owner = cluster.node_id(dst)
+    command(dst, "CLUSTER", "SETSLOT", slot, "NODE", owner)
+    command(src, "CLUSTER", "SETSLOT", slot, "NODE", owner)
+    for port in cluster.masters():
+        if port not in (src, dst):
+            command(port, "CLUSTER", "SETSLOT", slot, "NODE", owner)
