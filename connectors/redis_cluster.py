@@ -39,6 +39,9 @@ from connectors.redis_pipeline import get_connection
 
 SLOTS = 16384
 _REFRESH_GAP = 0.05  # seconds between two refreshes of the slot map
+# The map is also read again once it is this old, without any error asking for it: replicas that join
+# (or that CLUSTER SLOTS leaves out until they report a replication offset) start serving reads then.
+_MAP_MAX_AGE = 5.0
 _READ_ROUNDS = 4  # key-by-key rounds of a read before it gives up
 _PAUSES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)  # waits between write rounds (the last one repeats)
 _READ_SCRIPT = redis_scripts.CLUSTER_READ_LUA.encode()
@@ -114,6 +117,9 @@ class Topology:
         host = _text(node[0]) if node[0] else ""
         # An empty or unknown host means "the host you asked" (a node announcing no address).
         return (host if host and host != "?" else asked[0], int(node[1]))
+
+    def old(self) -> bool:
+        return time.monotonic() - self.refreshed_at > _MAP_MAX_AGE
 
     def moved(self, slot: int, address: Address) -> None:
         """A ``MOVED`` reply: the slot's master is ``address`` (and the rest of the map may be old)."""
@@ -342,8 +348,23 @@ class ClusterClient:
         raise ClusterUnavailableError("no cluster node gave the slot map (" + "; ".join(errors) + ")")
 
     def ensure_map(self) -> None:
-        if self.topology.stale:
-            self.refresh()
+        top = self.topology
+        if top.stale or top.old():
+            try:
+                self.refresh(force=True)
+            except ClusterUnavailableError:
+                if top.stale or not top.version:
+                    raise  # an old but whole map still routes; only a missing or wrong one stops here
+
+    async def ensure_map_async(self) -> None:
+        """The map, read again when wrong; when merely old, read again beside this lookup."""
+        top = self.topology
+        if top.stale:
+            await self.refresh_async()
+        elif top.old() and (self._refreshing is None or self._refreshing.done()):
+            top.refreshed_at = time.monotonic()  # one background refresh per period
+            self._refreshing = asyncio.ensure_future(self._refresh_async_once())
+            self._refreshing.add_done_callback(_ignore_failure)
 
     # -- exchanges: commands per node, nodes in parallel -------------------------------------------
     def _exchange_one(self, address: Address, replica: bool, commands: list) -> list:
@@ -483,8 +504,7 @@ class ClusterClient:
 
     async def read_async(self, keys: list[bytes], slots: np.ndarray) -> list:
         out: list = [None] * len(keys)
-        if self.topology.stale:
-            await self.refresh_async()
+        await self.ensure_map_async()
         plan, requests = self._plan_or_empty(keys, slots)
         left = self._merge(plan, await self.exchange_async(requests) if requests else {}, out)
         if left:
@@ -518,6 +538,13 @@ class ClusterClient:
             if aio is not None:
                 aio.close()
         self._threads.shutdown(wait=False)
+
+
+def _ignore_failure(task: asyncio.Future) -> None:
+    """A background refresh that failed: the next error refreshes again (read the result so asyncio
+    does not log it as never retrieved)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _readonly_on_connect(conn) -> None:
