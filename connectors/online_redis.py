@@ -358,24 +358,30 @@ class RedisOnlineStore(OnlineStore):
             rows = self._call("read", self._client.mget, redis_keys)
         return _name_invalid(self._decoder.decode(rows, features, feature_types), redis_keys)
 
-    def _read_keys(self, view: str, join_keys: list[str], keys: list[tuple]) -> list[bytes]:
+    def _read_keys(self, view: str, join_keys: list[str], keys: list[tuple],
+                   parts: list[bytes] | None = None) -> list[bytes]:
+        """The Redis keys of ``keys`` in ``view`` (``parts``: their encoded entity keys, when known)."""
         prefix = self._prefixes.get(view)
         if prefix is None:
             prefix = self._prefixes[view] = self._view_prefix(view)
+        if parts is None:
+            parts = self._entity_parts(join_keys, keys)
+        if self._cluster is not None:
+            prefix += b"{"
+            return [prefix + p + b"}" for p in parts]
+        return [prefix + p for p in parts]
+
+    @staticmethod
+    def _entity_parts(join_keys: list[str], keys: list[tuple]) -> list[bytes]:
+        """``online_codec.encode_key`` of each key tuple, checked against the join keys."""
         width = len(join_keys)
         for key in keys:
             if len(key) != width:
                 raise InvalidInputError(f"key {key!r} does not match join keys {join_keys!r}")
-        if self._cluster is not None:
-            prefix += b"{"
-            if width == 1:
-                part = codec.encode_key_part
-                return [prefix + part(key[0]) + b"}" for key in keys]
-            return [prefix + codec.encode_key(key) + b"}" for key in keys]
         if width == 1:
             part = codec.encode_key_part
-            return [prefix + part(key[0]) for key in keys]
-        return [prefix + codec.encode_key(key) for key in keys]
+            return [part(key[0]) for key in keys]
+        return [codec.encode_key(key) for key in keys]
 
     @staticmethod
     def _slots_of_keys(redis_keys: list[bytes]) -> np.ndarray:
@@ -438,11 +444,21 @@ class RedisOnlineStore(OnlineStore):
         return out
 
     async def _read_many_cluster(self, reads: list[tuple]) -> list[ReadResult]:
-        """All reads' keys in one go: one command per node, nodes in parallel (``redis_cluster``)."""
-        per_read = [self._read_keys(view, join_keys, keys) for view, join_keys, keys, *_ in reads]
+        """All reads' keys in one go: one command per node, nodes in parallel (``redis_cluster``). The
+        views of one lookup mostly share their key list: it is encoded, and its slots computed (from
+        the entity alone: the hash tag), once."""
+        encoded: dict[int, tuple[list[bytes], np.ndarray]] = {}
+        per_read, slots = [], []
+        for view, join_keys, keys, *_ in reads:
+            known = encoded.get(id(keys))  # the key lists of one call are all alive: ids are unique
+            if known is None or len(join_keys) != len(keys[0] if keys else join_keys):
+                parts = self._entity_parts(join_keys, keys)
+                known = encoded[id(keys)] = (parts, _part_slots(parts))
+            per_read.append(self._read_keys(view, join_keys, keys, known[0]))
+            slots.append(known[1])
         redis_keys = [key for keys in per_read for key in keys]
         try:
-            rows = await self._cluster.read_async(redis_keys, self._slots_of_keys(redis_keys))
+            rows = await self._cluster.read_async(redis_keys, np.concatenate(slots) if slots else np.zeros(0, np.int64))
         except (ConnectionError, OSError, asyncio.TimeoutError, ClusterUnavailableError) as exc:
             raise self._unavailable_error(exc, "read") from exc
         out, at = [], 0
@@ -499,6 +515,11 @@ def _rows(batch: codec.WriteBatch, keys: pa.Array, expiry: pa.Array | None,
     part.select(mask)
     take = pa.array(np.flatnonzero(mask))
     return part, keys.take(take), None if expiry is None else expiry.take(take)
+
+
+def _part_slots(parts: list[bytes]) -> np.ndarray:
+    """The cluster slot of each encoded entity key (the key's hash tag: up to its first ``}``)."""
+    return tag_slots([p.split(b"}", 1)[0] if b"}" in p else p for p in parts])
 
 
 def _slots_of(parts: pa.Array) -> np.ndarray:

@@ -24,7 +24,7 @@ def _pack_mget(keys: list[bytes]) -> bytes:
 
 
 def _pack(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+    return b"*%d\r\n" % len(args) + b"".join([b"$%d\r\n%s\r\n" % (len(a), a) for a in args])
 
 
 class _RespProtocol(asyncio.Protocol):

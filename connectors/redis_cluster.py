@@ -407,6 +407,9 @@ class ClusterClient:
 
     async def exchange_async(self, requests: dict[tuple[Address, bool], list]) -> dict[tuple[Address, bool], list]:
         items = list(requests.items())
+        if len(items) == 1:
+            (where, commands), = items
+            return {where: await self._exchange_one_async(*where, commands)}
         replies = await asyncio.gather(*(self._exchange_one_async(*where, cmds) for where, cmds in items))
         return {where: reply for (where, _), reply in zip(items, replies)}
 
@@ -448,6 +451,13 @@ class ClusterClient:
         """Per node: the indices of the keys it serves, the one command that reads them and whether
         that is the read script (keys of several slots) rather than ``MGET``."""
         top = self.topology
+        if len(slots) and slots.min() == slots.max():  # one slot (one entity, any views): one MGET
+            slot = int(slots[0])
+            node, replica_read = int(top.master[slot]), False
+            if self.read_from_replicas and top.replica[slot] >= 0:
+                node, replica_read = int(top.replica[slot]), True
+            where = (top.nodes[node] if node >= 0 else ("", -1), replica_read)
+            return {where: (np.arange(len(keys)), _pack(b"MGET", *keys), False)}
         owner = top.master[slots]
         replica = np.zeros(len(keys), dtype=bool)
         if self.read_from_replicas:
