@@ -81,13 +81,16 @@ class _ShapeCache(Collector):
 
 
 class _Quality(Collector):
-    """Drift and check-failure gauges from the newest recorded runs of each registered view."""
+    """Drift and check-failure gauges from the newest recorded runs of each registered view. A view's
+    records are read again only when its table's fingerprint changed, and then only the runs from the
+    newest one seen on."""
 
     def __init__(self, store, refresh_seconds: float) -> None:
         self.store = store
         self.refresh_seconds = refresh_seconds
         self.drift: dict[str, list[DriftValue]] = {}
         self.runs: dict[str, QualityRun] = {}
+        self._marks: dict[tuple[str, str], str] = {}  # (area, view) -> the table's fingerprint when read
         self._read_at = float("-inf")
         self._lock = threading.Lock()
 
@@ -97,21 +100,35 @@ class _Quality(Collector):
                 return
             try:
                 views = set(self.store.catalog().views)
-                for view in views:
-                    newest = self.drift.get(view)
-                    found = drift_records.latest(self.store, view, since=newest[0].computed_at if newest else None)
-                    if found:
-                        self.drift[view] = found
-                    run = self.runs.get(view)
-                    later = quality_runs.runs(self.store, view, since=run.started if run else None)
-                    if later:
-                        self.runs[view] = later[-1]
-                for gone in (set(self.drift) | set(self.runs)) - views:
-                    self.drift.pop(gone, None)
-                    self.runs.pop(gone, None)
             except Exception as exc:  # noqa: BLE001 - a scrape answers with what it has
                 log.warning("quality metrics not refreshed (%s: %s)", type(exc).__name__, exc)
+                views = set(self.drift) | set(self.runs)
+            for view in sorted(views):
+                try:
+                    self._read(view)
+                except Exception as exc:  # noqa: BLE001 - one view's damaged records hide only its own
+                    log.warning("quality metrics of view %r not refreshed (%s: %s)", view, type(exc).__name__, exc)
+            for gone in (set(self.drift) | set(self.runs)) - views:
+                self.drift.pop(gone, None)
+                self.runs.pop(gone, None)
             self._read_at = time.monotonic()
+
+    def _read(self, view: str) -> None:
+        offline = self.store.offline_store
+        mark = offline.drift.fingerprint(view)
+        if self._marks.get(("drift", view)) != mark:
+            newest = self.drift.get(view)
+            found = drift_records.latest(self.store, view, since=newest[0].computed_at if newest else None)
+            if found:
+                self.drift[view] = found
+            self._marks[("drift", view)] = mark
+        mark = offline.quality.fingerprint(view)
+        if self._marks.get(("quality", view)) != mark:
+            run = self.runs.get(view)
+            later = quality_runs.runs(self.store, view, since=run.started if run else None)
+            if later:
+                self.runs[view] = later[-1]
+            self._marks[("quality", view)] = mark
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         self._refresh()
