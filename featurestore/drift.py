@@ -115,9 +115,10 @@ def window_sample(store: "FeatureStore", view: FeatureView, start: datetime, end
     offline = store.offline_store
     parts = []
     for area in (offline, offline.appends):
-        if view.name not in area.views():
+        schema = area.schema(view.name)
+        if schema is None:
             continue
-        stored = area.schema(view.name).names
+        stored = schema.names
         rows = area.read(view.name, start, end, columns=[c for c in fields if c in stored] + [EVENT_TS])
         rows = rows.filter(pc.less(rows.column(EVENT_TS), pa.scalar(end, rows.schema.field(EVENT_TS).type)))
         parts.append(pa.table({name: rows.column(name).cast(arrow_type) if name in rows.column_names

@@ -294,9 +294,15 @@ def test_metrics_export_the_newest_drift_and_check_failures(tmp_path):
                                         rows_written=93, checks=[
         {"name": "amount_non_negative", "on_fail": "drop", "rows_checked": 100, "rows_failed": 7, "action": "dropped"},
         {"name": "country_known", "on_fail": "warn", "rows_checked": 100, "rows_failed": 0, "action": "passed"}]))
+    # another view's quality records cannot be read: its gauges go missing, the others' do not
+    record_run(store, "live", QualityRun("materialize", started, started, checks=[]))
+    log = repo / "data" / "offline" / "test" / "_quality" / "live" / "_delta_log"
+    for commit in log.glob("*.json"):
+        commit.write_text("not a commit")
     with serve(repo, env={"FEATURESTORE_QUALITY_METRICS_SECONDS": "0"}) as server:
         status, text, _ = server.request("GET", "/metrics")
         assert status == 200
+        assert "quality metrics of view 'live' not refreshed" in server.log_text()
         gauges = _gauges(str(text))
         for f in first["features"]:
             for statistic, value in f["statistics"].items():
