@@ -137,6 +137,24 @@ def test_ks_exact_pvalue_matches_enumerating_every_split(seed):
     assert got["ks_pvalue"] == pytest.approx(ref_ks_exact_pvalue(a, b), rel=1e-6, abs=1e-9)
 
 
+def ref_kolmogorov_sf(lam: float) -> float:
+    """P(K > lam) of the Kolmogorov distribution: 2 * sum((-1)^(k-1) * exp(-2 k^2 lam^2))."""
+    return min(1.0, max(0.0, 2 * sum((-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101))))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ks_large_sample_pvalue_is_the_kolmogorov_tail(seed):
+    """Past exact enumeration the p-value follows the Kolmogorov distribution; Stephens' scaling of the
+    distance, (sqrt(n) + 0.12 + 0.11 / sqrt(n)) * D with n = n1 n2 / (n1 + n2), is within 0.02 of it."""
+    rng = random.Random(500 + seed)
+    a = [rng.gauss(0, 1) for _ in range(rng.randrange(200, 800))]
+    b = [rng.gauss(rng.choice([0.0, 0.1, 0.2]), 1) for _ in range(rng.randrange(200, 800))]
+    got = drift_stats.numeric(np.array(a), np.array(b))
+    n = len(a) * len(b) / (len(a) + len(b))
+    assert got["ks_pvalue"] == pytest.approx(
+        ref_kolmogorov_sf((math.sqrt(n) + 0.12 + 0.11 / math.sqrt(n)) * ref_ks(a, b)), abs=0.02)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_categorical_statistics_match_the_references(seed):
     rng = random.Random(1000 + seed)
