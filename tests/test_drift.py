@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from featurestore import FeatureStore, FeatureView, FileSource, drift_stats
+from featurestore import FeatureStore, FeatureView, FileSource, coverage, drift_stats
 from featurestore.cli import DRIFT_EXIT, main
 from featurestore.definitions import DEFAULT_DRIFT_THRESHOLDS
 from featurestore.errors import DefinitionError
@@ -272,6 +272,13 @@ def test_drift_thresholds_are_checked_and_kept_in_the_registry(tmp_path):
     repo = _repo(tmp_path, shifted=False)
     assert FeatureStore(repo).get_feature_view("txn").drift_thresholds == THRESHOLDS
     assert FeatureStore(repo).plan().empty
+    # a new bound is a change of the view's drift_thresholds alone: what was materialized still counts
+    (repo / "features.py").write_text((repo / "features.py").read_text().replace("0.5", "0.6"))
+    store = FeatureStore(repo)
+    assert [(c.name, c.fields) for c in store.plan().changes] == [("txn", ("drift_thresholds",))]
+    store.apply()
+    assert store.get_feature_view("txn").drift_bounds("items")["psi"] == 0.6
+    assert coverage.covers(store, "txn", BASE[0], RECENT[1])
     (repo / "features.py").write_text((repo / "features.py").read_text().replace("'items'", "'itemz'"))
     result = CliRunner().invoke(main, ["--repo", str(repo), "apply"])
     assert result.exit_code == 1
