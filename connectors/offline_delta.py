@@ -70,7 +70,8 @@ from featurestore.timestamps import TS, column_us
 APPENDS_DIR = "_appends"
 QUARANTINE_DIR = "_quarantine"  # rows a check with on_fail="drop" kept out of the stores, per view
 QUALITY_DIR = "_quality"  # per view, a row per materialization or stream commit: checks and statistics
-_AREAS = (APPENDS_DIR, QUARANTINE_DIR, QUALITY_DIR)
+DRIFT_DIR = "_drift"  # per view, the statistics of each `featurestore drift` run (the server exports the latest)
+_AREAS = (APPENDS_DIR, QUARANTINE_DIR, QUALITY_DIR, DRIFT_DIR)
 DAMAGED_DIR = "_damaged"  # where ``repair`` moves what it could not use, per view and time
 PROGRESS_KEY = "featurestore.progress"  # commit metadata: {stream: progress} of a stream commit
 _VIEW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
@@ -170,6 +171,10 @@ class DeltaOfflineStore(OfflineStore):
     @property
     def quality(self) -> "DeltaOfflineStore":
         return self._area(QUALITY_DIR)
+
+    @property
+    def drift(self) -> "DeltaOfflineStore":
+        return self._area(DRIFT_DIR)
 
     def _area(self, folder: str) -> "DeltaOfflineStore":
         """The store of the tables in ``folder`` beside the materialized ones (same settings)."""
@@ -572,7 +577,7 @@ class DeltaOfflineStore(OfflineStore):
         there was any. Idempotent."""
         existed = False
         in_area = self.root.rsplit("/", 1)[-1] in _AREAS
-        stores = [self] if in_area else [self, self.appends, self.quarantine, self.quality]
+        stores = [self] if in_area else [self, self.appends, self.quarantine, self.quality, self.drift]
         for store in stores:
             uri = store._uri(view)
             exists = store._table(view) is not None

@@ -295,11 +295,11 @@ def offline() -> None:
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _duration(text: str) -> dt.timedelta:
+def _duration(text: str, option: str = "--retain") -> dt.timedelta:
     """``7d``, ``12h``, ``30m``, ``0s`` -> a timedelta (InvalidInputError names a bad one)."""
     unit = text[-1:].lower()
     if unit not in _DURATION_UNITS or not text[:-1].isdigit():
-        raise InvalidInputError(f"--retain takes a whole number and a unit (s, m, h, d), like 7d; got {text!r}")
+        raise InvalidInputError(f"{option} takes a whole number and a unit (s, m, h, d), like 7d; got {text!r}")
     return dt.timedelta(seconds=int(text[:-1]) * _DURATION_UNITS[unit])
 
 
@@ -346,6 +346,95 @@ def offline_repair(ctx: click.Context, view: str) -> None:
     that could not be kept are listed as lost. Stop VIEW's stream job and materializations first."""
     for line in _store(ctx).repair_offline(view).lines():
         click.echo(line)
+
+
+def _window(text: str, option: str) -> tuple[dt.datetime, dt.datetime]:
+    """``START..END`` (ISO dates or datetimes, UTC when naive) -> (start, end)."""
+    start, sep, end = text.partition("..")
+    if not sep or not start or not end:
+        raise InvalidInputError(f"{option} takes START..END, like 2026-01-01..2026-01-08; got {text!r}")
+    try:
+        return _parse_time(start), _parse_time(end)
+    except click.BadParameter as exc:
+        raise InvalidInputError(f"{option}: {exc.message}") from None
+
+
+DRIFT_EXIT = 3  # `featurestore drift` found a feature past its thresholds
+
+
+@main.command()
+@click.argument("view")
+@click.option("--baseline", "manifest", default=None, type=click.Path(exists=True),
+              help="A training export's manifest (or the export, with its manifest beside it).")
+@click.option("--baseline-window", default=None, metavar="START..END",
+              help="Or a window of the view's offline data as the baseline (START <= event time < END).")
+@click.option("--recent", default="1d", show_default=True,
+              help="The recent data: this long before --until (s, m, h, d).")
+@click.option("--recent-window", default=None, metavar="START..END", help="Or an explicit recent window.")
+@click.option("--until", default=None, help="The end of --recent (default: now).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--record/--no-record", default=True, show_default=True,
+              help="Keep the results for the feature server's /metrics (featurestore_feature_drift).")
+@click.pass_context
+def drift(ctx: click.Context, view: str, manifest: str | None, baseline_window: str | None, recent: str,
+          recent_window: str | None, until: str | None, as_json: bool, record: bool) -> None:
+    """Compare VIEW's recent features with a baseline: PSI and Kolmogorov-Smirnov for numbers, PSI and
+    chi-square for categories, judged by the view's drift_thresholds. Exits 3 when a feature drifts
+    (1 on an error, 0 otherwise)."""
+    from featurestore.drift import compare
+
+    if (manifest is None) == (baseline_window is None):
+        raise InvalidInputError("give exactly one of --baseline MANIFEST or --baseline-window START..END")
+    if recent_window is not None and until is not None:
+        raise InvalidInputError("--until sets the end of --recent: drop it with --recent-window")
+    report = compare(_store(ctx), view, baseline_manifest=manifest,
+                     baseline_window=_window(baseline_window, "--baseline-window") if baseline_window else None,
+                     recent=_duration(recent, "--recent"),
+                     recent_window=_window(recent_window, "--recent-window") if recent_window else None,
+                     until=_parse_time(until) if until else None, record=record)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=1, default=str))
+    else:
+        _print_drift(report)
+    if report.drifted:
+        sys.exit(DRIFT_EXIT)
+
+
+_DRIFT_COLUMNS = (("psi", "PSI"), ("ks", "KS"), ("ks_pvalue", "KS p"), ("chi2", "chi²"), ("chi2_pvalue", "chi² p"))
+
+
+def _print_drift(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report.view}: recent {report.recent_start:%Y-%m-%d %H:%M}..{report.recent_end:%Y-%m-%d %H:%M} "
+                        f"UTC vs {report.baseline}", title_justify="left")
+    table.add_column("feature", no_wrap=True)
+    table.add_column("kind")
+    table.add_column("rows (base/recent)", justify="right")
+    table.add_column("nulls (base/recent)", justify="right")
+    for _, title in _DRIFT_COLUMNS:
+        table.add_column(title, justify="right")
+    table.add_column("result")
+    for f in report.features:
+        cells = []
+        for name, _ in _DRIFT_COLUMNS:
+            value = f.statistics.get(name)
+            text = "" if value is None else f"{value:.3g}" if name.endswith("pvalue") else f"{value:.4f}"
+            bound = f.bounds.get(name)
+            if bound is not None:
+                text += f" ({'<' if name.endswith('pvalue') else '>'}{bound:g})"
+            cells.append(f"[bold red]{text}[/]" if name in f.crossed else text)
+        result = "[bold red]DRIFT[/]" if f.drifted else "ok" if f.kind else f"- {f.note}"
+        table.add_row(f.feature, f.kind or "-", f"{f.baseline_rows}/{f.recent_rows}",
+                      f"{f.baseline_nulls}/{f.recent_nulls}", *cells, result)
+    console = Console()
+    if not console.is_terminal:  # a pipe or a file: wide enough for every column
+        console = Console(width=160)
+    console.print(table)
+    drifted = report.drifted
+    console.print(f"[bold red]{len(drifted)} of {len(report.features)} features drifted: {', '.join(drifted)}[/]"
+                  if drifted else f"No drift in {len(report.features)} features.", highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -88,6 +88,45 @@ class Field:
                    description=spec.get("description", ""))
 
 
+# Drift statistics a view can set a bound on per feature (``FeatureView.drift_thresholds``). A feature
+# drifts when a statistic crosses its bound: ``psi`` and ``ks`` (the Kolmogorov-Smirnov distance)
+# above it, the p-values ``ks_pvalue`` and ``chi2_pvalue`` below it. ``featurestore.drift`` computes
+# them; ``DEFAULT_DRIFT_THRESHOLDS`` holds where a view sets nothing. PSI above 0.2 is the usual
+# "significant shift"; a KS distance of 0.1 is a tenth of the rows moved across some value. P-values
+# shrink with the number of rows (millions of rows make any difference "significant"), so they are
+# judged only where a view asks for it.
+DRIFT_STATISTICS = ("psi", "ks", "ks_pvalue", "chi2_pvalue")
+DEFAULT_DRIFT_THRESHOLDS: dict[str, float | None] = {"psi": 0.2, "ks": 0.1, "ks_pvalue": None, "chi2_pvalue": None}
+ALL_FEATURES = "*"  # a drift_thresholds key that sets bounds for every feature of the view
+
+
+def _drift_thresholds(view: str, given: Any) -> dict[str, dict[str, float | None]]:
+    """``given`` checked and copied: feature (or ``*``) -> statistic -> bound (None: not judged)."""
+    if not isinstance(given, dict):
+        raise DefinitionError(f"FeatureView {view!r}: drift_thresholds maps feature names to "
+                              f"{{statistic: bound}}, got {given!r}", obj=view, field="drift_thresholds")
+    out: dict[str, dict[str, float | None]] = {}
+    for feature, bounds in given.items():
+        where = f"FeatureView {view!r}: drift_thresholds[{feature!r}]"
+        if not isinstance(feature, str) or not feature:
+            raise DefinitionError(f"{where}: keys are feature names (or '*')", obj=view, field="drift_thresholds")
+        if not isinstance(bounds, dict):
+            raise DefinitionError(f"{where} must be a dict like {{'psi': 0.2}}, got {bounds!r}", obj=view,
+                                  field=feature)
+        out[feature] = {}
+        for statistic, bound in bounds.items():
+            if statistic not in DRIFT_STATISTICS:
+                raise DefinitionError(f"{where}: unknown statistic {statistic!r} (known: "
+                                      f"{', '.join(DRIFT_STATISTICS)})", obj=view, field=feature)
+            upper = float("inf") if statistic == "psi" else 1.0  # PSI is unbounded; the rest are in [0, 1]
+            number = isinstance(bound, (int, float)) and not isinstance(bound, bool)
+            if bound is not None and not (number and 0 <= bound <= upper):
+                raise DefinitionError(f"{where}[{statistic!r}] must be None or a number from 0 to {upper:g}, "
+                                      f"got {bound!r}", obj=view, field=feature)
+            out[feature][statistic] = None if bound is None else float(bound)
+    return out
+
+
 def _ttl_seconds(ttl: timedelta | None) -> float | None:
     if ttl is None:
         return None
@@ -101,6 +140,9 @@ class FeatureView:
 
     ``ttl`` bounds how old a joined value may be (``None``: no bound). ``schema`` lists the features;
     fields named like a join key declare that key's type and are not features.
+    ``drift_thresholds`` sets, per feature (``"*"``: every feature), the bounds ``featurestore drift``
+    judges it by, e.g. ``{"amount": {"psi": 0.1, "ks": 0.05}, "country": {"chi2_pvalue": 0.01}}``;
+    a bound of None turns a statistic's judgement off; the rest keep ``DEFAULT_DRIFT_THRESHOLDS``.
     """
 
     name: str
@@ -112,6 +154,7 @@ class FeatureView:
     description: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     owner: str = ""
+    drift_thresholds: dict[str, dict[str, float | None]] = field(default_factory=dict)
     # Key column types, resolved from the source at apply time when the schema does not give them.
     entity_columns: Sequence[Field] = ()
     # Declarative transforms: ``filter`` keeps source rows where it is True (evaluated on the source's
@@ -136,6 +179,7 @@ class FeatureView:
             raise DefinitionError(f"FeatureView {self.name!r}: ttl must not be negative", obj=self.name,
                                   field="ttl")
         object.__setattr__(self, "entities", tuple(self.entities))
+        object.__setattr__(self, "drift_thresholds", _drift_thresholds(self.name, self.drift_thresholds))
         object.__setattr__(self, "schema", tuple(self.schema))
         object.__setattr__(self, "entity_columns", tuple(self.entity_columns))
         object.__setattr__(self, "transform", tuple(self.transform))
@@ -217,6 +261,12 @@ class FeatureView:
     def ttl_seconds(self) -> float | None:
         return _ttl_seconds(self.ttl)
 
+    def drift_bounds(self, feature: str) -> dict[str, float | None]:
+        """The bound of each drift statistic for ``feature``: the defaults, then the view's ``"*"``
+        entry, then the feature's own."""
+        return {**DEFAULT_DRIFT_THRESHOLDS, **self.drift_thresholds.get(ALL_FEATURES, {}),
+                **self.drift_thresholds.get(feature, {})}
+
     def __getitem__(self, features: Sequence[str]) -> "FeatureViewProjection":
         """``view[["a", "b"]]`` selects some features, e.g. for a FeatureService."""
         if isinstance(features, str):
@@ -241,6 +291,9 @@ class FeatureView:
             "description": self.description,
             "tags": dict(self.tags),
             "owner": self.owner,
+            # only when set: views stored before drift thresholds existed keep an unchanged spec
+            **({"drift_thresholds": {f: dict(b) for f, b in self.drift_thresholds.items()}}
+               if self.drift_thresholds else {}),
             "transform": [ir.to_spec(e) for e in self.transform],
             "filter": None if self.filter is None else ir.to_spec(self.filter),
             "aggregations": [a.to_spec() for a in self.aggregations],
@@ -262,6 +315,7 @@ class FeatureView:
             description=spec.get("description", ""),
             tags=spec.get("tags", {}),
             owner=spec.get("owner", ""),
+            drift_thresholds=spec.get("drift_thresholds", {}),
             transform=[ir.from_spec(e) for e in spec.get("transform", [])],
             filter=None if flt is None else ir.from_spec(flt),
             aggregations=[Aggregation.from_spec(a) for a in spec.get("aggregations", [])],

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from featurestore import plugins
 from featurestore import types as fstypes
-from featurestore.definitions import Entity, FeatureService, FeatureView, Field
+from featurestore.definitions import ALL_FEATURES, Entity, FeatureService, FeatureView, Field
 from featurestore.errors import DefinitionError, FeatureStoreError, InvalidInputError
 from featurestore.ports.engine import CREATED_TS, EVENT_TS
 from featurestore.secrets import literal_secrets
@@ -132,13 +132,27 @@ def resolve_view(view: FeatureView, entities: dict[str, Entity], repo_path: Path
         schema_fields, event_fields = _aggregation_fields(view, columns, problems)
     else:
         schema_fields = _plain_fields(view, keys, columns, found, problems)
+    _check_drift_features(view, schema_fields, event_fields, key_fields, problems)
     if len(problems.items) > before:
         return None
     return FeatureView(
         name=view.name, entities=view.entities, schema=schema_fields, source=view.source, ttl=view.ttl,
         online=view.online, description=view.description, tags=view.tags, owner=view.owner,
+        drift_thresholds=view.drift_thresholds,
         entity_columns=key_fields, transform=view.transform, filter=view.filter,
         aggregations=view.aggregations, event_columns=event_fields)
+
+
+def _check_drift_features(view: FeatureView, schema: list[Field], events: list[Field], keys: list[Field],
+                          problems: Problems) -> None:
+    """Each ``drift_thresholds`` key names a column drift compares: a feature, or for an aggregation
+    view one of the event columns its rows store."""
+    names = {f.name for f in events} if view.aggregations else {f.name for f in schema} - {k.name for k in keys}
+    for feature in view.drift_thresholds:
+        if feature != ALL_FEATURES and feature not in names:
+            problems.add(f"FeatureView {view.name!r}: drift_thresholds names {feature!r}, which is not "
+                         f"{'an event column' if view.aggregations else 'a feature'} of the view (known: "
+                         f"{', '.join(sorted(names)) or 'none'})", obj=view.name, field_name=feature)
 
 
 def view_columns(view: FeatureView, found: dict[str, pa.DataType], problems: Problems

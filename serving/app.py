@@ -101,6 +101,7 @@ def create_app(store: "FeatureStore", *, api_keys: dict[str, set[str]] | None = 
     app.state.serving = ServingState(store=store, metrics=metrics, max_entities=max_entities,
                                      max_body_bytes=max_body_bytes, max_features=max_features)
     metrics.watch_shape_cache(store)
+    metrics.watch_quality(store)
     errors.install(app, metrics)
     read_deps, write_deps = [], []
     auth = None

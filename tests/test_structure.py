@@ -50,6 +50,7 @@ def test_the_export_table_names_every_public_name():
 DEFERRED_IMPORTS = {
     # `featurestore --help` and `init` start without pyarrow, pydantic or the stores
     ("featurestore.cli", "featurestore.config"),
+    ("featurestore.cli", "featurestore.drift"),  # numpy, pyarrow and scipy's statistics
     ("featurestore.cli", "featurestore.materialize"),
     ("featurestore.cli", "featurestore.scaffold"),
     ("featurestore.cli", "featurestore.store"),
@@ -70,7 +71,7 @@ DEFERRED_IMPORTS = {
 }
 HEAVY = {"pyspark", "pyflink", "duckdb", "pandas", "fastapi", "starlette", "uvicorn", "uvloop", "httptools",
          "redis", "confluent_kafka", "sqlalchemy", "pyarrow", "pydantic", "yaml", "numpy", "prometheus_client",
-         "deltalake"}
+         "deltalake", "scipy"}
 OWN = ("featurestore", "connectors", "transforms", "serving")
 
 

@@ -130,6 +130,11 @@ class OfflineStore(ABC):
         """The store of quality records (check results, statistics), one table per view."""
         raise NotImplementedError(f"{type(self).__name__} keeps no quality records")
 
+    @property
+    def drift(self) -> "OfflineStore":
+        """The store of drift results (``featurestore drift``), one table per view."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no drift results")
+
     @abstractmethod
     def append(self, view: str, table: pa.Table, timestamp_column: str, *, stream: str | None = None,
                offsets: dict[int, tuple[int, int]] | None = None, progress: dict[str, Any] | None = None) -> None:
