@@ -1,0 +1,689 @@
+"""Charts of a view's quality runs (``featurestore stats VIEW --plot stats.html``): per-feature
+distributions over time, null rate and freshness lines, rows failing each check, and drift per feature.
+
+``write_html`` writes one self-contained file: the charts are inline SVG, with no script, font, style
+sheet or image fetched from anywhere (a Content-Security-Policy says so to the browser), so the report
+opens offline and can be mailed or attached to a ticket. ``write_png`` writes the same charts as PNG.
+matplotlib draws them (its own DejaVu fonts, so the output looks the same on every machine); it is
+imported only when a chart is drawn.
+
+Input: ``QualityRun`` records (``featurestore/quality_runs.py``) whose ``stats`` map each feature to
+``{"rows", "nulls", "min", "max", "mean", "stddev", "quantiles", "histogram", "distinct",
+"freshness_seconds"}`` (``histogram`` is ``{"edges", "counts"}`` for numbers, ``{"top": [[value, count],
+...]}`` otherwise), and drift results as a list of ``{"feature", "statistic", "value", "threshold",
+"drifted"}``.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import os
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from featurestore.quality_runs import QualityRun
+
+UTC = timezone.utc
+# Okabe and Ito's palette: told apart by readers with any common colour-vision deficiency.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+ALERT = "#D55E00"
+CALM = "#0072B2"
+INK = "#222222"
+MUTED = "#6b6b6b"
+WIDTH_IN = 5.0  # inches: on a phone the chart is scaled to the screen, so its text stays readable
+HEATMAP_BINS = 40
+MAX_COLUMNS = 60  # more runs than this are summed into this many equal stretches of time
+TOP_VALUES = 6
+
+_STYLE = {
+    "font.family": "DejaVu Sans", "font.size": 11, "axes.titlesize": 12.5, "axes.titleweight": "bold",
+    "axes.titlelocation": "left", "axes.labelsize": 11, "axes.labelcolor": INK, "axes.edgecolor": "#999999",
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "axes.grid.axis": "y",
+    "grid.color": "#e3e3e3", "grid.linewidth": 0.8, "xtick.color": INK, "ytick.color": INK,
+    "legend.frameon": False, "legend.fontsize": 10, "figure.facecolor": "white", "svg.fonttype": "path",
+    "text.parse_math": False, "timezone": "UTC",
+}
+
+
+@dataclass
+class Chart:
+    """One drawn chart: ``key`` names its PNG file and HTML element, ``description`` is its text
+    alternative (what a screen reader says, and the caption)."""
+
+    key: str
+    section: str
+    title: str
+    description: str
+    figure: "Figure"
+
+
+# ------------------------------------------------------------------------------------------ entry points
+
+
+def write_html(view_name: str, runs: Sequence["QualityRun"], path: str | os.PathLike[str],
+               drift: list[dict[str, Any]] | None = None) -> Path:
+    """Write the view's quality report to ``path`` as one self-contained HTML file; returns its path."""
+    charts = build_charts(view_name, runs, drift)
+    document = _document(view_name, runs, drift, charts)
+    target = Path(path)
+    _write_atomically(target, document.encode("utf-8"))
+    return target
+
+
+def write_png(view_name: str, runs: Sequence["QualityRun"], path_or_dir: str | os.PathLike[str],
+              drift: list[dict[str, Any]] | None = None, dpi: int = 150) -> list[Path]:
+    """Write the charts as PNG: into a directory, one file per chart (``null-rate.png``,
+    ``histogram-amount.png``, ...), or, when the path ends in ``.png``, all of them stacked in one
+    image. Returns the files written."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    charts = build_charts(view_name, runs, drift)
+    target = Path(path_or_dir)
+    if target.suffix.lower() == ".png":
+        images = []
+        for chart in charts:
+            canvas = FigureCanvasAgg(chart.figure)
+            chart.figure.set_dpi(dpi)
+            canvas.draw()
+            images.append(np.asarray(canvas.buffer_rgba())[..., :3])
+        if not images:
+            images.append(np.full((40, 400, 3), 255, np.uint8))
+        width = max(img.shape[1] for img in images)
+        padded = [np.pad(img, ((0, 24), (0, width - img.shape[1]), (0, 0)), constant_values=255)
+                  for img in images]
+        buffer = io.BytesIO()
+        _save_rgb_png(np.concatenate(padded), buffer)
+        _write_atomically(target, buffer.getvalue())
+        return [target]
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for chart in charts:
+        buffer = io.BytesIO()
+        chart.figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+        file = target / f"{chart.key}.png"
+        _write_atomically(file, buffer.getvalue())
+        written.append(file)
+    return written
+
+
+def build_charts(view_name: str, runs: Sequence["QualityRun"],
+                 drift: list[dict[str, Any]] | None = None) -> list[Chart]:
+    """Every chart the data allows, in report order: drift, checks, null rate, freshness, then one
+    distribution chart per feature."""
+    import matplotlib
+
+    runs = sorted(runs, key=lambda r: _utc(r.started))
+    drift = _validated_drift(drift)
+    numeric, categorical = _features(runs)
+    features = sorted(set(numeric) | set(categorical))
+    colours = {f: PALETTE[i % len(PALETTE)] for i, f in enumerate(features)}
+    charts: list[Chart] = []
+    with matplotlib.rc_context(_STYLE):
+        if drift:
+            charts.append(_drift_chart(drift))
+        if any(r.checks for r in runs):
+            charts.append(_checks_chart(runs))
+        if features:
+            charts.append(_null_rate_chart(runs, features, colours))
+            freshness = _freshness_chart(runs, features, colours)
+            if freshness is not None:
+                charts.append(freshness)
+        for feature in features:
+            if feature in numeric:
+                charts.append(_histogram_chart(runs, feature))
+            else:
+                charts.append(_top_values_chart(runs, feature))
+    used: set[str] = set()
+    for chart in charts:  # keys become file names and HTML ids: keep them distinct and plain
+        key = re.sub(r"[^A-Za-z0-9_.-]+", "_", chart.key).strip("._") or "chart"
+        while key in used:
+            key += "_"
+        used.add(key)
+        chart.key = key
+    return charts
+
+
+# ------------------------------------------------------------------------------------------ input
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _features(runs: Sequence["QualityRun"]) -> tuple[list[str], list[str]]:
+    """Feature columns seen in any run's stats, split into numeric (a histogram with edges) and the
+    rest (a top-values list)."""
+    numeric: set[str] = set()
+    categorical: set[str] = set()
+    for run in runs:
+        for feature, stats in (run.stats or {}).items():
+            if not isinstance(stats, dict):
+                raise ValueError(f"quality run {run.run_id}: stats[{feature!r}] is {type(stats).__name__}, "
+                                 "not a dict of statistics")
+            histogram = stats.get("histogram") or {}
+            if "edges" in histogram:
+                numeric.add(feature)
+            elif "top" in histogram:
+                categorical.add(feature)
+            elif stats.get("mean") is not None:
+                numeric.add(feature)
+            else:
+                categorical.add(feature)
+    return sorted(numeric), sorted(categorical - numeric)
+
+
+def _validated_drift(drift: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    rows = []
+    for i, item in enumerate(drift or []):
+        missing = [k for k in ("feature", "statistic", "value", "threshold", "drifted") if k not in item]
+        if missing:
+            raise ValueError(f"drift[{i}] lacks {', '.join(missing)} (each entry needs feature, statistic, "
+                             "value, threshold, drifted)")
+        rows.append(item)
+    return rows
+
+
+def _number(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number
+
+
+def _series(runs: Sequence["QualityRun"], feature: str, key: str) -> np.ndarray:
+    return np.array([_number(((r.stats or {}).get(feature) or {}).get(key)) for r in runs], dtype=float)
+
+
+def rebin(edges: Sequence[float], counts: Sequence[float], grid: np.ndarray) -> np.ndarray:
+    """Counts of a histogram moved onto another grid of bin edges, taking values as spread evenly
+    within each bin (a bin of zero width is a point). The total is kept for bins inside the grid."""
+    edges = np.asarray(edges, dtype=float)
+    counts = np.asarray(counts, dtype=float)
+    out = np.zeros(len(grid) - 1)
+    for lo, hi, count in zip(edges[:-1], edges[1:], counts):
+        if count == 0:
+            continue
+        if hi <= lo:
+            index = min(max(int(np.searchsorted(grid, lo, side="right")) - 1, 0), len(out) - 1)
+            out[index] += count
+            continue
+        overlap = np.clip(np.minimum(grid[1:], hi) - np.maximum(grid[:-1], lo), 0, None)
+        out += count * overlap / (hi - lo)
+    return out
+
+
+def _histogram_of(run: "QualityRun", feature: str) -> tuple[np.ndarray, np.ndarray] | None:
+    histogram = ((run.stats or {}).get(feature) or {}).get("histogram") or {}
+    if "edges" not in histogram:
+        return None
+    edges = np.asarray(histogram["edges"], dtype=float)
+    counts = np.asarray(histogram.get("counts", []), dtype=float)
+    if len(edges) != len(counts) + 1:
+        raise ValueError(f"quality run {run.run_id}: stats[{feature!r}]['histogram'] has {len(counts)} counts "
+                         f"for {len(edges)} edges (a histogram needs one count fewer than edges)")
+    if len(counts) == 0 or not np.all(np.isfinite(edges)):
+        return None
+    return edges, counts
+
+
+# ------------------------------------------------------------------------------------------ time axis
+
+
+def _date_numbers(times: Sequence[datetime]) -> np.ndarray:
+    from matplotlib import dates
+
+    return np.array([dates.date2num(_utc(t)) for t in times], dtype=float)
+
+
+def _column_edges(x: np.ndarray) -> np.ndarray:
+    """Cell edges around the points ``x`` (days): half way to each neighbour, and half the nearest gap
+    (one hour for a lone run) beyond the ends."""
+    if len(x) == 1:
+        return np.array([x[0] - 1 / 48, x[0] + 1 / 48])
+    middles = (x[:-1] + x[1:]) / 2
+    return np.concatenate([[x[0] - (middles[0] - x[0])], middles, [x[-1] + (x[-1] - middles[-1])]])
+
+
+def _format_time_axis(ax, x: np.ndarray) -> None:
+    from matplotlib import dates
+
+    locator = dates.AutoDateLocator(minticks=3, maxticks=6)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(dates.ConciseDateFormatter(locator, show_offset=True))
+    ax.set_xlabel("run start (UTC)")
+    if len(x) == 1:
+        ax.set_xlim(x[0] - 0.5, x[0] + 0.5)
+
+
+def _when(t: datetime) -> str:
+    return _utc(t).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _new_figure(height: float) -> "Figure":
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(WIDTH_IN, height), layout="constrained")
+
+
+# ------------------------------------------------------------------------------------------ charts
+
+
+def _drift_chart(drift: list[dict[str, Any]]) -> Chart:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    statistics = list(dict.fromkeys(str(d["statistic"]) for d in drift))
+    per_stat = {s: [d for d in drift if str(d["statistic"]) == s] for s in statistics}
+    heights = [max(len(items), 1) for items in per_stat.values()]
+    fig = _new_figure(0.9 + sum(0.34 * h + 0.75 for h in heights))
+    axes = fig.subplots(len(statistics), 1, squeeze=False, gridspec_kw={"height_ratios": heights})[:, 0]
+    for ax, statistic in zip(axes, statistics):
+        items = per_stat[statistic]
+        y = np.arange(len(items))[::-1]
+        values = np.array([_number(d["value"]) for d in items])
+        thresholds = np.array([_number(d["threshold"]) for d in items])
+        drawn = np.nan_to_num(values, nan=0.0)
+        ax.barh(y, drawn, height=0.62, color=[ALERT if d["drifted"] else CALM for d in items], zorder=2)
+        top = np.nanmax(np.concatenate([values, thresholds, [0.0]]))
+        top = top if np.isfinite(top) and top > 0 else 1.0
+        for yi, value, threshold, item in zip(y, values, thresholds, items):
+            label = "n/a" if math.isnan(value) else f"{value:.3g}" + ("  drifted" if item["drifted"] else "")
+            ax.text((0 if math.isnan(value) else value) + top * 0.015, yi, label, va="center", fontsize=9.5,
+                    color=ALERT if item["drifted"] else INK, zorder=4,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1, "alpha": 0.85})
+            if not math.isnan(threshold):
+                ax.plot([threshold, threshold], [yi - 0.42, yi + 0.42], color=INK, linewidth=1.6,
+                        linestyle=(0, (3, 2)), zorder=3)
+        ax.set_yticks(y, [str(d["feature"]) for d in items])
+        ax.set_ylim(-0.6, len(items) - 0.4)
+        ax.set_xlim(0, top * 1.45)
+        ax.set_xlabel(statistic)
+        ax.grid(axis="x", color="#e3e3e3")
+        ax.grid(axis="y", visible=False)
+        ax.set_title(statistic, fontsize=11)
+    handles = [Patch(color=CALM, label="within threshold"), Patch(color=ALERT, label="drifted"),
+               Line2D([], [], color=INK, linewidth=1.6, linestyle=(0, (3, 2)), label="threshold")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3)
+    fig.suptitle("Drift per feature", x=0.02, ha="left", fontweight="bold", fontsize=12)
+    drifted = [d for d in drift if d["drifted"]]
+    parts = [f"{d['feature']} ({d['statistic']} {_number(d['value']):.3g} over threshold "
+             f"{_number(d['threshold']):.3g})" for d in drifted]
+    description = (f"Drift per feature: {len(drifted)} of {len(drift)} results over their threshold"
+                   + (": " + "; ".join(parts) if parts else "") + ".")
+    return Chart("drift", "Drift and checks", "Drift per feature", description, fig)
+
+
+def _checks_chart(runs: Sequence["QualityRun"]) -> Chart:
+    names = list(dict.fromkeys(str(c.get("name")) for r in runs for c in r.checks))
+    x = _date_numbers([r.started for r in runs])
+    gaps = np.diff(np.unique(x))
+    width = float(min(gaps.min() * 0.8, 1.0)) if len(gaps) else 1 / 24
+    failed = np.array([[_number(next((c.get("rows_failed") for c in r.checks if str(c.get("name")) == n), 0))
+                        for r in runs] for n in names])
+    failed = np.nan_to_num(failed)
+    fig = _new_figure(3.4 + 0.22 * ((len(names) + 1) // 2))
+    ax = fig.subplots()
+    bottom = np.zeros(len(runs))
+    for i, name in enumerate(names):
+        ax.bar(x, failed[i], width=width, bottom=bottom, color=PALETTE[i % len(PALETTE)], label=name, zorder=2,
+               align="center")
+        bottom += failed[i]
+    stopped = [i for i, r in enumerate(runs) if any(c.get("action") == "failed" for c in r.checks)]
+    peak = bottom.max() if len(bottom) and bottom.max() > 0 else 1.0
+    if stopped:
+        ax.scatter(x[stopped], bottom[stopped] + peak * 0.06, marker="v", s=48, color=ALERT, zorder=3,
+                   label="run stopped (on_fail=fail)")
+    if not bottom.any():
+        ax.text(0.5, 0.5, f"no failing rows in {len(runs)} runs", transform=ax.transAxes, ha="center",
+                color=MUTED)
+    ax.set_ylim(0, peak * 1.2)
+    ax.set_ylabel("failing rows (count)")
+    ax.set_title("Rows failing each check")
+    _format_time_axis(ax, x)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
+    parts = []
+    for i, name in enumerate(names):
+        total = int(failed[i].sum())
+        runs_with = int((failed[i] > 0).sum())
+        actions = sorted({c.get("action") for r in runs for c in r.checks if str(c.get("name")) == name} - {"passed"})
+        parts.append(f"{name}: {total} rows in {runs_with} runs" + (f" ({', '.join(map(str, actions))})"
+                                                                   if actions else ""))
+    description = (f"Rows failing each check over {len(runs)} runs: " + "; ".join(parts)
+                   + (f"; {len(stopped)} runs stopped by a failing check" if stopped else "") + ".")
+    return Chart("checks", "Drift and checks", "Rows failing each check", description, fig)
+
+
+def _null_rate_chart(runs: Sequence["QualityRun"], features: list[str], colours: dict[str, str]) -> Chart:
+    from matplotlib.ticker import PercentFormatter
+
+    x = _date_numbers([r.started for r in runs])
+    fig = _new_figure(3.4 + 0.22 * ((len(features) + 2) // 3))
+    ax = fig.subplots()
+    peak = 0.0
+    latest = []
+    worst: tuple[float, str, datetime] | None = None
+    for feature in features:
+        rows = _series(runs, feature, "rows")
+        nulls = _series(runs, feature, "nulls")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rate = np.where(rows > 0, nulls / rows * 100, np.nan)
+        if np.all(np.isnan(rate)):
+            continue
+        ax.plot(x, rate, color=colours[feature], label=feature, linewidth=1.8,
+                marker="o" if len(x) <= 40 else None, markersize=3.5, zorder=2)
+        peak = max(peak, float(np.nanmax(rate)))
+        i = int(np.nanargmax(rate))
+        if worst is None or rate[i] > worst[0]:
+            worst = (float(rate[i]), feature, runs[i].started)
+        last = rate[~np.isnan(rate)][-1]
+        latest.append(f"{feature} {last:.2f}%")
+    ax.set_ylim(0, max(1.0, peak * 1.15))
+    ax.yaxis.set_major_formatter(PercentFormatter(decimals=None))
+    ax.set_ylabel("null rate (% of rows)")
+    ax.set_title("Null rate per feature")
+    _format_time_axis(ax, x)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3)
+    description = f"Null rate per feature over {len(runs)} runs."
+    if worst is not None:
+        description += (f" Highest: {worst[1]} {worst[0]:.2f}% ({_when(worst[2])})."
+                        f" Latest: {', '.join(latest)}.")
+    return Chart("null-rate", "Nulls and freshness", "Null rate per feature", description, fig)
+
+
+def _freshness_unit(seconds: float) -> tuple[float, str]:
+    for size, name in ((86400, "days"), (3600, "hours"), (60, "minutes")):
+        if seconds >= 2 * size:
+            return size, name
+    return 1, "seconds"
+
+
+def _freshness_chart(runs: Sequence["QualityRun"], features: list[str], colours: dict[str, str]) -> Chart | None:
+    series: dict[bytes, tuple[list[str], np.ndarray]] = {}
+    for feature in features:
+        values = _series(runs, feature, "freshness_seconds")
+        if np.all(np.isnan(values)):
+            continue
+        names, _ = series.setdefault(np.round(values, 3).tobytes(), ([], values))
+        names.append(feature)
+    if not series:
+        return None
+    x = _date_numbers([r.started for r in runs])
+    peak = max(float(np.nanmax(v)) for _, v in series.values())
+    size, unit = _freshness_unit(peak)
+    fig = _new_figure(3.4 + 0.22 * ((len(series) + 1) // 2))
+    ax = fig.subplots()
+    for names, values in series.values():
+        label = "all features" if len(names) == len(features) and len(series) == 1 else ", ".join(names)
+        ax.plot(x, values / size, color=colours[names[0]] if len(series) > 1 else CALM, label=label,
+                linewidth=1.8, marker="o" if len(x) <= 40 else None, markersize=3.5, zorder=2)
+    ax.set_ylim(0, peak / size * 1.15 if peak > 0 else 1)
+    ax.set_ylabel(f"age of newest row ({unit})")
+    ax.set_title("Freshness")
+    _format_time_axis(ax, x)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
+    latest = [f"{', '.join(names)} {values[~np.isnan(values)][-1] / size:.1f} {unit}"
+              for names, values in series.values()]
+    description = (f"Freshness (age of the newest row when each run ended) over {len(runs)} runs: worst "
+                   f"{peak / size:.1f} {unit}; latest {'; '.join(latest)}.")
+    return Chart("freshness", "Nulls and freshness", "Freshness", description, fig)
+
+
+def _columns(runs: Sequence["QualityRun"], feature: str) -> tuple[np.ndarray, list[list[tuple]]]:
+    """Time cells for the heatmap (edges, in days) and the histograms falling in each: one cell per
+    run start, or equal stretches of time when there are more than MAX_COLUMNS runs."""
+    with_data = [(r, h) for r in runs if (h := _histogram_of(r, feature)) is not None]
+    x = _date_numbers([r.started for r, _ in with_data])
+    starts = np.unique(x)
+    if len(starts) <= MAX_COLUMNS:
+        cells = [[h for xi, (_, h) in zip(x, with_data) if xi == s] for s in starts]
+        return _column_edges(starts), cells
+    edges = np.linspace(starts[0], starts[-1], MAX_COLUMNS + 1)
+    index = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, MAX_COLUMNS - 1)
+    cells = [[h for i, (_, h) in zip(index, with_data) if i == c] for c in range(MAX_COLUMNS)]
+    return edges, cells
+
+
+def _value_range(runs: Sequence["QualityRun"], feature: str, cells: list[list[tuple]]) -> tuple[float, float]:
+    """The values the heat map shows: from the lowest 1st to the highest 99th percentile of the runs
+    (a few outliers would otherwise squash the rest into one band), within the histograms' edges."""
+    low = min(h[0][0] for cell in cells for h in cell)
+    high = max(h[0][-1] for cell in cells for h in cell)
+    p01 = [_quantile(r, feature, "p01") for r in runs]
+    p99 = [_quantile(r, feature, "p99") for r in runs]
+    if not all(math.isnan(v) for v in p01 + p99):
+        inner_low, inner_high = np.nanmin(p01 + p99), np.nanmax(p01 + p99)
+        margin = (inner_high - inner_low) * 0.05
+        low, high = max(low, inner_low - margin), min(high, inner_high + margin)
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    return float(low), float(high)
+
+
+def _quantile(run: "QualityRun", feature: str, key: str) -> float:
+    return _number((((run.stats or {}).get(feature) or {}).get("quantiles") or {}).get(key))
+
+
+def _histogram_chart(runs: Sequence["QualityRun"], feature: str) -> Chart:
+    time_edges, cells = _columns(runs, feature)
+    fig = _new_figure(3.6)
+    ax = fig.subplots()
+    title = f"Distribution of {feature} over time"
+    if not any(cells):
+        ax.text(0.5, 0.5, "no histogram recorded", transform=ax.transAxes, ha="center", color=MUTED)
+        ax.set_title(title)
+        return Chart(f"histogram-{feature}", "Distributions", title,
+                     f"Distribution of {feature}: no histogram recorded in {len(runs)} runs.", fig)
+    low, high = _value_range(runs, feature, cells)
+    grid = np.linspace(low, high, HEATMAP_BINS + 1)
+    share = np.full((HEATMAP_BINS, len(cells)), np.nan)
+    for c, cell in enumerate(cells):
+        if cell:
+            binned = sum(rebin(edges, counts, grid) for edges, counts in cell)
+            total = sum(counts.sum() for _, counts in cell)  # rows outside the shown range count too
+            share[:, c] = binned / total * 100 if total > 0 else np.nan
+    mesh = ax.pcolormesh(time_edges, grid, np.ma.masked_invalid(share), cmap="Blues", shading="flat",
+                         vmin=0, rasterized=False, zorder=1)
+    fig.colorbar(mesh, ax=ax, label="rows in bin (%)", pad=0.02, fraction=0.05)
+    x = _date_numbers([r.started for r in runs])
+    for key, style, label in (("p50", "-", "median"), ("p05", (0, (3, 2)), "5th / 95th percentile"),
+                              ("p95", (0, (3, 2)), None)):
+        q = np.array([_quantile(r, feature, key) for r in runs])
+        if not np.all(np.isnan(q)):
+            ax.plot(x, q, color=ALERT, linestyle=style, linewidth=1.6 if key == "p50" else 1.1, label=label,
+                    zorder=3)
+    ax.set_ylim(low, high)
+    ax.set_xlim(time_edges[0], time_edges[-1])
+    ax.set_ylabel(feature)
+    ax.set_title(title)
+    ax.grid(False)
+    _format_time_axis(ax, np.unique(x))
+    ax.set_xlim(time_edges[0], time_edges[-1])
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
+    p50 = [(r.started, _quantile(r, feature, "p50")) for r in runs]
+    p50 = [(t, v) for t, v in p50 if not math.isnan(v)]
+    description = (f"Distribution of {feature} over {len(runs)} runs from {_when(runs[0].started)} to "
+                   f"{_when(runs[-1].started)}, as a heat map of the share of rows in each value bin; "
+                   f"shown from {low:.4g} to {high:.4g} (1st to 99th percentile).")
+    if p50:
+        description += f" Median {p50[0][1]:.4g} in the first run and {p50[-1][1]:.4g} in the last."
+    return Chart(f"histogram-{feature}", "Distributions", title, description, fig)
+
+
+def _top_values_chart(runs: Sequence["QualityRun"], feature: str) -> Chart:
+    per_run = []
+    totals: dict[str, float] = {}
+    for run in runs:
+        stats = (run.stats or {}).get(feature) or {}
+        top = {str(v): _number(c) for v, c in (stats.get("histogram") or {}).get("top", [])}
+        non_null = _number(stats.get("rows")) - _number(stats.get("nulls") or 0)
+        per_run.append((top, non_null))
+        for value, count in top.items():
+            totals[value] = totals.get(value, 0) + count
+    shown = sorted(totals, key=lambda v: (-totals[v], v))[:TOP_VALUES]
+    x = _date_numbers([r.started for r in runs])
+    shares = np.zeros((len(shown) + 1, len(runs)))
+    for c, (top, non_null) in enumerate(per_run):
+        denominator = non_null if non_null and not math.isnan(non_null) else sum(top.values())
+        if not denominator:
+            shares[:, c] = np.nan
+            continue
+        for i, value in enumerate(shown):
+            shares[i, c] = top.get(value, 0) / denominator * 100
+        shares[-1, c] = max(0.0, 100 - shares[:-1, c].sum())
+    labels = shown + ["other"]
+    colours = [PALETTE[i % len(PALETTE)] for i in range(len(shown))] + ["#cfcfcf"]
+    fig = _new_figure(3.4 + 0.22 * ((len(labels) + 2) // 3))
+    ax = fig.subplots()
+    title = f"Top values of {feature} over time"
+    if len(runs) == 1:
+        left = np.zeros(1)
+        for i, label in enumerate(labels):
+            ax.bar(x, shares[i], bottom=left, width=1 / 24, color=colours[i], label=label)
+            left += shares[i]
+    else:
+        ax.stackplot(x, np.nan_to_num(shares), labels=labels, colors=colours, alpha=0.95, zorder=2)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("share of non-null rows (%)")
+    ax.set_title(title)
+    _format_time_axis(ax, x)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3)
+    latest = ", ".join(f"{label} {shares[i, -1]:.1f}%" for i, label in enumerate(labels)
+                       if not math.isnan(shares[i, -1]))
+    description = (f"Share of the most frequent values of {feature} over {len(runs)} runs; "
+                   f"latest run: {latest}.")
+    return Chart(f"top-values-{feature}", "Distributions", title, description, fig)
+
+
+# ------------------------------------------------------------------------------------------ output
+
+
+def _inline_svg(chart: Chart) -> str:
+    """The chart as an ``<svg>`` element for the HTML body: ids prefixed so several charts on one page
+    do not share (and clash over) clip paths and glyphs, sized by CSS, titled for screen readers."""
+    buffer = io.StringIO()
+    chart.figure.savefig(buffer, format="svg", metadata={"Date": None})
+    svg = buffer.getvalue()
+    svg = svg[svg.index("<svg"):]
+    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
+    prefix = f"{chart.key}-"
+    svg = re.sub(r'(\bid="|url\(#|href="#)', lambda m: m.group(1) + prefix, svg)
+    title_id, desc_id = f"{prefix}title", f"{prefix}desc"
+    svg = re.sub(r'<svg ([^>]*?)width="[^"]*" height="[^"]*"',
+                 lambda m: f'<svg {m.group(1)}role="img" aria-labelledby="{title_id} {desc_id}" '
+                           f'class="plot" data-chart="{chart.key}"', svg, count=1)
+    head = svg.index(">") + 1
+    return (svg[:head] + f'<title id="{title_id}">{html.escape(chart.title)}</title>'
+            f'<desc id="{desc_id}">{html.escape(chart.description)}</desc>' + svg[head:])
+
+
+_CSS = """
+:root { color-scheme: light; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 16px/1.45 "DejaVu Sans", system-ui, sans-serif; color: #222; background: #f6f7f9; }
+header, main { max-width: 1400px; margin: 0 auto; padding: 0 16px; }
+header { padding-top: 20px; }
+h1 { font-size: 1.5rem; margin: 0 0 4px; overflow-wrap: anywhere; }
+h2 { font-size: 1.15rem; margin: 28px 0 10px; }
+.period { color: #555; margin: 0 0 14px; }
+.summary { display: flex; flex-wrap: wrap; gap: 10px; padding: 0; margin: 0; list-style: none; }
+.summary li { background: #fff; border: 1px solid #e0e0e0; border-radius: 8px; padding: 8px 12px;
+              min-width: 9rem; }
+.summary b { display: block; font-size: 1.25rem; }
+.summary .alert b { color: #b34700; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 380px), 1fr)); gap: 16px; }
+figure.chart { margin: 0; background: #fff; border: 1px solid #e0e0e0; border-radius: 8px; padding: 8px;
+               min-width: 0; }
+svg.plot { display: block; width: 100%; height: auto; }
+figcaption { font-size: 0.85rem; color: #555; padding: 6px 4px 2px; }
+.empty { background: #fff; border: 1px dashed #bbb; border-radius: 8px; padding: 16px; }
+footer { max-width: 1400px; margin: 24px auto; padding: 0 16px; font-size: 0.8rem; color: #777; }
+"""
+
+
+def _document(view_name: str, runs: Sequence["QualityRun"], drift: list[dict[str, Any]] | None,
+              charts: list[Chart]) -> str:
+    runs = sorted(runs, key=lambda r: _utc(r.started))
+    name = html.escape(view_name)
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        # Nothing may be fetched: the report is one file that works offline.
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+        "style-src 'unsafe-inline'; img-src data:\">",
+        f"<title>Quality of {name}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
+        "<header>", f"<h1>Quality of <code>{name}</code></h1>",
+    ]
+    if runs:
+        parts.append(f'<p class="period">{len(runs)} runs from {_when(runs[0].started)} to '
+                     f"{_when(max(_utc(r.ended) for r in runs))}</p>")
+        parts.append(_summary(runs, drift or []))
+    parts.append("</header>")
+    parts.append("<main>")
+    if not runs:
+        parts.append(f'<p class="empty">No quality runs recorded for {name} in this period.</p>')
+    elif not charts:
+        parts.append('<p class="empty">These runs recorded neither checks nor statistics.</p>')
+    sections = list(dict.fromkeys(c.section for c in charts))
+    for section in sections:
+        slug = re.sub(r"[^a-z0-9]+", "-", section.lower()).strip("-")
+        parts.append(f'<section aria-labelledby="h-{slug}"><h2 id="h-{slug}">{html.escape(section)}</h2>'
+                     '<div class="grid">')
+        for chart in (c for c in charts if c.section == section):
+            parts.append(f'<figure class="chart" id="chart-{chart.key}">{_inline_svg(chart)}'
+                         f"<figcaption>{html.escape(chart.description)}</figcaption></figure>")
+        parts.append("</div></section>")
+    parts.append("</main>")
+    parts.append(f"<footer>Written {_when(datetime.now(UTC))} by featurestore stats.</footer>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _summary(runs: Sequence["QualityRun"], drift: list[dict[str, Any]]) -> str:
+    written = sum(int(r.rows_written or 0) for r in runs)
+    failing = sum(1 for r in runs if any(_number(c.get("rows_failed")) > 0 for c in r.checks))
+    stopped = sum(1 for r in runs if any(c.get("action") == "failed" for c in r.checks))
+    drifted = sorted({str(d["feature"]) for d in drift if d["drifted"]})
+    items = [("runs", f"{len(runs)}", False), ("rows written", f"{written:,}", False),
+             ("runs with failing rows", f"{failing}", failing > 0), ("runs stopped", f"{stopped}", stopped > 0)]
+    if drift:
+        items.append(("features drifted", f"{len(drifted)}", bool(drifted)))
+    cells = "".join(f'<li{" class=alert" if alert else ""}><b>{value}</b>{html.escape(label)}</li>'
+                    for label, value, alert in items)
+    return f'<ul class="summary" aria-label="summary">{cells}</ul>'
+
+
+def _save_rgb_png(image: np.ndarray, target: io.BytesIO) -> None:
+    from matplotlib import image as mpimage
+
+    mpimage.imsave(target, image, format="png", metadata={"Software": None})
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """Write through a temporary file beside ``target`` (created with the usual umask-given mode), so a
+    reader never sees half a report."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(temporary, "xb") as out:
+            out.write(data)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["Chart", "build_charts", "rebin", "write_html", "write_png"]
