@@ -252,7 +252,7 @@ def test_report_draws_every_chart_in_headless_chromium_offline(tmp_path, report,
     charts = {c["key"]: c for c in browser.execute_script(_MEASURE)}
     assert set(charts) == CHART_KEYS
     for key, chart in charts.items():
-        assert chart["width"] > 400 and chart["height"] > 200, chart
+        assert chart["width"] > 300 and chart["height"] > 200, chart
         assert chart["drawn"] > 20, f"{key}: only {chart['drawn']} shapes drawn"
         assert chart["label"].strip(" |"), f"{key}: no text alternative"
     # Each heat map draws one cell per value bin and run.
