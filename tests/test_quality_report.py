@@ -14,11 +14,14 @@ import shutil
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib.image as mpimage
 import numpy as np
 import pytest
 
+from connectors.offline_delta import DeltaOfflineStore, DeltaOfflineStoreConfig
+from featurestore import quality_runs
 from featurestore.quality_report import HEATMAP_BINS, build_charts, rebin, write_html, write_png
 from featurestore.quality_runs import QualityRun
 from tests.conftest import _running_in_ci
@@ -144,6 +147,22 @@ def test_runs_without_statistics_or_at_all_still_make_a_report(tmp_path, rng):
     empty = write_html("user_txn", [], tmp_path / "empty.html")
     assert "No quality runs recorded for user_txn" in empty.read_text()
     assert write_png("user_txn", [], tmp_path / "png") == []
+
+
+def test_runs_read_back_from_the_offline_store_make_the_same_report(tmp_path, rng):
+    # The path `featurestore stats VIEW --plot` takes: runs recorded in the offline store's quality
+    # area (JSON stats, timestamps through Delta), read back for a period, drawn.
+    store = SimpleNamespace(offline_store=DeltaOfflineStore(DeltaOfflineStoreConfig(path="offline"), tmp_path, "p"))
+    runs = synthetic_runs(rng, count=6)
+    for run in runs:
+        quality_runs.record(store, "user_txn", run)
+    since = runs[2].started
+    read = quality_runs.runs(store, "user_txn", since=since)
+    assert read == runs[2:]
+    path = write_html("user_txn", read, tmp_path / "stats.html")
+    keys = {a.get("data-chart") for tag, a in _parse(path) if tag == "svg"}
+    assert keys == CHART_KEYS - {"drift"}
+    assert f"4 runs from {since:%Y-%m-%d %H:%M} UTC" in path.read_text()
 
 
 # ------------------------------------------------------------------------------------------ the file
