@@ -44,7 +44,10 @@ INK = "#222222"
 MUTED = "#6b6b6b"
 WIDTH_IN = 5.0  # inches: on a phone the chart is scaled to the screen, so its text stays readable
 HEATMAP_BINS = 40
-MAX_COLUMNS = 60  # more runs than this are summed into this many equal stretches of time
+# More runs than these are summed into this many equal stretches of time (columns, bars, points).
+MAX_COLUMNS = 60
+MAX_BARS = 90
+MAX_POINTS = 240
 TOP_VALUES = 6
 
 _STYLE = {
@@ -248,24 +251,52 @@ def _date_numbers(times: Sequence[datetime]) -> np.ndarray:
     return np.array([dates.date2num(_utc(t)) for t in times], dtype=float)
 
 
-def _column_edges(x: np.ndarray) -> np.ndarray:
-    """Cell edges around the points ``x`` (days): half way to each neighbour, and half the nearest gap
-    (one hour for a lone run) beyond the ends."""
-    if len(x) == 1:
-        return np.array([x[0] - 1 / 48, x[0] + 1 / 48])
-    middles = (x[:-1] + x[1:]) / 2
-    return np.concatenate([[x[0] - (middles[0] - x[0])], middles, [x[-1] + (x[-1] - middles[-1])]])
+@dataclass
+class _Span:
+    """A stretch of time drawn as one point, bar or heat-map column, and the runs that started in it."""
+
+    x: float  # matplotlib date number (days): the mean start of its runs, or its middle when empty
+    left: float
+    right: float
+    runs: list["QualityRun"]
 
 
-def _format_time_axis(ax, x: np.ndarray) -> None:
+def _timeline(runs: Sequence["QualityRun"], limit: int) -> list[_Span]:
+    """Runs grouped for drawing: a span per distinct start (its edges half way to the neighbours), or,
+    with more starts than ``limit``, ``limit`` equal stretches of time (some possibly empty), so a week
+    of stream commits stays a readable chart and a small file."""
+    x = _date_numbers([r.started for r in runs])
+    starts = np.unique(x)
+    if len(starts) == 0:
+        return []
+    if len(starts) <= limit:
+        if len(starts) == 1:
+            edges = np.array([starts[0] - 1 / 48, starts[0] + 1 / 48])
+        else:
+            middles = (starts[:-1] + starts[1:]) / 2
+            edges = np.concatenate([[2 * starts[0] - middles[0]], middles, [2 * starts[-1] - middles[-1]]])
+        index = np.searchsorted(starts, x)
+    else:
+        edges = np.linspace(starts[0], starts[-1], limit + 1)
+        index = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, limit - 1)
+    members: list[list[QualityRun]] = [[] for _ in range(len(edges) - 1)]
+    for i, run in zip(index, runs):
+        members[i].append(run)
+    spans = []
+    for i, group in enumerate(members):
+        where = float(np.mean(x[index == i])) if group else float((edges[i] + edges[i + 1]) / 2)
+        spans.append(_Span(where, float(edges[i]), float(edges[i + 1]), group))
+    return spans
+
+
+def _format_time_axis(ax, spans: list[_Span]) -> None:
     from matplotlib import dates
 
-    locator = dates.AutoDateLocator(minticks=3, maxticks=6)
+    locator = dates.AutoDateLocator(minticks=3, maxticks=8)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(dates.ConciseDateFormatter(locator, show_offset=True))
     ax.set_xlabel("run start (UTC)")
-    if len(x) == 1:
-        ax.set_xlim(x[0] - 0.5, x[0] + 0.5)
+    ax.set_xlim(spans[0].left, spans[-1].right)
 
 
 def _when(t: datetime) -> str:
@@ -328,21 +359,18 @@ def _drift_chart(drift: list[dict[str, Any]]) -> Chart:
 
 def _checks_chart(runs: Sequence["QualityRun"]) -> Chart:
     names = list(dict.fromkeys(str(c.get("name")) for r in runs for c in r.checks))
-    x = _date_numbers([r.started for r in runs])
-    gaps = np.diff(np.unique(x))
-    width = float(min(gaps.min() * 0.8, 1.0)) if len(gaps) else 1 / 24
-    failed = np.array([[_number(next((c.get("rows_failed") for c in r.checks if str(c.get("name")) == n), 0))
-                        for r in runs] for n in names])
-    failed = np.nan_to_num(failed)
+    spans = [s for s in _timeline(runs, MAX_BARS) if s.runs]
+    x = np.array([s.x for s in spans])
+    width = min(s.right - s.left for s in spans) * 0.8
+    failed = np.array([[sum(_failed_rows(r, name) for r in s.runs) for s in spans] for name in names])
     fig = _new_figure(3.4 + 0.22 * ((len(names) + 1) // 2))
     ax = fig.subplots()
-    bottom = np.zeros(len(runs))
+    bottom = np.zeros(len(spans))
     for i, name in enumerate(names):
-        ax.bar(x, failed[i], width=width, bottom=bottom, color=PALETTE[i % len(PALETTE)], label=name, zorder=2,
-               align="center")
+        ax.bar(x, failed[i], width=width, bottom=bottom, color=PALETTE[i % len(PALETTE)], label=name, zorder=2)
         bottom += failed[i]
-    stopped = [i for i, r in enumerate(runs) if any(c.get("action") == "failed" for c in r.checks)]
-    peak = bottom.max() if len(bottom) and bottom.max() > 0 else 1.0
+    stopped = [i for i, s in enumerate(spans) if any(_stopped(r) for r in s.runs)]
+    peak = bottom.max() if bottom.max() > 0 else 1.0
     if stopped:
         ax.scatter(x[stopped], bottom[stopped] + peak * 0.06, marker="v", s=48, color=ALERT, zorder=3,
                    label="run stopped (on_fail=fail)")
@@ -352,49 +380,68 @@ def _checks_chart(runs: Sequence["QualityRun"]) -> Chart:
     ax.set_ylim(0, peak * 1.2)
     ax.set_ylabel("failing rows (count)")
     ax.set_title("Rows failing each check")
-    _format_time_axis(ax, x)
+    _format_time_axis(ax, spans)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
     parts = []
-    for i, name in enumerate(names):
-        total = int(failed[i].sum())
-        runs_with = int((failed[i] > 0).sum())
-        actions = sorted({c.get("action") for r in runs for c in r.checks if str(c.get("name")) == name} - {"passed"})
-        parts.append(f"{name}: {total} rows in {runs_with} runs" + (f" ({', '.join(map(str, actions))})"
-                                                                   if actions else ""))
+    for name in names:
+        per_run = [_failed_rows(r, name) for r in runs]
+        actions = sorted({str(c.get("action")) for r in runs for c in r.checks if str(c.get("name")) == name}
+                         - {"passed"})
+        parts.append(f"{name}: {int(sum(per_run))} rows in {sum(1 for f in per_run if f > 0)} runs"
+                     + (f" ({', '.join(actions)})" if actions else ""))
+    runs_stopped = sum(1 for r in runs if _stopped(r))
     description = (f"Rows failing each check over {len(runs)} runs: " + "; ".join(parts)
-                   + (f"; {len(stopped)} runs stopped by a failing check" if stopped else "") + ".")
+                   + (f"; {runs_stopped} runs stopped by a failing check" if runs_stopped else "") + ".")
     return Chart("checks", "Drift and checks", "Rows failing each check", description, fig)
+
+
+def _failed_rows(run: "QualityRun", name: str) -> float:
+    value = sum(_number(c.get("rows_failed")) for c in run.checks if str(c.get("name")) == name)
+    return 0.0 if math.isnan(value) else value
+
+
+def _stopped(run: "QualityRun") -> bool:
+    return any(c.get("action") == "failed" for c in run.checks)
+
+
+def _sum(runs: Sequence["QualityRun"], feature: str, key: str) -> float:
+    """The sum of a count over runs (NaN when no run has it)."""
+    values = _series(runs, feature, key)
+    return float(np.nansum(values)) if not np.all(np.isnan(values)) else math.nan
+
+
+def _line_style(spans: list[_Span]) -> dict[str, Any]:
+    return {"linewidth": 1.8, "zorder": 2, "marker": "o" if len(spans) <= 40 else None, "markersize": 3.5}
 
 
 def _null_rate_chart(runs: Sequence["QualityRun"], features: list[str], colours: dict[str, str]) -> Chart:
     from matplotlib.ticker import PercentFormatter
 
-    x = _date_numbers([r.started for r in runs])
+    spans = [s for s in _timeline(runs, MAX_POINTS) if s.runs]
+    x = np.array([s.x for s in spans])
     fig = _new_figure(3.4 + 0.22 * ((len(features) + 2) // 3))
     ax = fig.subplots()
     peak = 0.0
     latest = []
     worst: tuple[float, str, datetime] | None = None
     for feature in features:
-        rows = _series(runs, feature, "rows")
-        nulls = _series(runs, feature, "nulls")
+        rows = np.array([_sum(s.runs, feature, "rows") for s in spans])
+        nulls = np.array([_sum(s.runs, feature, "nulls") for s in spans])
         with np.errstate(divide="ignore", invalid="ignore"):
             rate = np.where(rows > 0, nulls / rows * 100, np.nan)
         if np.all(np.isnan(rate)):
             continue
-        ax.plot(x, rate, color=colours[feature], label=feature, linewidth=1.8,
-                marker="o" if len(x) <= 40 else None, markersize=3.5, zorder=2)
+        ax.plot(x, rate, color=colours[feature], label=feature, **_line_style(spans))
         peak = max(peak, float(np.nanmax(rate)))
         i = int(np.nanargmax(rate))
         if worst is None or rate[i] > worst[0]:
-            worst = (float(rate[i]), feature, runs[i].started)
-        last = rate[~np.isnan(rate)][-1]
-        latest.append(f"{feature} {last:.2f}%")
+            worst = (float(rate[i]), feature, spans[i].runs[0].started)
+        latest.append(f"{feature} {rate[~np.isnan(rate)][-1]:.2f}%")
     ax.set_ylim(0, max(1.0, peak * 1.15))
     ax.yaxis.set_major_formatter(PercentFormatter(decimals=None))
     ax.set_ylabel("null rate (% of rows)")
     ax.set_title("Null rate per feature")
-    _format_time_axis(ax, x)
+    _format_time_axis(ax, spans)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3)
     description = f"Null rate per feature over {len(runs)} runs."
     if worst is not None:
@@ -411,16 +458,18 @@ def _freshness_unit(seconds: float) -> tuple[float, str]:
 
 
 def _freshness_chart(runs: Sequence["QualityRun"], features: list[str], colours: dict[str, str]) -> Chart | None:
+    spans = [s for s in _timeline(runs, MAX_POINTS) if s.runs]
     series: dict[bytes, tuple[list[str], np.ndarray]] = {}
     for feature in features:
-        values = _series(runs, feature, "freshness_seconds")
+        per_span = [_series(s.runs, feature, "freshness_seconds") for s in spans]
+        values = np.array([np.nan if np.all(np.isnan(v)) else np.nanmax(v) for v in per_span])  # the worst
         if np.all(np.isnan(values)):
             continue
         names, _ = series.setdefault(np.round(values, 3).tobytes(), ([], values))
         names.append(feature)
     if not series:
         return None
-    x = _date_numbers([r.started for r in runs])
+    x = np.array([s.x for s in spans])
     peak = max(float(np.nanmax(v)) for _, v in series.values())
     size, unit = _freshness_unit(peak)
     fig = _new_figure(3.4 + 0.22 * ((len(series) + 1) // 2))
@@ -428,32 +477,17 @@ def _freshness_chart(runs: Sequence["QualityRun"], features: list[str], colours:
     for names, values in series.values():
         label = "all features" if len(names) == len(features) and len(series) == 1 else ", ".join(names)
         ax.plot(x, values / size, color=colours[names[0]] if len(series) > 1 else CALM, label=label,
-                linewidth=1.8, marker="o" if len(x) <= 40 else None, markersize=3.5, zorder=2)
+                **_line_style(spans))
     ax.set_ylim(0, peak / size * 1.15 if peak > 0 else 1)
     ax.set_ylabel(f"age of newest row ({unit})")
     ax.set_title("Freshness")
-    _format_time_axis(ax, x)
+    _format_time_axis(ax, spans)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
     latest = [f"{', '.join(names)} {values[~np.isnan(values)][-1] / size:.1f} {unit}"
               for names, values in series.values()]
     description = (f"Freshness (age of the newest row when each run ended) over {len(runs)} runs: worst "
                    f"{peak / size:.1f} {unit}; latest {'; '.join(latest)}.")
     return Chart("freshness", "Nulls and freshness", "Freshness", description, fig)
-
-
-def _columns(runs: Sequence["QualityRun"], feature: str) -> tuple[np.ndarray, list[list[tuple]]]:
-    """Time cells for the heatmap (edges, in days) and the histograms falling in each: one cell per
-    run start, or equal stretches of time when there are more than MAX_COLUMNS runs."""
-    with_data = [(r, h) for r in runs if (h := _histogram_of(r, feature)) is not None]
-    x = _date_numbers([r.started for r, _ in with_data])
-    starts = np.unique(x)
-    if len(starts) <= MAX_COLUMNS:
-        cells = [[h for xi, (_, h) in zip(x, with_data) if xi == s] for s in starts]
-        return _column_edges(starts), cells
-    edges = np.linspace(starts[0], starts[-1], MAX_COLUMNS + 1)
-    index = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, MAX_COLUMNS - 1)
-    cells = [[h for i, (_, h) in zip(index, with_data) if i == c] for c in range(MAX_COLUMNS)]
-    return edges, cells
 
 
 def _value_range(runs: Sequence["QualityRun"], feature: str, cells: list[list[tuple]]) -> tuple[float, float]:
@@ -477,11 +511,12 @@ def _quantile(run: "QualityRun", feature: str, key: str) -> float:
 
 
 def _histogram_chart(runs: Sequence["QualityRun"], feature: str) -> Chart:
-    time_edges, cells = _columns(runs, feature)
+    spans = _timeline([r for r in runs if _histogram_of(r, feature) is not None], MAX_COLUMNS)
+    cells = [[h for r in s.runs if (h := _histogram_of(r, feature)) is not None] for s in spans]
     fig = _new_figure(3.6)
     ax = fig.subplots()
     title = f"Distribution of {feature} over time"
-    if not any(cells):
+    if not spans:
         ax.text(0.5, 0.5, "no histogram recorded", transform=ax.transAxes, ha="center", color=MUTED)
         ax.set_title(title)
         return Chart(f"histogram-{feature}", "Distributions", title,
@@ -490,27 +525,26 @@ def _histogram_chart(runs: Sequence["QualityRun"], feature: str) -> Chart:
     grid = np.linspace(low, high, HEATMAP_BINS + 1)
     share = np.full((HEATMAP_BINS, len(cells)), np.nan)
     for c, cell in enumerate(cells):
-        if cell:
-            binned = sum(rebin(edges, counts, grid) for edges, counts in cell)
-            total = sum(counts.sum() for _, counts in cell)  # rows outside the shown range count too
-            share[:, c] = binned / total * 100 if total > 0 else np.nan
+        total = sum(counts.sum() for _, counts in cell)  # rows outside the shown range count too
+        if total > 0:
+            share[:, c] = sum(rebin(edges, counts, grid) for edges, counts in cell) / total * 100
+    time_edges = [s.left for s in spans] + [spans[-1].right]
     mesh = ax.pcolormesh(time_edges, grid, np.ma.masked_invalid(share), cmap="Blues", shading="flat",
-                         vmin=0, rasterized=False, zorder=1)
+                         vmin=0, zorder=1)
     fig.colorbar(mesh, ax=ax, label="rows in bin (%)", pad=0.02, fraction=0.05)
-    x = _date_numbers([r.started for r in runs])
+    drawn = [s for s in spans if s.runs]
     for key, style, label in (("p50", "-", "median"), ("p05", (0, (3, 2)), "5th / 95th percentile"),
                               ("p95", (0, (3, 2)), None)):
-        q = np.array([_quantile(r, feature, key) for r in runs])
+        per_span = [np.array([_quantile(r, feature, key) for r in s.runs]) for s in drawn]
+        q = np.array([np.nan if np.all(np.isnan(v)) else np.nanmedian(v) for v in per_span])
         if not np.all(np.isnan(q)):
-            ax.plot(x, q, color=ALERT, linestyle=style, linewidth=1.6 if key == "p50" else 1.1, label=label,
-                    zorder=3)
+            ax.plot([s.x for s in drawn], q, color=ALERT, linestyle=style,
+                    linewidth=1.6 if key == "p50" else 1.1, label=label, zorder=3)
     ax.set_ylim(low, high)
-    ax.set_xlim(time_edges[0], time_edges[-1])
     ax.set_ylabel(feature)
     ax.set_title(title)
     ax.grid(False)
-    _format_time_axis(ax, np.unique(x))
-    ax.set_xlim(time_edges[0], time_edges[-1])
+    _format_time_axis(ax, spans)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2)
     p50 = [(r.started, _quantile(r, feature, "p50")) for r in runs]
@@ -524,48 +558,60 @@ def _histogram_chart(runs: Sequence["QualityRun"], feature: str) -> Chart:
 
 
 def _top_values_chart(runs: Sequence["QualityRun"], feature: str) -> Chart:
-    per_run = []
+    per_span = []  # (span, counts of each value, non-null rows) of the spans with this feature's top list
     totals: dict[str, float] = {}
-    for run in runs:
-        stats = (run.stats or {}).get(feature) or {}
-        top = {str(v): _number(c) for v, c in (stats.get("histogram") or {}).get("top", [])}
-        non_null = _number(stats.get("rows")) - _number(stats.get("nulls") or 0)
-        per_run.append((top, non_null))
-        for value, count in top.items():
-            totals[value] = totals.get(value, 0) + count
+    for span in _timeline(runs, MAX_POINTS):
+        counts: dict[str, float] = {}
+        non_null = 0.0
+        for run in span.runs:
+            stats = (run.stats or {}).get(feature) or {}
+            top = (stats.get("histogram") or {}).get("top")
+            if top is None:
+                continue
+            listed = {str(v): _number(c) for v, c in top}
+            for value, count in listed.items():
+                counts[value] = counts.get(value, 0) + count
+                totals[value] = totals.get(value, 0) + count
+            present = _number(stats.get("rows")) - _number(stats.get("nulls") or 0)
+            non_null += present if not math.isnan(present) else sum(listed.values())
+        if non_null > 0:
+            per_span.append((span, counts, non_null))
     shown = sorted(totals, key=lambda v: (-totals[v], v))[:TOP_VALUES]
-    x = _date_numbers([r.started for r in runs])
-    shares = np.zeros((len(shown) + 1, len(runs)))
-    for c, (top, non_null) in enumerate(per_run):
-        denominator = non_null if non_null and not math.isnan(non_null) else sum(top.values())
-        if not denominator:
-            shares[:, c] = np.nan
-            continue
+    labels = shown + ["other"]  # values outside the top lists, or beyond the most frequent shown
+    shares = np.zeros((len(labels), len(per_span)))
+    for c, (_, counts, non_null) in enumerate(per_span):
         for i, value in enumerate(shown):
-            shares[i, c] = top.get(value, 0) / denominator * 100
+            shares[i, c] = counts.get(value, 0) / non_null * 100
         shares[-1, c] = max(0.0, 100 - shares[:-1, c].sum())
-    labels = shown + ["other"]
     colours = [PALETTE[i % len(PALETTE)] for i in range(len(shown))] + ["#cfcfcf"]
     fig = _new_figure(3.4 + 0.22 * ((len(labels) + 2) // 3))
     ax = fig.subplots()
     title = f"Top values of {feature} over time"
-    if len(runs) == 1:
-        left = np.zeros(1)
+    spans = [span for span, _, _ in per_span]
+    if not spans:
+        ax.text(0.5, 0.5, "no values recorded", transform=ax.transAxes, ha="center", color=MUTED)
+        ax.set_title(title)
+        return Chart(f"top-values-{feature}", "Distributions", title,
+                     f"Top values of {feature}: none recorded in {len(runs)} runs.", fig)
+    x = np.array([s.x for s in spans])
+    if len(spans) == 1:
+        bottom = np.zeros(1)
         for i, label in enumerate(labels):
-            ax.bar(x, shares[i], bottom=left, width=1 / 24, color=colours[i], label=label)
-            left += shares[i]
+            ax.bar(x, shares[i], bottom=bottom, width=(spans[0].right - spans[0].left) * 0.8, color=colours[i],
+                   label=label, zorder=2)
+            bottom += shares[i]
     else:
-        ax.stackplot(x, np.nan_to_num(shares), labels=labels, colors=colours, alpha=0.95, zorder=2)
+        ax.stackplot(x, shares, labels=labels, colors=colours, alpha=0.95, zorder=2)
     ax.set_ylim(0, 100)
     ax.set_ylabel("share of non-null rows (%)")
     ax.set_title(title)
-    _format_time_axis(ax, x)
+    _format_time_axis(ax, spans)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3)
-    latest = ", ".join(f"{label} {shares[i, -1]:.1f}%" for i, label in enumerate(labels)
-                       if not math.isnan(shares[i, -1]))
+    latest = ", ".join(f"{label} {shares[i, -1]:.1f}%" for i, label in enumerate(labels))
     description = (f"Share of the most frequent values of {feature} over {len(runs)} runs; "
-                   f"latest run: {latest}.")
+                   f"latest: {latest}.")
     return Chart(f"top-values-{feature}", "Distributions", title, description, fig)
+
 
 
 # ------------------------------------------------------------------------------------------ output

@@ -6,11 +6,13 @@ Selenium) with the network switched off and checks every chart is laid out and d
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import random
 import re
 import shutil
+import warnings
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,7 +24,7 @@ import pytest
 
 from connectors.offline_delta import DeltaOfflineStore, DeltaOfflineStoreConfig
 from featurestore import quality_runs
-from featurestore.quality_report import HEATMAP_BINS, build_charts, rebin, write_html, write_png
+from featurestore.quality_report import HEATMAP_BINS, MAX_COLUMNS, build_charts, rebin, write_html, write_png
 from featurestore.quality_runs import QualityRun
 from tests.conftest import _running_in_ci
 from tests.quality_synthetic import synthetic_drift, synthetic_runs
@@ -104,6 +106,27 @@ def test_heatmap_columns_are_each_runs_share_of_rows_per_bin(rng):
     in_time_order = [c for _, c in sorted(zip([r.started for r in runs], counts))]
     for column, c in enumerate(in_time_order):
         np.testing.assert_allclose(mesh[:, column], c / c.sum() * 100)
+
+
+@pytest.mark.parametrize("count, spacing", [(1, timedelta(hours=1)), (2, timedelta(seconds=5)),
+                                            (3, timedelta(days=45)), (700, timedelta(seconds=50))])
+def test_one_run_to_a_week_of_stream_commits_draws_cleanly(tmp_path, rng, count, spacing):
+    # Runs beyond what a chart can show one by one are summed into equal stretches of time: the heat
+    # map has at most MAX_COLUMNS columns, and the counts add up to every run's.
+    template = synthetic_runs(rng, count=min(count, 8))
+    runs = [dataclasses.replace(template[i % len(template)], started=template[0].started + i * spacing,
+                                ended=template[0].started + i * spacing + timedelta(seconds=2), run_id=str(i))
+            for i in range(count)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        charts = {c.key: c for c in build_charts("user_txn", runs)}
+        html = write_html("user_txn", runs, tmp_path / "stats.html")
+    assert set(charts) == CHART_KEYS - {"drift"}
+    mesh = charts["histogram-amount"].figure.axes[0].collections[0].get_array()
+    assert mesh.shape == (HEATMAP_BINS, min(count, MAX_COLUMNS))
+    bars = charts["checks"].figure.axes[0].containers
+    assert sum(b.get_height() for c in bars for b in c) == sum(c["rows_failed"] for r in runs for c in r.checks)
+    assert html.stat().st_size < 3_000_000
 
 
 def test_captions_say_what_the_data_says(rng):
