@@ -60,6 +60,14 @@ _STYLE = {
 }
 
 
+def _styled():
+    """The report's look (fonts, colours, grid), for drawing and saving alike, whatever the caller's
+    matplotlib settings."""
+    import matplotlib
+
+    return matplotlib.rc_context(_STYLE)
+
+
 @dataclass
 class Chart:
     """One drawn chart: ``key`` names its PNG file and HTML element, ``description`` is its text
@@ -78,8 +86,9 @@ class Chart:
 def write_html(view_name: str, runs: Sequence["QualityRun"], path: str | os.PathLike[str],
                drift: list[dict[str, Any]] | None = None) -> Path:
     """Write the view's quality report to ``path`` as one self-contained HTML file; returns its path."""
-    charts = build_charts(view_name, runs, drift)
-    document = _document(view_name, runs, drift, charts)
+    with _styled():
+        charts = build_charts(runs, drift)
+        document = _document(view_name, runs, drift, charts)
     target = Path(path)
     _write_atomically(target, document.encode("utf-8"))
     return target
@@ -90,50 +99,51 @@ def write_png(view_name: str, runs: Sequence["QualityRun"], path_or_dir: str | o
     """Write the charts as PNG: into a directory, one file per chart (``null-rate.png``,
     ``histogram-amount.png``, ...), or, when the path ends in ``.png``, all of them stacked in one
     image. Returns the files written."""
+    from matplotlib import image
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    charts = build_charts(view_name, runs, drift)
     target = Path(path_or_dir)
-    if target.suffix.lower() == ".png":
-        images = []
+    with _styled():
+        charts = build_charts(runs, drift)
+        if target.suffix.lower() == ".png":
+            images = []
+            for chart in charts:
+                canvas = FigureCanvasAgg(chart.figure)
+                chart.figure.set_dpi(dpi)
+                canvas.draw()
+                images.append(np.asarray(canvas.buffer_rgba())[..., :3])
+            if not images:
+                images.append(np.full((40, 400, 3), 255, np.uint8))
+            width = max(img.shape[1] for img in images)
+            padded = [np.pad(img, ((0, 24), (0, width - img.shape[1]), (0, 0)), constant_values=255)
+                      for img in images]
+            buffer = io.BytesIO()
+            image.imsave(buffer, np.concatenate(padded), format="png",
+                         metadata={"Software": None, "Title": f"Quality of {view_name}"})
+            _write_atomically(target, buffer.getvalue())
+            return [target]
+        target.mkdir(parents=True, exist_ok=True)
+        written = []
         for chart in charts:
-            canvas = FigureCanvasAgg(chart.figure)
-            chart.figure.set_dpi(dpi)
-            canvas.draw()
-            images.append(np.asarray(canvas.buffer_rgba())[..., :3])
-        if not images:
-            images.append(np.full((40, 400, 3), 255, np.uint8))
-        width = max(img.shape[1] for img in images)
-        padded = [np.pad(img, ((0, 24), (0, width - img.shape[1]), (0, 0)), constant_values=255)
-                  for img in images]
-        buffer = io.BytesIO()
-        _save_rgb_png(np.concatenate(padded), buffer)
-        _write_atomically(target, buffer.getvalue())
-        return [target]
-    target.mkdir(parents=True, exist_ok=True)
-    written = []
-    for chart in charts:
-        buffer = io.BytesIO()
-        chart.figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
-        file = target / f"{chart.key}.png"
-        _write_atomically(file, buffer.getvalue())
-        written.append(file)
-    return written
+            buffer = io.BytesIO()
+            chart.figure.savefig(buffer, format="png", dpi=dpi, metadata={
+                "Software": None, "Title": f"{view_name}: {chart.title}", "Description": chart.description})
+            file = target / f"{chart.key}.png"
+            _write_atomically(file, buffer.getvalue())
+            written.append(file)
+        return written
 
 
-def build_charts(view_name: str, runs: Sequence["QualityRun"],
-                 drift: list[dict[str, Any]] | None = None) -> list[Chart]:
+def build_charts(runs: Sequence["QualityRun"], drift: list[dict[str, Any]] | None = None) -> list[Chart]:
     """Every chart the data allows, in report order: drift, checks, null rate, freshness, then one
     distribution chart per feature."""
-    import matplotlib
-
     runs = sorted(runs, key=lambda r: _utc(r.started))
     drift = _validated_drift(drift)
     numeric, categorical = _features(runs)
     features = sorted(set(numeric) | set(categorical))
     colours = {f: PALETTE[i % len(PALETTE)] for i, f in enumerate(features)}
     charts: list[Chart] = []
-    with matplotlib.rc_context(_STYLE):
+    with _styled():
         if drift:
             charts.append(_drift_chart(drift))
         if any(r.checks for r in runs):
@@ -613,13 +623,13 @@ def _top_values_chart(runs: Sequence["QualityRun"], feature: str) -> Chart:
     return Chart(f"top-values-{feature}", "Distributions", title, description, fig)
 
 
-
 # ------------------------------------------------------------------------------------------ output
 
 
 def _inline_svg(chart: Chart) -> str:
     """The chart as an ``<svg>`` element for the HTML body: ids prefixed so several charts on one page
-    do not share (and clash over) clip paths and glyphs, sized by CSS, titled for screen readers."""
+    do not share (and clash over) clip paths and glyphs, sized by CSS from its view box, named by its
+    title and described by the figure's caption for screen readers."""
     buffer = io.StringIO()
     chart.figure.savefig(buffer, format="svg", metadata={"Date": None})
     svg = buffer.getvalue()
@@ -627,13 +637,13 @@ def _inline_svg(chart: Chart) -> str:
     svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
     prefix = f"{chart.key}-"
     svg = re.sub(r'(\bid="|url\(#|href="#)', lambda m: m.group(1) + prefix, svg)
-    title_id, desc_id = f"{prefix}title", f"{prefix}desc"
-    svg = re.sub(r'<svg ([^>]*?)width="[^"]*" height="[^"]*"',
-                 lambda m: f'<svg {m.group(1)}role="img" aria-labelledby="{title_id} {desc_id}" '
-                           f'class="plot" data-chart="{chart.key}"', svg, count=1)
-    head = svg.index(">") + 1
-    return (svg[:head] + f'<title id="{title_id}">{html.escape(chart.title)}</title>'
-            f'<desc id="{desc_id}">{html.escape(chart.description)}</desc>' + svg[head:])
+    opening = re.match(r"<svg\b[^>]*>", svg)
+    if opening is None:
+        raise RuntimeError(f"matplotlib wrote no <svg> element for chart {chart.key}")
+    attributes = re.sub(r'\s(?:width|height)="[^"]*"', "", opening.group(0)[len("<svg"):-1])
+    return (f'<svg{attributes} role="img" aria-labelledby="{prefix}title" aria-describedby="{prefix}caption" '
+            f'class="plot" data-chart="{chart.key}"><title id="{prefix}title">{html.escape(chart.title)}</title>'
+            + svg[opening.end():])
 
 
 _CSS = """
@@ -690,7 +700,8 @@ def _document(view_name: str, runs: Sequence["QualityRun"], drift: list[dict[str
                      '<div class="grid">')
         for chart in (c for c in charts if c.section == section):
             parts.append(f'<figure class="chart" id="chart-{chart.key}">{_inline_svg(chart)}'
-                         f"<figcaption>{html.escape(chart.description)}</figcaption></figure>")
+                         f'<figcaption id="{chart.key}-caption">{html.escape(chart.description)}</figcaption>'
+                         "</figure>")
         parts.append("</div></section>")
     parts.append("</main>")
     parts.append(f"<footer>Written {_when(datetime.now(UTC))} by featurestore stats.</footer>")
@@ -710,12 +721,6 @@ def _summary(runs: Sequence["QualityRun"], drift: list[dict[str, Any]]) -> str:
     cells = "".join(f'<li{" class=alert" if alert else ""}><b>{value}</b>{html.escape(label)}</li>'
                     for label, value, alert in items)
     return f'<ul class="summary" aria-label="summary">{cells}</ul>'
-
-
-def _save_rgb_png(image: np.ndarray, target: io.BytesIO) -> None:
-    from matplotlib import image as mpimage
-
-    mpimage.imsave(target, image, format="png", metadata={"Software": None})
 
 
 def _write_atomically(target: Path, data: bytes) -> None:

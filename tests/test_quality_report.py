@@ -101,7 +101,7 @@ def test_heatmap_columns_are_each_runs_share_of_rows_per_bin(rng):
                        stats={"x": {"rows": int(c.sum()), "nulls": 0, "histogram": {"edges": edges,
                                                                                     "counts": c.tolist()}}})
             for h, c in zip(rng.permutation(5).tolist(), counts)]
-    chart = next(c for c in build_charts("v", runs) if c.key == "histogram-x")
+    chart = next(c for c in build_charts(runs) if c.key == "histogram-x")
     mesh = chart.figure.axes[0].collections[0].get_array().reshape(HEATMAP_BINS, 5)
     in_time_order = [c for _, c in sorted(zip([r.started for r in runs], counts))]
     for column, c in enumerate(in_time_order):
@@ -119,7 +119,7 @@ def test_one_run_to_a_week_of_stream_commits_draws_cleanly(tmp_path, rng, count,
             for i in range(count)]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        charts = {c.key: c for c in build_charts("user_txn", runs)}
+        charts = {c.key: c for c in build_charts(runs)}
         html = write_html("user_txn", runs, tmp_path / "stats.html")
     assert set(charts) == CHART_KEYS - {"drift"}
     mesh = charts["histogram-amount"].figure.axes[0].collections[0].get_array()
@@ -132,7 +132,7 @@ def test_one_run_to_a_week_of_stream_commits_draws_cleanly(tmp_path, rng, count,
 def test_captions_say_what_the_data_says(rng):
     runs = synthetic_runs(rng)
     drift = synthetic_drift(rng)
-    charts = {c.key: c for c in build_charts("user_txn", runs, drift)}
+    charts = {c.key: c for c in build_charts(runs, drift)}
     assert set(charts) == CHART_KEYS
     rates = {f: [r.stats[f]["nulls"] / r.stats[f]["rows"] * 100 for r in runs] for f in runs[0].stats}
     worst = max(rates, key=lambda f: max(rates[f]))
@@ -200,8 +200,7 @@ def test_report_is_one_file_with_labelled_charts_and_nothing_to_fetch(report):
     assert len(ids) == len(set(ids)), "ids repeat across charts (clip paths would point into another chart)"
     for svg in svgs:
         assert svg["role"] == "img"
-        title_id, desc_id = svg["aria-labelledby"].split()
-        assert title_id in ids and desc_id in ids
+        assert svg["aria-labelledby"] in ids and svg["aria-describedby"] in ids
         assert "width" not in svg and "viewbox" in svg  # sized by CSS from its view box
     for tag, attrs in tags:
         for name in ("src", "href", "xlink:href", "data", "action", "poster"):
@@ -276,8 +275,8 @@ return Array.from(document.querySelectorAll('figure.chart svg')).map(svg => {
   const mesh = svg.querySelector('[id$="-QuadMesh_1"]');
   return {key: svg.dataset.chart, width: box.width, height: box.height, drawn: drawn.length,
           cells: mesh ? mesh.querySelectorAll('path').length : 0,
-          label: Array.from(svg.getAttribute('aria-labelledby').split(' '))
-                   .map(id => document.getElementById(id).textContent).join(' | ')};
+          label: ['aria-labelledby', 'aria-describedby']
+                   .map(a => document.getElementById(svg.getAttribute(a)).textContent).join(' | ')};
 });
 """
 
@@ -296,7 +295,8 @@ def test_report_draws_every_chart_in_headless_chromium_offline(tmp_path, report,
     for key, chart in charts.items():
         assert chart["width"] > 300 and chart["height"] > 200, chart
         assert chart["drawn"] > 20, f"{key}: only {chart['drawn']} shapes drawn"
-        assert chart["label"].strip(" |"), f"{key}: no text alternative"
+        title, caption = chart["label"].split(" | ")
+        assert title and caption, f"{key}: no text alternative"
     # Each heat map draws one cell per value bin and run.
     assert charts["histogram-amount"]["cells"] == HEATMAP_BINS * len(runs)
     assert charts["histogram-score"]["cells"] == HEATMAP_BINS * len(runs)
