@@ -336,16 +336,18 @@ def _drift_chart(drift: list[dict[str, Any]]) -> Chart:
         y = np.arange(len(items))[::-1]
         values = np.array([_number(d["value"]) for d in items])
         thresholds = np.array([_number(d["threshold"]) for d in items])
-        drawn = np.nan_to_num(values, nan=0.0)
+        finite = np.concatenate([values, thresholds, [0.0]])
+        top = float(np.max(finite[np.isfinite(finite)]))
+        top = top if top > 0 else 1.0
+        # An infinite value (PSI of a bin empty on one side) runs to the axis' end; none is drawn as 0.
+        drawn = np.nan_to_num(values, nan=0.0, posinf=top * 1.45, neginf=0.0)
         ax.barh(y, drawn, height=0.62, color=[ALERT if d["drifted"] else CALM for d in items], zorder=2)
-        top = np.nanmax(np.concatenate([values, thresholds, [0.0]]))
-        top = top if np.isfinite(top) and top > 0 else 1.0
-        for yi, value, threshold, item in zip(y, values, thresholds, items):
+        for yi, value, end, threshold, item in zip(y, values, drawn, thresholds, items):
             label = "n/a" if math.isnan(value) else f"{value:.3g}" + ("  drifted" if item["drifted"] else "")
-            ax.text((0 if math.isnan(value) else value) + top * 0.015, yi, label, va="center", fontsize=9.5,
+            ax.text(min(end, top * 1.2) + top * 0.015, yi, label, va="center", fontsize=9.5,
                     color=ALERT if item["drifted"] else INK, zorder=4,
                     bbox={"facecolor": "white", "edgecolor": "none", "pad": 1, "alpha": 0.85})
-            if not math.isnan(threshold):
+            if math.isfinite(threshold):
                 ax.plot([threshold, threshold], [yi - 0.42, yi + 0.42], color=INK, linewidth=1.6,
                         linestyle=(0, (3, 2)), zorder=3)
         ax.set_yticks(y, [str(d["feature"]) for d in items])

@@ -160,6 +160,18 @@ def test_bad_records_are_named_in_the_error(tmp_path, rng):
     assert not (tmp_path / "r.html").exists()
 
 
+def test_drift_values_that_are_missing_or_infinite_are_drawn_and_labelled(rng):
+    drift = [{"feature": "a", "statistic": "psi", "value": float("inf"), "threshold": 0.2, "drifted": True},
+             {"feature": "b", "statistic": "psi", "value": None, "threshold": 0.2, "drifted": False},
+             {"feature": "c", "statistic": "psi", "value": 0.05, "threshold": 0.2, "drifted": False}]
+    [chart] = build_charts([], drift)
+    ax = chart.figure.axes[0]
+    widths = [bar.get_width() for bar in ax.containers[0]]
+    assert widths[0] == pytest.approx(ax.get_xlim()[1]) and widths[1] == 0 and widths[2] == 0.05
+    assert [t.get_text() for t in ax.texts] == ["inf  drifted", "n/a", "0.05"]
+    assert "a (psi inf over threshold 0.2)" in chart.description
+
+
 def test_runs_without_statistics_or_at_all_still_make_a_report(tmp_path, rng):
     runs = synthetic_runs(rng, count=4)
     for run in runs:
