@@ -136,7 +136,7 @@ def write_png(view_name: str, runs: Sequence["QualityRun"], path_or_dir: str | o
 
 def build_charts(runs: Sequence["QualityRun"], drift: list[dict[str, Any]] | None = None) -> list[Chart]:
     """Every chart the data allows, in report order: drift, checks, null rate, freshness, then one
-    distribution chart per feature."""
+    distribution chart per feature (numbers first)."""
     runs = sorted(runs, key=lambda r: _utc(r.started))
     drift = _validated_drift(drift)
     numeric, categorical = _features(runs)
@@ -153,11 +153,8 @@ def build_charts(runs: Sequence["QualityRun"], drift: list[dict[str, Any]] | Non
             freshness = _freshness_chart(runs, features, colours)
             if freshness is not None:
                 charts.append(freshness)
-        for feature in features:
-            if feature in numeric:
-                charts.append(_histogram_chart(runs, feature))
-            else:
-                charts.append(_top_values_chart(runs, feature))
+        charts += [_histogram_chart(runs, feature) for feature in numeric]
+        charts += [_top_values_chart(runs, feature) for feature in categorical]
     used: set[str] = set()
     for chart in charts:  # keys become file names and HTML ids: keep them distinct and plain
         key = re.sub(r"[^A-Za-z0-9_.-]+", "_", chart.key).strip("._") or "chart"
