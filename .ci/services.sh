@@ -3,7 +3,8 @@
 # speaking only TLS, for rediss://; a six-node Redis Cluster on ports 46400..46405), a
 # single-node Kafka broker (stream sources; its jars come from Maven Central via .ci/jvm/pom.xml) and
 # an S3-compatible object store (MinIO, whose conditional PUT is atomic, built from source with
-# `go install` into .ci/cache/minio; at http://127.0.0.1:59100).
+# `go install` into .ci/cache/minio; at http://127.0.0.1:59100). Not a server but installed the same
+# way: `browser`, Debian's chromium and chromium-driver, for the test that opens the quality report.
 #
 #   .ci/services.sh install [svc...]           install missing binaries (Debian's packages; s3: go)
 #   .ci/services.sh start [--record FILE] [svc...]
@@ -27,7 +28,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="$ROOT/.ci/state"
 STARTED_LIST="$STATE/started"
-SERVICES=(postgres redis redis_tls redis_cluster kafka s3)
+SERVICES=(postgres redis redis_tls redis_cluster kafka s3 browser)
 WAIT_SECONDS="${FS_SERVICES_WAIT_SECONDS:-60}"
 
 PG_PORT=55432
@@ -935,6 +936,36 @@ s3_env() {
     echo "export FS_TEST_S3_REGION=$S3_REGION"
     # Which implementation answers (tests/test_s3_service.py names it in its messages).
     echo "export FS_TEST_S3_SERVER=minio/$S3_VERSION"
+}
+
+# ---------------------------------------------------------------- browser
+# Debian's chromium with its matching chromedriver (the same source package, so their versions agree),
+# for tests/test_quality_report.py, which opens the report in headless Chromium through Selenium. No
+# browser is downloaded from anywhere else. Nothing runs between tests: start and stop only check.
+browser_bins() { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }
+
+browser_install() {
+    if browser_bins; then
+        log "browser: chromium and chromedriver present"
+    else
+        # DejaVu: the report's text needs a font; a minimal image may have none.
+        apt_install chromium chromium-driver fonts-dejavu-core
+        browser_bins || die "browser: chromium or chromedriver not on PATH after apt-get install"
+    fi
+}
+
+browser_up() { browser_bins; }
+
+browser_start() {
+    browser_bins || die "browser: not installed (run: $0 install browser)"
+    log "browser: chromium at $(command -v chromium), chromedriver at $(command -v chromedriver)"
+}
+
+browser_stop() { :; }
+
+browser_env() {
+    echo "export FS_TEST_CHROMIUM=$(command -v chromium || echo /usr/bin/chromium)"
+    echo "export FS_TEST_CHROMEDRIVER=$(command -v chromedriver || echo /usr/bin/chromedriver)"
 }
 
 # ---------------------------------------------------------------- dispatch
