@@ -1,0 +1,252 @@
+"""Checks in materialization: ``fail`` writes nothing, ``drop`` quarantines, ``warn`` counts, run checks
+judge the whole run, and every run's outcome is recorded (``featurestore.quality_runs``)."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta, timezone
+
+import pyarrow as pa
+import pytest
+
+from featurestore import Check, FeatureStore, col, quality_runs
+from featurestore.definitions import FeatureView
+from featurestore.errors import CheckFailedError, DefinitionError, FeatureStoreError
+from tests.repo_helpers import write_repo
+
+UTC = timezone.utc
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+TS = pa.timestamp("us", tz="UTC")
+END = T0 + timedelta(days=3)
+
+HEAD = """
+from datetime import timedelta
+from featurestore import Aggregation, Check, Entity, FeatureView, Field, FileSource, col
+from featurestore.types import Float64, Int64, String
+user = Entity(name="user", join_keys=["user_id"])
+src = FileSource(name="src", path="data/txn.parquet", timestamp_field="ts")
+"""
+
+
+def _txns(n: int = 200, seed: int = 7) -> pa.Table:
+    """Transactions over two days with negative, zero and null amounts and odd countries."""
+    rnd = random.Random(seed)
+    rows = {"user_id": [], "ts": [], "amount": [], "country": []}
+    for i in range(n):
+        rows["user_id"].append(i % 17)
+        rows["ts"].append(T0 + timedelta(minutes=13 * i))
+        rows["amount"].append(rnd.choice([None, -5.0, -0.25, 0.0, 0.25, 3.5, 100.0]))
+        rows["country"].append(rnd.choice([None, "US", "DE", "FR", "GB", "us"]))
+    return pa.table({"user_id": pa.array(rows["user_id"], pa.int64()), "ts": pa.array(rows["ts"], TS),
+                     "amount": pa.array(rows["amount"], pa.float64()),
+                     "country": pa.array(rows["country"], pa.string())})
+
+
+def _store(tmp_path, view_code: str, table: pa.Table | None = None) -> FeatureStore:
+    store = FeatureStore(write_repo(tmp_path, HEAD + view_code, tables={"txn": table or _txns()}))
+    store.apply()
+    return store
+
+
+def _fails(row: dict, check: str) -> bool:
+    """Whether ``row`` fails a check by the documented rule: false or null fails."""
+    if check == "amount_non_negative":
+        return not (row["amount"] is not None and row["amount"] >= 0)
+    if check == "known_country":
+        return row["country"] not in ("US", "DE", "FR")
+    raise AssertionError(check)
+
+
+def _online(store: FeatureStore, users) -> dict:
+    got = store.get_online_features(features=["txn:amount"], entity_rows=[{"user_id": u} for u in users]).to_dict()
+    return dict(zip(got["user_id"], got["amount"]))
+
+
+def _latest_kept(table: pa.Table, keep) -> dict:
+    latest = {}
+    for r in sorted(table.to_pylist(), key=lambda r: r["ts"]):
+        if keep(r):
+            latest[r["user_id"]] = r["amount"]
+    return latest
+
+
+VIEW = """
+txn = FeatureView(name="txn", entities=[user], source=src,
+    schema=[Field(name="amount", dtype=Float64), Field(name="country", dtype=String)],
+    checks=[{checks}])
+"""
+
+
+def test_drop_quarantines_failing_rows_with_the_check_name_and_writes_the_rest(tmp_path):
+    table = _txns()
+    store = _store(tmp_path, VIEW.format(checks='Check(col("amount") >= 0, name="amount_non_negative", '
+                                         'on_fail="drop"), Check(col("country").isin(["US", "DE", "FR"]), '
+                                         'name="known_country", on_fail="drop")'), table)
+    rows = table.to_pylist()
+    result = store.materialize(T0, END)
+    dropped = [r for r in rows if _fails(r, "amount_non_negative") or _fails(r, "known_country")]
+    assert 0 < len(dropped) < len(rows)
+    assert result.rows == len(rows) - len(dropped)
+
+    offline = store.offline_store.read("txn").to_pylist()
+    assert sorted(r["event_timestamp"] for r in offline) == sorted(r["ts"] for r in rows if r not in dropped)
+    quarantine = store.offline_store.quarantine.read("txn").to_pylist()
+    want = sorted((r["ts"], "amount_non_negative" if _fails(r, "amount_non_negative") else "known_country")
+                  for r in dropped)  # the first drop check the row fails, in declaration order
+    assert sorted((q["event_timestamp"], q["check"]) for q in quarantine) == want
+    assert {"user_id", "amount", "country", "check", "quarantined_at"} <= set(quarantine[0])
+    assert all(q["amount"] is None or q["amount"] < 0 or q["country"] not in ("US", "DE", "FR") for q in quarantine)
+    # online: each user's latest row among the kept ones, never a dropped one
+    assert _online(store, range(17)) == {u: _latest_kept(table, lambda r: r not in dropped).get(u) for u in range(17)}
+
+    [run] = quality_runs.runs(store, "txn")
+    assert run.kind == "materialize" and run.rows_in == len(rows) and run.rows_written == result.rows
+    by_name = {c["name"]: c for c in run.checks}
+    for name in ("amount_non_negative", "known_country"):
+        failing = sum(_fails(r, name) for r in rows)  # each check counts every row it fails
+        assert by_name[name] | {"detail": None} == {"name": name, "on_fail": "drop", "rows_checked": len(rows),
+                                                    "rows_failed": failing, "action": "dropped", "detail": None}
+
+    store.materialize(T0, END)  # a rerun replaces the interval's quarantined rows, it does not repeat them
+    assert store.offline_store.quarantine.read("txn").num_rows == len(dropped)
+    assert len(quality_runs.runs(store, "txn")) == 2
+
+
+def test_fail_stops_the_run_with_nothing_written_anywhere(tmp_path):
+    table = _txns()
+    store = _store(tmp_path, VIEW.format(checks='Check(col("amount") >= 0, name="amount_non_negative", '
+                                         'on_fail="fail"), Check(col("country").isin(["US"]), on_fail="drop")'),
+                   table)
+    failing = sum(_fails(r, "amount_non_negative") for r in table.to_pylist())
+    with pytest.raises(CheckFailedError, match=rf"check 'amount_non_negative' failed \({failing} of 200 rows") as exc:
+        store.materialize(T0, END)
+    assert exc.value.view == "txn"
+    assert "txn" not in store.offline_store.views()
+    assert "txn" not in store.offline_store.quarantine.views()
+    assert set(_online(store, range(17)).values()) == {None}
+    [run] = quality_runs.runs(store, "txn")  # the stopped run is on record, with what failed
+    assert run.rows_written == 0
+    assert [(c["name"], c["action"], c["rows_failed"]) for c in run.checks][0] == (
+        "amount_non_negative", "failed", failing)
+
+
+def test_warn_writes_every_row_and_records_the_count(tmp_path):
+    table = _txns()
+    store = _store(tmp_path, VIEW.format(checks='Check(col("country").isin(["US", "DE", "FR"]), on_fail="warn"), '
+                                         'Check.not_null("amount")'), table)
+    rows = table.to_pylist()
+    assert store.materialize(T0, END).rows == len(rows)
+    assert store.offline_store.read("txn").num_rows == len(rows)
+    assert "txn" not in store.offline_store.quarantine.views()
+    assert _online(store, range(17)) == {u: _latest_kept(table, lambda r: True).get(u) for u in range(17)}
+    [run] = quality_runs.runs(store, "txn")
+    assert [(c["name"], c["on_fail"], c["rows_failed"], c["action"]) for c in run.checks] == [
+        ("col('country').isin(['US', 'DE', 'FR'])", "warn", sum(_fails(r, "known_country") for r in rows), "warned"),
+        ("amount_not_null", "warn", sum(r["amount"] is None for r in rows), "warned")]
+
+
+def test_run_checks_judge_the_rows_a_run_reads(tmp_path):
+    store = _store(tmp_path, VIEW.format(checks='Check.row_count(min=10, max=100, on_fail="fail"), '
+                                         'Check.fresh(max_age=timedelta(hours=2))'))
+    one_day = [T0, T0 + timedelta(days=1)]  # 13-minute steps: 111 rows
+    with pytest.raises(CheckFailedError, match=r"check 'row_count' failed \(111 rows, expected at least 10 and "
+                                               r"at most 100\)"):
+        store.materialize(*one_day)
+    assert "txn" not in store.offline_store.views()
+    last = T0 + timedelta(minutes=13 * 199)
+    result = store.materialize(last - timedelta(hours=3), last + timedelta(hours=1))  # 13 or 14 rows, fresh
+    assert 10 <= result.rows <= 100
+    stale = store.materialize(last - timedelta(hours=3), last + timedelta(hours=3))  # newest 3h before the end
+    runs = quality_runs.runs(store, "txn")
+    assert [{c["name"]: c["action"] for c in r.checks} for r in runs] == [
+        {"row_count": "failed", "fresh": "passed"}, {"row_count": "passed", "fresh": "passed"},
+        {"row_count": "passed", "fresh": "warned"}]
+    assert stale.rows == result.rows  # warn: written all the same
+    assert runs[2].checks[1]["rows_failed"] == result.rows
+
+
+def test_checks_see_transform_outputs_and_source_columns_the_view_does_not_store(tmp_path):
+    code = """
+txn = FeatureView(name="txn", entities=[user], source=src,
+    transform=[(col("amount") * 2).alias("double")],
+    schema=[Field(name="double", dtype=Float64)],
+    checks=[Check(col("double") > 1, name="big", on_fail="drop"),
+            Check(col("country") == "US", name="us", on_fail="warn")])
+"""
+    table = _txns()
+    store = _store(tmp_path, code, table)
+    rows = table.to_pylist()
+    kept = [r for r in rows if r["amount"] is not None and r["amount"] * 2 > 1]
+    assert store.materialize(T0, END).rows == len(kept)
+    assert sorted(store.offline_store.read("txn").column("double").to_pylist()) == sorted(r["amount"] * 2 for r in kept)
+    assert set(store.offline_store.quarantine.read("txn").column("check").to_pylist()) == {"big"}
+    [run] = quality_runs.runs(store, "txn")
+    assert run.checks[1]["rows_failed"] == sum(r["country"] != "US" for r in rows)
+
+
+def test_drop_checks_run_before_aggregation(tmp_path):
+    code = """
+txn = FeatureView(name="txn", entities=[user], source=src,
+    aggregations=[Aggregation(column="amount", function="sum", window=None),
+                  Aggregation(column="amount", function="count", window=None)],
+    checks=[Check(col("amount") >= 0, name="amount_non_negative", on_fail="drop")])
+"""
+    table = _txns()
+    store = _store(tmp_path, code, table)
+    store.materialize(T0, END)
+    got = store.get_online_features(features=["txn:amount_sum_lifetime", "txn:amount_count_lifetime"],
+                                    entity_rows=[{"user_id": u} for u in range(17)]).to_dict()
+    for u, total, count in zip(got["user_id"], got["amount_sum_lifetime"], got["amount_count_lifetime"]):
+        kept = [r["amount"] for r in table.to_pylist() if r["user_id"] == u and not _fails(r, "amount_non_negative")]
+        assert (total, count) == (pytest.approx(sum(kept)), len(kept))
+    assert store.offline_store.read("txn").num_rows == sum(not _fails(r, "amount_non_negative")
+                                                           for r in table.to_pylist())
+
+
+def test_checks_round_trip_through_the_registry_and_old_specs_load(tmp_path):
+    store = _store(tmp_path, VIEW.format(checks='Check(col("amount") >= 0, name="amount_non_negative", '
+                                         'on_fail="drop"), Check(col("country").isin(["US", "DE"])), '
+                                         'Check.not_null("user_id", on_fail="fail"), Check.row_count(min=3), '
+                                         'Check.fresh(max_age=timedelta(hours=2), on_fail="fail")'))
+    view = store.catalog().view("txn")
+    assert [(c.name, c.kind, c.on_fail) for c in view.checks] == [
+        ("amount_non_negative", "row", "drop"), ("col('country').isin(['US', 'DE'])", "row", "warn"),
+        ("user_id_not_null", "row", "fail"), ("row_count", "row_count", "warn"), ("fresh", "fresh", "fail")]
+    spec = view.to_spec()
+    again = FeatureView.from_spec(spec)
+    assert again.to_spec() == spec
+    assert again.checks[1].expr.same_as(col("country").isin(["US", "DE"]))
+    assert again.checks[4].max_age == timedelta(hours=2)
+    del spec["checks"]  # a registry written before checks existed
+    assert FeatureView.from_spec(spec).checks == ()
+
+
+@pytest.mark.parametrize("checks, message", [
+    ('Check(col("amount") + 1)', "must be a Bool expression"),
+    ('Check(col("nope") > 1)', "unknown column 'nope'"),
+    ('Check(col("country").isin([1, 2]))', "isin compares String with a Int64 value"),
+])
+def test_apply_refuses_a_check_that_cannot_run(tmp_path, checks, message):
+    with pytest.raises(FeatureStoreError, match=message):
+        _store(tmp_path, VIEW.format(checks=checks))
+
+
+def test_check_definitions_are_validated():
+    for bad, message in [
+        (lambda: Check(col("a") > 1, on_fail="explode"), "on_fail must be one of"),
+        (lambda: Check.row_count(on_fail="drop", min=1), "on_fail must be one of 'warn', 'fail'"),
+        (lambda: Check.row_count(), "needs min=, max= or both"),
+        (lambda: Check.row_count(min=5, max=2), "min 5 is above max 2"),
+        (lambda: Check.fresh(max_age=timedelta(0)), "positive timedelta"),
+        (lambda: Check("amount > 0"), "Bool expression"),
+        (lambda: col("a").isin([]), "at least one value"),
+        (lambda: col("a").isin([1, None]), "non-null constants"),
+        (lambda: col("a").isin("US"), "a list of values"),
+    ]:
+        with pytest.raises(DefinitionError, match=message):
+            bad()
+    from featurestore import FileSource
+
+    src = FileSource(name="s", path="x.parquet", timestamp_field="ts")
+    with pytest.raises(DefinitionError, match="check 'a' is declared twice"):
+        FeatureView(name="v", source=src, checks=[Check(col("a") > 1, name="a"), Check.not_null("b", name="a")])
