@@ -197,11 +197,12 @@ def failures(view: str, results: Sequence[dict[str, Any]]) -> str | None:
     return f"feature view {view!r}: {parts}"
 
 
-def stream_outcomes(checks: Sequence[Check], rows: int, failed: dict[str, int]) -> list[dict[str, Any]]:
-    """Row checks' entries for a stream commit: a failing row of a drop or fail check was dead-lettered
-    (action ``dropped``), of a warn check written (``warned``)."""
+def stream_outcomes(checks: Sequence[tuple[str, str]], rows: int, failed: dict[str, int]) -> list[dict[str, Any]]:
+    """Entries of a stream commit for row checks ``(name, on_fail)`` over ``rows`` events: a failing
+    event of a drop or fail check was dead-lettered (action ``dropped``), of a warn check written
+    (``warned``)."""
     action = {"warn": "warned", "drop": "dropped", "fail": "dropped"}
-    return [{"name": c.name, "on_fail": c.on_fail, "rows_checked": rows, "rows_failed": failed.get(c.name, 0),
-             "action": action[c.on_fail] if failed.get(c.name, 0) else "passed",
-             "detail": f"{failed.get(c.name, 0)} of {rows} rows failed"}
-            for c in checks if c.is_row]
+    return [{"name": name, "on_fail": on_fail, "rows_checked": rows, "rows_failed": failed.get(name, 0),
+             "action": action[on_fail] if failed.get(name, 0) else "passed",
+             "detail": f"{failed.get(name, 0)} of {rows} rows failed"}
+            for name, on_fail in checks]

@@ -250,3 +250,80 @@ def test_check_definitions_are_validated():
     src = FileSource(name="s", path="x.parquet", timestamp_field="ts")
     with pytest.raises(DefinitionError, match="check 'a' is declared twice"):
         FeatureView(name="v", source=src, checks=[Check(col("a") > 1, name="a"), Check.not_null("b", name="a")])
+
+
+# ------------------------------------------------------------------ the stream job's sink
+
+STREAM = """
+from featurestore import KafkaSource
+from featurestore.types import Float64
+hist = FileSource(name="clicks_history", path="data/clicks.parquet", timestamp_field="ts")
+clicks = KafkaSource(name="clicks", bootstrap_servers="{bootstrap}", topic="{topic}", batch_source=hist,
+                     watermark_delay=timedelta(seconds=5), allowed_lateness=timedelta(hours=1))
+last = FeatureView(name="last", entities=[user], source=clicks, ttl=timedelta(days=1),
+    transform=[(col("price") * 2).alias("price2")], schema=[Field(name="price2", dtype=Float64)],
+    checks=[Check(col("price") >= 0, name="price_non_negative", on_fail="drop"),
+            Check(col("kind").isin(["a", "b"]), name="known_kind", on_fail="warn"),
+            Check(col("price2") < 100, name="small", on_fail="fail"),
+            Check.row_count(min=1000)])
+"""
+CLICKS = pa.schema([("user_id", pa.int64()), ("price", pa.float64()), ("kind", pa.string()), ("ts", TS)])
+
+
+def test_stream_sink_dead_letters_drop_and_fail_check_failures_and_counts_warnings(tmp_path, kafka_bootstrap):
+    import uuid
+
+    from connectors.kafka import KafkaClient, KafkaConfig
+    from featurestore.streaming.blueprint import CHECK_PREFIX, build_blueprint
+    from featurestore.streaming.sink import EventSink
+
+    topic = f"fs-checks-{uuid.uuid4().hex[:10]}"
+    store = FeatureStore(write_repo(tmp_path, HEAD + STREAM.format(bootstrap=kafka_bootstrap, topic=topic),
+                                    tables={"clicks": pa.Table.from_pylist([], schema=CLICKS), "txn": _txns()}))
+    store.apply()
+    plan = build_blueprint(store, "last")
+    assert plan.checks == (("price_non_negative", "drop"), ("known_kind", "warn"), ("small", "fail"))
+    assert "kind" in {c.name for c in plan.columns}  # read by a check only, still carried by each message
+    assert all(f"`{CHECK_PREFIX}{i}`" in plan.select for i in range(3))
+
+    rnd = random.Random(3)
+    now = datetime.now(UTC).replace(microsecond=0)
+    events = [{"user_id": i % 5, "price": rnd.choice([None, -1.0, 0.0, 2.5, 49.75, 50.0, 80.0]),
+               "kind": rnd.choice([None, "a", "b", "c"]), "ts": now - timedelta(seconds=300 - i)} for i in range(300)]
+
+    def verdicts(e):  # false or null fails
+        price2 = None if e["price"] is None else e["price"] * 2
+        return [not (e["price"] is not None and e["price"] >= 0), e["kind"] not in ("a", "b"),
+                not (price2 is not None and price2 < 100)]
+
+    names = plan.output_columns
+    cols: list[list] = [[] for _ in range(len(names) + 6 + 3)]
+    for offset, e in enumerate(events):
+        values = {"user_id": str(e["user_id"]), "price2": None if e["price"] is None else repr(e["price"] * 2),
+                  "event_timestamp": e["ts"].replace(tzinfo=None).isoformat(sep=" ")}
+        for j, name in enumerate(names):
+            cols[j].append(values.get(name))
+        for j, value in enumerate([0, offset, 1_767_225_600_000, None, True, None, *verdicts(e)]):
+            cols[len(names) + j].append(value)
+    sink = EventSink(plan, store)
+    out = sink.handle(cols)
+    sink.close()
+
+    dropped = {n: ("price_non_negative" if v[0] else "small") for n, v in enumerate(map(verdicts, events))
+               if v[0] or v[2]}
+    assert 0 < len(dropped) < len(events)
+    assert out.check_dropped == len(dropped) and out.admitted == len(events) - len(dropped)
+    assert out.check_failures == {name: sum(verdicts(e)[j] for e in events)
+                                  for j, name in enumerate(["price_non_negative", "known_kind", "small"])}
+    assert out.check_warned == sum(verdicts(e)[1] and not (verdicts(e)[0] or verdicts(e)[2]) for e in events)
+    letters = KafkaClient(KafkaConfig(bootstrap_servers=kafka_bootstrap)).read_topic(f"{topic}.dead-letter")
+    assert {m.json()["offset"]: m.json()["reason"] for m in letters} == {
+        n: f"check {name} failed" for n, name in dropped.items()}
+    appended = store.offline_store.appends.read("last").to_pylist()
+    assert sorted(r["event_timestamp"] for r in appended) == sorted(
+        e["ts"] for n, e in enumerate(events) if n not in dropped)
+    [run] = quality_runs.runs(store, "last")  # one commit, one record; row_count is judged by runs only
+    assert run.kind == "stream" and run.rows_in == len(events) and run.rows_written == out.admitted
+    assert [(c["name"], c["rows_checked"], c["rows_failed"], c["action"]) for c in run.checks] == [
+        (name, len(events), out.check_failures[name], action)
+        for name, action in (("price_non_negative", "dropped"), ("known_kind", "warned"), ("small", "dropped"))]
