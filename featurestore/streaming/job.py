@@ -210,7 +210,7 @@ def _sink_function(blueprint: Blueprint, state_dir: str) -> Any:
                     self.metrics[name].inc(value)
                     self.status.bump(name, value)
             for name in ("replayed", "filtered", "online_written", "online_skipped_stale", "offline_rows",
-                         "admitted", "letters_resent_skipped", "check_dropped", "check_warned"):
+                         "admitted", "letters_resent_skipped", "check_warned"):
                 if getattr(out, name):
                     self.status.bump(name, getattr(out, name))
             for check, n in out.check_failures.items():
