@@ -327,3 +327,44 @@ def test_stream_sink_dead_letters_drop_and_fail_check_failures_and_counts_warnin
     assert [(c["name"], c["rows_checked"], c["rows_failed"], c["action"]) for c in run.checks] == [
         (name, len(events), out.check_failures[name], action)
         for name, action in (("price_non_negative", "dropped"), ("known_kind", "warned"), ("small", "dropped"))]
+
+
+SPARK = {"type": "spark", "master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2"}}
+
+
+@pytest.mark.slow
+def test_spark_materialization_keeps_drops_quarantines_and_counts_as_the_local_engine(tmp_path):
+    import json
+
+    code = VIEW.format(checks='Check(col("amount") >= 0, name="amount_non_negative", on_fail="drop"), '
+                              'Check(col("country").isin(["US", "DE", "FR"]), name="known_country", on_fail="drop"), '
+                              'Check.not_null("country", on_fail="warn"), Check.row_count(min=1)')
+    table = _txns(seed=11)
+    outcomes = {}
+    for engine in ("local", "spark"):
+        repo = tmp_path / engine
+        write_repo(repo, HEAD + code, tables={"txn": table})
+        if engine == "spark":
+            with open(repo / "featurestore.yaml", "a") as f:
+                f.write(f"engine: {json.dumps(SPARK)}\n")
+        store = FeatureStore(repo)
+        store.apply()
+        result = store.materialize(T0, END)
+        quarantine = store.offline_store.quarantine.read("txn")
+        [run] = quality_runs.runs(store, "txn")
+        outcomes[engine] = (
+            result.rows, sorted(store.offline_store.read("txn").column("event_timestamp").to_pylist()),
+            sorted(zip(quarantine.column("event_timestamp").to_pylist(), quarantine.column("check").to_pylist())),
+            [(c["name"], c["rows_checked"], c["rows_failed"], c["action"]) for c in run.checks],
+            _online(store, range(17)))
+    assert outcomes["spark"] == outcomes["local"]
+    assert outcomes["local"][2] and outcomes["local"][0] < table.num_rows
+
+    repo = tmp_path / "spark"  # fail: the Spark run stops before its executors write anything
+    (repo / "features.py").write_text(HEAD + VIEW.format(checks='Check.not_null("amount", on_fail="fail")'))
+    store = FeatureStore(repo)
+    store.apply()
+    before = store.offline_store.read("txn").num_rows
+    with pytest.raises(CheckFailedError, match="check 'amount_not_null' failed"):
+        store.materialize(T0 - timedelta(days=1), END)
+    assert store.offline_store.read("txn").num_rows == before
