@@ -15,11 +15,18 @@ are aggregated). A row fails a check when the expression is false **or null** (`
 a row failing two checks counts for both. What a failing row does depends on ``on_fail``:
 
 - ``"warn"`` (the default): the row is written like the others; the failures are counted;
-- ``"drop"``: the row is kept out of both stores and put, with the name of the first drop check it
-  fails, in the view's quarantine table of the offline store (a stream job dead-letters it instead,
-  reason ``check <name> failed``);
-- ``"fail"``: a materialization with any failing row stops before writing anything (a stream job,
-  which cannot stop, dead-letters the row as for ``"drop"``).
+- ``"drop"``: the row is kept out of both stores (and out of exports that read the source: a drop
+  check is the last step of the view's row pipeline, ``ViewData.checks``) and put, with the name of
+  the first drop check it fails, in the view's quarantine table of the offline store, which each run
+  replaces for its interval (a stream job dead-letters it instead, reason ``check <name> failed``);
+- ``"fail"``: a materialization with any failing row stops before writing anything to the offline or
+  online store (``CheckFailedError``; the stopped run is still recorded in the quality area); a stream
+  job, which cannot stop, dead-letters the row as for ``"drop"``.
+
+Rows are checked where they come in: materialization checks the source's rows, a stream job its
+events; rows a stream job or ``push`` appended are not checked again by materialization (pushed rows
+are validated by type only). An integer overflow inside a check raises on the batch engines, as in a
+transform; in a stream job the check's value is null there, so the event fails the check.
 
 **Run checks** judge a materialization run as a whole, on the rows it reads from the source (after the
 filter, before row checks drop any): ``Check.row_count(min=, max=)`` bounds their number and

@@ -170,7 +170,13 @@ def view_columns(view: FeatureView, found: dict[str, pa.DataType], problems: Pro
 
 
 def _check_checks(view: FeatureView, columns: dict[str, fstypes.DataType], problems: Problems) -> None:
-    """Each row check is a Bool expression over the view's rows (after its filter and transforms)."""
+    """Each row check is a Bool expression over the view's rows (after its filter and transforms); a
+    view with drop checks leaves the quarantine table's own column names free."""
+    if any(c.on_fail == "drop" for c in view.row_checks):
+        for name in ("check", "quarantined_at"):
+            if name in {f.name for f in view.schema}:
+                problems.add(f"FeatureView {view.name!r}: field {name!r} is a column of the quarantine table its "
+                             f"drop checks fill; rename the field", obj=view.name, field_name=name)
     for check in view.row_checks:
         try:
             kind = infer_type(check.expr, columns, obj=view.name)

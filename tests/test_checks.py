@@ -231,6 +231,16 @@ def test_apply_refuses_a_check_that_cannot_run(tmp_path, checks, message):
         _store(tmp_path, VIEW.format(checks=checks))
 
 
+def test_a_view_with_drop_checks_leaves_the_quarantine_columns_free(tmp_path):
+    code = """
+from featurestore.types import Bool
+txn = FeatureView(name="txn", entities=[user], source=src, transform=[(col("amount") > 0).alias("check")],
+    schema=[Field(name="check", dtype=Bool)], checks=[Check(col("amount") >= 0, on_fail="drop")])
+"""
+    with pytest.raises(FeatureStoreError, match="field 'check' is a column of the quarantine table"):
+        _store(tmp_path, code)
+
+
 def test_check_definitions_are_validated():
     for bad, message in [
         (lambda: Check(col("a") > 1, on_fail="explode"), "on_fail must be one of"),
