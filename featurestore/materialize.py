@@ -50,6 +50,7 @@ class ViewResult:
     rows: int = 0
     online_written: int = 0
     online_skipped: int = 0
+    checks: list[dict] = field(default_factory=list)  # the run's check outcomes (featurestore.checks)
 
 
 @dataclass
@@ -153,6 +154,7 @@ def _materialize_view(store: "FeatureStore", view: FeatureView, start: datetime,
     counts, outcomes = _judge(store, view, data, start, end, started) if view.checks else (None, [])
     result = _write_rows(store, view, data, keys, features, start, end, online=online, progress=progress)
     if counts is not None:
+        result.checks = outcomes
         if any(o["on_fail"] == "drop" and o["rows_failed"] for o in outcomes) or \
                 view.name in store.offline_store.quarantine.views():
             _quarantine(store, view, data, keys, features, start, end, started)

@@ -112,6 +112,17 @@ def test_drop_quarantines_failing_rows_with_the_check_name_and_writes_the_rest(t
     assert len(quality_runs.runs(store, "txn")) == 2
 
 
+def test_an_export_from_the_source_leaves_out_the_rows_drop_checks_drop(tmp_path):
+    table = _txns()
+    store = _store(tmp_path, VIEW.format(checks='Check(col("amount") >= 0, name="amount_non_negative", '
+                                         'on_fail="drop"), Check.not_null("country", on_fail="warn")'), table)
+    entity = pa.table({"user_id": pa.array(range(17), pa.int64()), "ts": pa.array([END] * 17, TS)})
+    got = store.get_historical_features(entity, ["txn:amount"], timestamp_field="ts").to_arrow().to_pylist()
+    kept = _latest_kept(table, lambda r: not _fails(r, "amount_non_negative"))
+    assert {r["user_id"]: r["amount"] for r in got} == {u: kept.get(u) for u in range(17)}
+    assert any(kept.get(u) != _latest_kept(table, lambda r: True).get(u) for u in range(17))
+
+
 def test_fail_stops_the_run_with_nothing_written_anywhere(tmp_path):
     table = _txns()
     store = _store(tmp_path, VIEW.format(checks='Check(col("amount") >= 0, name="amount_non_negative", '
@@ -140,6 +151,7 @@ def test_warn_writes_every_row_and_records_the_count(tmp_path):
     assert "txn" not in store.offline_store.quarantine.views()
     assert _online(store, range(17)) == {u: _latest_kept(table, lambda r: True).get(u) for u in range(17)}
     [run] = quality_runs.runs(store, "txn")
+    assert store.materialize(T0, END).views[0].checks == run.checks  # the run's result says so too
     assert [(c["name"], c["on_fail"], c["rows_failed"], c["action"]) for c in run.checks] == [
         ("col('country').isin(['US', 'DE', 'FR'])", "warn", sum(_fails(r, "known_country") for r in rows), "warned"),
         ("amount_not_null", "warn", sum(r["amount"] is None for r in rows), "warned")]
