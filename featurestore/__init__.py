@@ -22,6 +22,7 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {
+    "Check": "featurestore.checks",
     "Entity": "featurestore.definitions", "FeatureService": "featurestore.definitions",
     "FeatureView": "featurestore.definitions", "Field": "featurestore.definitions",
     "FeatureStoreError": "featurestore.errors",
@@ -33,11 +34,12 @@ _EXPORTS = {
     "Aggregation": "transforms", "col": "transforms", "lit": "transforms", "coalesce": "transforms",
     "when": "transforms",
 }
-__all__ = ["Entity", "FeatureService", "FeatureView", "Field", "FeatureStoreError", "OnDemandFeatureView",
+__all__ = ["Check", "Entity", "FeatureService", "FeatureView", "Field", "FeatureStoreError", "OnDemandFeatureView",
            "RequestSource", "on_demand_feature_view", "DeltaSource", "FileSource", "KafkaSource", "PushSource", "SqlSource",
            "FeatureStore", "Aggregation", "col", "lit", "coalesce", "when"]
 
 if TYPE_CHECKING:
+    from featurestore.checks import Check
     from featurestore.definitions import Entity, FeatureService, FeatureView, Field
     from featurestore.errors import FeatureStoreError
     from featurestore.on_demand import OnDemandFeatureView, RequestSource, on_demand_feature_view

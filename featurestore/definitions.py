@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any, Sequence
 
 from featurestore import types as fstypes
+from featurestore.checks import Check, check_list
 from featurestore.errors import DefinitionError
 from featurestore.sources import DataSource, batch_source_of, source_from_spec
 from transforms import ir
@@ -166,6 +167,8 @@ class FeatureView:
     aggregations: Sequence[Aggregation] = ()
     # Types of the columns the aggregations read, resolved at apply time.
     event_columns: Sequence[Field] = ()
+    # Data checks on the view's rows and runs (``featurestore.checks``).
+    checks: Sequence[Check] = ()
 
     def __post_init__(self) -> None:
         check_name("FeatureView", self.name)
@@ -185,6 +188,7 @@ class FeatureView:
         object.__setattr__(self, "transform", tuple(self.transform))
         object.__setattr__(self, "aggregations", tuple(self.aggregations))
         object.__setattr__(self, "event_columns", tuple(self.event_columns))
+        object.__setattr__(self, "checks", check_list(self.name, self.checks))
         for e in self.transform:
             if not isinstance(e, ir.Expr):
                 raise DefinitionError(f"FeatureView {self.name!r}: transform takes expressions (col(...)...), "
@@ -258,6 +262,11 @@ class FeatureView:
         return {k for ent in self.entities if not isinstance(ent, str) for k in ent.join_keys}
 
     @property
+    def row_checks(self) -> tuple[Check, ...]:
+        """The checks judging each row (the others judge a run)."""
+        return tuple(c for c in self.checks if c.is_row)
+
+    @property
     def ttl_seconds(self) -> float | None:
         return _ttl_seconds(self.ttl)
 
@@ -298,6 +307,7 @@ class FeatureView:
             "filter": None if self.filter is None else ir.to_spec(self.filter),
             "aggregations": [a.to_spec() for a in self.aggregations],
             "event_columns": [f.to_spec() for f in self.event_columns],
+            "checks": [c.to_spec() for c in self.checks],
         }
 
     @classmethod
@@ -320,6 +330,7 @@ class FeatureView:
             filter=None if flt is None else ir.from_spec(flt),
             aggregations=[Aggregation.from_spec(a) for a in spec.get("aggregations", [])],
             event_columns=[Field.from_spec(f) for f in spec.get("event_columns", [])],
+            checks=[Check.from_spec(c) for c in spec.get("checks", [])],
         )
 
     def __repr__(self) -> str:

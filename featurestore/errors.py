@@ -48,6 +48,16 @@ class InvalidInputError(FeatureStoreError):
     """Input data is invalid: missing columns, wrong dtypes, name collisions, bad values."""
 
 
+class CheckFailedError(InvalidInputError):
+    """A view's ``on_fail="fail"`` check failed: the run stopped before writing anything.
+    ``checks`` holds the run's check outcomes (``featurestore.checks``)."""
+
+    def __init__(self, message: str, *, view: str, checks: list | None = None):
+        super().__init__(message)
+        self.view = view
+        self.checks = checks or []
+
+
 class BackendUnavailableError(FeatureStoreError):
     """An outside system (Redis, PostgreSQL, Kafka, Spark) cannot be reached."""
 

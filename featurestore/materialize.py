@@ -12,24 +12,27 @@ from __future__ import annotations
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import pyarrow as pa
 
-from featurestore import coverage, timestamps, values
+from featurestore import checks, coverage, quality_runs, timestamps, values
+from featurestore.checks import CheckCounts
 from featurestore.damage import damage_named
 from featurestore.definitions import FeatureView
-from featurestore.errors import FeatureViewNotFound, InvalidInputError
+from featurestore.errors import CheckFailedError, FeatureViewNotFound, InvalidInputError
 from featurestore.ports.engine import (
     CAP_CLUSTER_WRITES,
+    CHECK_COLUMN,
     CREATED_TS,
     EVENT_TS,
     ClusterMaterialization,
     ViewData,
     ViewJoin,
 )
+from featurestore.quality_runs import QualityRun
 from featurestore.retrieval import MIN_TIME, source_data, stored_columns
 
 if TYPE_CHECKING:
@@ -47,6 +50,7 @@ class ViewResult:
     rows: int = 0
     online_written: int = 0
     online_skipped: int = 0
+    checks: list[dict] = field(default_factory=list)  # the run's check outcomes (featurestore.checks)
 
 
 @dataclass
@@ -143,9 +147,53 @@ def materialize_view(store: "FeatureStore", view: FeatureView, start: datetime, 
 
 def _materialize_view(store: "FeatureStore", view: FeatureView, start: datetime, end: datetime, *,
                       online: bool, progress=None) -> ViewResult:
+    started = datetime.now(UTC)
     keys, stored = stored_columns(view)
     features = [(c, c, t) for c, t in stored]
     data, _, _ = source_data(store, view, [k for k, _ in keys] + [c for c, _ in stored], start, end)
+    counts, outcomes = _judge(store, view, data, start, end, started) if view.checks else (None, [])
+    result = _write_rows(store, view, data, keys, features, start, end, online=online, progress=progress)
+    if counts is not None:
+        result.checks = outcomes
+        if any(o["on_fail"] == "drop" and o["rows_failed"] for o in outcomes) or \
+                view.name in store.offline_store.quarantine.views():
+            _quarantine(store, view, data, keys, features, start, end, started)
+        quality_runs.record(store, view.name, QualityRun(
+            kind="materialize", started=started, ended=datetime.now(UTC), rows_in=counts.rows,
+            rows_written=result.rows, checks=outcomes))
+    return result
+
+
+def _judge(store: "FeatureStore", view: FeatureView, data: ViewData, start: datetime, end: datetime,
+           started: datetime) -> tuple[CheckCounts, list[dict]]:
+    """The view's checks over the run's rows (one pass of the engine, before anything is written);
+    a failing ``fail`` check stops the run here, recorded, with CheckFailedError."""
+    unchecked = replace(data, checks=(), appended=())  # appended rows were checked where they came in
+    counts = store.engine.check_counts(unchecked, [(c.name, c.expr) for c in view.row_checks], start, end)
+    results = checks.outcomes(view.checks, counts, min(end, started))
+    message = checks.failures(view.name, results)
+    if message is not None:
+        quality_runs.record(store, view.name, QualityRun(kind="materialize", started=started,
+                                                         ended=datetime.now(UTC), rows_in=counts.rows,
+                                                         rows_written=0, checks=results))
+        raise CheckFailedError(f"{message}: nothing was written for {start.isoformat()} .. {end.isoformat()}",
+                               view=view.name, checks=results)
+    return counts, results
+
+
+def _quarantine(store: "FeatureStore", view: FeatureView, data: ViewData, keys, features, start: datetime,
+                end: datetime, started: datetime) -> None:
+    """The rows the view's drop checks kept out of [start, end), each with the first check it failed,
+    in the view's quarantine table (replacing the interval's, so a rerun does not repeat them)."""
+    rows = store.engine.read_rows(replace(data, quarantined=True, appended=()), keys,
+                                  [*features, (CHECK_COLUMN, "check", pa.string())], start, end)
+    rows = rows.append_column("quarantined_at", pa.array([started] * rows.num_rows, pa.timestamp("us", tz="UTC")))
+    store.offline_store.quarantine.write(view.name, rows, start, end, EVENT_TS)
+
+
+def _write_rows(store: "FeatureStore", view: FeatureView, data: ViewData, keys, features, start: datetime,
+                end: datetime, *, online: bool, progress=None) -> ViewResult:
+    """The rows of [start, end) written to the offline store and (``online``) the online store."""
     result = ViewResult(view.name, start, end)
     lo, hi = store.engine.time_bounds(data, start, end)
     _check_times(view, lo, hi)

@@ -386,7 +386,10 @@ def pipeline(store: "FeatureStore", view: FeatureView, source: DataSource) -> di
         out["filter"] = view.filter
     if view.transform:
         out["transform"] = tuple(view.transform)
-    if "filter" in out or "transform" in out:
+    drops = tuple((c.name, c.expr) for c in view.row_checks if c.on_fail == "drop")
+    if drops:
+        out["checks"] = drops
+    if "filter" in out or "transform" in out or view.row_checks:
         types = {}
         for f in source_schema(source, store.repo_path):
             try:
@@ -409,7 +412,8 @@ def source_data(store: "FeatureStore", view: FeatureView, columns: list[str], lo
     if "filter" not in steps and "transform" not in steps:
         inverse = {v: k for k, v in source.field_mapping.items()}
         created = source.created_timestamp_field
-        wanted = list(dict.fromkeys([inverse.get(c, c) for c in columns] + [source.timestamp_field]
+        checked = [c for check in view.row_checks for c in check.expr.columns()]  # checks may read others
+        wanted = list(dict.fromkeys([inverse.get(c, c) for c in columns + checked] + [source.timestamp_field]
                                     + ([created] if created else [])))
     if CAP_SOURCE_VERSIONS in reader.capabilities:
         version = reader.version(source) if version is None else version

@@ -119,6 +119,7 @@ def resolve_view(view: FeatureView, entities: dict[str, Entity], repo_path: Path
     columns = view_columns(view, found, problems)
     if columns is None:
         return None
+    _check_checks(view, columns, problems)
     declared = {f.name: f for f in view.schema}
     key_fields = []
     for key in keys:
@@ -140,7 +141,7 @@ def resolve_view(view: FeatureView, entities: dict[str, Entity], repo_path: Path
         online=view.online, description=view.description, tags=view.tags, owner=view.owner,
         drift_thresholds=view.drift_thresholds,
         entity_columns=key_fields, transform=view.transform, filter=view.filter,
-        aggregations=view.aggregations, event_columns=event_fields)
+        aggregations=view.aggregations, event_columns=event_fields, checks=view.checks)
 
 
 def _check_drift_features(view: FeatureView, schema: list[Field], events: list[Field], keys: list[Field],
@@ -180,6 +181,26 @@ def view_columns(view: FeatureView, found: dict[str, pa.DataType], problems: Pro
         problems.add(f"FeatureView {view.name!r}: {exc}", obj=view.name, field_name=exc.field or "transform")
         return None
     return columns | produced
+
+
+def _check_checks(view: FeatureView, columns: dict[str, fstypes.DataType], problems: Problems) -> None:
+    """Each row check is a Bool expression over the view's rows (after its filter and transforms); a
+    view with drop checks leaves the quarantine table's own column names free."""
+    if any(c.on_fail == "drop" for c in view.row_checks):
+        for name in ("check", "quarantined_at"):
+            if name in {f.name for f in view.schema}:
+                problems.add(f"FeatureView {view.name!r}: field {name!r} is a column of the quarantine table its "
+                             f"drop checks fill; rename the field", obj=view.name, field_name=name)
+    for check in view.row_checks:
+        try:
+            kind = infer_type(check.expr, columns, obj=view.name)
+        except DefinitionError as exc:
+            problems.add(f"FeatureView {view.name!r}: check {check.name!r}: {exc}", obj=view.name,
+                         field_name=exc.field or "checks")
+            continue
+        if kind != fstypes.Bool:
+            problems.add(f"FeatureView {view.name!r}: check {check.name!r} must be a Bool expression, got {kind!r}",
+                         obj=view.name, field_name="checks")
 
 
 def _plain_fields(view: FeatureView, keys: list[str], columns: dict[str, fstypes.DataType],
@@ -241,6 +262,7 @@ def check_engine(view: FeatureView, engine_type: str, problems: Problems) -> Non
     else:
         compiler = DuckDBCompiler
     nodes = list(view.transform) + ([view.filter] if view.filter is not None else []) + list(view.aggregations)
+    nodes += [c.expr for c in view.row_checks]
     try:
         compiler.check_supported(nodes, view=view.name)
     except DefinitionError as exc:

@@ -20,9 +20,18 @@ import pytest
 from featurestore.errors import DefinitionError
 from featurestore.types import Float64, Int64, String, Timestamp
 from tests.conformance import reference
-from tests.conformance.test_transforms_conformance import EXPRESSIONS, FILTERS, SCHEMA, _same_value
+from tests.conformance.test_transforms_conformance import (
+    CHECKS,
+    DROPS,
+    EXPRESSIONS,
+    FILTERS,
+    SCHEMA,
+    _same_value,
+    expected_checks,
+)
 from transforms import Aggregation, coalesce, col, lit, when
 from transforms import compile_flink as cf
+from transforms.checks import failed, first_failed
 
 ROOT = Path(__file__).resolve().parents[1]
 UTC = timezone.utc
@@ -273,6 +282,10 @@ def test_flink_sql_matches_the_conformance_reference(flink_python: Path):
                                            None, ["id"], schema, error_column="err")
     queries["filter_fails"] = cf.compile_view("src", [col("i").alias("i0")], i4 > 0, ["id"], schema,
                                               error_column="err")
+    # checks as the stream job compiles them (errors as values): the same rows fail each one
+    queries["checks"] = cf.compile_view("src", [failed(e).alias(f"fail_{name}") for name, (e, _) in CHECKS.items()]
+                                        + [first_failed(DROPS).alias("first")], None, ["id"], schema,
+                                        error_column="err")
     spec = {"view": view, "queries": queries, "must_fail": must_fail}
     proc = subprocess.run([str(flink_python), "-c", _SCRIPT, json.dumps(spec)], capture_output=True,
                           text=True, timeout=600, env=flink_env.child_env(), cwd=ROOT, stdin=subprocess.DEVNULL)
@@ -311,3 +324,9 @@ def test_flink_sql_matches_the_conformance_reference(flink_python: Path):
     assert {r["id"]: r for r in got["as_values"]} == want
     assert {r["id"]: r["err"] for r in got["filter_fails"]} == {
         r["id"]: overflow(r["i"]) for r in rows if r["i"] not in (None, 0)}  # i ** 4 > 0, or it fails
+
+    want_failed, want_dropped = expected_checks(rows)
+    checked = got["checks"]
+    assert len(checked) == len(rows) and all(r["err"] is None for r in checked)
+    assert {name: sum(r[f"fail_{name}"] for r in checked) for name in CHECKS} == want_failed
+    assert {r["id"]: r["first"] for r in checked if r["first"] is not None} == want_dropped

@@ -375,6 +375,77 @@ def test_events_a_transform_fails_on_go_to_the_dead_letter_topic_and_the_job_car
     assert shown.exit_code == 0 and "transform_errors=1" in shown.output, shown.output
 
 
+CHECKED_FEATURES = """
+from datetime import timedelta
+from featurestore import Check, Entity, FeatureView, FileSource, KafkaSource, Field, col
+from featurestore.types import Float64
+user = Entity(name="user", join_keys=["user_id"])
+history = FileSource(name="clicks_history", path="data/clicks.parquet", timestamp_field="ts")
+clicks = KafkaSource(name="clicks", bootstrap_servers="{bootstrap}", topic="{topic}", format="json",
+                     timestamp_field="ts", batch_source=history, watermark_delay=timedelta(seconds=1),
+                     allowed_lateness=timedelta(minutes=10))
+checked = FeatureView(name="checked", entities=[user], source=clicks, ttl=timedelta(days=1),
+    transform=[(col("price") * 2).alias("price2")], schema=[Field(name="price2", dtype=Float64)],
+    checks=[Check(col("price") >= 0, name="price_non_negative", on_fail="drop"),
+            Check(col("kind").isin(["a", "b"]), name="known_kind", on_fail="warn"),
+            Check(col("price2") < 30, name="small", on_fail="fail")])
+"""
+
+
+def test_events_failing_a_drop_or_fail_check_are_dead_lettered_with_the_checks_name(
+        tmp_path, bootstrap, kafka, redis_url, flink_ready, jobs):
+    from featurestore import quality_runs
+
+    topic = f"fs-checks-{uuid.uuid4().hex[:12]}"
+    now = datetime.now(UTC).replace(microsecond=0)
+    rnd = random.Random(11)
+    events = [{"user_id": i % 6, "price": rnd.choice([None, -2.0, -0.25, 0.0, 1.5, 14.75, 15.0, 20.0]),
+               "kind": rnd.choice([None, "a", "b", "x"]), "ts": now - timedelta(seconds=120 - i)} for i in range(80)]
+
+    def first_failed(e: dict) -> str | None:  # false or null fails a check; drop and fail dead-letter
+        if e["price"] is None or e["price"] < 0:
+            return "price_non_negative"
+        return None if e["price"] * 2 < 30 else "small"
+
+    dropped = {n: first_failed(e) for n, e in enumerate(events) if first_failed(e)}
+    warned = [e for n, e in enumerate(events) if n not in dropped and e["kind"] not in ("a", "b")]
+    assert {"price_non_negative", "small"} == set(dropped.values()) and warned
+    store = _applied_repo(tmp_path, CHECKED_FEATURES.format(bootstrap=bootstrap, topic=topic),
+                          {"clicks": pa.Table.from_pylist([], schema=SCHEMA)}, _redis_db(redis_url, 12))
+    kafka.create_topic(topic)
+    kafka.produce(topic, [_json(e) for e in events])
+    manager.start(store, "checked", wait_seconds=0)
+    jobs.append((store, "checked"))
+    kept = len(events) - len(dropped)
+    _wait("the events that pass", lambda: manager.status_of(store, "checked").counters.get("admitted", 0) == kept,
+          120, jobs)
+    letters = {m.json()["offset"]: m.json() for m in kafka.read_topic(f"{topic}.dead-letter", timeout=30)}
+    assert {o: letter["reason"] for o, letter in letters.items()} == {
+        n: f"check {name} failed" for n, name in dropped.items()}
+    assert all(letter["view"] == "checked" and letter["row"]["user_id"] == events[o]["user_id"]
+               for o, letter in letters.items())
+    _wait("offline rows", lambda: "checked" in store.offline_store.appends.views()
+          and store.offline_store.appends.read("checked").num_rows == kept, 30, jobs)
+    assert sorted(r["event_timestamp"] for r in store.offline_store.appends.read("checked").to_pylist()) == sorted(
+        e["ts"] for n, e in enumerate(events) if n not in dropped)
+    _wait("status counters", lambda: manager.status_of(store, "checked").counters.get("check_dropped") == len(dropped),
+          10)
+    counters = manager.status_of(store, "checked").counters
+    assert counters["check_warned"] == len(warned)
+    assert counters["check_failed:known_kind"] == sum(e["kind"] not in ("a", "b") for e in events)
+    assert counters.get("dead_letters", 0) == 0 and counters.get("transform_errors", 0) == 0
+    _wait("quality records", lambda: sum(r.rows_written for r in quality_runs.runs(store, "checked")) == kept, 30)
+    runs = quality_runs.runs(store, "checked")
+    assert {r.kind for r in runs} == {"stream"}
+    totals = {}
+    for r in runs:
+        for c in r.checks:
+            totals[c["name"]] = totals.get(c["name"], 0) + c["rows_failed"]
+    assert totals == {"price_non_negative": sum(v == "price_non_negative" for v in dropped.values()),
+                      "known_kind": counters["check_failed:known_kind"],
+                      "small": sum(e["price"] is None or e["price"] * 2 >= 30 for e in events)}  # null fails too
+
+
 def _services(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(ROOT / ".ci" / "services.sh"), *args], capture_output=True, text=True,
                           timeout=180, cwd=ROOT)

@@ -29,6 +29,8 @@ Timestamp (naive = UTC), None -> untyped null; ``lit(value, type)`` gives a type
   run time both engines raise an error. See ``transforms.type_rules`` for result types.
 - comparisons ``== != < <= > >=``; boolean ``&``, ``|``, ``~`` (use these, not and/or/not).
 - ``coalesce(e, ...)``, ``e.fill_null(v)``, ``e.is_null()``, ``e.is_not_null()``
+- ``e.isin([v, ...])``: non-null constants of ``e``'s kind; null when ``e`` is null, else whether a value
+  equals it (SQL's ``IN``)
 - ``when(cond, value).when(...).otherwise(value)`` (``.end()`` for a null default)
 - strings: ``e.str.lower()``, ``.upper()``, ``.length()`` (code points), ``.trim()`` (spaces only),
   ``.substring(start, length=None)`` (1-based start), ``.contains(s)``, ``.starts_with(s)``,
@@ -38,7 +40,8 @@ Timestamp (naive = UTC), None -> untyped null; ``lit(value, type)`` gives a type
 
 Null semantics are SQL's: any operator or function with a null input gives null (comparisons too:
 ``null == null`` is null), except ``&``/``|`` which use three-valued logic (``False & null`` is False,
-``True | null`` is True), ``coalesce``, ``is_null``/``is_not_null`` and ``when``. A filter keeps the
+``True | null`` is True), ``coalesce``, ``is_null``/``is_not_null`` and ``when`` (``isin`` is null only
+for a null input). A filter keeps the
 rows where it is True (null drops the row). NaN is not given special treatment: avoid it.
 
 Casts (with the source type known, see ``transforms.type_rules.cast_allowed``): float -> integer truncates
@@ -67,6 +70,7 @@ from transforms.ir import (
     DatePart,
     EndsWith,
     Expr,
+    IsIn,
     IsNotNull,
     IsNull,
     Length,
@@ -102,6 +106,7 @@ __all__ = [
     "DatePart",
     "EndsWith",
     "Expr",
+    "IsIn",
     "IsNotNull",
     "IsNull",
     "Length",

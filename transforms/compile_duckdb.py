@@ -132,6 +132,9 @@ class DuckDBCompiler(Compiler):
     def visit_IsNotNull(self, n: ir.IsNotNull) -> str:
         return f"({self.visit(n.expr)} IS NOT NULL)"
 
+    def visit_IsIn(self, n: ir.IsIn) -> str:
+        return f"({self.visit(n.expr)} IN ({', '.join(self.visit(v) for v in n.values)}))"
+
     def visit_Lower(self, n: ir.Lower) -> str:
         return f"lower({self.visit(n.expr)})"
 

@@ -63,7 +63,7 @@ from transforms import ir
 from transforms.aggregation import Aggregation
 from transforms.compile_duckdb import FLOAT_TEXT, INT_TEXT
 from transforms.compiler import Compiler
-from transforms.type_rules import _Checker, output_name
+from transforms.type_rules import _Checker, output_name, promote
 
 _FLINK_TYPES = {
     "Int32": "INT",
@@ -336,6 +336,19 @@ class FlinkCompiler(Compiler):
 
     def visit_IsNotNull(self, n: ir.IsNotNull) -> str:
         return f"({self.visit(n.expr)} IS NOT NULL)"
+
+    def visit_IsIn(self, n: ir.IsIn) -> str:
+        # numbers compared in one type (the arithmetic rule), as the other engines do implicitly
+        kinds = [self._type(v) for v in (n.expr, *n.values)]
+        common = None
+        if all(t is not None and not isinstance(t, _t.Array) and t.family in ("integer", "float") for t in kinds):
+            for t in kinds:
+                common = t if common is None else promote(common, t)
+        x = self.visit(n.expr)
+        if common is not None and kinds[0] != common:
+            x = f"CAST({x} AS {flink_type(common)})"
+        values = [render_literal(v.value, common or v.dtype) for v in n.values]
+        return f"({x} IN ({', '.join(values)}))"
 
     def visit_Lower(self, n: ir.Lower) -> str:
         return f"LOWER({self.visit(n.expr)})"

@@ -177,6 +177,9 @@ class SparkCompiler(Compiler):
     def visit_IsNotNull(self, n: ir.IsNotNull):
         return self.visit(n.expr).isNotNull()
 
+    def visit_IsIn(self, n: ir.IsIn):
+        return self.visit(n.expr).isin(*[self.visit(v) for v in n.values])
+
     def visit_Lower(self, n: ir.Lower):
         return self.F.lower(self.visit(n.expr))
 

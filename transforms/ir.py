@@ -100,6 +100,13 @@ class Expr:
     def fill_null(self, value: Any) -> Coalesce:
         return Coalesce((self, _wrap(value)))
 
+    def isin(self, values: Any) -> IsIn:
+        """True when the value equals one of ``values`` (non-null constants of one kind), False when
+        it equals none, null when it is null: ``col("country").isin(["US", "DE"])``."""
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            raise DefinitionError(f"isin takes a list of values, got {values!r}")
+        return IsIn(self, tuple(_wrap(v) for v in values))
+
     @property
     def str(self) -> _StrNamespace:
         return _StrNamespace(self)
@@ -349,6 +356,25 @@ class IsNull(Expr):
 @dataclass(frozen=True, eq=False, repr=False)
 class IsNotNull(Expr):
     expr: Expr
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class IsIn(Expr):
+    """``expr.isin([v, ...])``: SQL's ``expr IN (v, ...)`` with non-null constant values, so it is
+    null exactly when ``expr`` is null (three-valued logic), else whether one value equals it."""
+
+    expr: Expr
+    values: tuple[Literal, ...]
+
+    def __post_init__(self):
+        _check_expr(self.expr, "isin operand")
+        object.__setattr__(self, "values", tuple(self.values))
+        if not self.values:
+            raise DefinitionError("isin needs at least one value")
+        for v in self.values:
+            if not isinstance(v, Literal) or v.value is None:
+                raise DefinitionError(f"isin values must be non-null constants (test nulls with is_null()), "
+                                      f"got {v!r}")
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -730,6 +756,8 @@ def _render(node: Expr) -> str:
         return f"{r(node.expr)}.is_null()"
     if isinstance(node, IsNotNull):
         return f"{r(node.expr)}.is_not_null()"
+    if isinstance(node, IsIn):
+        return f"{r(node.expr)}.isin([{', '.join(r(v) for v in node.values)}])"
     name = type(node).__name__
     if name in _STR_METHODS:
         return f"{r(node.expr)}.str.{_STR_METHODS[name]}()"  # type: ignore[attr-defined]

@@ -171,6 +171,16 @@ class _Checker:
 
     t_IsNotNull = t_IsNull
 
+    def t_IsIn(self, n: ir.IsIn):
+        t = self.t(n.expr)
+        for v in n.values:
+            vt = self.t(v)
+            if t is None:
+                t = vt
+            elif not ((is_numeric(t) and is_numeric(vt)) or (_family(t) == _family(vt) and _family(t) != "list")):
+                raise self.fail(n, f"isin compares {t!r} with a {vt!r} value")
+        return _t.Bool
+
     def _str_unary(self, n, name, result):
         self._string_arg(n, n.expr, name)
         return result

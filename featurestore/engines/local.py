@@ -29,20 +29,24 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from connectors.object_store import expand, filesystem, is_remote
 from featurestore import timestamps
 from featurestore import types as fstypes
+from featurestore.checks import CheckCounts
 from featurestore.errors import ConfigError, DamagedStateError, InvalidInputError
 from featurestore.online_aggregate import EV_CR, EV_TS, ev_column, state_types
 from featurestore.parquet_files import parquet_files
 from featurestore.ports.engine import (
     CAP_EXPORT_PARQUET,
+    CHECK_COLUMN,
     CREATED_TS,
     EVENT_TS,
     Engine,
     ViewData,
     ViewJoin,
     conform_rows,
+    row_schema,
 )
 from transforms import output_name
 from transforms.aggregation import Aggregation
+from transforms.checks import failed, first_failed
 from transforms.compile_duckdb import DuckDBCompiler, aggregate_at_points_sql
 
 if TYPE_CHECKING:
@@ -316,7 +320,21 @@ class LocalEngine(Engine):
             items = [star] + [f"{expr} AS {quote(name)}" for name, expr in outputs]
             where = f" WHERE {compiler.visit(data.filter)}" if data.filter is not None else ""
             sql = f"SELECT {', '.join(items)} FROM ({sql}) AS {alias}_src{where}"
-        return self._with_appended(con, data, self._epoch_ms_times(con, data, f"({sql})", params), alias, params)
+        if data.checks:
+            sql = self._checked(data, sql, alias, params)
+        scan = self._epoch_ms_times(con, data, f"({sql})", params)
+        return scan if data.quarantined else self._with_appended(con, data, scan, alias, params)
+
+    @staticmethod
+    def _checked(data: ViewData, sql: str, alias: str, params: dict[str, Any]) -> str:
+        """``sql``'s rows that pass the drop checks, or with ``quarantined`` the others, with the first
+        failed check's name (``ViewData.checks``)."""
+        checker = DuckDBCompiler(row_schema(data) or None, params)
+        first = checker.visit(first_failed(data.checks))
+        if data.quarantined:
+            return (f"SELECT * FROM (SELECT *, {first} AS {quote(CHECK_COLUMN)} FROM ({sql}) AS {alias}_rows) "
+                    f"AS {alias}_checked WHERE {quote(CHECK_COLUMN)} IS NOT NULL")
+        return f"SELECT * FROM ({sql}) AS {alias}_rows WHERE {first} IS NULL"
 
     @staticmethod
     def _epoch_ms_times(con, data: ViewData, scan: str, params: dict[str, Any]) -> str:
@@ -657,6 +675,19 @@ class LocalEngine(Engine):
             where = self._time_filter(ts, start, end, params)
             lo, hi = con.execute(f"SELECT min({ts}), max({ts}) FROM {scan}{where}", params).fetchall()[0]
         return lo, hi
+
+    @_time_input_errors
+    def check_counts(self, data: ViewData, checks: list[tuple[str, Any]], start: datetime | None,
+                     end: datetime | None) -> CheckCounts:
+        with self._session([data]) as con:
+            params: dict[str, Any] = {}
+            scan = self._scan(con, data, "fs_src", params)
+            ts = self._ts(data.timestamp_column)
+            checker = DuckDBCompiler(row_schema(data) or None, params)
+            counts = [f"count(*) FILTER (WHERE {checker.visit(failed(expr))})" for _, expr in checks]
+            sql = f"SELECT count(*), max({ts}){''.join(', ' + c for c in counts)} FROM {scan}"
+            row = con.execute(sql + self._time_filter(ts, start, end, params), params).fetchall()[0]
+        return CheckCounts(rows=row[0], latest=row[1], failed={name: n for (name, _), n in zip(checks, row[2:])})
 
     @_time_input_errors
     def read_rows(self, data: ViewData, keys: list[tuple[str, pa.DataType]],

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.object_store import expand, hadoop_settings
 from featurestore import timestamps
+from featurestore.checks import CheckCounts
 from featurestore.engines.spark_delta import session_conf
 from featurestore.engines.spark_writes import frame_schema, write_offline, write_online
 from featurestore.errors import BackendUnavailableError, InvalidInputError, MissingDependencyError
@@ -26,6 +27,7 @@ from featurestore.online_aggregate import EV_CR, EV_TS, ev_column
 from featurestore.ports.engine import (
     CAP_CLUSTER_WRITES,
     CAP_EXPORT_PARQUET,
+    CHECK_COLUMN,
     CREATED_TS,
     EVENT_TS,
     ClusterMaterialization,
@@ -33,11 +35,13 @@ from featurestore.ports.engine import (
     ViewData,
     ViewJoin,
     conform_rows,
+    row_schema,
 )
 from featurestore.ports.online_store import WriteResult
 from transforms import output_name
 from transforms.aggregation import Aggregation
-from transforms.compile_spark import aggregate_at_points, apply_view
+from transforms.checks import failed, first_failed
+from transforms.compile_spark import aggregate_at_points, apply_view, to_column
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -142,10 +146,23 @@ class SparkEngine(Engine):
             produced = {output_name(e) for e in data.transform}
             keep = [c for c in frame.columns if c not in produced]
             frame = apply_view(frame, list(data.transform), data.filter, keep)
+        if data.checks:
+            frame = _checked(frame, data)
         frame = _epoch_ms_times(frame, data)
-        if data.appended:
+        if data.appended and not data.quarantined:
             frame = self._with_appended(data, frame)
         return frame
+
+    def check_counts(self, data: ViewData, checks: list[tuple[str, Any]], start: datetime | None,
+                     end: datetime | None) -> CheckCounts:
+        from pyspark.sql import functions as F
+
+        frame = self._filtered(data, start, end)
+        schema = row_schema(data) or None
+        counts = [F.count(F.when(to_column(failed(expr), schema), 1)) for _, expr in checks]
+        row = frame.agg(F.count(F.lit(1)), F.max(F.col(data.timestamp_column).cast("timestamp")), *counts).collect()[0]
+        return CheckCounts(rows=row[0], latest=_utc(row[1]),
+                           failed={name: n for (name, _), n in zip(checks, row[2:])})
 
     def _dataset_files(self, data: ViewData) -> list[str]:
         """Paths Spark reads for a dataset's files: local paths as they are, objects on S3 as s3a://
@@ -423,6 +440,17 @@ def _grouped_aggregates(events: "DataFrame", points: "DataFrame", keys: list[str
         columns.append(expr.alias(agg.name))
     columns.append(F.max("v.__ts").alias("__fs_latest"))
     return joined.groupBy(F.col("p.__point_id").alias("__point_id")).agg(*columns)
+
+
+def _checked(frame: "DataFrame", data: ViewData) -> "DataFrame":
+    """``frame``'s rows that pass the drop checks, or with ``quarantined`` the others, with the first
+    failed check's name (``ViewData.checks``)."""
+    from pyspark.sql import functions as F
+
+    first = to_column(first_failed(data.checks), row_schema(data) or None)
+    if data.quarantined:
+        return frame.withColumn(CHECK_COLUMN, first).where(F.col(CHECK_COLUMN).isNotNull())
+    return frame.where(first.isNull())
 
 
 def _utc(value: datetime | None) -> datetime | None:

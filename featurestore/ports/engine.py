@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from featurestore.checks import CheckCounts
+from featurestore.errors import DefinitionError
 from featurestore.ports.online_store import WriteResult
+from transforms import infer_type, output_name
 
 if TYPE_CHECKING:
     import pyarrow.dataset as pds
@@ -26,6 +29,8 @@ CAP_CLUSTER_WRITES = "cluster_writes"  # ``materialize``: rows stay on the clust
 # Canonical timestamp columns of a view's rows once they leave a source (offline store, online writes).
 EVENT_TS = "event_timestamp"
 CREATED_TS = "created_timestamp"
+# The failed check's name on quarantined rows (``ViewData.quarantined``).
+CHECK_COLUMN = "__fs_check"
 
 
 @dataclass(frozen=True)
@@ -57,10 +62,16 @@ class ViewData:
     appended: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()
     appended_storage_options: tuple[tuple[str, str], ...] = ()  # for appended files on object storage
+    # The view's drop checks (name, Bool expression over the rows after the transforms), the pipeline's
+    # last step: rows failing one are left out (``transforms.checks``: false or null fails) before the
+    # appended rows are added (those were checked where they came in). With ``quarantined`` only the
+    # failing rows are kept, with the name of the first check they fail in column ``CHECK_COLUMN``.
+    checks: tuple[tuple[str, Any], ...] = ()
+    quarantined: bool = False
 
     @property
     def has_pipeline(self) -> bool:
-        return bool(self.rename or self.filter is not None or self.transform)
+        return bool(self.rename or self.filter is not None or self.transform or self.checks)
 
     def __post_init__(self) -> None:
         if bool(self.files) + (self.table is not None) + (self.dataset is not None) != 1:
@@ -135,12 +146,31 @@ class Engine(ABC):
                     ) -> tuple[datetime | None, datetime | None]:
         """(min, max) event time of the rows with start <= event time < end; (None, None) if none."""
 
+    @abstractmethod
+    def check_counts(self, data: ViewData, checks: list[tuple[str, Any]], start: datetime | None,
+                     end: datetime | None) -> CheckCounts:
+        """Over ``data``'s rows with start <= event time < end, in one pass: how many there are, how many
+        fail each ``(name, expression)`` row check (``transforms.checks.failed``) and the newest event
+        time."""
+
     def materialize(self, job: ClusterMaterialization) -> tuple[int, WriteResult | None]:
         """(offline rows written, the online write's result or None) of ``job`` (``CAP_CLUSTER_WRITES``)."""
         raise NotImplementedError(f"{type(self).__name__} does not write from a cluster")
 
     def close(self) -> None:  # noqa: B027 - engines without resources need nothing here
         """Release connections and sessions."""
+
+
+def row_schema(data: ViewData) -> dict[str, Any]:
+    """The types of ``data``'s rows after its transforms (source types, then the transforms' outputs
+    whose types are known), which the checks read."""
+    schema = dict(data.schema)
+    for expr in data.transform:
+        try:
+            schema[output_name(expr)] = infer_type(expr, dict(data.schema))
+        except DefinitionError:
+            schema.pop(output_name(expr), None)
+    return schema
 
 
 def conform_rows(table: pa.Table, keys: list[tuple[str, pa.DataType]],

@@ -38,7 +38,8 @@ from featurestore.sources import StreamSource
 from featurestore.validate import source_schema
 from transforms import compile_flink as cf
 from transforms.aggregation import Aggregation
-from transforms.type_rules import output_name
+from transforms.checks import failed
+from transforms.type_rules import infer_type, output_name
 
 # Columns the job adds to every event: where it came from (exactly-once offline appends and the
 # dead-letter report) and the Kafka record time (the created time of an aggregation's online row).
@@ -50,7 +51,11 @@ BAD, KEEP, ERROR = "__fs_bad", "__fs_keep", "__fs_error"
 # What the job's SQL hands the sink after the view's columns, in this order.
 SINK_META = (*META_COLUMNS, BAD, KEEP, ERROR)
 
-BLUEPRINT_VERSION = 4
+# After SINK_META, one Bool column per row check of the view: whether the event fails it (false or
+# null fails, ``transforms.checks``), evaluated on the rows after the filter and transforms.
+CHECK_PREFIX = "__fs_fail_"
+
+BLUEPRINT_VERSION = 5
 # Bytes columns are not streamed yet: Flink SQL has no exact way to carry them out of JSON.
 _SCALARS = ("Int32", "Int64", "Float32", "Float64", "String", "Bool", "Timestamp")
 
@@ -101,6 +106,8 @@ class Blueprint:
     ttl_seconds: float | None
     online: bool
     stream_engine: Mapping[str, Any]  # the repo config's stream_engine section
+    # The view's row checks as (name, on_fail), in the order of their columns after SINK_META.
+    checks: tuple[tuple[str, str], ...] = ()
 
     def state_types(self) -> dict[str, pa.DataType]:
         """The online state columns of an aggregation view (``online_aggregate.state_types``)."""
@@ -121,6 +128,7 @@ class Blueprint:
             "aggregations": [a.to_spec() for a in self.aggregations],
             "aggregation_types": {k: t.to_spec() for k, t in self.aggregation_types.items()},
             "ttl_seconds": self.ttl_seconds, "online": self.online, "stream_engine": dict(self.stream_engine),
+            "checks": [list(c) for c in self.checks],
         }, indent=1)
 
     @classmethod
@@ -140,7 +148,8 @@ class Blueprint:
             output_types={k: types(t) for k, t in d["output_types"].items()},
             aggregations=tuple(Aggregation.from_spec(a) for a in d["aggregations"]),
             aggregation_types={k: types(t) for k, t in d["aggregation_types"].items()},
-            ttl_seconds=d["ttl_seconds"], online=d["online"], stream_engine=d["stream_engine"])
+            ttl_seconds=d["ttl_seconds"], online=d["online"], stream_engine=d["stream_engine"],
+            checks=tuple((name, on_fail) for name, on_fail in d["checks"]))
 
 
 def build_blueprint(store: Any, view_name: str, view: FeatureView | None = None) -> Blueprint:
@@ -190,6 +199,7 @@ def build_blueprint(store: Any, view_name: str, view: FeatureView | None = None)
         ttl_seconds=view.ttl_seconds,
         online=view.online,
         stream_engine=dict(store.config.stream_engine),
+        checks=tuple((c.name, c.on_fail) for c in view.row_checks),
     )
 
 
@@ -208,6 +218,8 @@ def _event_columns(store: Any, view: FeatureView, keys: list[str], ts_col: str,
     needed: dict[str, None] = dict.fromkeys(keys + [ts_col] + ([created_col] if created_col else []))
     for e in [*view.transform, *([view.filter] if view.filter is not None else [])]:
         needed.update(dict.fromkeys(e.columns()))
+    for check in view.row_checks:
+        needed.update(dict.fromkeys(c for c in check.expr.columns() if c not in produced))
     needed.update(dict.fromkeys(f.name for f in view.stored_fields if f.name not in produced))
     inverse = {v: k for k, v in source.field_mapping.items()}
     columns = []
@@ -252,6 +264,14 @@ def _job_select(view: FeatureView, columns: list[EventColumn], outputs: list[str
     items.append(text(ts_col, EVENT_TS))
     items.append(text(created_col, CREATED_TS) if created_col else f"CAST(NULL AS STRING) AS {CREATED_TS}")
     items += [cf.quote_ident(m) for m in SINK_META]
+    rows = schema | {output_name(e): infer_type(e, schema) for e in transform}
+    for i, check in enumerate(view.row_checks):
+        if not cf.supports(check.expr, rows):
+            raise DefinitionError(f"feature view {view.name!r}: the stream engine cannot run check {check.name!r} "
+                                  f"(see transforms.compile_flink.UNSUPPORTED)", obj=view.name)
+        # errors as values: a check whose expression fails on a row (an overflow) is null there, so fails
+        fails, _ = cf.to_sql_with_error(failed(check.expr), rows)
+        items.append(f"{fails} AS {cf.quote_ident(f'{CHECK_PREFIX}{i}')}")
     return f"SELECT {', '.join(items)} FROM ({inner})"
 
 

@@ -47,7 +47,7 @@ from typing import Any
 from featurestore.store import FeatureStore
 from featurestore.streaming import events as ev
 from featurestore.streaming import jars
-from featurestore.streaming.blueprint import KAFKA_TS, SINK_META, Blueprint, events_view_sql
+from featurestore.streaming.blueprint import CHECK_PREFIX, KAFKA_TS, SINK_META, Blueprint, events_view_sql
 from featurestore.streaming.config import stream_engine_config
 from featurestore.streaming.sink import EventSink
 from transforms.compile_flink import quote_string
@@ -192,7 +192,7 @@ def _sink_function(blueprint: Blueprint, state_dir: str) -> Any:
             self.sink = EventSink(blueprint, self.store)
             metrics = function_context.get_metric_group()
             self.metrics = {name: metrics.counter(name) for name in ("dead_letters", "late_events",
-                                                                     "transform_errors")}
+                                                                     "transform_errors", "check_dropped")}
             self.status = StatusFile(state_dir, "sink")
 
         def is_deterministic(self):  # it writes the stores
@@ -205,15 +205,18 @@ def _sink_function(blueprint: Blueprint, state_dir: str) -> Any:
             cols[kafka_ts_index] = _epoch_ms(series[kafka_ts_index])
             out = self.sink.handle(cols)
             for name, value in (("dead_letters", out.malformed), ("late_events", out.late),
-                                ("transform_errors", out.failed)):
+                                ("transform_errors", out.failed), ("check_dropped", out.check_dropped)):
                 if value:
                     self.metrics[name].inc(value)
                     self.status.bump(name, value)
             for name in ("replayed", "filtered", "online_written", "online_skipped_stale", "offline_rows",
-                         "admitted", "letters_resent_skipped"):
+                         "admitted", "letters_resent_skipped", "check_warned"):
                 if getattr(out, name):
                     self.status.bump(name, getattr(out, name))
-            if out.admitted or out.malformed or out.late or out.failed or out.filtered:
+            for check, n in out.check_failures.items():
+                if n:
+                    self.status.bump(f"check_failed:{check}", n)
+            if out.admitted or out.malformed or out.late or out.failed or out.filtered or out.check_dropped:
                 self.status.bump("sink_batches")
                 self.status.set("last_write", time.time())
             return pd.Series([1] * n, dtype="int64")
@@ -242,7 +245,9 @@ def _pipeline_sql(t_env: Any, blueprint: Blueprint) -> str:
         "SELECT fs_parse(`value`, `partition`, `offset`) AS `p`, `partition`, `offset`, `record_time` "
         "FROM `fs_kafka`"))
     t_env.create_temporary_view("events", t_env.sql_query(events_view_sql(blueprint)))
-    args = ", ".join([f"CAST(`{c}` AS STRING)" for c in blueprint.output_columns] + [f"`{c}`" for c in SINK_META])
+    checks = [f"`{CHECK_PREFIX}{i}`" for i in range(len(blueprint.checks))]
+    args = ", ".join([f"CAST(`{c}` AS STRING)" for c in blueprint.output_columns] + [f"`{c}`" for c in SINK_META]
+                     + checks)
     insert = f"INSERT INTO `fs_done` SELECT fs_sink({args}) FROM ({blueprint.select})"
     return insert
 

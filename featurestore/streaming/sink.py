@@ -2,14 +2,18 @@
 
 The job's SQL hands the sink every message it read, in offset order per partition: the view's output
 columns (as text), then ``blueprint.SINK_META`` (partition, offset, Kafka record time, the dead letter of a
-message the parser rejected, whether the view's filter keeps the event, why a transform failed). For
+message the parser rejected, whether the view's filter keeps the event, why a transform failed), then
+one column per row check of the view (whether the event fails it). For
 each message not handled before (``progress.PartitionProgress``) the sink decides, in this order:
 
 1. rejected by the parser (malformed): dead letter;
 2. the view's filter or transforms failed on it: dead letter (``transform: <message>``);
 3. the filter drops it: nothing (it still moves its partition's watermark);
-4. late (behind its partition's watermark by more than the allowed lateness): dead letter;
-5. otherwise it is applied to both stores.
+4. it fails one of the view's drop or fail checks (``featurestore.checks``; a stream cannot stop, so
+   ``fail`` acts as ``drop``): dead letter (``check <name> failed``, the first such check); failures of
+   warn checks are only counted;
+5. late (behind its partition's watermark by more than the allowed lateness): dead letter;
+6. otherwise it is applied to both stores.
 
 Then, in this order: the dead letters are produced (and acknowledged), the events are written online
 (monotonic, and folded into aggregation states that remember the offsets they hold), and the offline
@@ -19,16 +23,23 @@ commit is the batch's end: after a crash the job resumes from its last Flink che
 the commit), skips what the commit covers and decides the rest again, the same way. Dead letters a job
 sent after its last commit are found in the dead-letter topic when it starts and not sent again; online
 writes of those events are idempotent. So every message lands once: applied, or dead-lettered.
+
+A batch whose events met the view's row checks appends one quality record (``featurestore.quality_runs``,
+kind ``stream``) after its commit: what each check counted (run checks such as ``row_count`` are judged by
+materialization runs only; a batch of a stream is no run).
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
+from featurestore import quality_runs
+from featurestore.checks import stream_outcomes
 from featurestore.ports.engine import EVENT_TS
+from featurestore.quality_runs import QualityRun
 from featurestore.streaming import events as ev
 from featurestore.streaming.blueprint import Blueprint
 from featurestore.streaming.progress import PartitionProgress
@@ -64,6 +75,10 @@ class BatchOutcome:
     online_skipped_stale: int = 0
     offline_rows: int = 0
     letters_resent_skipped: int = 0
+    checked: int = 0  # events the view's row checks judged (those its filter keeps)
+    check_dropped: int = 0  # dead-lettered by a drop or fail check
+    check_warned: int = 0  # failing only warn checks: written all the same
+    check_failures: dict[str, int] = field(default_factory=dict)  # per check, the events failing it
 
 
 class EventSink:
@@ -71,6 +86,7 @@ class EventSink:
 
     def __init__(self, blueprint: Blueprint, store: Any, *, dead_letters: DeadLetters | None = None):
         self.blueprint = blueprint
+        self.store = store
         self.names = blueprint.output_columns
         self.converters = [_CONVERT[blueprint.output_types[n].name] for n in self.names]
         self.times = {n for n in self.names if blueprint.output_types[n].name == "Timestamp"}
@@ -100,9 +116,12 @@ class EventSink:
     def handle(self, cols: list[list[Any]]) -> BatchOutcome:
         """One batch: ``cols`` are the SQL's columns (output columns, then ``blueprint.SINK_META``) as lists;
         the Kafka record times as epoch milliseconds."""
+        started = datetime.now(timezone.utc)
         n_out = len(self.names)
         partitions, offsets, kafka_times, bad, keep, errors = cols[n_out:n_out + 6]
-        out = BatchOutcome()
+        checks = self.blueprint.checks
+        fails = cols[n_out + 6:n_out + 6 + len(checks)]
+        out = BatchOutcome(check_failures=dict.fromkeys((name for name, _ in checks), 0))
         letters: list[tuple[int, int, str]] = []
         items: list[tuple[dict[str, Any], int, int, int | None]] = []
         spans: dict[int, tuple[int, int]] = {}
@@ -128,6 +147,9 @@ class EventSink:
                 out.failed += 1
             elif not keep[i]:
                 out.filtered += 1
+            elif checks and (failing := self._judge(out, fails, i)):
+                letters.append((p, o, self._letter(f"check {failing} failed", row, p, o)))
+                out.check_dropped += 1
             elif late:
                 letters.append((p, o, self._letter(
                     f"late: event time {from_us(event_us).isoformat()} is more than the allowed lateness "
@@ -154,7 +176,30 @@ class EventSink:
         out.admitted = len(items)
         if items:
             self.pool.submit(self.offline.compact)  # before the next batch's staging, off this call's path
+        if out.checked:
+            # After the commit: a crash before it is recorded loses the record, never repeats it.
+            run = QualityRun(kind="stream", started=started, ended=datetime.now(timezone.utc),
+                             rows_in=len(partitions) - out.replayed, rows_written=out.admitted,
+                             checks=stream_outcomes(self.blueprint.checks, out.checked, out.check_failures))
+            self.pool.submit(quality_runs.record, self.store, self.blueprint.view, run)
         return out
+
+    def _judge(self, out: BatchOutcome, fails: list[list[Any]], i: int) -> str | None:
+        """Counts event ``i``'s check failures; the first drop or fail check it fails (its dead letter's
+        reason), None when it is to be written."""
+        out.checked += 1
+        first = None
+        warned = False
+        for (name, on_fail), column in zip(self.blueprint.checks, fails):
+            if column[i]:
+                out.check_failures[name] += 1
+                if on_fail == "warn":
+                    warned = True
+                elif first is None:
+                    first = name
+        if first is None and warned:
+            out.check_warned += 1
+        return first
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

@@ -20,6 +20,27 @@ def _rows_to_table(rows: list[dict], arrow_schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=arrow_schema)
 
 
+def _check_data(rows, arrow_schema, drops, schema, quarantined=False):
+    from featurestore.ports.engine import ViewData
+
+    return ViewData("ts", None, table=_rows_to_table(rows, arrow_schema), schema=tuple(schema.items()),
+                    checks=tuple(drops), quarantined=quarantined)
+
+
+def run_checks(engine, rows, arrow_schema, checks, drops, schema):
+    """``(counts, kept ids, [(id, first failed drop check)])`` from the product engine's own check
+    pass (``check_counts``) and reads through its drop checks (``read_rows``)."""
+    from featurestore.ports.engine import CHECK_COLUMN
+
+    ids = [("id", pa.int64())]
+    counts = engine.check_counts(_check_data(rows, arrow_schema, (), schema), checks, None, None)
+    kept = engine.read_rows(_check_data(rows, arrow_schema, drops, schema), ids, [], None, None)
+    dropped = engine.read_rows(_check_data(rows, arrow_schema, drops, schema, True), ids,
+                               [(CHECK_COLUMN, "check", pa.string())], None, None)
+    return counts, kept.column("id").to_pylist(), list(zip(dropped.column("id").to_pylist(),
+                                                           dropped.column("check").to_pylist()))
+
+
 class DuckDBEngine:
     name = "duckdb"
     examples = 60
@@ -27,8 +48,14 @@ class DuckDBEngine:
     def __init__(self):
         import duckdb
 
+        from featurestore.engines.local import LocalEngine
+
         self.con = duckdb.connect()
         self.con.execute(f"SET TimeZone='{SESSION_TZ}'")
+        self.product = LocalEngine()
+
+    def checks(self, rows, arrow_schema, checks, drops, schema):
+        return run_checks(self.product, rows, arrow_schema, checks, drops, schema)
 
     def view(self, rows, arrow_schema, transform, filter, passthrough, schema):
         from transforms.compile_duckdb import compile_view
@@ -62,7 +89,13 @@ class SparkEngine:
     examples = 15
 
     def __init__(self, spark):
+        from featurestore.engines.spark import SparkEngine
+
         self.spark = spark
+        self.product = SparkEngine()  # the process's one engine session (UTC)
+
+    def checks(self, rows, arrow_schema, checks, drops, schema):
+        return run_checks(self.product, rows, arrow_schema, checks, drops, schema)
 
     def _df(self, rows, arrow_schema):
         return self.spark.createDataFrame(_rows_to_table(rows, arrow_schema))

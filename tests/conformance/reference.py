@@ -139,6 +139,10 @@ class Evaluator:
     def e_IsNull(self, n, row):
         return self.ev(n.expr, row) is None
 
+    def e_IsIn(self, n, row):
+        x = self.ev(n.expr, row)
+        return None if x is None else any(x == v.value for v in n.values)
+
     def e_IsNotNull(self, n, row):
         return self.ev(n.expr, row) is not None
 

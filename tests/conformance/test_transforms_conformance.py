@@ -93,6 +93,10 @@ EXPRESSIONS = {
     "coalesce_str": coalesce(col("s"), "none"),
     "coalesce_untyped_null": coalesce(lit(None), col("i")),
     "fill_null": col("i").fill_null(-1),
+    "isin_str": col("s").isin(["a", "B", "", "zé"]),
+    "isin_mixed_numbers": col("i").isin([1, 2.5, -3]),
+    "isin_float": col("f").isin([0.25, -1, 100]),
+    "isin_bool": col("b").isin([True]),
     "is_null": col("s").is_null(),
     "is_not_null": col("f").is_not_null(),
     "lower": col("s").str.lower(),
@@ -214,6 +218,48 @@ def test_filter_on_source_column_before_transform_renames(engine):
              "b": None, "c": None, "ts": None}]
     got = engine.view(rows, ARROW_SCHEMA, [(col("i") * 0).alias("i")], col("i") > 1, ["id"], SCHEMA)
     assert got == [{"id": 0, "i": 0}]
+
+
+# ------------------------------------------------------------------------------------------------
+# Checks: a row fails a check whose expression is false or null (transforms.checks)
+# ------------------------------------------------------------------------------------------------
+
+CHECKS = {  # name -> (expression, on_fail)
+    "non_negative": (col("i") >= 0, "drop"),
+    "known": (col("s").isin(["a", "B", "zé"]), "drop"),
+    "flag_or_null": (col("b") | col("c").is_null(), "warn"),
+    "not_null_f": (col("f").is_not_null(), "fail"),
+    "bounded": ((col("f") > -10) & (col("f") <= col("g") * 4), "drop"),
+}
+DROPS = [(name, e) for name, (e, on_fail) in CHECKS.items() if on_fail == "drop"]
+
+
+def expected_checks(rows: list[dict]) -> tuple[dict[str, int], dict[int, str]]:
+    """Per check, the rows failing it; per dropped row, the first drop check it fails."""
+    verdicts = {name: reference.evaluate(e, rows, SCHEMA) for name, (e, _) in CHECKS.items()}
+    failed = {name: sum(v is not True for v in vs) for name, vs in verdicts.items()}
+    dropped = {}
+    for n, row in enumerate(rows):
+        first = next((name for name, _ in DROPS if verdicts[name][n] is not True), None)
+        if first is not None:
+            dropped[row["id"]] = first
+    return failed, dropped
+
+
+def test_checks_keep_drop_and_count_the_same_rows(engine):
+    checks = [(name, e) for name, (e, _) in CHECKS.items()]
+
+    @settings(max_examples=max(3, engine.examples // 2), deadline=None, suppress_health_check=list(HealthCheck))
+    @given(rows=_rows)
+    def run(rows):
+        counts, kept, quarantined = engine.checks(rows, ARROW_SCHEMA, checks, DROPS, SCHEMA)
+        failed, dropped = expected_checks(rows)
+        assert counts.rows == len(rows) and counts.failed == failed, engine.name
+        assert sorted(kept) == sorted(r["id"] for r in rows if r["id"] not in dropped), engine.name
+        assert dict(quarantined) == dropped and len(quarantined) == len(dropped), engine.name
+        assert counts.latest == max((r["ts"] for r in rows if r["ts"] is not None), default=None)
+
+    run()
 
 
 # ------------------------------------------------------------------------------------------------
