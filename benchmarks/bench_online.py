@@ -181,6 +181,15 @@ class RedisServer:
     def dbsize(self, db: int) -> int:
         return int(self.client.info("keyspace").get(f"db{db}", {}).get("keys", 0))
 
+    def runner_args(self, system: str) -> list[str]:
+        """Where a materialize runner writes: ours DB 0 under ``OURS_PREFIX``, Feast DB 1."""
+        if system == "ours":
+            return ["--redis-url", f"{self.url}/{OURS_DB}", "--prefix", OURS_PREFIX]
+        return ["--redis", f"127.0.0.1:{self.port},db={FEAST_DB}"]
+
+    def cpu_seconds(self) -> float:
+        return _cpu_seconds(self.service.proc.pid)
+
     def flushall(self) -> None:
         self.client.flushall()
 
@@ -211,19 +220,19 @@ def run_materialize(system: str, views: dict[str, Path], repo: Path, project: st
     view_args = [a for name, path in views.items() for a in ("--view", f"{name}={path}")]
     common = ["--repo", str(repo), *view_args, "--project", project, "--start", start.isoformat(),
               "--end", end.isoformat(), "--metrics", str(metrics)]
+    # ``redis``: anything with ``runner_args(system)`` and ``cpu_seconds()`` (a RedisServer here; the
+    # cluster benchmark passes its three-master cluster).
     if system == "ours":
-        cmd = [sys.executable, str(RUNNERS / "online_ours.py"), *common,
-               "--redis-url", f"{redis.url}/{OURS_DB}", "--prefix", OURS_PREFIX]
+        cmd = [sys.executable, str(RUNNERS / "online_ours.py"), *common, *redis.runner_args("ours")]
         if profile:
             cmd += ["--profile", str(profile)]
     else:
-        cmd = [str(feast_python), str(RUNNERS / "online_feast.py"), *common,
-               "--redis", f"127.0.0.1:{redis.port},db={FEAST_DB}"]
-    redis_cpu0 = _cpu_seconds(redis.service.proc.pid)
+        cmd = [str(feast_python), str(RUNNERS / "online_feast.py"), *common, *redis.runner_args("feast")]
+    redis_cpu0 = redis.cpu_seconds()
     child = run_child(cmd, run_dir / f"{tag}.log", guard["timeout"], guard["rss_limit_mb"],
                       guard["min_available_mb"])
     rec = json.loads(metrics.read_text()) if metrics.exists() else {"ok": False}
-    rec["redis_cpu_seconds"] = _cpu_seconds(redis.service.proc.pid) - redis_cpu0  # the whole child's life
+    rec["redis_cpu_seconds"] = redis.cpu_seconds() - redis_cpu0  # the whole child's life
     rec.update(process_seconds=child["process_seconds"], process_peak_rss_mb=child["process_peak_rss_mb"],
                killed=child["killed"], exit_code=child["exit_code"])
     if not rec.get("ok") and not rec.get("error"):
@@ -424,20 +433,29 @@ def compare(ours_port: int, feast_port: int, sample: int, seed: int) -> dict:
     return out
 
 
+def start_server(system: str, name: str, workers: int, repo: Path, port: int, feast_python: Path, run_dir: Path,
+                 guard: dict) -> Service:
+    """One feature server (``system`` ours or feast) on ``port`` for the repo a materialize runner wrote;
+    not waited for (``wait_healthy``)."""
+    if system == "ours":
+        return Service(f"{name}(w{workers})", [
+            str(Path(sys.executable).parent / "featurestore"), "--repo", str(repo), "serve", "--host", "127.0.0.1",
+            "--port", str(port), "--workers", str(workers), "--log-level", "warning"],
+            run_dir / f"server-{name}-w{workers}.log", ROOT, guard)
+    # Feast's defaults restart each gunicorn worker after ~1,000 requests (--max-requests 1000), which
+    # stalls a run for seconds; 0 turns that off. Access log off, as ours.
+    return Service(f"{name}(w{workers})", [
+        str(feast_python.parent / "feast"), "serve", "-h", "127.0.0.1", "-p", str(port),
+        "--workers", str(workers), "--no-access-log", "--max-requests", "0"],
+        run_dir / f"server-{name}-w{workers}.log", repo, guard)
+
+
 def start_servers(workers: int, ours_repo: Path, feast_repo: Path, feast_python: Path, run_dir: Path,
                   guard: dict) -> dict:
     ports = {"ours": free_port(56410), "feast": None}
     ports["feast"] = free_port(ports["ours"] + 1)
-    ours = Service(f"ours(w{workers})", [
-        str(Path(sys.executable).parent / "featurestore"), "--repo", str(ours_repo), "serve", "--host", "127.0.0.1",
-        "--port", str(ports["ours"]), "--workers", str(workers), "--log-level", "warning"],
-        run_dir / f"server-ours-w{workers}.log", ROOT, guard)
-    # Feast's defaults restart each gunicorn worker after ~1,000 requests (--max-requests 1000), which
-    # stalls a run for seconds; 0 turns that off. Access log off, as ours.
-    feast = Service(f"feast(w{workers})", [
-        str(feast_python.parent / "feast"), "serve", "-h", "127.0.0.1", "-p", str(ports["feast"]),
-        "--workers", str(workers), "--no-access-log", "--max-requests", "0"],
-        run_dir / f"server-feast-w{workers}.log", feast_repo, guard)
+    ours = start_server("ours", "ours", workers, ours_repo, ports["ours"], feast_python, run_dir, guard)
+    feast = start_server("feast", "feast", workers, feast_repo, ports["feast"], feast_python, run_dir, guard)
     try:
         startup = {"ours": wait_healthy(ours, ports["ours"]), "feast": wait_healthy(feast, ports["feast"])}
     except BaseException:

@@ -31,6 +31,7 @@ offline_store:
     type: file
 online_store:
     type: redis
+    redis_type: {redis_type}
     connection_string: "{redis}"
 entity_key_serialization_version: 3
 """
@@ -54,10 +55,10 @@ def objects(views: dict[str, Path]) -> list:
     return out
 
 
-def write_repo(repo: Path, project: str, redis: str) -> Path:
+def write_repo(repo: Path, project: str, redis: str, redis_type: str = "redis") -> Path:
     shutil.rmtree(repo, ignore_errors=True)
     (repo / "data").mkdir(parents=True)
-    (repo / "feature_store.yaml").write_text(YAML.format(project=project, redis=redis))
+    (repo / "feature_store.yaml").write_text(YAML.format(project=project, redis=redis, redis_type=redis_type))
     return repo
 
 
@@ -65,12 +66,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(ap)
     ap.add_argument("--redis", required=True, help="Feast connection string, e.g. 127.0.0.1:56400,db=1")
+    ap.add_argument("--redis-type", default="redis", choices=["redis", "redis_cluster"],
+                    help="Feast's redis_type (redis_cluster: --redis names a cluster node, no db)")
     args = ap.parse_args()
     metrics: dict = {"ok": False, "system": "feast"}
     try:
         from feast import FeatureStore
 
-        repo = write_repo(args.repo.resolve(), args.project, args.redis)
+        repo = write_repo(args.repo.resolve(), args.project, args.redis, args.redis_type)
         views = parse_views(args.view)
         timed("apply_seconds", lambda: FeatureStore(repo_path=str(repo)).apply(objects(views)), metrics)
         store = FeatureStore(repo_path=str(repo))

@@ -43,13 +43,15 @@ def features_py(views: dict[str, Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_repo(repo: Path, views: dict[str, Path], project: str, redis_url: str, prefix: str) -> Path:
+def write_repo(repo: Path, views: dict[str, Path], project: str, redis_url: str, prefix: str,
+               cluster: bool = False) -> Path:
     shutil.rmtree(repo, ignore_errors=True)
     repo.mkdir(parents=True)
+    extra = ", cluster: true" if cluster else ""
     (repo / "featurestore.yaml").write_text(
         f"project: {project}\nregistry: sqlite:///registry.db\n"
         "offline_store: {type: parquet, path: offline}\n"
-        f"online_store: {{type: redis, url: '{redis_url}', key_prefix: {prefix}}}\n")
+        f"online_store: {{type: redis, url: '{redis_url}', key_prefix: {prefix}{extra}}}\n")
     (repo / "features.py").write_text(features_py(views))
     return repo
 
@@ -60,12 +62,14 @@ def main() -> int:
     ap.add_argument("--redis-url", required=True)
     ap.add_argument("--prefix", default="bench")
     ap.add_argument("--profile", type=Path, default=None)
+    ap.add_argument("--cluster", action="store_true", help="the URL names a node of a Redis Cluster")
     args = ap.parse_args()
     metrics: dict = {"ok": False, "system": "ours"}
     try:
         from featurestore import FeatureStore
 
-        repo = write_repo(args.repo.resolve(), parse_views(args.view), args.project, args.redis_url, args.prefix)
+        repo = write_repo(args.repo.resolve(), parse_views(args.view), args.project, args.redis_url, args.prefix,
+                          args.cluster)
         timed("apply_seconds", lambda: FeatureStore(repo_path=repo).apply(), metrics)
         store = FeatureStore(repo_path=repo)
         start, end = iso(args.start), iso(args.end)
