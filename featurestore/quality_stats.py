@@ -1,0 +1,211 @@
+"""The statistics of a run's rows, per stored column, accumulated chunk by chunk (``RunStatistics.add``)
+and given as the ``stats`` of a quality record (``featurestore.quality_runs``).
+
+Per column, by type:
+
+- every column: ``rows``, ``nulls`` (a float's NaN counts as null, as a batch source's NaN means
+  missing) and ``freshness_seconds`` (the run's end minus the latest event time of a row where the
+  column has a value; None when it has none);
+- numbers: ``min``, ``max``, ``mean``, ``stddev`` (population, ddof=0), ``quantiles`` (p01 ... p99, numpy's
+  default linear interpolation; ``quantile_rank_error`` is the fraction of rows their ranks may be
+  off, 0 when exact: see ``featurestore.sketches.Quantiles``), ``histogram`` (``edges``, ``counts``:
+  aligned power-of-two bins, ``featurestore.sketches.Histogram``) and ``distinct`` (HyperLogLog,
+  relative standard error 0.81 %); ``infinite`` counts +/-inf values, which are left out of the rest;
+- strings and bools: ``top`` (the 10 most frequent values with their counts, exact while the run has at
+  most 1024 distinct values, else each count low by at most ``top_error``) and ``distinct``;
+- timestamps: ``min`` and ``max`` (ISO 8601, UTC).
+
+Rows, nulls, min and max are exact; mean and stddev exact to float64 rounding (chunks merge with
+Chan's formulas).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featurestore.sketches import Distinct, Histogram, Quantiles, TopValues, hash_numbers, hash_strings
+from featurestore.timestamps import from_us
+
+QUANTILES = {"p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}
+TOP = 10
+
+
+class _Column:
+    def __init__(self) -> None:
+        self.rows = 0
+        self.nulls = 0
+        self.last_us: int | None = None  # latest event time of a row with a value
+
+    def add(self, values: pa.Array, event_us: np.ndarray) -> None:
+        self.rows += len(values)
+        present = self._add(values)
+        if present is None:
+            latest = int(event_us.max()) if event_us.size else None
+        else:
+            latest = int(event_us[present].max()) if present.any() else None
+        if latest is not None and (self.last_us is None or latest > self.last_us):
+            self.last_us = latest
+
+    def _add(self, values: pa.Array) -> np.ndarray | None:
+        """Counts ``values``; returns which rows have a value (None: all of them)."""
+        self.nulls += values.null_count
+        return _valid(values)
+
+    def result(self, now_us: int) -> dict[str, Any]:
+        return {"rows": self.rows, "nulls": self.nulls,
+                "freshness_seconds": None if self.last_us is None else (now_us - self.last_us) / 1e6}
+
+
+def _valid(values: pa.Array) -> np.ndarray | None:
+    if values.null_count == 0:
+        return None
+    return pc.is_valid(values).to_numpy(zero_copy_only=False)
+
+
+class _Number(_Column):
+    def __init__(self, integers: bool) -> None:
+        super().__init__()
+        self.integers = integers
+        self.infinite = 0
+        self.count = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+        self.min: Any = None
+        self.max: Any = None
+        self.quantiles = Quantiles()
+        self.histogram = Histogram(integers=integers)
+        self.distinct = Distinct()
+
+    def _add(self, values: pa.Array) -> np.ndarray | None:
+        present = _valid(values)
+        raw = values.to_numpy(zero_copy_only=False) if present is None else \
+            values.drop_null().to_numpy(zero_copy_only=False)
+        self.nulls += values.null_count
+        if not self.integers:
+            raw = raw.astype(np.float64, copy=False)
+            nan = np.isnan(raw)
+            if nan.any():
+                self.nulls += int(nan.sum())
+                if present is None:
+                    present = ~nan
+                else:
+                    present[present] = ~nan
+                raw = raw[~nan]
+        self.distinct.add(hash_numbers(raw))
+        if not self.integers:
+            finite = np.isfinite(raw)
+            if not finite.all():
+                self.infinite += int(raw.size - finite.sum())
+                raw = raw[finite]
+        if raw.size == 0:
+            return present
+        ordered = np.sort(raw)
+        lo, hi = ordered[0].item(), ordered[-1].item()
+        self.min = lo if self.min is None else min(self.min, lo)
+        self.max = hi if self.max is None else max(self.max, hi)
+        as_float = ordered.astype(np.float64, copy=False)
+        n, mean = as_float.size, float(as_float.mean())
+        m2 = float(np.square(as_float - mean).sum())
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += m2 + delta * delta * self.count * n / total
+        self.count = total
+        self.quantiles.add_sorted(as_float)
+        self.histogram.add(as_float, float(lo), float(hi))
+        return present
+
+    def result(self, now_us: int) -> dict[str, Any]:
+        out = super().result(now_us)
+        if not self.integers:
+            out["infinite"] = self.infinite
+        some = self.count > 0
+        out.update({
+            "min": self.min, "max": self.max,
+            "mean": self.mean if some else None,
+            "stddev": math.sqrt(self.m2 / self.count) if some else None,
+            "quantiles": dict(zip(QUANTILES, self.quantiles.quantiles(list(QUANTILES.values())))) if some else None,
+            "quantile_rank_error": self.quantiles.error / self.count if some else None,
+            "histogram": self.histogram.to_dict(),
+            "distinct": self.distinct.estimate(),
+        })
+        return out
+
+
+class _Category(_Column):
+    def __init__(self) -> None:
+        super().__init__()
+        self.top = TopValues()
+        self.distinct = Distinct()
+
+    def _add(self, values: pa.Array) -> np.ndarray | None:
+        present = super()._add(values)
+        counted = pc.value_counts(values.drop_null() if present is not None else values)
+        distinct = counted.field("values")
+        self.top.add(distinct, counted.field("counts"))
+        self.distinct.add(hash_numbers(distinct.to_numpy(zero_copy_only=False))
+                          if pa.types.is_boolean(distinct.type) else hash_strings(distinct))
+        return present
+
+    def result(self, now_us: int) -> dict[str, Any]:
+        return {**super().result(now_us), "top": self.top.top(TOP), "top_error": self.top.error,
+                "distinct": self.distinct.estimate()}
+
+
+class _Time(_Column):
+    def __init__(self) -> None:
+        super().__init__()
+        self.min: int | None = None
+        self.max: int | None = None
+
+    def _add(self, values: pa.Array) -> np.ndarray | None:
+        present = super()._add(values)
+        bounds = pc.min_max(values.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()))
+        lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+        if lo is not None:
+            self.min = lo if self.min is None else min(self.min, lo)
+            self.max = hi if self.max is None else max(self.max, hi)
+        return present
+
+    def result(self, now_us: int) -> dict[str, Any]:
+        return {**super().result(now_us), "min": None if self.min is None else from_us(self.min).isoformat(),
+                "max": None if self.max is None else from_us(self.max).isoformat()}
+
+
+def _column_for(dtype: pa.DataType) -> _Column:
+    if pa.types.is_integer(dtype):
+        return _Number(integers=True)
+    if pa.types.is_floating(dtype):
+        return _Number(integers=False)
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_boolean(dtype):
+        return _Category()
+    if pa.types.is_timestamp(dtype):
+        return _Time()
+    return _Column()  # bytes, lists: rows and nulls
+
+
+class RunStatistics:
+    """Statistics of ``columns`` ((name, Arrow type) pairs) over the tables given to ``add``, which
+    carry the rows' event times in ``event_column``. Not thread-safe: add chunks one at a time."""
+
+    def __init__(self, columns: list[tuple[str, pa.DataType]], event_column: str):
+        self.columns = {name: _column_for(dtype) for name, dtype in columns}
+        self.event_column = event_column
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        event_us = table.column(self.event_column).combine_chunks() \
+            .cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+        for name, column in self.columns.items():
+            column.add(table.column(name).combine_chunks(), event_us)
+
+    def result(self, now: datetime) -> dict[str, dict[str, Any]]:
+        now_us = int(round(now.timestamp() * 1_000_000))
+        return {name: column.result(now_us) for name, column in self.columns.items()}

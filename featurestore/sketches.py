@@ -1,0 +1,328 @@
+"""Mergeable summaries of a column's values, fed one chunk at a time with numpy arrays, so a run's
+statistics need memory bounded by the summary sizes, not by the rows (``featurestore.quality_stats``
+uses them). Written here rather than taken from a sketch library: the stream job's environment
+(``.venv-flink``) has numpy and pyarrow only, and each summary takes a whole chunk in a few
+vectorized steps where the libraries' Python bindings take one value per call.
+
+- ``Distinct``: HyperLogLog with 2**14 registers and Ertl's improved estimator ("New cardinality
+  estimation algorithms for HyperLogLog sketches", 2017), whose relative standard error is
+  1.04 / sqrt(2**14) = 0.81 % over the whole range (small counts included).
+- ``Quantiles``: sorted values with integer weights (exact while a run has at most ``CAPACITY``
+  values); beyond that, merged level by level (two summaries of a level make one of the next) and
+  thinned to ``CAPACITY`` points, each thinning adding less than its summary's weight / ``CAPACITY``
+  to ``error`` (in rows). A quantile's rank in the data lies within ``error`` rows of the rank asked
+  for, so ``error / count`` bounds the rank error: (1 + levels) / ``CAPACITY`` at most (levels =
+  log2 of the chunks).
+- ``Histogram``: counts on bins of width 2**e aligned to multiples of 2**e, at most ``MAX_BINS`` of
+  them; a wider range doubles the width, merging bins pairwise, so the counts stay exact. Runs with
+  different widths re-bin exactly onto the wider one (``rebin``), which is what drift needs.
+- ``TopValues``: the Misra-Gries summary of a categorical column (``CAPACITY`` counters): counts are
+  exact while a run has at most that many distinct values, otherwise each is low by at most ``error``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer over uint64 values: every input bit moves every output bit."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def hash_numbers(values: np.ndarray) -> np.ndarray:
+    """64-bit hashes of integers (by value) or floats (by value: -0.0 is 0.0)."""
+    if values.dtype.kind == "f":
+        values = values.astype(np.float64) + 0.0
+    elif values.dtype.kind == "b":
+        values = values.astype(np.int64)
+    return _mix(np.ascontiguousarray(values.astype(np.int64, copy=False) if values.dtype.kind in "iu" else values)
+                .view(np.uint64))
+
+
+_POLY = np.uint64(0x100000001B3)  # an odd multiplier (FNV's prime)
+
+
+def hash_strings(values: pa.Array) -> np.ndarray:
+    """64-bit hashes of a string or binary array without nulls: a polynomial over each value's bytes
+    (mod 2**64), mixed with its length."""
+    values = values.cast(pa.large_binary()) if not pa.types.is_large_binary(values.type) else values
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, np.uint64)
+    offsets = np.frombuffer(values.buffers()[1], np.int64)[values.offset:values.offset + n + 1]
+    lengths = np.diff(offsets)
+    data = values.buffers()[2]
+    raw = np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]] if data is not None else np.zeros(0, np.uint8)
+    sums = np.zeros(n, np.uint64)
+    if raw.size:
+        with np.errstate(over="ignore"):
+            powers = np.cumprod(np.full(int(lengths.max()), _POLY, np.uint64))
+            ends = np.repeat(offsets[1:] - offsets[0], lengths)
+            back = ends - 1 - np.arange(raw.size)  # bytes after this one in its value
+            terms = (raw.astype(np.uint64) + np.uint64(1)) * powers[back]
+            filled = lengths > 0
+            sums[filled] = np.add.reduceat(terms, (offsets[:-1] - offsets[0])[filled])
+    return _mix(sums ^ _mix(lengths.astype(np.uint64)))
+
+
+class Distinct:
+    """HyperLogLog: an approximate count of distinct hashed values, mergeable by register maximum."""
+
+    P = 14
+    M = 1 << P
+    Q = 64 - P
+    RELATIVE_ERROR = 1.04 / math.sqrt(M)
+
+    def __init__(self) -> None:
+        self.registers = np.zeros(self.M, np.uint8)
+
+    def add(self, hashes: np.ndarray) -> None:
+        if hashes.size == 0:
+            return
+        index = (hashes >> np.uint64(self.Q)).astype(np.intp)
+        rest = hashes & np.uint64((1 << self.Q) - 1)
+        # rest < 2**50 is exact as a float64, so frexp's exponent is its bit length (0 for 0).
+        rank = (self.Q + 1 - np.frexp(rest.astype(np.float64))[1]).astype(np.uint8)
+        np.maximum.at(self.registers, index, rank)
+
+    def merge(self, other: "Distinct") -> None:
+        np.maximum(self.registers, other.registers, out=self.registers)
+
+    def estimate(self) -> int:
+        counts = np.bincount(self.registers, minlength=self.Q + 2).astype(np.float64)
+        m = float(self.M)
+        if counts[0] == m:
+            return 0
+        z = m * _tau(1 - counts[self.Q + 1] / m)
+        for k in range(self.Q, 0, -1):
+            z = 0.5 * (z + counts[k])
+        z += m * _sigma(counts[0] / m)
+        return int(round(m * m / (2 * math.log(2)) / z))
+
+
+def _sigma(x: float) -> float:
+    if x == 1.0:
+        return math.inf
+    y, z = 1.0, x
+    while True:
+        x *= x
+        before = z
+        z += x * y
+        y += y
+        if z == before:
+            return z
+
+
+def _tau(x: float) -> float:
+    if x in (0.0, 1.0):
+        return 0.0
+    y, z = 1.0, 1 - x
+    while True:
+        x = math.sqrt(x)
+        before = z
+        y *= 0.5
+        z -= (1 - x) ** 2 * y
+        if z == before:
+            return z / 3
+
+
+class Quantiles:
+    """Weighted sorted points standing for a column's values (see the module docs)."""
+
+    CAPACITY = 8192
+
+    def __init__(self) -> None:
+        self.levels: list[tuple[np.ndarray, np.ndarray, int] | None] = []  # (values, weights, error)
+        self.count = 0
+
+    def add_sorted(self, values: np.ndarray) -> None:
+        """A chunk's values, sorted, without NaN."""
+        if values.size == 0:
+            return
+        self.count += values.size
+        self._carry(_thin(values.astype(np.float64, copy=False), np.ones(values.size, np.int64), 0), 0)
+
+    def merge(self, other: "Quantiles") -> None:
+        self.count += other.count
+        for level, summary in enumerate(other.levels):
+            if summary is not None:
+                self._carry(summary, level)
+
+    def _carry(self, summary, level: int) -> None:
+        while True:
+            if level == len(self.levels):
+                self.levels.append(None)
+            held = self.levels[level]
+            if held is None:
+                self.levels[level] = summary
+                return
+            self.levels[level] = None
+            summary = _thin(*_union(held, summary))
+            level += 1
+
+    @property
+    def error(self) -> int:
+        """Rows a reported quantile's rank may be away from the rank asked for (0: exact)."""
+        return sum(s[2] for s in self.levels if s is not None)
+
+    def quantiles(self, qs: list[float]) -> list[float]:
+        """numpy's default (linear) quantiles of the values, exact while ``error`` is 0."""
+        held = [s for s in self.levels if s is not None]
+        if not held:
+            return [math.nan] * len(qs)
+        values, weights, _ = held[0]
+        for s in held[1:]:
+            values, weights, _ = _union((values, weights, 0), s)
+        cumulative = np.cumsum(weights)
+
+        def order_statistic(k: int) -> float:
+            return float(values[np.searchsorted(cumulative, k, side="right")])
+
+        out = []
+        for q in qs:
+            h = (self.count - 1) * q
+            lo = math.floor(h)
+            a = order_statistic(lo)
+            b = order_statistic(min(lo + 1, self.count - 1))
+            t = h - lo
+            out.append(a + (b - a) * t if t < 0.5 else b - (b - a) * (1 - t))  # numpy's _lerp
+        return out
+
+
+def _union(a, b) -> tuple[np.ndarray, np.ndarray, int]:
+    values = np.concatenate([a[0], b[0]])
+    order = np.argsort(values, kind="stable")
+    return values[order], np.concatenate([a[1], b[1]])[order], a[2] + b[2]
+
+
+def _thin(values: np.ndarray, weights: np.ndarray, error: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """At most ``CAPACITY`` points: the first point at or past each of ``CAPACITY`` evenly spaced
+    cumulative weights (the last point always), each absorbing the weight of the points dropped before
+    it. A value's rank moves by at most the weight dropped between two kept points."""
+    if values.size <= Quantiles.CAPACITY:
+        return values, weights, error
+    cumulative = np.cumsum(weights)
+    total = int(cumulative[-1])
+    targets = -(-np.arange(1, Quantiles.CAPACITY + 1, dtype=np.int64) * total // Quantiles.CAPACITY)
+    kept = np.unique(np.searchsorted(cumulative, targets, side="left"))
+    kept_cumulative = cumulative[kept]
+    new_weights = np.diff(kept_cumulative, prepend=0)
+    dropped = new_weights - weights[kept]
+    return values[kept], new_weights, error + int(dropped.max(initial=0))
+
+
+class Histogram:
+    """Exact counts on aligned power-of-two bins (see the module docs)."""
+
+    MAX_BINS = 64
+
+    def __init__(self, integers: bool = False) -> None:
+        self.integers = integers
+        self.exponent: int | None = None
+        self.first = 0  # the first bin's index: it covers [first * 2**e, (first + 1) * 2**e)
+        self.counts = np.zeros(0, np.int64)
+
+    def add(self, values: np.ndarray, lo: float, hi: float) -> None:
+        """A chunk's finite values, with their minimum and maximum."""
+        if values.size:
+            self._add(values.astype(np.float64, copy=False), None, lo, hi, None)
+
+    def merge(self, other: "Histogram") -> None:
+        """Add ``other``'s counts: each of its bins lands whole in one of ours, once ours are at least
+        as wide."""
+        filled = np.flatnonzero(other.counts)
+        if filled.size:
+            starts = np.ldexp((other.first + filled).astype(np.float64), other.exponent)
+            self._add(starts, other.counts[filled], float(starts[0]), float(starts[-1]), other.exponent)
+
+    def _add(self, points: np.ndarray, weights: np.ndarray | None, lo: float, hi: float,
+             min_exponent: int | None) -> None:
+        if self.exponent is not None:
+            lo = min(lo, math.ldexp(self.first, self.exponent))
+            hi = max(hi, math.ldexp(self.first + self.counts.size - 1, self.exponent))
+        exponent = self._exponent(lo, hi, min_exponent)
+        if self.exponent is None:
+            self.exponent, self.first = exponent, math.floor(math.ldexp(lo, -exponent))
+        elif exponent > self.exponent:
+            self._widen(exponent)
+        index = np.floor(np.ldexp(points, -self.exponent)).astype(np.int64)
+        first = min(self.first, int(index.min()))
+        size = max(self.first + self.counts.size, int(index.max()) + 1) - first
+        counts = np.zeros(size, np.int64)
+        counts[self.first - first:self.first - first + self.counts.size] = self.counts
+        counts += np.bincount(index - first, weights=weights, minlength=size).astype(np.int64)
+        self.first, self.counts = first, counts
+
+    def _exponent(self, lo: float, hi: float, min_exponent: int | None) -> int:
+        """The narrowest allowed width 2**e putting [lo, hi] in at most MAX_BINS aligned bins: never
+        narrower than now, than ``min_exponent``, than 1 for integers, or than a float64's resolution
+        at the range's magnitude."""
+        e = 0 if self.integers else math.frexp(max(abs(lo), abs(hi)))[1] - 53
+        if hi > lo:
+            e = max(e, math.floor(math.log2((hi - lo) / self.MAX_BINS)))
+        for bound in (self.exponent, min_exponent):
+            if bound is not None:
+                e = max(e, bound)
+        while math.floor(math.ldexp(hi, -e)) - math.floor(math.ldexp(lo, -e)) + 1 > self.MAX_BINS:
+            e += 1
+        return e
+
+    def _widen(self, exponent: int) -> None:
+        index = (self.first + np.arange(self.counts.size, dtype=np.int64)) >> (exponent - self.exponent)
+        self.first = int(index[0])
+        self.counts = np.bincount(index - self.first, weights=self.counts).astype(np.int64)
+        self.exponent = exponent
+
+    def to_dict(self) -> dict[str, Any] | None:
+        if self.exponent is None:
+            return None
+        keep = np.flatnonzero(self.counts)
+        counts = self.counts[keep[0]:keep[-1] + 1]
+        first = self.first + int(keep[0])
+        edges = [math.ldexp(first + i, self.exponent) for i in range(counts.size + 1)]
+        return {"edges": edges, "counts": counts.tolist()}
+
+
+class TopValues:
+    """Misra-Gries counters of a categorical column's values (see the module docs)."""
+
+    CAPACITY = 1024
+
+    def __init__(self) -> None:
+        self.table: pa.Table | None = None  # columns "value", "count"
+        self.error = 0
+
+    def add(self, values: pa.Array, counts: pa.Array) -> None:
+        """A chunk's distinct non-null values and how often each occurs (``pyarrow.compute.value_counts``)."""
+        if len(values) == 0:
+            return
+        chunk = pa.table({"value": values, "count": counts.cast(pa.int64())})
+        if self.table is not None:
+            chunk = pa.concat_tables([self.table, chunk]).group_by("value").aggregate([("count", "sum")]) \
+                .rename_columns(["value", "count"])
+        if chunk.num_rows > self.CAPACITY:
+            counts_np = chunk.column("count").to_numpy()
+            threshold = int(np.partition(counts_np, -(self.CAPACITY + 1))[-(self.CAPACITY + 1)])
+            keep = counts_np > threshold
+            chunk = pa.table({"value": chunk.column("value").filter(pa.array(keep)),
+                              "count": pa.array(counts_np[keep] - threshold)})
+            self.error += threshold
+        self.table = chunk.select(["value", "count"])
+
+    def top(self, n: int) -> list[list[Any]]:
+        """The ``n`` most frequent values with their counts, most frequent first (ties by value)."""
+        if self.table is None:
+            return []
+        best = self.table.sort_by([("count", "descending"), ("value", "ascending")]).slice(0, n)
+        return [[v, c] for v, c in zip(best.column("value").to_pylist(), best.column("count").to_pylist())]
