@@ -286,6 +286,30 @@ def stream_stop(ctx: click.Context, view: str, timeout: float) -> None:
     click.echo(f"{view}: stopped" if stopped else f"{view}: was not running")
 
 
+@main.command()
+@click.argument("view")
+@click.option("--since", default="7d", show_default=True,
+              help="Runs started this long ago or later: a whole number and a unit (s, m, h, d).")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs' records as JSON.")
+@click.pass_context
+def stats(ctx: click.Context, view: str, since: str, as_json: bool) -> None:
+    """Show VIEW's quality records: each materialization run and stream commit since --since, with
+    its rows and check outcomes, then the column statistics of the newest run (rows, nulls, min,
+    median, max, mean, stddev, distinct, freshness, top values)."""
+    from rich.console import Console
+
+    from featurestore.quality_table import render, to_json
+
+    start = dt.datetime.now(dt.timezone.utc) - _duration(since, "--since")
+    runs = _store(ctx).quality_runs(view, since=start)
+    if as_json:
+        click.echo(to_json(runs))
+    elif not runs:
+        click.echo(f"{view}: no runs since {start:%Y-%m-%d %H:%M:%S} UTC (materialize it, or widen --since)")
+    else:
+        Console().print(render(view, runs))
+
+
 @main.group()
 def offline() -> None:
     """Upkeep of the offline store's tables: merge small files, remove files no version needs, repair
@@ -295,11 +319,11 @@ def offline() -> None:
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _duration(text: str) -> dt.timedelta:
+def _duration(text: str, option: str = "--retain") -> dt.timedelta:
     """``7d``, ``12h``, ``30m``, ``0s`` -> a timedelta (InvalidInputError names a bad one)."""
     unit = text[-1:].lower()
     if unit not in _DURATION_UNITS or not text[:-1].isdigit():
-        raise InvalidInputError(f"--retain takes a whole number and a unit (s, m, h, d), like 7d; got {text!r}")
+        raise InvalidInputError(f"{option} takes a whole number and a unit (s, m, h, d), like 7d; got {text!r}")
     return dt.timedelta(seconds=int(text[:-1]) * _DURATION_UNITS[unit])
 
 

@@ -4,7 +4,9 @@ Rows are read through the same path exports use (the engine over the view's sour
 time chunk at a time, so memory does not grow with the interval. Each chunk replaces its interval in
 the offline store (so reruns do not duplicate) and upserts the online store, whose writes are
 event-time monotonic (so reruns and overlapping runs change nothing); the two writes of a chunk run
-side by side, while the next chunk is read.
+side by side, while the next chunk is read, and the chunk's statistics are added to the run's
+(``featurestore.quality_stats``) beside them. Each view's run ends with its quality record
+(``featurestore.quality_runs``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 
 import pyarrow as pa
 
-from featurestore import coverage, timestamps, values
+from featurestore import coverage, quality_runs, timestamps, values
 from featurestore.damage import damage_named
 from featurestore.definitions import FeatureView
 from featurestore.errors import FeatureViewNotFound, InvalidInputError
@@ -30,6 +32,7 @@ from featurestore.ports.engine import (
     ViewData,
     ViewJoin,
 )
+from featurestore.quality_stats import RunStatistics
 from featurestore.retrieval import MIN_TIME, source_data, stored_columns
 
 if TYPE_CHECKING:
@@ -135,14 +138,24 @@ def _check_times(view: FeatureView, lo, hi) -> None:
 
 def materialize_view(store: "FeatureStore", view: FeatureView, start: datetime, end: datetime, *,
                      online: bool, progress=None) -> ViewResult:
-    """Copy one view's rows of [start, end) to the stores; a damaged file it meets (of the source or
-    the offline table) is named with what repairs it."""
+    """Copy one view's rows of [start, end) to the stores and record the run's quality; a damaged file
+    it meets (of the source or the offline table) is named with what repairs it."""
+    started = datetime.now(UTC)
+    # A cluster engine's executors see the rows, this process does not: its runs have no statistics.
+    statistics = RunStatistics(stored_columns(view)[1], EVENT_TS) \
+        if store.config.quality.statistics and CAP_CLUSTER_WRITES not in store.engine.capabilities else None
     with damage_named(store, [view]):
-        return _materialize_view(store, view, start, end, online=online, progress=progress)
+        result = _materialize_view(store, view, start, end, online=online, progress=progress,
+                                   statistics=statistics)
+    ended = datetime.now(UTC)
+    quality_runs.record(store, view.name, quality_runs.QualityRun(
+        "materialize", started, ended, rows_in=result.rows, rows_written=result.rows,
+        stats=None if statistics is None else statistics.result(ended)))
+    return result
 
 
 def _materialize_view(store: "FeatureStore", view: FeatureView, start: datetime, end: datetime, *,
-                      online: bool, progress=None) -> ViewResult:
+                      online: bool, progress=None, statistics: RunStatistics | None = None) -> ViewResult:
     keys, stored = stored_columns(view)
     features = [(c, c, t) for c, t in stored]
     data, _, _ = source_data(store, view, [k for k, _ in keys] + [c for c, _ in stored], start, end)
@@ -159,8 +172,9 @@ def _materialize_view(store: "FeatureStore", view: FeatureView, start: datetime,
     # Per chunk, the offline write (Parquet encoding, in Arrow's C++ without the GIL) runs on a helper
     # thread while this one writes the online store (mostly waiting on the backend): the two are
     # independent. Meanwhile the other helper reads the next chunk, so the online store is not left
-    # idle between chunks; memory stays bounded at two chunks.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="materialize") as helpers:
+    # idle between chunks; memory stays bounded at two chunks. A third helper adds the chunk's
+    # statistics (numpy and Arrow, mostly without the GIL too).
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="materialize") as helpers:
         def read(i: int):
             return helpers.submit(store.engine.read_rows, data, keys, features, *chunks[i]) if i < len(chunks) else None
 
@@ -170,6 +184,7 @@ def _materialize_view(store: "FeatureStore", view: FeatureView, start: datetime,
         for i, (chunk_start, chunk_end) in enumerate(chunks):
             rows = upcoming.result()
             offline = helpers.submit(store.offline_store.write, view.name, rows, chunk_start, chunk_end, EVENT_TS)
+            counted = helpers.submit(statistics.add, rows) if statistics is not None else None
             upcoming = read(i + 1)
             try:
                 if write_online and rows.num_rows and not aggregated:
@@ -181,6 +196,8 @@ def _materialize_view(store: "FeatureStore", view: FeatureView, start: datetime,
                     result.online_skipped += written.skipped_stale
             finally:
                 offline.result()  # its error first, if both failed: the offline store is the record
+                if counted is not None:
+                    counted.result()
             result.rows += rows.num_rows
             if progress:
                 progress.advance(task)

@@ -51,6 +51,7 @@ DEFERRED_IMPORTS = {
     # `featurestore --help` and `init` start without pyarrow, pydantic or the stores
     ("featurestore.cli", "featurestore.config"),
     ("featurestore.cli", "featurestore.materialize"),
+    ("featurestore.cli", "featurestore.quality_table"),  # rich, for `stats` only
     ("featurestore.cli", "featurestore.scaffold"),
     ("featurestore.cli", "featurestore.store"),
     ("featurestore.cli", "featurestore.streaming.manager"),
@@ -70,7 +71,7 @@ DEFERRED_IMPORTS = {
 }
 HEAVY = {"pyspark", "pyflink", "duckdb", "pandas", "fastapi", "starlette", "uvicorn", "uvloop", "httptools",
          "redis", "confluent_kafka", "sqlalchemy", "pyarrow", "pydantic", "yaml", "numpy", "prometheus_client",
-         "deltalake"}
+         "deltalake", "rich"}
 OWN = ("featurestore", "connectors", "transforms", "serving")
 
 

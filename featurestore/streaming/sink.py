@@ -15,7 +15,9 @@ Then, in this order: the dead letters are produced (and acknowledged), the event
 (monotonic, and folded into aggregation states that remember the offsets they hold), and the offline
 rows (written meanwhile as files no reader sees yet) are appended in one commit that also records the
 batch's offsets and the partitions' progress. That
-commit is the batch's end: after a crash the job resumes from its last Flink checkpoint (never past
+commit is the batch's end. After it, off the batch's path, the batch's quality record (its statistics,
+``featurestore.quality_stats``) is appended to the view's quality table: at most once, as a record
+lost to a crash there is not worth a replay. After a crash the job resumes from its last Flink checkpoint (never past
 the commit), skips what the commit covers and decides the rest again, the same way. Dead letters a job
 sent after its last commit are found in the dead-letter topic when it starts and not sent again; online
 writes of those events are idempotent. So every message lands once: applied, or dead-lettered.
@@ -23,17 +25,24 @@ writes of those events are idempotent. So every message lands once: applied, or 
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
+import pyarrow as pa
+
+from featurestore import quality_runs
 from featurestore.ports.engine import EVENT_TS
+from featurestore.quality_stats import RunStatistics
 from featurestore.streaming import events as ev
 from featurestore.streaming.blueprint import Blueprint
 from featurestore.streaming.progress import PartitionProgress
 from featurestore.streaming.writers import DeadLetters, OfflineRows, online_writer, row_dead_letter
 from featurestore.timestamps import from_us, to_us
+
+log = logging.getLogger(__name__)
 
 
 def _time_us(text: str) -> int:
@@ -74,7 +83,9 @@ class EventSink:
         self.names = blueprint.output_columns
         self.converters = [_CONVERT[blueprint.output_types[n].name] for n in self.names]
         self.times = {n for n in self.names if blueprint.output_types[n].name == "Timestamp"}
+        self.store = store
         self.offline = OfflineRows(blueprint, store)
+        self.statistics = store.config.quality.statistics
         self.online = online_writer(blueprint, store) if blueprint.online else None
         self.dead = dead_letters or DeadLetters(blueprint)
         offsets, committed = self.offline.committed()
@@ -102,6 +113,7 @@ class EventSink:
         the Kafka record times as epoch milliseconds."""
         n_out = len(self.names)
         partitions, offsets, kafka_times, bad, keep, errors = cols[n_out:n_out + 6]
+        started = datetime.now(timezone.utc)
         out = BatchOutcome()
         letters: list[tuple[int, int, str]] = []
         items: list[tuple[dict[str, Any], int, int, int | None]] = []
@@ -138,7 +150,7 @@ class EventSink:
         if not spans:
             return out
         # The offline rows are written (not yet visible) while the letters and online writes go out.
-        staged = self.pool.submit(self.offline.stage, [row for row, _, _, _ in items])
+        staged = self.pool.submit(self._stage, [row for row, _, _, _ in items])
         try:
             fresh = [text for p, o, text in letters if (p, o) not in self.already_sent]
             out.letters_resent_skipped = len(letters) - len(fresh)
@@ -147,14 +159,38 @@ class EventSink:
             if items and self.online is not None:
                 out.online_written, out.online_skipped_stale = self.online.write(items)
         except BaseException:
-            self.pool.submit(lambda: self.offline.discard(staged.result()))
+            self.pool.submit(lambda: self.offline.discard(staged.result()[0]))
             raise
         committed = {**progress.to_json(), "dead_letters": {str(p): o for p, o in self.dead.positions.items()}}
-        out.offline_rows = self.offline.commit(staged.result(), spans, committed)
+        files, table = staged.result()
+        out.offline_rows = self.offline.commit(files, spans, committed)
         out.admitted = len(items)
+        handled = out.malformed + out.failed + out.filtered + out.late + out.admitted
+        # Off this call's path, before the next batch's staging: the quality record, then compaction.
+        self.pool.submit(self._record, table, started, handled, out.offline_rows)
         if items:
-            self.pool.submit(self.offline.compact)  # before the next batch's staging, off this call's path
+            self.pool.submit(self.offline.compact)
         return out
+
+    def _stage(self, rows: list[dict[str, Any]]) -> tuple[Any, pa.Table]:
+        table = self.offline.table(rows)
+        return self.offline.stage(table), table
+
+    def _record(self, table: pa.Table, started: datetime, rows_in: int, rows_written: int) -> None:
+        """The committed batch's quality record (a failure is logged: the batch is committed)."""
+        view = self.blueprint.view
+        try:
+            statistics = None
+            if self.statistics:
+                statistics = RunStatistics([(f.name, f.dtype.to_arrow()) for f in self.blueprint.stored], EVENT_TS)
+                statistics.add(table)
+            ended = datetime.now(timezone.utc)
+            quality_runs.record(self.store, view, quality_runs.QualityRun(
+                "stream", started, ended, rows_in=rows_in, rows_written=rows_written,
+                stats=None if statistics is None else statistics.result(ended)))
+            self.store.offline_store.quality.compact(view)
+        except Exception:
+            log.exception("view %r: the quality record of a committed batch was not written", view)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
