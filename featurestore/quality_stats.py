@@ -3,14 +3,14 @@ and given as the ``stats`` of a quality record (``featurestore.quality_runs``).
 
 Per column, by type:
 
-- every column: ``rows``, ``nulls`` (a float's NaN counts as null, as a batch source's NaN means
-  missing) and ``freshness_seconds`` (the run's end minus the latest event time of a row where the
+- every column: ``rows``, ``nulls`` (a float's NaN and +/-inf count as null: from a batch source they
+  mean missing, ``featurestore.values``) and ``freshness_seconds`` (the run's end minus the latest event time of a row where the
   column has a value; None when it has none);
 - numbers: ``min``, ``max``, ``mean``, ``stddev`` (population, ddof=0), ``quantiles`` (p01 ... p99, numpy's
   default linear interpolation; ``quantile_rank_error`` is the fraction of rows their ranks may be
   off, 0 when exact: see ``featurestore.sketches.Quantiles``), ``histogram`` (``edges``, ``counts``:
   aligned power-of-two bins, ``featurestore.sketches.Histogram``) and ``distinct`` (HyperLogLog,
-  relative standard error 0.81 %); ``infinite`` counts +/-inf values, which are left out of the rest;
+  relative standard error 0.81 %);
 - strings and bools: ``top`` (the 10 most frequent values with their counts, exact while the run has at
   most 1024 distinct values, else each count low by at most ``top_error``) and ``distinct``;
 - timestamps: ``min`` and ``max`` (ISO 8601, UTC).
@@ -72,7 +72,6 @@ class _Number(_Column):
     def __init__(self, integers: bool) -> None:
         super().__init__()
         self.integers = integers
-        self.infinite = 0
         self.count = 0
         self.mean = 0.0
         self.m2 = 0.0
@@ -87,22 +86,17 @@ class _Number(_Column):
         raw = values.to_numpy(zero_copy_only=False) if present is None else \
             values.drop_null().to_numpy(zero_copy_only=False)
         self.nulls += values.null_count
-        if not self.integers:
+        if not self.integers:  # NaN and +/-inf from a batch source mean missing (featurestore.values)
             raw = raw.astype(np.float64, copy=False)
-            nan = np.isnan(raw)
-            if nan.any():
-                self.nulls += int(nan.sum())
-                if present is None:
-                    present = ~nan
-                else:
-                    present[present] = ~nan
-                raw = raw[~nan]
-        self.distinct.add(hash_numbers(raw))
-        if not self.integers:
             finite = np.isfinite(raw)
             if not finite.all():
-                self.infinite += int(raw.size - finite.sum())
+                self.nulls += int(raw.size - finite.sum())
+                if present is None:
+                    present = finite
+                else:
+                    present[present] = finite
                 raw = raw[finite]
+        self.distinct.add(hash_numbers(raw))
         if raw.size == 0:
             return present
         ordered = np.sort(raw)
@@ -123,8 +117,6 @@ class _Number(_Column):
 
     def result(self, now_us: int) -> dict[str, Any]:
         out = super().result(now_us)
-        if not self.integers:
-            out["infinite"] = self.infinite
         some = self.count > 0
         out.update({
             "min": self.min, "max": self.max,

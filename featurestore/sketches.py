@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -151,7 +152,13 @@ class Quantiles:
         if values.size == 0:
             return
         self.count += values.size
-        self._carry(_thin(values.astype(np.float64, copy=False), np.ones(values.size, np.int64), 0), 0)
+        values = values.astype(np.float64, copy=False)
+        if values.size > self.CAPACITY:  # unit weights: the points _thin keeps, by arithmetic
+            ends = -(-np.arange(1, self.CAPACITY + 1, dtype=np.int64) * values.size // self.CAPACITY)
+            weights = np.diff(ends, prepend=0)
+            self._carry((values[ends - 1], weights, int(weights.max()) - 1), 0)
+        else:
+            self._carry((values, np.ones(values.size, np.int64), 0), 0)
 
     def merge(self, other: "Quantiles") -> None:
         self.count += other.count
@@ -215,7 +222,8 @@ def _thin(values: np.ndarray, weights: np.ndarray, error: int) -> tuple[np.ndarr
     cumulative = np.cumsum(weights)
     total = int(cumulative[-1])
     targets = -(-np.arange(1, Quantiles.CAPACITY + 1, dtype=np.int64) * total // Quantiles.CAPACITY)
-    kept = np.unique(np.searchsorted(cumulative, targets, side="left"))
+    kept = np.searchsorted(cumulative, targets, side="left")  # non-decreasing
+    kept = kept[np.concatenate([[True], kept[1:] != kept[:-1]])]
     kept_cumulative = cumulative[kept]
     new_weights = np.diff(kept_cumulative, prepend=0)
     dropped = new_weights - weights[kept]
@@ -307,18 +315,22 @@ class TopValues:
         """A chunk's distinct non-null values and how often each occurs (``pyarrow.compute.value_counts``)."""
         if len(values) == 0:
             return
-        chunk = pa.table({"value": values, "count": counts.cast(pa.int64())})
-        if self.table is not None:
-            chunk = pa.concat_tables([self.table, chunk]).group_by("value").aggregate([("count", "sum")]) \
-                .rename_columns(["value", "count"])
-        if chunk.num_rows > self.CAPACITY:
-            counts_np = chunk.column("count").to_numpy()
+        counts_np = counts.to_numpy(zero_copy_only=False).astype(np.int64)
+        if self.table is not None:  # add to the values held, append the new ones
+            held_values, held_counts = self.table.column("value").combine_chunks(), self.table.column("count").to_numpy()
+            where = pc.index_in(values, value_set=held_values)
+            found = where.is_valid().to_numpy(zero_copy_only=False)
+            held_counts = held_counts + np.bincount(where.drop_null().to_numpy(zero_copy_only=False),
+                                                    weights=counts_np[found], minlength=len(held_values)
+                                                    ).astype(np.int64)
+            values = pa.concat_arrays([held_values, values.filter(pa.array(~found))])
+            counts_np = np.concatenate([held_counts, counts_np[~found]])
+        if len(values) > self.CAPACITY:
             threshold = int(np.partition(counts_np, -(self.CAPACITY + 1))[-(self.CAPACITY + 1)])
             keep = counts_np > threshold
-            chunk = pa.table({"value": chunk.column("value").filter(pa.array(keep)),
-                              "count": pa.array(counts_np[keep] - threshold)})
+            values, counts_np = values.filter(pa.array(keep)), counts_np[keep] - threshold
             self.error += threshold
-        self.table = chunk.select(["value", "count"])
+        self.table = pa.table({"value": values, "count": pa.array(counts_np, pa.int64())})
 
     def top(self, n: int) -> list[list[Any]]:
         """The ``n`` most frequent values with their counts, most frequent first (ties by value)."""
