@@ -172,19 +172,23 @@ def _materialize_view(store: "FeatureStore", view: FeatureView, start: datetime,
     # Per chunk, the offline write (Parquet encoding, in Arrow's C++ without the GIL) runs on a helper
     # thread while this one writes the online store (mostly waiting on the backend): the two are
     # independent. Meanwhile the other helper reads the next chunk, so the online store is not left
-    # idle between chunks; memory stays bounded at two chunks. A third helper adds the chunk's
-    # statistics (numpy and Arrow, mostly without the GIL too).
+    # idle between chunks; memory stays bounded at two chunks (and the last one's statistics). A third
+    # helper adds each chunk's statistics (numpy and Arrow, mostly without the GIL too) while the
+    # loop goes on.
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="materialize") as helpers:
         def read(i: int):
             return helpers.submit(store.engine.read_rows, data, keys, features, *chunks[i]) if i < len(chunks) else None
 
-        upcoming = read(0)
+        upcoming, counted = read(0), None
         if write_online and not aggregated:
             store.online_store  # noqa: B018 - load the backend (imports, connection) while the first chunk is read
         for i, (chunk_start, chunk_end) in enumerate(chunks):
             rows = upcoming.result()
             offline = helpers.submit(store.offline_store.write, view.name, rows, chunk_start, chunk_end, EVENT_TS)
-            counted = helpers.submit(statistics.add, rows) if statistics is not None else None
+            if statistics is not None:  # after the previous chunk's (usually long done): one at a time
+                if counted is not None:
+                    counted.result()
+                counted = helpers.submit(statistics.add, rows)
             upcoming = read(i + 1)
             try:
                 if write_online and rows.num_rows and not aggregated:
@@ -196,11 +200,11 @@ def _materialize_view(store: "FeatureStore", view: FeatureView, start: datetime,
                     result.online_skipped += written.skipped_stale
             finally:
                 offline.result()  # its error first, if both failed: the offline store is the record
-                if counted is not None:
-                    counted.result()
             result.rows += rows.num_rows
             if progress:
                 progress.advance(task)
+        if counted is not None:
+            counted.result()
     if write_online and aggregated and lo is not None:
         states = store.engine.aggregation_state(_state_join(view, data), start, end)
         for batch in states.to_batches(max_chunksize=100_000):
