@@ -33,48 +33,50 @@ _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finalizer over uint64 values: every input bit moves every output bit."""
+    """splitmix64's finalizer over uint64 values (a new array): every input bit moves every output bit."""
+    z = x + np.uint64(0x9E3779B97F4A7C15)
+    t = np.empty_like(z)
     with np.errstate(over="ignore"):
-        z = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+        for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            np.right_shift(z, np.uint64(shift), out=t)
+            z ^= t
+            z *= np.uint64(factor)
+    np.right_shift(z, np.uint64(31), out=t)
+    z ^= t
+    return z
 
 
 def hash_numbers(values: np.ndarray) -> np.ndarray:
     """64-bit hashes of integers (by value) or floats (by value: -0.0 is 0.0)."""
     if values.dtype.kind == "f":
-        values = values.astype(np.float64) + 0.0
-    elif values.dtype.kind == "b":
+        values = values + 0.0 if values.dtype == np.float64 else values.astype(np.float64) + 0.0
+    elif values.dtype.kind in "bu" or values.dtype != np.int64:
         values = values.astype(np.int64)
-    return _mix(np.ascontiguousarray(values.astype(np.int64, copy=False) if values.dtype.kind in "iu" else values)
-                .view(np.uint64))
-
-
-_POLY = np.uint64(0x100000001B3)  # an odd multiplier (FNV's prime)
+    return _mix(np.ascontiguousarray(values).view(np.uint64))
 
 
 def hash_strings(values: pa.Array) -> np.ndarray:
-    """64-bit hashes of a string or binary array without nulls: a polynomial over each value's bytes
-    (mod 2**64), mixed with its length."""
+    """64-bit hashes of a string or binary array without nulls: each value's bytes, 8 at a time as
+    words, mixed in turn into a hash seeded with its length."""
     values = values.cast(pa.large_binary()) if not pa.types.is_large_binary(values.type) else values
     n = len(values)
-    if n == 0:
-        return np.zeros(0, np.uint64)
-    offsets = np.frombuffer(values.buffers()[1], np.int64)[values.offset:values.offset + n + 1]
-    lengths = np.diff(offsets)
+    offsets = np.frombuffer(values.buffers()[1], np.int64)[values.offset:values.offset + n + 1] if n else \
+        np.zeros(1, np.int64)
+    starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
     data = values.buffers()[2]
-    raw = np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]] if data is not None else np.zeros(0, np.uint8)
-    sums = np.zeros(n, np.uint64)
-    if raw.size:
+    raw = np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]] if data is not None and n else np.zeros(0, np.uint8)
+    padded = np.concatenate([raw, np.zeros(8, np.uint8)])
+    h = _mix(lengths.astype(np.uint64))
+    rows = np.arange(n)
+    for word in range(-(-int(lengths.max(initial=0)) // 8)):
+        rows = rows[lengths[rows] > 8 * word]  # the values this long
+        at = starts[rows] + 8 * word
+        chunk = padded[at[:, None] + np.arange(8)].view(np.uint64)[:, 0]  # 8 bytes from each
+        left = np.minimum(lengths[rows] - 8 * word, 8).astype(np.uint64)
         with np.errstate(over="ignore"):
-            powers = np.cumprod(np.full(int(lengths.max()), _POLY, np.uint64))
-            ends = np.repeat(offsets[1:] - offsets[0], lengths)
-            back = ends - 1 - np.arange(raw.size)  # bytes after this one in its value
-            terms = (raw.astype(np.uint64) + np.uint64(1)) * powers[back]
-            filled = lengths > 0
-            sums[filled] = np.add.reduceat(terms, (offsets[:-1] - offsets[0])[filled])
-    return _mix(sums ^ _mix(lengths.astype(np.uint64)))
+            keep = np.where(left == 8, _M64, (np.uint64(1) << (left * np.uint64(8))) - np.uint64(1))
+        h[rows] = _mix(h[rows] ^ (chunk & keep))
+    return h
 
 
 class Distinct:
