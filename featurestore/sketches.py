@@ -94,9 +94,9 @@ class Distinct:
         if hashes.size == 0:
             return
         index = (hashes >> np.uint64(self.Q)).astype(np.intp)
-        rest = hashes & np.uint64((1 << self.Q) - 1)
+        rest = (hashes & np.uint64((1 << self.Q) - 1)).astype(np.float64)
         # rest < 2**50 is exact as a float64, so frexp's exponent is its bit length (0 for 0).
-        rank = (self.Q + 1 - np.frexp(rest.astype(np.float64))[1]).astype(np.uint8)
+        rank = (self.Q + 1 - np.frexp(rest)[1]).astype(np.uint8)
         np.maximum.at(self.registers, index, rank)
 
     def merge(self, other: "Distinct") -> None:
@@ -317,7 +317,7 @@ class TopValues:
         """A chunk's distinct non-null values and how often each occurs (``pyarrow.compute.value_counts``)."""
         if len(values) == 0:
             return
-        counts_np = counts.to_numpy(zero_copy_only=False).astype(np.int64)
+        values, counts_np = self._prune(values, counts.to_numpy(zero_copy_only=False).astype(np.int64))
         if self.table is not None:  # add to the values held, append the new ones
             held_values, held_counts = self.table.column("value").combine_chunks(), self.table.column("count").to_numpy()
             where = pc.index_in(values, value_set=held_values)
@@ -325,14 +325,19 @@ class TopValues:
             held_counts = held_counts + np.bincount(where.drop_null().to_numpy(zero_copy_only=False),
                                                     weights=counts_np[found], minlength=len(held_values)
                                                     ).astype(np.int64)
-            values = pa.concat_arrays([held_values, values.filter(pa.array(~found))])
-            counts_np = np.concatenate([held_counts, counts_np[~found]])
-        if len(values) > self.CAPACITY:
-            threshold = int(np.partition(counts_np, -(self.CAPACITY + 1))[-(self.CAPACITY + 1)])
-            keep = counts_np > threshold
-            values, counts_np = values.filter(pa.array(keep)), counts_np[keep] - threshold
-            self.error += threshold
+            values, counts_np = self._prune(pa.concat_arrays([held_values, values.filter(pa.array(~found))]),
+                                            np.concatenate([held_counts, counts_np[~found]]))
         self.table = pa.table({"value": values, "count": pa.array(counts_np, pa.int64())})
+
+    def _prune(self, values: pa.Array, counts: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+        """At most CAPACITY counters: all less the (CAPACITY + 1)-th largest count, those left above 0
+        (a chunk is pruned before it is merged: summaries of parts merge into one of the whole)."""
+        if len(values) <= self.CAPACITY:
+            return values, counts
+        threshold = int(np.partition(counts, -(self.CAPACITY + 1))[-(self.CAPACITY + 1)])
+        keep = counts > threshold
+        self.error += threshold
+        return values.filter(pa.array(keep)), counts[keep] - threshold
 
     def top(self, n: int) -> list[list[Any]]:
         """The ``n`` most frequent values with their counts, most frequent first (ties by value)."""
