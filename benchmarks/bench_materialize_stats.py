@@ -3,8 +3,10 @@
 
 Each materialization runs in its own child process (imports, the store and the registry are set up
 before the clock starts) into an empty offline store; the two settings alternate round by round, so
-drift in the machine's load hits both alike. Reported: seconds per setting (median of ``--repeat``)
-and the ratio on / off; the target is at most 1.10.
+drift in the machine's load hits both alike. Reported per setting: wall seconds (median and fastest
+of ``--repeat``) and CPU seconds of the process (all threads; median), and the ratios on / off; the
+target is a median wall ratio of at most 1.10. On a machine other work keeps busy, the wall times
+scatter (and the statistics' thread finds no idle core to run on): the CPU ratio says what they cost.
 
     .venv/bin/python benchmarks/bench_materialize_stats.py                  # 1M rows over 30 days, offline only
     .venv/bin/python benchmarks/bench_materialize_stats.py --rows 3000000 --repeat 5
@@ -151,13 +153,15 @@ def main() -> int:
     cpu_medians = {name: statistics.median(v) for name, v in cpu.items()}
     print(f"{args.rows:,} rows over {args.days} days, 10 features, online: {args.online}; "
           f"median of {args.repeat} (each run in its own process)")
-    print(f"{'':16} {'wall s':>8} {'CPU s':>8}   wall seconds of each run")
+    fastest = {name: min(v) for name, v in samples.items()}
+    print(f"{'':16} {'wall s':>8} {'fastest':>8} {'CPU s':>8}   wall seconds of each run")
     for name, seconds in medians.items():
-        print(f"{name:16} {seconds:8.2f} {cpu_medians[name]:8.2f}   {', '.join(f'{s:.2f}' for s in samples[name])}")
+        print(f"{name:16} {seconds:8.2f} {fastest[name]:8.2f} {cpu_medians[name]:8.2f}   "
+              f"{', '.join(f'{s:.2f}' for s in samples[name])}")
     ratio = medians["statistics on"] / medians["statistics off"]
-    cpu_ratio = cpu_medians["statistics on"] / cpu_medians["statistics off"]
-    print(f"on / off         {ratio:7.3f}x {cpu_ratio:7.3f}x   "
-          f"(target: wall <= {TARGET:.2f}x: {'met' if ratio <= TARGET else 'NOT met'})")
+    print(f"on / off         {ratio:7.3f}x {fastest['statistics on'] / fastest['statistics off']:7.3f}x "
+          f"{cpu_medians['statistics on'] / cpu_medians['statistics off']:7.3f}x   "
+          f"(target: median wall <= {TARGET:.2f}x: {'met' if ratio <= TARGET else 'NOT met'})")
     print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     return 0
 
