@@ -15,7 +15,7 @@ vectorized steps where the libraries' Python bindings take one value per call.
   log2 of the chunks).
 - ``Histogram``: counts on bins of width 2**e aligned to multiples of 2**e, at most ``MAX_BINS`` of
   them; a wider range doubles the width, merging bins pairwise, so the counts stay exact. Runs with
-  different widths re-bin exactly onto the wider one (``rebin``), which is what drift needs.
+  different widths re-bin exactly onto the wider one (``align``), which is what drift needs.
 - ``TopValues``: the Misra-Gries summary of a categorical column (``CAPACITY`` counters): counts are
   exact while a run has at most that many distinct values, otherwise each is low by at most ``error``.
 """
@@ -294,6 +294,16 @@ class Histogram:
         self.counts = np.bincount(index - self.first, weights=self.counts).astype(np.int64)
         self.exponent = exponent
 
+    @classmethod
+    def from_dict(cls, recorded: dict[str, Any]) -> "Histogram":
+        """A histogram as ``to_dict`` recorded it."""
+        edges, counts = recorded["edges"], recorded["counts"]
+        out = cls()
+        out.exponent = math.frexp(edges[1] - edges[0])[1] - 1
+        out.first = round(math.ldexp(edges[0], -out.exponent))
+        out.counts = np.asarray(counts, np.int64)
+        return out
+
     def to_dict(self) -> dict[str, Any] | None:
         if self.exponent is None:
             return None
@@ -345,3 +355,18 @@ class TopValues:
             return []
         best = self.table.sort_by([("count", "descending"), ("value", "ascending")]).slice(0, n)
         return [[v, c] for v, c in zip(best.column("value").to_pylist(), best.column("count").to_pylist())]
+
+
+def align(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[float], list[int], list[int]]:
+    """Two recorded histograms on common bins (the wider width, over both ranges), exactly: (edges,
+    counts of ``a``, counts of ``b``). What compares two runs' distributions (drift)."""
+    both = Histogram.from_dict(a)
+    both.merge(Histogram.from_dict(b))
+    out = []
+    for recorded in (a, b):
+        h = Histogram()
+        h.exponent, h.first, h.counts = both.exponent, both.first, np.zeros(both.counts.size, np.int64)
+        h.merge(Histogram.from_dict(recorded))
+        out.append(h.counts.tolist())
+    edges = [math.ldexp(both.first + i, both.exponent) for i in range(both.counts.size + 1)]
+    return edges, out[0], out[1]

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from featurestore.quality_stats import QUANTILES, RunStatistics
-from featurestore.sketches import Distinct, Histogram, Quantiles, TopValues, hash_numbers, hash_strings
+from featurestore.sketches import Distinct, Histogram, Quantiles, TopValues, align, hash_numbers, hash_strings
 
 UTC = timezone.utc
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -176,6 +176,16 @@ def test_histogram_widens_and_merges_exactly():
     assert got["counts"] == np.histogram(whole, bins=got["edges"])[0].tolist()
     widths = np.diff(got["edges"])
     assert np.all(widths == widths[0]) and math.log2(widths[0]).is_integer()
+    narrow, wide = rng.normal(0, 1, 500), rng.uniform(-40, 90, 700)
+    recorded = []
+    for x in (narrow, wide):
+        h = Histogram()
+        h.add(x, float(x.min()), float(x.max()))
+        recorded.append(h.to_dict())
+    edges, counts_narrow, counts_wide = align(*recorded)  # two runs' histograms on common bins
+    assert counts_narrow == np.histogram(narrow, edges)[0].tolist()
+    assert counts_wide == np.histogram(wide, edges)[0].tolist()
+    assert edges[1] - edges[0] == recorded[1]["edges"][1] - recorded[1]["edges"][0]
     ints = Histogram(integers=True)
     ints.add(np.array([7.0, 7.0]), 7.0, 7.0)
     assert ints.to_dict() == {"edges": [7.0, 8.0], "counts": [2]}
