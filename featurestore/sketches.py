@@ -65,13 +65,13 @@ def hash_strings(values: pa.Array) -> np.ndarray:
     starts, lengths = offsets[:-1] - offsets[0], np.diff(offsets)
     data = values.buffers()[2]
     raw = np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]] if data is not None and n else np.zeros(0, np.uint8)
-    padded = np.concatenate([raw, np.zeros(8, np.uint8)])
+    windows = np.lib.stride_tricks.sliding_window_view(np.concatenate([raw, np.zeros(8, np.uint8)]), 8)
     h = _mix(lengths.astype(np.uint64))
     rows = np.arange(n)
     for word in range(-(-int(lengths.max(initial=0)) // 8)):
         rows = rows[lengths[rows] > 8 * word]  # the values this long
         at = starts[rows] + 8 * word
-        chunk = padded[at[:, None] + np.arange(8)].view(np.uint64)[:, 0]  # 8 bytes from each
+        chunk = windows[at].view(np.uint64)[:, 0]  # 8 bytes from each
         left = np.minimum(lengths[rows] - 8 * word, 8).astype(np.uint64)
         with np.errstate(over="ignore"):
             keep = np.where(left == 8, _M64, (np.uint64(1) << (left * np.uint64(8))) - np.uint64(1))
@@ -143,7 +143,7 @@ def _tau(x: float) -> float:
 class Quantiles:
     """Weighted sorted points standing for a column's values (see the module docs)."""
 
-    CAPACITY = 8192
+    CAPACITY = 4096
 
     def __init__(self) -> None:
         self.levels: list[tuple[np.ndarray, np.ndarray, int] | None] = []  # (values, weights, error)
@@ -267,8 +267,8 @@ class Histogram:
         elif exponent > self.exponent:
             self._widen(exponent)
         index = np.floor(np.ldexp(points, -self.exponent)).astype(np.int64)
-        first = min(self.first, int(index.min()))
-        size = max(self.first + self.counts.size, int(index.max()) + 1) - first
+        first = min(self.first, math.floor(math.ldexp(lo, -self.exponent)))
+        size = max(self.first + self.counts.size, math.floor(math.ldexp(hi, -self.exponent)) + 1) - first
         counts = np.zeros(size, np.int64)
         counts[self.first - first:self.first - first + self.counts.size] = self.counts
         counts += np.bincount(index - first, weights=weights, minlength=size).astype(np.int64)
