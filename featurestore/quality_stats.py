@@ -34,8 +34,8 @@ from featurestore.timestamps import from_us
 
 QUANTILES = {"p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}
 TOP = 10
-# Values hashed and binned a slice at a time: a few passes over each, which stay in the CPU's cache
-# (profiled: three times faster than whole 300,000-value chunks).
+# Values hashed a slice at a time: a few passes over each, which stay in the CPU's cache (profiled:
+# three times faster than whole 300,000-value chunks).
 SLICE = 32768
 
 
@@ -99,14 +99,16 @@ class _Number(_Column):
                 else:
                     present[present] = finite
                 raw = raw[finite]
-        for i in range(0, raw.size, SLICE):
-            self.distinct.add(hash_numbers(raw[i:i + SLICE]))
         if raw.size == 0:
             return present
         ordered = np.sort(raw)
         lo, hi = ordered[0].item(), ordered[-1].item()
         self.min = lo if self.min is None else min(self.min, lo)
         self.max = hi if self.max is None else max(self.max, hi)
+        # Repeats hash alike: integers (often few values) hash each value once, floats as they are.
+        distinct = ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])] if self.integers else ordered
+        for i in range(0, distinct.size, SLICE):
+            self.distinct.add(hash_numbers(distinct[i:i + SLICE]))
         as_float = ordered.astype(np.float64, copy=False)
         n, mean = as_float.size, float(as_float.mean())
         m2 = float(np.square(as_float - mean).sum())
@@ -116,9 +118,7 @@ class _Number(_Column):
         self.m2 += m2 + delta * delta * self.count * n / total
         self.count = total
         self.quantiles.add_sorted(as_float)
-        for i in range(0, n, SLICE):  # sorted: a slice's first and last are its bounds
-            part = as_float[i:i + SLICE]
-            self.histogram.add(part, float(part[0]), float(part[-1]))
+        self.histogram.add_sorted(as_float)
         return present
 
     def result(self, now_us: int) -> dict[str, Any]:

@@ -248,6 +248,24 @@ class Histogram:
         if values.size:
             self._add(values.astype(np.float64, copy=False), None, lo, hi, None)
 
+    def add_sorted(self, values: np.ndarray) -> None:
+        """A chunk's finite values, sorted: each bin's count is where its edges fall among them."""
+        if values.size == 0:
+            return
+        lo, hi = float(values[0]), float(values[-1])
+        exponent = self._exponent(*self._span(lo, hi), None)
+        bins = np.arange(math.floor(math.ldexp(lo, -exponent)), math.floor(math.ldexp(hi, -exponent)) + 2,
+                         dtype=np.float64)
+        edges = np.ldexp(bins, exponent)
+        self._add(edges[:-1], np.diff(np.searchsorted(values, edges, side="left")), lo, hi, exponent)
+
+    def _span(self, lo: float, hi: float) -> tuple[float, float]:
+        """[lo, hi] widened to the bins held."""
+        if self.exponent is None:
+            return lo, hi
+        return (min(lo, math.ldexp(self.first, self.exponent)),
+                max(hi, math.ldexp(self.first + self.counts.size - 1, self.exponent)))
+
     def merge(self, other: "Histogram") -> None:
         """Add ``other``'s counts: each of its bins lands whole in one of ours, once ours are at least
         as wide."""
@@ -258,9 +276,7 @@ class Histogram:
 
     def _add(self, points: np.ndarray, weights: np.ndarray | None, lo: float, hi: float,
              min_exponent: int | None) -> None:
-        if self.exponent is not None:
-            lo = min(lo, math.ldexp(self.first, self.exponent))
-            hi = max(hi, math.ldexp(self.first + self.counts.size - 1, self.exponent))
+        lo, hi = self._span(lo, hi)
         exponent = self._exponent(lo, hi, min_exponent)
         if self.exponent is None:
             self.exponent, self.first = exponent, math.floor(math.ldexp(lo, -exponent))
