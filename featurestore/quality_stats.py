@@ -166,7 +166,7 @@ class _Time(_Column):
 
     def _add(self, values: pa.Array) -> np.ndarray | None:
         present = super()._add(values)
-        bounds = pc.min_max(values.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()))
+        bounds = pc.min_max(_micros(values))
         lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
         if lo is not None:
             self.min = lo if self.min is None else min(self.min, lo)
@@ -176,6 +176,11 @@ class _Time(_Column):
     def result(self, now_us: int) -> dict[str, Any]:
         return {**super().result(now_us), "min": None if self.min is None else from_us(self.min).isoformat(),
                 "max": None if self.max is None else from_us(self.max).isoformat()}
+
+
+def _micros(times: pa.Array) -> pa.Array:
+    """Times as epoch microseconds (a nanosecond time truncated to its microsecond)."""
+    return pc.cast(times, pa.timestamp("us", tz="UTC"), safe=False).cast(pa.int64())
 
 
 def _column_for(dtype: pa.DataType) -> _Column:
@@ -201,8 +206,7 @@ class RunStatistics:
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:
             return
-        event_us = table.column(self.event_column).combine_chunks() \
-            .cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+        event_us = _micros(table.column(self.event_column).combine_chunks()).to_numpy(zero_copy_only=False)
         latest = int(event_us.max())
         for name, column in self.columns.items():
             column.add(table.column(name).combine_chunks(), event_us, latest)
