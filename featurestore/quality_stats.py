@@ -4,8 +4,8 @@ and given as the ``stats`` of a quality record (``featurestore.quality_runs``).
 Per column, by type:
 
 - every column: ``rows``, ``nulls`` (a float's NaN and +/-inf count as null: from a batch source they
-  mean missing, ``featurestore.values``) and ``freshness_seconds`` (the run's end minus the latest event time of a row where the
-  column has a value; None when it has none);
+  mean missing, ``featurestore.values``) and ``freshness_seconds`` (the run's end minus the latest
+  event time of a row where the column has a value; None when it has none);
 - numbers: ``min``, ``max``, ``mean``, ``stddev`` (population, ddof=0), ``quantiles`` (p01 ... p99, numpy's
   default linear interpolation; ``quantile_rank_error`` is the fraction of rows their ranks may be
   off, 0 when exact: see ``featurestore.sketches.Quantiles``), ``histogram`` (``edges``, ``counts``:
