@@ -286,6 +286,49 @@ def stream_stop(ctx: click.Context, view: str, timeout: float) -> None:
     click.echo(f"{view}: stopped" if stopped else f"{view}: was not running")
 
 
+@main.command()
+@click.argument("view")
+@click.option("--since", default="7d", show_default=True,
+              help="Runs started this long ago or later: a whole number and a unit (s, m, h, d).")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs' records as JSON.")
+@click.option("--plot", "plot", type=click.Path(dir_okay=True), default=None,
+              help="Also draw the runs as charts: FILE.html (one self-contained page), FILE.png (one "
+                   "image) or a folder (one PNG per chart).")
+@click.pass_context
+def stats(ctx: click.Context, view: str, since: str, as_json: bool, plot: str | None) -> None:
+    """Show VIEW's quality records: each materialization run and stream commit since --since, with
+    its rows and check outcomes, then the column statistics of the newest run (rows, nulls, min,
+    median, max, mean, stddev, distinct, freshness, top values)."""
+    from rich.console import Console
+
+    from featurestore.quality_table import render, to_json
+
+    start = dt.datetime.now(dt.timezone.utc) - _duration(since, "--since")
+    store = _store(ctx)
+    runs = store.quality_runs(view, since=start)
+    if plot:
+        _plot(store, view, runs, start, plot)
+    if as_json:
+        click.echo(to_json(runs))
+    elif not runs:
+        click.echo(f"{view}: no runs since {start:%Y-%m-%d %H:%M:%S} UTC (materialize it, or widen --since)")
+    else:
+        Console().print(render(view, runs))
+
+
+def _plot(store, view: str, runs: list, since: dt.datetime, target: str) -> None:
+    """The runs, and the newest drift results since ``since``, as charts (``featurestore.quality_report``)."""
+    from featurestore import drift_records, quality_report
+
+    drift = [{"feature": d.feature, "statistic": d.statistic, "value": d.value, "threshold": d.bound,
+              "drifted": d.drifted} for d in drift_records.latest(store, view, since=since)]
+    if target.lower().endswith((".html", ".htm")):
+        written = [quality_report.write_html(view, runs, target, drift=drift or None)]
+    else:
+        written = quality_report.write_png(view, runs, target, drift=drift or None)
+    click.echo(f"{view}: {len(runs)} runs drawn in {', '.join(str(p) for p in written)}", err=True)
+
+
 @main.group()
 def offline() -> None:
     """Upkeep of the offline store's tables: merge small files, remove files no version needs, repair

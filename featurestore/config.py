@@ -18,6 +18,16 @@ from featurestore.errors import ConfigError
 CONFIG_FILE = "featurestore.yaml"
 
 
+class QualityConfig(BaseModel):
+    """``quality:`` in featurestore.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Statistics of each materialization run and stream commit (featurestore.quality_stats), recorded
+    # with the run's checks; false records the runs without them.
+    statistics: bool = True
+
+
 class RepoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -27,6 +37,7 @@ class RepoConfig(BaseModel):
     online_store: dict[str, Any] = Field(default_factory=lambda: {"type": "sqlite"})
     engine: dict[str, Any] = Field(default_factory=lambda: {"type": "local"})
     stream_engine: dict[str, Any] = Field(default_factory=lambda: {"type": "flink"})
+    quality: QualityConfig = Field(default_factory=QualityConfig)
 
     @field_validator("project")
     @classmethod

@@ -4,7 +4,9 @@ Rows are read through the same path exports use (the engine over the view's sour
 time chunk at a time, so memory does not grow with the interval. Each chunk replaces its interval in
 the offline store (so reruns do not duplicate) and upserts the online store, whose writes are
 event-time monotonic (so reruns and overlapping runs change nothing); the two writes of a chunk run
-side by side, while the next chunk is read.
+side by side, while the next chunk is read, and the chunk's statistics are added to the run's
+(``featurestore.quality_stats``) beside them. Each view's run ends with its quality record
+(``featurestore.quality_runs``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from featurestore.ports.engine import (
     ViewJoin,
 )
 from featurestore.quality_runs import QualityRun
+from featurestore.quality_stats import RunStatistics
 from featurestore.retrieval import MIN_TIME, source_data, stored_columns
 
 if TYPE_CHECKING:
@@ -51,6 +54,7 @@ class ViewResult:
     online_written: int = 0
     online_skipped: int = 0
     checks: list[dict] = field(default_factory=list)  # the run's check outcomes (featurestore.checks)
+    rows_in: int | None = None  # rows the checks judged (before drops), when the view has checks
 
 
 @dataclass
@@ -139,28 +143,38 @@ def _check_times(view: FeatureView, lo, hi) -> None:
 
 def materialize_view(store: "FeatureStore", view: FeatureView, start: datetime, end: datetime, *,
                      online: bool, progress=None) -> ViewResult:
-    """Copy one view's rows of [start, end) to the stores; a damaged file it meets (of the source or
-    the offline table) is named with what repairs it."""
+    """Copy one view's rows of [start, end) to the stores and record the run's quality; a damaged file
+    it meets (of the source or the offline table) is named with what repairs it."""
+    started = datetime.now(UTC)
+    # A cluster engine's executors see the rows, this process does not: its runs have no statistics.
+    statistics = RunStatistics(stored_columns(view)[1], EVENT_TS) \
+        if store.config.quality.statistics and CAP_CLUSTER_WRITES not in store.engine.capabilities else None
     with damage_named(store, [view]):
-        return _materialize_view(store, view, start, end, online=online, progress=progress)
+        result = _materialize_view(store, view, start, end, online=online, progress=progress,
+                                   statistics=statistics)
+    ended = datetime.now(UTC)
+    quality_runs.record(store, view.name, QualityRun(
+        "materialize", started, ended, rows_in=result.rows if result.rows_in is None else result.rows_in,
+        rows_written=result.rows, checks=result.checks,
+        stats=None if statistics is None else statistics.result(ended)))
+    return result
 
 
 def _materialize_view(store: "FeatureStore", view: FeatureView, start: datetime, end: datetime, *,
-                      online: bool, progress=None) -> ViewResult:
+                      online: bool, progress=None, statistics: RunStatistics | None = None) -> ViewResult:
     started = datetime.now(UTC)
     keys, stored = stored_columns(view)
     features = [(c, c, t) for c, t in stored]
     data, _, _ = source_data(store, view, [k for k, _ in keys] + [c for c, _ in stored], start, end)
     counts, outcomes = _judge(store, view, data, start, end, started) if view.checks else (None, [])
-    result = _write_rows(store, view, data, keys, features, start, end, online=online, progress=progress)
+    result = _write_rows(store, view, data, keys, features, start, end, online=online, progress=progress,
+                         statistics=statistics)
     if counts is not None:
         result.checks = outcomes
+        result.rows_in = counts.rows
         if any(o["on_fail"] == "drop" and o["rows_failed"] for o in outcomes) or \
                 view.name in store.offline_store.quarantine.views():
             _quarantine(store, view, data, keys, features, start, end, started)
-        quality_runs.record(store, view.name, QualityRun(
-            kind="materialize", started=started, ended=datetime.now(UTC), rows_in=counts.rows,
-            rows_written=result.rows, checks=outcomes))
     return result
 
 
@@ -192,7 +206,7 @@ def _quarantine(store: "FeatureStore", view: FeatureView, data: ViewData, keys, 
 
 
 def _write_rows(store: "FeatureStore", view: FeatureView, data: ViewData, keys, features, start: datetime,
-                end: datetime, *, online: bool, progress=None) -> ViewResult:
+                end: datetime, *, online: bool, progress=None, statistics: RunStatistics | None = None) -> ViewResult:
     """The rows of [start, end) written to the offline store and (``online``) the online store."""
     result = ViewResult(view.name, start, end)
     lo, hi = store.engine.time_bounds(data, start, end)
@@ -207,17 +221,23 @@ def _write_rows(store: "FeatureStore", view: FeatureView, data: ViewData, keys, 
     # Per chunk, the offline write (Parquet encoding, in Arrow's C++ without the GIL) runs on a helper
     # thread while this one writes the online store (mostly waiting on the backend): the two are
     # independent. Meanwhile the other helper reads the next chunk, so the online store is not left
-    # idle between chunks; memory stays bounded at two chunks.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="materialize") as helpers:
+    # idle between chunks; memory stays bounded at two chunks (and the last one's statistics). A third
+    # helper adds each chunk's statistics (numpy and Arrow, mostly without the GIL too) while the
+    # loop goes on.
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="materialize") as helpers:
         def read(i: int):
             return helpers.submit(store.engine.read_rows, data, keys, features, *chunks[i]) if i < len(chunks) else None
 
-        upcoming = read(0)
+        upcoming, counted = read(0), None
         if write_online and not aggregated:
             store.online_store  # noqa: B018 - load the backend (imports, connection) while the first chunk is read
         for i, (chunk_start, chunk_end) in enumerate(chunks):
             rows = upcoming.result()
             offline = helpers.submit(store.offline_store.write, view.name, rows, chunk_start, chunk_end, EVENT_TS)
+            if statistics is not None:  # after the previous chunk's (usually long done): one at a time
+                if counted is not None:
+                    counted.result()
+                counted = helpers.submit(statistics.add, rows)
             upcoming = read(i + 1)
             try:
                 if write_online and rows.num_rows and not aggregated:
@@ -232,6 +252,8 @@ def _write_rows(store: "FeatureStore", view: FeatureView, data: ViewData, keys, 
             result.rows += rows.num_rows
             if progress:
                 progress.advance(task)
+        if counted is not None:
+            counted.result()
     if write_online and aggregated and lo is not None:
         states = store.engine.aggregation_state(_state_join(view, data), start, end)
         for batch in states.to_batches(max_chunksize=100_000):

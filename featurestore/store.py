@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from featurestore import apply as apply_mod
-from featurestore import materialize, push, repair, reproduce
+from featurestore import materialize, push, quality_runs, repair, reproduce
 from featurestore.catalog import Catalog
 from featurestore.config import RepoConfig, backend_config, load_config, resolve_registry_url
 from featurestore.definitions import Entity, FeatureService, FeatureView
@@ -188,3 +188,10 @@ class FeatureStore:
         cannot be read), rematerializing from the source what the materialized rows lost; returns a
         RepairResult whose ``lines()`` say what was found, done and lost (``featurestore.repair``)."""
         return repair.repair_offline(self, view)
+
+    def quality_runs(self, view: str, since: datetime | None = None) -> list[quality_runs.QualityRun]:
+        """The view's quality records started at or after ``since`` (all when None), oldest first: one
+        per materialization run or stream commit, with its checks' outcomes and its statistics
+        (``featurestore.quality_runs``, ``featurestore.quality_stats``)."""
+        self.get_feature_view(view)  # an unknown view is an error, not an empty answer
+        return quality_runs.runs(self, view, since)

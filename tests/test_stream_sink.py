@@ -209,6 +209,29 @@ def test_sink_applies_each_message_once_across_crashes(tmp_path: Path, kafka_boo
     assert got["price_sum_10m"] == [sum(e["price"] for e in kept if e["user_id"] == u) or None for u in users]
 
 
+def test_each_committed_batch_records_the_statistics_of_the_rows_it_applied(tmp_path: Path, kafka_bootstrap: str):
+    topic = f"fs-sink-stats-{uuid.uuid4().hex[:10]}"
+    store = _store(tmp_path, [], bootstrap=kafka_bootstrap, topic=topic)
+    plan = build_blueprint(store, "last")
+    rec = Recorder(seed=11, partitions=2, users=20, start=datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5))
+    rec.produce(600)
+    sink = EventSink(plan, store)
+    for i in range(0, 600, 150):
+        sink.handle(rec.columns(plan, rec.messages[i:i + 150]))
+    sink.handle(rec.columns(plan, rec.messages[:150]))  # a replay: nothing new, no record
+    sink.close()  # the records are written off the batches' path
+    runs = store.quality_runs("last")
+    assert [r.kind for r in runs] == ["stream"] * 4
+    assert sum(r.rows_in for r in runs) == 600
+    applied = store.offline_store.appends.read("last").column("price").to_numpy()
+    assert sum(r.rows_written for r in runs) == len(applied) < 600  # bad and late ones were dead-lettered
+    price = [r.stats["price"] for r in runs]
+    assert [p["rows"] for p in price] == [r.rows_written for r in runs]
+    assert min(p["min"] for p in price) == applied.min() and max(p["max"] for p in price) == applied.max()
+    assert sum(p["mean"] * p["rows"] for p in price) == pytest.approx(applied.sum(), rel=1e-12)
+    assert all(p["freshness_seconds"] > 0 for p in price)
+
+
 # ------------------------------------------------------------------ exports see committed stream rows
 
 

@@ -51,7 +51,10 @@ DEFERRED_IMPORTS = {
     # `featurestore --help` and `init` start without pyarrow, pydantic or the stores
     ("featurestore.cli", "featurestore.config"),
     ("featurestore.cli", "featurestore.drift"),  # numpy, pyarrow and scipy's statistics
+    ("featurestore.cli", "featurestore.drift_records"),  # pyarrow, for `stats --plot`
+    ("featurestore.cli", "featurestore.quality_report"),  # matplotlib, for `stats --plot`
     ("featurestore.cli", "featurestore.materialize"),
+    ("featurestore.cli", "featurestore.quality_table"),  # rich, for `stats` only
     ("featurestore.cli", "featurestore.scaffold"),
     ("featurestore.cli", "featurestore.store"),
     ("featurestore.cli", "featurestore.streaming.manager"),
@@ -71,7 +74,7 @@ DEFERRED_IMPORTS = {
 }
 HEAVY = {"pyspark", "pyflink", "duckdb", "pandas", "fastapi", "starlette", "uvicorn", "uvloop", "httptools",
          "redis", "confluent_kafka", "sqlalchemy", "pyarrow", "pydantic", "yaml", "numpy", "prometheus_client",
-         "deltalake", "scipy"}
+         "deltalake", "scipy", "rich"}
 OWN = ("featurestore", "connectors", "transforms", "serving")
 
 

@@ -19,7 +19,9 @@ Then, in this order: the dead letters are produced (and acknowledged), the event
 (monotonic, and folded into aggregation states that remember the offsets they hold), and the offline
 rows (written meanwhile as files no reader sees yet) are appended in one commit that also records the
 batch's offsets and the partitions' progress. That
-commit is the batch's end: after a crash the job resumes from its last Flink checkpoint (never past
+commit is the batch's end. After it, off the batch's path, the batch's quality record (its statistics,
+``featurestore.quality_stats``) is appended to the view's quality table: at most once, as a record
+lost to a crash there is not worth a replay. After a crash the job resumes from its last Flink checkpoint (never past
 the commit), skips what the commit covers and decides the rest again, the same way. Dead letters a job
 sent after its last commit are found in the dead-letter topic when it starts and not sent again; online
 writes of those events are idempotent. So every message lands once: applied, or dead-lettered.
@@ -31,20 +33,26 @@ materialization runs only; a batch of a stream is no run).
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+import pyarrow as pa
+
 from featurestore import quality_runs
 from featurestore.checks import stream_outcomes
 from featurestore.ports.engine import EVENT_TS
 from featurestore.quality_runs import QualityRun
+from featurestore.quality_stats import RunStatistics
 from featurestore.streaming import events as ev
 from featurestore.streaming.blueprint import Blueprint
 from featurestore.streaming.progress import PartitionProgress
 from featurestore.streaming.writers import DeadLetters, OfflineRows, online_writer, row_dead_letter
 from featurestore.timestamps import from_us, to_us
+
+log = logging.getLogger(__name__)
 
 
 def _time_us(text: str) -> int:
@@ -90,7 +98,9 @@ class EventSink:
         self.names = blueprint.output_columns
         self.converters = [_CONVERT[blueprint.output_types[n].name] for n in self.names]
         self.times = {n for n in self.names if blueprint.output_types[n].name == "Timestamp"}
+        self.store = store
         self.offline = OfflineRows(blueprint, store)
+        self.statistics = store.config.quality.statistics
         self.online = online_writer(blueprint, store) if blueprint.online else None
         self.dead = dead_letters or DeadLetters(blueprint)
         offsets, committed = self.offline.committed()
@@ -160,7 +170,7 @@ class EventSink:
         if not spans:
             return out
         # The offline rows are written (not yet visible) while the letters and online writes go out.
-        staged = self.pool.submit(self.offline.stage, [row for row, _, _, _ in items])
+        staged = self.pool.submit(self._stage, [row for row, _, _, _ in items])
         try:
             fresh = [text for p, o, text in letters if (p, o) not in self.already_sent]
             out.letters_resent_skipped = len(letters) - len(fresh)
@@ -169,19 +179,18 @@ class EventSink:
             if items and self.online is not None:
                 out.online_written, out.online_skipped_stale = self.online.write(items)
         except BaseException:
-            self.pool.submit(lambda: self.offline.discard(staged.result()))
+            self.pool.submit(lambda: self.offline.discard(staged.result()[0]))
             raise
         committed = {**progress.to_json(), "dead_letters": {str(p): o for p, o in self.dead.positions.items()}}
-        out.offline_rows = self.offline.commit(staged.result(), spans, committed)
+        files, table = staged.result()
+        out.offline_rows = self.offline.commit(files, spans, committed)
         out.admitted = len(items)
+        handled = out.malformed + out.failed + out.filtered + out.check_dropped + out.late + out.admitted
+        outcomes = stream_outcomes(self.blueprint.checks, out.checked, out.check_failures) if out.checked else []
+        # Off this call's path, before the next batch's staging: the quality record, then compaction.
+        self.pool.submit(self._record, table, started, handled, out.offline_rows, outcomes)
         if items:
             self.pool.submit(self.offline.compact)  # before the next batch's staging, off this call's path
-        if out.checked:
-            # After the commit: a crash before it is recorded loses the record, never repeats it.
-            run = QualityRun(kind="stream", started=started, ended=datetime.now(timezone.utc),
-                             rows_in=len(partitions) - out.replayed, rows_written=out.admitted,
-                             checks=stream_outcomes(self.blueprint.checks, out.checked, out.check_failures))
-            self.pool.submit(quality_runs.record, self.store, self.blueprint.view, run)
         return out
 
     def _judge(self, out: BatchOutcome, fails: list[list[Any]], i: int) -> str | None:
@@ -200,6 +209,28 @@ class EventSink:
         if first is None and warned:
             out.check_warned += 1
         return first
+
+    def _stage(self, rows: list[dict[str, Any]]) -> tuple[Any, pa.Table]:
+        table = self.offline.table(rows)
+        return self.offline.stage(table), table
+
+    def _record(self, table: pa.Table, started: datetime, rows_in: int, rows_written: int,
+                checks: list[dict]) -> None:
+        """The committed batch's quality record: its check outcomes and statistics (after the commit: a
+        crash before it is recorded loses the record, never repeats it; a failure is logged)."""
+        view = self.blueprint.view
+        try:
+            statistics = None
+            if self.statistics:
+                statistics = RunStatistics([(f.name, f.dtype.to_arrow()) for f in self.blueprint.stored], EVENT_TS)
+                statistics.add(table)
+            ended = datetime.now(timezone.utc)
+            quality_runs.record(self.store, view, QualityRun(
+                "stream", started, ended, rows_in=rows_in, rows_written=rows_written, checks=checks,
+                stats=None if statistics is None else statistics.result(ended)))
+            self.store.offline_store.quality.compact(view)
+        except Exception:
+            log.exception("view %r: the quality record of a committed batch was not written", view)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

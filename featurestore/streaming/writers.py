@@ -73,9 +73,13 @@ class OfflineRows:
         """(last offset committed per partition, the progress committed with them)."""
         return self.offline.stream_progress(self.view, self.stream)
 
-    def stage(self, rows: list[dict[str, Any]]) -> Any:
+    def table(self, rows: list[dict[str, Any]]) -> pa.Table:
+        return pa.Table.from_pylist(rows, schema=self.schema)
+
+    def stage(self, rows: list[dict[str, Any]] | pa.Table) -> Any:
         """Write ``rows`` as data files, not yet visible (``commit`` makes them so)."""
-        return self.offline.stage_append(self.view, pa.Table.from_pylist(rows, schema=self.schema), EVENT_TS)
+        table = rows if isinstance(rows, pa.Table) else self.table(rows)
+        return self.offline.stage_append(self.view, table, EVENT_TS)
 
     def commit(self, staged: Any, spans: dict[int, tuple[int, int]], progress: dict[str, Any]) -> int:
         """Make the ``staged`` rows visible and record, in the same atomic commit, the offsets ``spans``
