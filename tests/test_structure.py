@@ -52,6 +52,8 @@ DEFERRED_IMPORTS = {
     ("featurestore.cli", "featurestore.config"),
     ("featurestore.cli", "featurestore.drift"),  # numpy, pyarrow and scipy's statistics
     ("featurestore.cli", "featurestore.materialize"),
+    ("featurestore.cli", "featurestore.quality_runs"),  # pyarrow (describe's latest quality run)
+    ("featurestore.cli", "featurestore.registry_tables"),  # rich, and pyarrow through quality_runs
     ("featurestore.cli", "featurestore.scaffold"),
     ("featurestore.cli", "featurestore.store"),
     ("featurestore.cli", "featurestore.streaming.manager"),
