@@ -20,6 +20,7 @@ KIND_TITLES = {"entity": "entity", "data_source": "source", "feature_view": "fea
 _PLURALS = {"entity": "entities"}
 _STREAM_SOURCES = ("kafka", "push")
 _DESCRIPTION_WIDTH = 48
+_KEYS_WIDTH = 32  # a service's views, a view's tags: whole in --json
 
 
 def duration(seconds: float | None) -> str:
@@ -104,13 +105,13 @@ def list_table(kind: str, rows: list[dict[str, Any]], version: int) -> Table:
     table.add_column("name", no_wrap=True, style="bold")
     table.add_column("kind", no_wrap=True)
     if kind != "data_source":
-        table.add_column(_KEYS_TITLE.get(kind, "keys"))
+        table.add_column(_KEYS_TITLE.get(kind, "keys"), max_width=_KEYS_WIDTH, no_wrap=True, overflow="ellipsis")
     if kind in ("feature_view", "on_demand_feature_view", "feature_service"):
         table.add_column("features", justify="right")
     if kind in ("feature_view", "data_source"):
         table.add_column("source" if kind == "feature_view" else "reads")
-    table.add_column("owner")
-    table.add_column("tags")
+    table.add_column("owner", min_width=min(40, max((len(r["owner"]) for r in rows), default=1)))
+    table.add_column("tags", max_width=_KEYS_WIDTH, no_wrap=True, overflow="ellipsis")
     table.add_column("description", max_width=_DESCRIPTION_WIDTH, no_wrap=True, overflow="ellipsis")
     for row in rows:
         cells = [row["name"], row["kind"]]
