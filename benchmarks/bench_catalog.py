@@ -19,8 +19,9 @@ Run with the project's venv, with a PostgreSQL server (the tests' one will do):
    ``HISTORY_SERVICE`` change every time), so the registry holds 50 versions. Each apply is timed.
 3. **list**: ``featurestore list views`` (the table, and ``--json``) timed, as a child process.
 4. **pages**: ``featurestore serve`` (one worker) against the repo; each catalog page kind of the URL
-   scheme (overview, search page, ``search.json`` for each prefix of a name as it is typed, each object
-   kind's page, history, the diff of versions 1 and 50, the whole lineage graph and a neighbourhood)
+   scheme (overview, search page, ``search.json`` for each prefix of a name as it is typed, each kind's
+   list (``/ui/views``: all 1,000), each object kind's page, history, the diff of versions 1 and 50,
+   the whole lineage graph and a neighbourhood)
    requested ``--requests`` times over one keep-alive connection (``http.client``) after a warm-up,
    rotating over several objects; p50/p99 of each against the 200 ms target. A page answered with 404
    is reported as NOT SERVED (the catalog is not there yet), not as a time. ``GET /registry/feature-views/{name}``
@@ -327,8 +328,12 @@ def pages(plan: dict) -> list[tuple[str, list[str]]]:
     return [
         ("overview", ["/ui"]),
         ("search page (text)", [f"/ui/search?{urlencode({'q': q})}" for q in ("spend", "risk", "merchant", "velocity")]),
-        ("search page (filters)", [f"/ui/search?{urlencode({'q': q, 'kind': 'views', 'tag': 'tier:gold', 'owner': o})}"
+        ("search page (filters)", [f"/ui/search?{urlencode({'q': q, 'kind': 'views', 'tag': 'tier=gold', 'owner': o})}"
                                    for q, o in (("spend", OWNERS[0]), ("", OWNERS[1]), ("risk", OWNERS[2]))]),
+        ("search page (tag only)", ["/ui/search?tag=pii", "/ui/search?tag=tier%3Dsilver"]),
+        *[(f"{kind} list ({count:,})", [f"/ui/{kind}"]) for kind, count in (
+            ("entities", N_ENTITIES), ("sources", N_SOURCES), ("views", N_VIEWS), ("on-demand-views", N_ODFVS),
+            ("services", N_SERVICES))],
         ("entity page", [f"/ui/entities/{quote(n)}" for n in entities]),
         ("source page", [f"/ui/sources/{quote(n)}" for n in sources]),
         ("view page", [f"/ui/views/{quote(n)}" for n in sample]),
@@ -388,7 +393,7 @@ def measure(port: int, paths: list[str], requests: int, warmup: int, headers: di
     """Time ``requests`` GETs rotating over ``paths`` on one keep-alive connection."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     statuses: dict[int, int] = {}
-    times, sizes, slowest = [], [], ("", 0.0)
+    times, sizes, slowest, first = [], [], ("", 0.0), None
     for n in range(warmup + requests):
         path = paths[n % len(paths)]
         start = time.perf_counter()
@@ -396,6 +401,7 @@ def measure(port: int, paths: list[str], requests: int, warmup: int, headers: di
         response = conn.getresponse()
         body = response.read()
         elapsed = (time.perf_counter() - start) * 1000
+        first = elapsed if first is None else first
         if n < warmup:
             if response.status == 404 and n == 0 and all(_status(port, p, headers) == 404 for p in paths[:3]):
                 conn.close()
@@ -410,7 +416,7 @@ def measure(port: int, paths: list[str], requests: int, warmup: int, headers: di
     ok = statuses.get(200, 0) == requests
     return {"status": "ok" if ok else f"HTTP {statuses}", "requests": requests, "p50_ms": percentile(times, 50),
             "p99_ms": percentile(times, 99), "max_ms": max(times), "slowest": slowest[0],
-            "median_bytes": int(statistics.median(sizes)), "example": paths[0]}
+            "first_ms": first, "median_bytes": int(statistics.median(sizes)), "example": paths[0]}
 
 
 def _status(port: int, path: str, headers: dict[str, str]) -> int:
@@ -452,15 +458,18 @@ def run_pages(repo: Path, requests: int, warmup: int, results: dict) -> None:
 
 def report(results: dict) -> None:
     print("\n== catalog pages: 1,000 views, 200 services, 50 registry versions (PostgreSQL) ==")
-    print(f"{'page':34} {'requests':>8} {'p50 ms':>8} {'p99 ms':>8} {'target':>7}  result")
+    print(f"(one request at a time; 'first' is the first, untimed-for-p99 request of each page kind, the very\n"
+          f" first one building the server's catalog index; load average at start {results['load_average_at_start']})")
+    print(f"{'page':38} {'requests':>8} {'first ms':>9} {'p50 ms':>8} {'p99 ms':>8} {'target':>7}  result")
     for kind, r in results.get("pages", {}).items():
         if "p99_ms" not in r:
-            print(f"{kind:34} {'-':>8} {'-':>8} {'-':>8} {TARGET_MS:>6.0f}   NOT SERVED (404: {r['paths'][0]})")
+            print(f"{kind:38} {'-':>8} {'-':>9} {'-':>8} {'-':>8} {TARGET_MS:>7.0f}  NOT SERVED (404: {r['paths'][0]})")
             continue
         verdict = "pass" if r["status"] == "ok" and r["p99_ms"] < TARGET_MS else "FAIL"
         verdict = f"({verdict})" if kind == REFERENCE else verdict
         note = "" if r["status"] == "ok" else f" ({r['status']})"
-        print(f"{kind:34} {r['requests']:>8} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {TARGET_MS:>6.0f}   {verdict}{note}")
+        print(f"{kind:38} {r['requests']:>8} {r['first_ms']:>9.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+              f"{TARGET_MS:>7.0f}  {verdict}{note}")
     if "search_answers" in results:
         print(f"search.json finds {TYPED_NAME!r} typed whole: {results['search_answers']}")
     if "ui_without_key_status" in results:
@@ -487,6 +496,7 @@ def main() -> None:
     args = parser.parse_args()
 
     results: dict = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "python": platform.python_version(),
+                     "load_average_at_start": os.getloadavg(),
                      "cpus": os.cpu_count(), "command": " ".join(sys.argv), "scale": {
                          "entities": N_ENTITIES, "sources": N_SOURCES, "views": N_VIEWS, "on_demand_views": N_ODFVS,
                          "services": N_SERVICES, "registry_versions": N_VERSIONS}}
