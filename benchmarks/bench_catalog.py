@@ -26,6 +26,9 @@ Run with the project's venv, with a PostgreSQL server (the tests' one will do):
    rotating over several objects; p50/p99 of each against the 200 ms target. A page answered with 404
    is reported as NOT SERVED (the catalog is not there yet), not as a time. ``GET /registry/feature-views/{name}``
    is timed the same way as a reference (what the server answers without the catalog).
+5. **after an apply**: ``--after-apply`` times (default 5), the next revision is applied while the server
+   runs, then the first overview (which rebuilds the server's catalog index), ``search.json`` and view
+   page are timed. Each round adds a registry version (so a ``--reuse`` run sees more than 50).
 
 A table, and JSON in ``benchmarks/results/catalog-<UTC time>.json``.
 """
@@ -437,7 +440,7 @@ def search_answers(port: int, headers: dict[str, str]) -> dict:
     return {"status": response.status, "finds_typed_name": TYPED_NAME in body}
 
 
-def run_pages(repo: Path, requests: int, warmup: int, results: dict) -> None:
+def run_pages(repo: Path, requests: int, warmup: int, after_apply_rounds: int, results: dict) -> None:
     key = "bench-catalog-key"
     server = Server(repo, key)
     headers = {"X-API-Key": key, "Authorization": f"Bearer {key}"}
@@ -452,8 +455,41 @@ def run_pages(repo: Path, requests: int, warmup: int, results: dict) -> None:
             print(f"  {kind}: {shown}", flush=True)
         results["pages"] = rows
         results["search_answers"] = search_answers(server.port, headers)
+        if after_apply_rounds:
+            print("first pages after an apply ...", flush=True)
+            results["after_apply"] = after_applies(repo, server.port, headers, after_apply_rounds)
     finally:
         server.stop()
+
+
+def _registry_version(port: int, headers: dict[str, str]) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/health", headers=headers)
+    version = json.loads(conn.getresponse().read())["registry_version"]
+    conn.close()
+    return version
+
+
+def after_applies(repo: Path, port: int, headers: dict[str, str], rounds: int) -> dict:
+    """The first catalog pages after an apply (the server rebuilds its index for the new registry
+    version): ``rounds`` times, apply the next revision, then time /ui, search.json and a view page."""
+    plan, timings = _plan(), {"overview": [], "search.json": [], "view page": []}
+    paths = {"overview": "/ui", "search.json": f"/ui/search.json?{urlencode({'q': 'merch'})}",
+             "view page": f"/ui/views/{HISTORY_VIEW}"}
+    for _ in range(rounds):
+        (repo / "features.py").write_text(features_py(plan, _registry_version(port, headers) + 1))
+        _cli(repo, "apply")
+        for kind, path in paths.items():  # in this order: the overview pays the rebuild
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            start = time.perf_counter()
+            conn.request("GET", path, headers=headers)
+            status = conn.getresponse()
+            status.read()
+            timings[kind].append((time.perf_counter() - start) * 1000)
+            conn.close()
+            if status.status == 404:
+                return {"status": "not served (404)"}
+    return {kind: {"median_ms": statistics.median(t), "max_ms": max(t)} for kind, t in timings.items()}
 
 
 def report(results: dict) -> None:
@@ -470,6 +506,14 @@ def report(results: dict) -> None:
         note = "" if r["status"] == "ok" else f" ({r['status']})"
         print(f"{kind:38} {r['requests']:>8} {r['first_ms']:>9.1f} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} "
               f"{TARGET_MS:>7.0f}  {verdict}{note}")
+    after = results.get("after_apply")
+    if after and "overview" in after:
+        for kind, t in after.items():
+            verdict = "pass" if t["max_ms"] < TARGET_MS else "FAIL"
+            print(f"first {kind} after an apply: median {t['median_ms']:.1f} ms, max {t['max_ms']:.1f} ms "
+                  f"(target {TARGET_MS:.0f} ms): {verdict}")
+    elif after:
+        print(f"first pages after an apply: {after['status']}")
     if "search_answers" in results:
         print(f"search.json finds {TYPED_NAME!r} typed whole: {results['search_answers']}")
     if "ui_without_key_status" in results:
@@ -491,6 +535,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="Untimed requests per page kind first.")
     parser.add_argument("--repo", type=Path, default=HERE / ".work" / "catalog", help="Where to generate the repo.")
     parser.add_argument("--reuse", type=Path, default=None, help="A repo a --keep run left: skip generate and apply.")
+    parser.add_argument("--after-apply", type=int, default=5, metavar="N",
+                        help="Apply N more revisions while serving, timing the first pages after each (0: skip; "
+                             "each adds a registry version).")
     parser.add_argument("--keep", action="store_true", help="Keep the repo and the scratch database.")
     parser.add_argument("--profile-apply", action="store_true", help="cProfile the first apply (in this process).")
     args = parser.parse_args()
@@ -512,7 +559,7 @@ def main() -> None:
         print("featurestore list ...", flush=True)
         time_list(repo, results)
         print("catalog pages ...", flush=True)
-        run_pages(repo, args.requests, args.warmup, results)
+        run_pages(repo, args.requests, args.warmup, args.after_apply, results)
     finally:
         if registry_url and not args.keep:
             drop_database(args.postgres_url, registry_url)
