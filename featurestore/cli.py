@@ -74,28 +74,76 @@ def apply(ctx: click.Context, force: bool) -> None:
 
 
 _KINDS = {"entities": "entity", "views": "feature_view", "feature-views": "feature_view",
-          "services": "feature_service", "feature-services": "feature_service", "sources": "data_source"}
+          "services": "feature_service", "feature-services": "feature_service", "sources": "data_source",
+          "on-demand-views": "on_demand_feature_view"}
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=160)  # a pipe or a file: room for every column
 
 
 @main.command(name="list")
 @click.argument("kind", type=click.Choice(sorted(_KINDS)), default="views")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list of {name, kind, keys, features, source, owner, tags, description}.")
+@click.option("--names", is_flag=True, help="Print only the names, one a line.")
 @click.pass_context
-def list_(ctx: click.Context, kind: str) -> None:
-    """List registry objects of KIND."""
-    for name in sorted(_store(ctx).registry.list(_KINDS[kind])):
-        click.echo(name)
+def list_(ctx: click.Context, kind: str, as_json: bool, names: bool) -> None:
+    """List registry objects of KIND as a table (name, kind, keys, features, source, owner, tags, description)."""
+    from featurestore import registry_tables
+
+    if as_json and names:
+        raise InvalidInputError("give at most one of --json and --names")
+    with _store(ctx).registry.read() as reader:
+        version, snapshot = reader.version(), redact(reader.snapshot())
+    rows = registry_tables.list_rows(_KINDS[kind], snapshot)
+    if names:
+        for row in rows:
+            click.echo(row["name"])
+    elif as_json:
+        click.echo(json.dumps(rows, indent=1))
+    else:
+        _console().print(registry_tables.list_table(_KINDS[kind], rows, version))
+
+
+def _latest_quality_run(store, kind: str, name: str):
+    """The view's latest quality run, None when it has none, or why it could not be read."""
+    from featurestore.quality_runs import runs
+
+    if kind != "feature_view":
+        return None
+    try:
+        found = runs(store, name)
+    except FeatureStoreError as exc:
+        return f"could not be read: {exc}"
+    return found[-1] if found else None
 
 
 @main.command()
 @click.argument("kind", type=click.Choice(sorted(_KINDS)))
 @click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored spec as JSON.")
 @click.pass_context
-def describe(ctx: click.Context, kind: str, name: str) -> None:
-    """Print one registry object as JSON (a secret written out in a source shows as ***)."""
-    spec = _store(ctx).registry.get(_KINDS[kind], name)
+def describe(ctx: click.Context, kind: str, name: str, as_json: bool) -> None:
+    """Show one registry object: schema, source, filter and transforms as expressions, aggregations, TTL,
+    owner, tags, the services that use it and its latest quality run (--json: the stored spec). A secret
+    written out in a source shows as ***."""
+    from featurestore import registry_tables
+
+    store = _store(ctx)
+    with store.registry.read() as reader:
+        spec = reader.get(_KINDS[kind], name)
+        snapshot = None if as_json or spec is None else redact(reader.snapshot())
     if spec is None:
         raise NotFoundError(f"{_KINDS[kind]} {name!r} is not in the registry")
-    click.echo(json.dumps(redact(spec), indent=2, sort_keys=True))
+    if as_json:
+        click.echo(json.dumps(redact(spec), indent=2, sort_keys=True))
+        return
+    quality = _latest_quality_run(store, _KINDS[kind], name)
+    _console().print(registry_tables.describe_view(_KINDS[kind], name, redact(spec), snapshot, quality))
 
 
 @main.command()
@@ -447,7 +495,6 @@ _DRIFT_COLUMNS = (("psi", "PSI"), ("ks", "KS"), ("ks_pvalue", "KS p"), ("chi2", 
 
 
 def _print_drift(report) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{report.view}: recent {report.recent_start:%Y-%m-%d %H:%M}..{report.recent_end:%Y-%m-%d %H:%M} "
@@ -471,9 +518,7 @@ def _print_drift(report) -> None:
         result = "[bold red]DRIFT[/]" if f.drifted else "ok" if f.kind else f"- {f.note}"
         table.add_row(f.feature, f.kind or "-", f"{f.baseline_rows}/{f.recent_rows}",
                       f"{f.baseline_nulls}/{f.recent_nulls}", *cells, result)
-    console = Console()
-    if not console.is_terminal:  # a pipe or a file: wide enough for every column
-        console = Console(width=160)
+    console = _console()
     console.print(table)
     drifted = report.drifted
     console.print(f"[bold red]{len(drifted)} of {len(report.features)} features drifted: {', '.join(drifted)}[/]"

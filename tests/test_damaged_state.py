@@ -380,7 +380,7 @@ def test_a_read_only_sqlite_registry_serves_reads_and_refuses_writes(tmp_path, c
                            capture_output=True)
     assert probe.returncode != 0, "the registry file is still writable for the child: the test would prove nothing"
     try:
-        listed = cli(path, "list", "views", preexec_fn=child)
+        listed = cli(path, "list", "views", "--names", preexec_fn=child)
         assert listed.returncode == 0 and listed.stdout.split() == ["stats"], listed.stderr
         exported = cli(path, "export", "--entities", str(path / "entities.parquet"), "--features", "stats:trips",
                        "-o", str(path / "out.parquet"), preexec_fn=child)
@@ -429,7 +429,7 @@ def test_a_postgres_registry_without_write_grants_serves_reads_and_refuses_write
         conn.exec_driver_sql("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA public FROM CURRENT_USER")
     engine.dispose()
 
-    listed = cli(path, "list", "views")
+    listed = cli(path, "list", "views", "--names")
     assert listed.returncode == 0 and listed.stdout.split() == ["stats"], listed.stderr
     assert_clean_error(cli(path, "materialize", "2024-03-01", "2024-03-02"), "read-only", "permission denied")
     with Registry(fresh_postgres_db, "test") as registry:

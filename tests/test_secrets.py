@@ -141,9 +141,12 @@ def test_registry_endpoints_redact_a_password_stored_before_apply_refused_it(tmp
                 assert source_db["credentials"] not in response.text, path
                 assert source_db["redacted"] in response.text, path
             assert http.get("/registry/data-sources/stats_sql").json()["url"] == source_db["redacted"]
-    described = cli(repo, "describe", "sources", "stats_sql")
+    for shown in ("table", "--json"):  # the readable table and the JSON form
+        described = cli(repo, "describe", "sources", "stats_sql", *(["--json"] if shown == "--json" else []))
+        assert described.returncode == 0 and source_db["credentials"] not in described.stdout, shown
+        assert source_db["redacted"] in described.stdout, shown
+    described = cli(repo, "describe", "views", "stats")  # the view's source, in the table
     assert described.returncode == 0 and source_db["credentials"] not in described.stdout
-    assert source_db["redacted"] in described.stdout
 
 
 @pytest.mark.parametrize(("url", "found"), [

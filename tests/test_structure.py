@@ -55,6 +55,8 @@ DEFERRED_IMPORTS = {
     ("featurestore.cli", "featurestore.quality_report"),  # matplotlib, for `stats --plot`
     ("featurestore.cli", "featurestore.materialize"),
     ("featurestore.cli", "featurestore.quality_table"),  # rich, for `stats` only
+    ("featurestore.cli", "featurestore.quality_runs"),  # pyarrow (describe's latest quality run)
+    ("featurestore.cli", "featurestore.registry_tables"),  # rich, and pyarrow through quality_runs
     ("featurestore.cli", "featurestore.scaffold"),
     ("featurestore.cli", "featurestore.store"),
     ("featurestore.cli", "featurestore.streaming.manager"),
