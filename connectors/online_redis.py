@@ -116,6 +116,10 @@ class RedisOnlineStoreConfig(BaseModel):
     # Writes of at least this many rows first try SET NX for every row (the bulk-load fast path of
     # RedisOnlineStore._set_absent); stream batches are smaller and mostly update existing keys.
     bulk_absent_min_rows: int = Field(10_000, ge=1)
+    # How long a bulk write (``bulk_absent_min_rows`` rows or more: materialization) waits for Redis'
+    # replies to one pipelined slice of rows: a busy server takes longer than a lookup's socket_timeout
+    # to work through 25,000 rows. Smaller writes (pushes, stream batches) wait socket_timeout.
+    bulk_write_timeout: float = Field(10.0, gt=0)
     # Redis Cluster (Redis >= 7): ``url`` names any one node; the others are found from it.
     cluster: bool = False
     # On a cluster, lookups read from a replica of each slot (when it has one), not from its master.
@@ -260,6 +264,7 @@ class RedisOnlineStore(OnlineStore):
         try:
             written = 0
             if len(keys) >= self.config.bulk_absent_min_rows and raw_socket_ok(conn):
+                _set_timeout(conn, self.config.bulk_write_timeout)  # back to socket_timeout in finally
                 written, todo, _ = set_absent(conn, self._exc, batch, keys, expiry)
                 if not todo.any():
                     return written
@@ -271,62 +276,89 @@ class RedisOnlineStore(OnlineStore):
             conn.disconnect()  # replies may be pending: never hand this socket to someone else
             raise
         finally:
+            _set_timeout(conn, self.config.socket_timeout)
             pool.release(conn)
 
     # -- a cluster ---------------------------------------------------------------------------------
     def _cluster_write(self, batch: codec.WriteBatch, keys: pa.Array, pxat: list[int] | None) -> int:
         """Rows grouped by the master of their slot, each master's rows pipelined on one connection
-        (masters in parallel); rows a master does not serve any more go key by key after."""
+        (masters in parallel). A master that does not answer gets its rows again, pipelined, once the
+        map is read again (its replica may have taken over), until ``write_retry_seconds``; rows a
+        master says it does not serve (a moved or migrating slot) go key by key at the end."""
         cluster = self._cluster
         cluster.ensure_map()
+        deadline = time.monotonic() + self.config.write_retry_seconds
         expiry = None if pxat is None else pa.array(pxat, pa.int64()).cast(pa.string())
         slots = _slots_of(batch.keys)
-        owner = cluster.masters_of(slots)
-        left = np.zeros(len(keys), dtype=bool)
-        left[owner < 0] = True
-        groups = [(node, owner == node) for node in np.unique(owner[owner >= 0]).tolist()]
-        jobs = [(cluster.topology.nodes[node], *_rows(batch, keys, expiry, mask), mask) for node, mask in groups]
-        futures = [self._cluster_pool.submit(self._node_write, *job[:4]) for job in jobs]
-        written = 0
-        for job, future in zip(jobs, futures):
-            count, redirected = future.result()
-            written += count
-            left[np.flatnonzero(job[4])[redirected]] = True
-        if left.any():
-            written += self._write_key_by_key(batch, keys, expiry, slots, left)
+        pending = np.ones(len(keys), dtype=bool)
+        one_by_one = np.zeros(len(keys), dtype=bool)
+        written, attempt, problem = 0, 0, None
+        while pending.any():
+            if attempt:
+                if time.monotonic() > deadline:
+                    raise ClusterUnavailableError(f"{int(pending.sum())} row(s) not written in "
+                                                  f"{self.config.write_retry_seconds} s: {problem}")
+                time.sleep(min(0.5, 0.05 * attempt))
+                try:
+                    cluster.refresh(force=True)
+                except ClusterUnavailableError as exc:
+                    problem = exc
+            attempt += 1
+            owner = np.where(pending, cluster.masters_of(slots), -2)
+            if (owner == -1).any():
+                problem = problem or "some slots have no master (a failover under way)"
+            jobs = []
+            for node in np.unique(owner[owner >= 0]).tolist():
+                mask = owner == node
+                jobs.append((np.flatnonzero(mask), self._cluster_pool.submit(
+                    self._node_write, cluster.topology.nodes[node], *_rows(batch, keys, expiry, mask))))
+            for rows, job in jobs:
+                count, redirected, error = job.result()
+                written += count
+                one_by_one[rows[redirected]] = True
+                pending[rows[redirected]] = False
+                if error is None:
+                    pending[rows] = False
+                else:
+                    problem = error
+        if one_by_one.any():
+            written += self._write_key_by_key(batch, keys, expiry, slots, one_by_one)
         return written
 
     def _node_write(self, address, batch: codec.WriteBatch, keys: pa.Array,
-                    expiry: pa.Array | None) -> tuple[int, np.ndarray]:
-        """One master's rows: (rows written, mask of the rows to route again)."""
+                    expiry: pa.Array | None) -> tuple[int, np.ndarray, Exception | None]:
+        """One master's rows: (rows written, mask of the rows it does not serve, the error that stopped
+        it: the node did not answer, so any row not counted may or may not be written)."""
         pool = self._cluster.client(address).connection_pool
         redirected = np.zeros(len(keys), dtype=bool)
         try:
             conn = get_connection(pool)
-        except self._unavailable:
-            return 0, ~redirected
+        except self._unavailable as exc:
+            return 0, redirected, exc
         written = 0
         try:
             rows = np.arange(len(keys))
             if len(keys) >= self.config.bulk_absent_min_rows and raw_socket_ok(conn):
+                _set_timeout(conn, self.config.bulk_write_timeout)  # back to socket_timeout in finally
                 written, todo, moved = set_absent(conn, self._exc, batch, keys, expiry, cluster=True)
                 redirected |= moved
                 if not todo.any():
-                    return written, redirected
+                    return written, redirected, None
                 rows = np.flatnonzero(todo)
                 if not todo.all():
                     batch, keys, expiry = _rows(batch, keys, expiry, todo)
             framer = cluster_framer(_CLUSTER_UPSERT, expiry is not None)
             count, moved = upsert_calls(conn, self._exc, framer, batch, keys, expiry, self._per_call, cluster=True)
             redirected[rows[moved]] = True
-            return written + count, redirected
-        except self._unavailable:
-            conn.disconnect()  # rows of this node may or may not be written: all go again (idempotent)
-            return written, np.ones(len(redirected), dtype=bool)
+            return written + count, redirected, None
+        except self._unavailable as exc:
+            conn.disconnect()  # rows of this node may or may not be written: they go again (idempotent)
+            return 0, np.zeros(len(redirected), dtype=bool), exc
         except BaseException:
             conn.disconnect()
             raise
         finally:
+            _set_timeout(conn, self.config.socket_timeout)
             pool.release(conn)
 
     def _write_key_by_key(self, batch: codec.WriteBatch, keys: pa.Array, expiry: pa.Array | None,
@@ -506,6 +538,13 @@ def _delete_matching(client, pattern: str, one_key_a_command: bool) -> None:
             unlink()
     if doomed:
         unlink()
+
+
+def _set_timeout(conn, seconds: float) -> None:
+    """The reply timeout of a redis-py connection's socket (a no-op when it is not connected)."""
+    sock = getattr(conn, "_sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
 
 
 def _rows(batch: codec.WriteBatch, keys: pa.Array, expiry: pa.Array | None,

@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -459,7 +460,6 @@ def test_plugins_find_both_stores():
 
 
 def test_sqlite_in_memory_is_shared_across_threads():
-    import threading
 
     with SqliteOnlineStore(SqliteOnlineStoreConfig(path=":memory:"), pathlib.Path("."), "p") as s:
         write(s, "v", table({"id": [1]}, {"x": [1]}, [t(0)]))
@@ -792,4 +792,39 @@ def test_redis_async_reads_fail_fast_when_down_or_hung_and_recover(redis_server_
     try:
         asyncio.run(scenario())
     finally:
+        s.close()
+
+
+@pytest.mark.redis
+def test_a_bulk_write_waits_out_a_server_pause_longer_than_the_socket_timeout(redis_server_factory):
+    """A materialization's pipelined slices wait bulk_write_timeout for Redis, not the lookups'
+    socket_timeout: a server that stops answering for 1 s (a busy machine) slows the load, not fails it."""
+    import os
+    import signal
+
+    server = redis_server_factory()
+    s = RedisOnlineStore(RedisOnlineStoreConfig(url=server.url, socket_timeout=0.3, bulk_absent_min_rows=1000),
+                         pathlib.Path("."), "proj")
+    n = 200_000
+    rows = table({"id": list(range(n))}, {"x": list(range(n))}, [t(0)] * n)
+    write(s, "v", table({"id": [-1]}, {"x": [-1]}, [t(0)]))  # connected, script loaded: the pause hits the load
+    pause = threading.Timer(0.05, os.kill, (server.proc.pid, signal.SIGSTOP))
+    resume = threading.Timer(1.1, os.kill, (server.proc.pid, signal.SIGCONT))
+    try:
+        pause.start()
+        resume.start()
+        assert write(s, "v", rows).written == n
+        assert read(s, "v", [0, n - 1], {"x": pa.int64()}).values["x"] == [0, n - 1]
+        # The connection went back to the pool with the lookups' timeout.
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError):
+                write(s, "v", table({"id": [1]}, {"x": [5]}, [t(1)]))
+            assert time.monotonic() - started < 1.5
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+    finally:
+        pause.cancel()
+        resume.join()
         s.close()
