@@ -229,11 +229,21 @@ def _view(index, board: HealthBoard, entry, head) -> str:
     parts = [facts(head)]
     keys = {f.name for f in view.entity_columns}
     fields = list(view.entity_columns) + [f for f in view.schema if f.name not in keys]
+    aggregations = {a.name: a for a in view.aggregations}
+
+    def about(f) -> str:
+        a = aggregations.get(f.name)
+        made = f" ({a.function} of {a.column} over {_window(a.window)})" if a is not None and f.description else (
+            f"{a.function} of {a.column} over {_window(a.window)}" if a is not None else "")
+        return e(f.description + made)
+
     schema_rows = [(f"<code>{e(f.name)}</code>", f"<code>{e(_dtype(f.dtype))}</code>",
-                    "join key" if f.name in keys else "feature", e(f.description)) for f in fields]
+                    "join key" if f.name in keys else "feature", about(f)) for f in fields]
+    named = {f.name for f in fields}
     for a in view.aggregations:
-        schema_rows.append((f"<code>{e(a.name)}</code>", '<span class="muted">aggregation</span>', "feature",
-                            e(f"{a.function} of {a.column} over {_window(a.window)}")))
+        if a.name not in named:
+            schema_rows.append((f"<code>{e(a.name)}</code>", '<span class="muted">aggregation</span>', "feature",
+                                e(f"{a.function} of {a.column} over {_window(a.window)}")))
     parts.append(section("Schema", table(["Column", "Type", "Role", "Description"], schema_rows,
                                          empty="No columns."), "schema"))
     logic = []
@@ -402,7 +412,7 @@ def diff(index: CatalogIndex, project: str, kind: str, name: str, versions: list
     summary = (f"<p>Version {old.version} ({when(old.applied_at)}) → version {new.version} ({when(new.applied_at)}): "
                f'<span class="added">{added} lines added</span>, <span class="removed">{removed} removed</span>. '
                f'<a href="{e(object_url(kind, name, "/history"))}">All versions</a></p>')
-    text = ('<pre class="diff" aria-label="Unified diff of the two specs">' + "\n".join(out) + "</pre>" if out
+    text = ('<pre class="diff" aria-label="Unified diff of the two specs">' + "".join(out) + "</pre>" if out
             else '<p class="muted">The two versions are the same.</p>')
     return _frame(index, project, f"{name}: version {old.version} → {new.version}", summary + text, active=kind)
 
