@@ -97,6 +97,7 @@ def page(title: str, body: str, *, active: str = "", q: str = "", version: int |
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{e(title)} · featurestore catalog</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/ui/static/catalog.css">
 <script src="/ui/static/catalog.js" defer></script>
 </head>
