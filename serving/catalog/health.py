@@ -166,9 +166,10 @@ class HealthBoard:
         return last_run, drift
 
     # -- one view's plots ---------------------------------------------------------------------------
-    def plots(self, view: str) -> tuple[list[tuple[Any, str]], list[QualityRun], list[DriftValue]]:
+    def plots(self, view: str) -> tuple[list[tuple[Any, str]] | None, list[QualityRun], list[DriftValue]]:
         """The view's quality charts (chart, inline SVG) of its runs of the last ``PLOT_DAYS`` days and
-        its newest drift run, drawn again only when its records changed; plus those runs and drift."""
+        its newest drift run, drawn again only when its records changed (None without matplotlib);
+        plus those runs and drift."""
         offline = self.store.offline_store
         marks = (offline.quality.fingerprint(view), offline.drift.fingerprint(view))
         with self._plot_lock:
@@ -180,6 +181,9 @@ class HealthBoard:
             drift = drift_records.latest(self.store, view)
             rows = [{"feature": v.feature, "statistic": v.statistic, "value": v.value, "threshold": v.bound,
                      "drifted": v.drifted} for v in drift]
-            charts = svg_charts(runs, rows) if runs or rows else []
+            try:
+                charts = svg_charts(runs, rows) if runs or rows else []
+            except ImportError:  # matplotlib (the quality extra) is not installed: the tables still show
+                charts = None
             self._plots[view] = (marks, charts, runs, drift)
             return charts, runs, drift

@@ -305,9 +305,15 @@ def _checks(view, health: ViewHealth) -> str:
 
 
 def _plots(charts, runs, drift) -> str:
-    if not charts:
-        return '<p class="muted">No quality runs or drift results recorded in the last 90 days.</p>'
-    figures = "".join(f'<figure class="chart" id="chart-{e(c.key)}">{svg}<figcaption id="{e(c.key)}-caption">'
+    if charts is None:
+        figures = ('<p class="muted">Charts need matplotlib: <code>pip install \'featurestore[quality]\'</code>.'
+                   "</p>")
+        charts = []
+    else:
+        figures = ""
+    if not charts and not drift and not figures:
+        return '<p class="muted">Nothing to plot: no run with checks or statistics and no drift result in the last 90 days.</p>'
+    figures += "".join(f'<figure class="chart" id="chart-{e(c.key)}">{svg}<figcaption id="{e(c.key)}-caption">'
                       f"{e(c.description)}</figcaption></figure>" for c, svg in charts)
     text = f"<p>{len(runs)} runs plotted" + (f"; newest drift run {when(drift[0].computed_at)}" if drift else "") + ".</p>"
     drift_rows = [(f"<code>{e(v.feature)}</code>", e(v.statistic), f"{v.value:.4g}",

@@ -48,6 +48,7 @@
         list.innerHTML = "";
         data.results.forEach(function (hit, i) {
           var li = document.createElement("li");
+          li.setAttribute("role", "presentation");
           var a = item(hit);
           a.setAttribute("role", "option");
           a.id = "suggestion-" + i;
