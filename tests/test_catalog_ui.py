@@ -6,6 +6,7 @@ screenshot under the test's output folder (printed)."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from featurestore.streaming import manager
 from tests.catalog_repo import build_catalog_repo
 from tests.serve_helpers import serve
 from tests.test_quality_report import _browser_binaries
@@ -28,7 +30,16 @@ KEYS = "reader-key-1:read,writer-key-2:write"
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("catalog") / "repo"
-    build_catalog_repo(path)
+    store = build_catalog_repo(path)
+    # The files a stream job of user_txn leaves when its process has ended (job.json, its counters):
+    # the overview lists it as stopped, with its failure counters.
+    job = manager.job_dir(store, "user_txn")
+    (job / "status").mkdir(parents=True)
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    (job / "job.json").write_text(json.dumps({"pid": ended.pid, "started": time.time() - 3600}))
+    (job / "status" / "sink.json").write_text(json.dumps(
+        {"dead_letters": 3, "late_events": 2, "online_written": 120, "check_dropped": 1, "updated": time.time()}))
     return path
 
 
@@ -137,6 +148,8 @@ def test_navigation_keyboard_and_phone_layout(server, chromium, shots):
     assert "check known_country warned" in attention and "drifted: amount" in attention
     runs = browser.find_element(By.ID, "h-runs").find_element(By.XPATH, "..").text
     assert "user_txn" in runs and "merchant_profile" in runs and "rating_non_negative warned" in runs
+    jobs = browser.find_element(By.ID, "h-jobs").find_element(By.XPATH, "..").text
+    assert re.search(r"user_txn stopped unknown never check_dropped=1, dead_letters=3, late_events=2", jobs), jobs
     _shot(browser, shots, "overview")
 
     # The skip link is the first stop of the keyboard and moves the focus to the content.
@@ -147,7 +160,7 @@ def test_navigation_keyboard_and_phone_layout(server, chromium, shots):
     assert top >= 0, "the focused skip link is not on the screen"
     browser.switch_to.active_element.send_keys(Keys.ENTER)
     assert browser.switch_to.active_element.get_attribute("id") == "main"
-    assert outline is not None
+    assert outline == "solid", "no visible focus on the skip link"
 
     # Navigation: the list of views, a view, what uses it, back up to its source.
     browser.find_element(By.LINK_TEXT, "Feature views").click()

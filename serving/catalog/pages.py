@@ -99,7 +99,7 @@ def _checks_summary(outcomes: list[dict]) -> str:
 
 def _failures(counters: dict) -> str:
     bad = {k: v for k, v in counters.items()
-           if any(w in k for w in ("fail", "dead", "error", "late", "invalid")) and v not in (0, None, "0")}
+           if any(w in k for w in ("fail", "dead", "error", "late", "invalid", "dropped")) and v not in (0, None, "0")}
     return e(", ".join(f"{k}={v}" for k, v in sorted(bad.items()))) or '<span class="muted">none</span>'
 
 
