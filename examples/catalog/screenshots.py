@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from examples.catalog.payments import build  # noqa: E402
 
 PAGES = {"catalog-overview.png": ("/ui", 1280), "catalog-view.png": ("/ui/views/user_txn", 1280),
-         "catalog-lineage.png": ("/ui/lineage", 1280), "catalog-diff.png": ("/ui/views/merchant_profile/diff?a=1&b=2", 1100)}
+         "catalog-lineage.png": ("/ui/lineage", 1280)}
 
 
 def _port() -> int:
