@@ -302,6 +302,24 @@ def test_lineage_graph_is_drawn_and_clickable(server, chromium, shots):
             [p.dataset.from, p.dataset.to, p.getTotalLength()]);""")
     assert {(f, t) for f, t, _ in edges} == _EDGES and len(edges) == len(_EDGES)
     assert all(length > 50 for _, _, length in edges)
+    # No edge runs through a node it does not join (an edge passing a column takes a lane between nodes).
+    crossings = browser.execute_script("""
+        const nodes = Array.from(document.querySelectorAll('svg.lineage a.node')).map(a =>
+            ({href: a.getAttribute('href'), box: a.querySelector('rect').getBBox()}));
+        const out = [];
+        for (const path of document.querySelectorAll('svg.lineage .edges path')) {
+          const ends = ['/ui/' + path.dataset.from, '/ui/' + path.dataset.to];
+          for (let t = 0; t <= path.getTotalLength(); t += 3) {
+            const p = path.getPointAtLength(t);
+            for (const n of nodes) {
+              const b = n.box;
+              if (!ends.includes(n.href) && p.x > b.x && p.x < b.x + b.width && p.y > b.y && p.y < b.y + b.height)
+                out.push([path.dataset.from, path.dataset.to, n.href]);
+            }
+          }
+        }
+        return out;""")
+    assert not crossings, crossings
     _shot(browser, shots, "lineage")
 
     # A node is a link: by mouse, and by keyboard (focus it, Enter).
