@@ -148,6 +148,7 @@ def test_navigation_keyboard_and_phone_layout(server, chromium, shots):
     assert "check known_country warned" in attention and "drifted: amount" in attention
     runs = browser.find_element(By.ID, "h-runs").find_element(By.XPATH, "..").text
     assert "user_txn" in runs and "merchant_profile" in runs and "rating_non_negative warned" in runs
+    assert runs.count("materialize") == 6  # three runs of each view with checks, newest first
     jobs = browser.find_element(By.ID, "h-jobs").find_element(By.XPATH, "..").text
     assert re.search(r"user_txn stopped unknown never check_dropped=1, dead_letters=3, late_events=2", jobs), jobs
     _shot(browser, shots, "overview")

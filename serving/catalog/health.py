@@ -33,6 +33,7 @@ log = logging.getLogger("featurestore.serving")
 UTC = timezone.utc
 REFRESH_ENV = "FEATURESTORE_UI_REFRESH_SECONDS"
 PLOT_DAYS = 90  # the view page plots the runs of this many days
+RECENT = 5  # runs kept per view for the overview's recent materializations
 
 
 def refresh_seconds(environ=None) -> float:
@@ -51,9 +52,13 @@ class ViewHealth:
     view: str
     ttl: timedelta | None
     materialized_until: datetime | None = None
-    last_run: QualityRun | None = None
+    recent_runs: list[QualityRun] = field(default_factory=list)  # the newest few, oldest first
     drift: list[DriftValue] = field(default_factory=list)
     job: JobStatus | None = None
+
+    @property
+    def last_run(self) -> QualityRun | None:
+        return self.recent_runs[-1] if self.recent_runs else None
 
     @property
     def fresh_as_of(self) -> datetime | None:
@@ -138,32 +143,35 @@ class HealthBoard:
             intervals = coverage.decode(covered.get(name))
             health.materialized_until = intervals[-1][1] if intervals else None
             try:
-                health.last_run, health.drift = self._records(name, old)
+                health.recent_runs, health.drift = self._records(name, old)
             except Exception as exc:  # noqa: BLE001 - one view's damaged records hide only its own
                 log.warning("quality records of view %r not read (%s: %s)", name, type(exc).__name__, exc)
                 if old is not None:
-                    health.last_run, health.drift = old.last_run, old.drift
+                    health.recent_runs, health.drift = old.recent_runs, old.drift
             views[name] = health
         self.views = views
         self.jobs = sorted(jobs.values(), key=lambda j: j.view)
         self.read_at = datetime.now(UTC)
         self._refreshed = time.monotonic()
 
-    def _records(self, view: str, old: ViewHealth | None) -> tuple[QualityRun | None, list[DriftValue]]:
+    def _records(self, view: str, old: ViewHealth | None) -> tuple[list[QualityRun], list[DriftValue]]:
+        """The view's newest runs and drift run: read again only when their table changed, and then
+        only from the newest run seen on."""
         offline = self.store.offline_store
-        last_run = old.last_run if old else None
+        recent = old.recent_runs if old else []
         drift = old.drift if old else []
         mark = offline.quality.fingerprint(view)
         if self._marks.get(("quality", view)) != mark:
-            later = quality_runs.runs(self.store, view, since=last_run.started if last_run else None)
-            last_run = later[-1] if later else last_run
+            later = quality_runs.runs(self.store, view, since=recent[-1].started if recent else None)
+            seen = {r.run_id for r in recent}
+            recent = (recent + [r for r in later if r.run_id not in seen])[-RECENT:]
             self._marks[("quality", view)] = mark
         mark = offline.drift.fingerprint(view)
         if self._marks.get(("drift", view)) != mark:
             newest = drift_records.latest(self.store, view, since=drift[0].computed_at if drift else None)
             drift = newest or drift
             self._marks[("drift", view)] = mark
-        return last_run, drift
+        return recent, drift
 
     # -- one view's plots ---------------------------------------------------------------------------
     def plots(self, view: str) -> tuple[list[tuple[Any, str]] | None, list[QualityRun], list[DriftValue]]:

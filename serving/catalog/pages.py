@@ -68,7 +68,7 @@ def overview(index: CatalogIndex, board: HealthBoard, project: str) -> str:
             attention.append((link("views", name), " ".join(reasons)))
     body.append(section("Needs attention", table(["View", "Why"], attention, empty="Every view is fresh and passes its checks."),
                         "attention"))
-    runs = sorted(((name, h.last_run) for name, h in board.views.items() if h.last_run is not None),
+    runs = sorted(((name, run) for name, h in board.views.items() for run in h.recent_runs),
                   key=lambda item: item[1].ended, reverse=True)[:RECENT_RUNS]
     rows = [(link("views", name), e(run.kind), when(run.ended), f"{run.rows_in:,}", f"{run.rows_written:,}",
              _checks_summary(run.checks)) for name, run in runs]
