@@ -512,3 +512,43 @@ def test_featurestore_ui_starts_a_server_and_opens_the_browser(repo, tmp_path):
         os.killpg(proc.pid, signal.SIGTERM)
         output = proc.communicate(timeout=30)[0].decode()
     assert f"Catalog: {url}" in output
+
+
+# ------------------------------------------------------------------------------------------ staying current
+
+
+def test_pages_follow_a_new_apply_and_new_runs(tmp_path):
+    """The index is rebuilt when the registry's version moves; the health board reads new runs in the
+    background (here at every page: FEATURESTORE_UI_REFRESH_SECONDS=0)."""
+    from datetime import datetime, timedelta, timezone
+
+    from featurestore import FeatureStore
+
+    repo = tmp_path / "repo"
+    build_catalog_repo(repo)
+    with serve(repo, env={"FEATURESTORE_API_KEYS": "", "FEATURESTORE_UI_REFRESH_SECONDS": "0"}) as server:
+        status, page, _ = server.request("GET", "/ui")
+        assert status == 200 and page.count("<td>materialize</td>") == 6
+        assert server.request("GET", "/ui/views/card_country")[0] == 404
+
+        features = (repo / "features.py").read_text() + (
+            "\ncard_country = FeatureView(name='card_country', entities=[user], source=transactions,\n"
+            "                            schema=[Field('country', String)], owner='risk-team@example.com')\n")
+        (repo / "features.py").write_text(features)
+        store = FeatureStore(repo_path=repo)
+        store.apply()
+        now = datetime.now(timezone.utc)
+        store.materialize(now - timedelta(hours=2), now, feature_views=["user_txn"], progress=False)
+
+        status, page, _ = server.request("GET", "/ui/views/card_country")
+        assert status == 200 and "risk-team@example.com" in page
+        status, body, _ = server.request("GET", "/ui/search.json?q=card_country")
+        assert [r["name"] for r in body["results"]] == ["card_country"]
+
+        def seven_runs():
+            status, page, _ = server.request("GET", "/ui")
+            return page.count("<td>materialize</td>") == 7 and page
+        page = _wait(seven_runs, timeout=20, what="the new run on the overview")
+        assert "<b>3</b> Feature views" in page
+        status, page, _ = server.request("GET", "/ui/views/user_txn")
+        assert re.search(r"<dt>Age</dt><dd>\d+ s</dd>", page), "the new materialization made it fresh"
