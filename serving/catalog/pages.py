@@ -208,10 +208,10 @@ def _source(index, board, entry, head) -> str:
     return facts(head + _source_facts(entry.spec)) + _used_by(index, entry, "Feature views reading it")
 
 
-def _schema_table(fields, keys: set[str] = frozenset(), caption: str = "") -> str:
-    rows = [(f"<code>{e(f.name)}</code>", f"<code>{e(_dtype(f.dtype))}</code>",
-             "join key" if f.name in keys else "feature", e(f.description)) for f in fields]
-    return table(["Column", "Type", "Role", "Description"], rows, caption=caption, empty="No columns.")
+def _schema_table(fields, role: str) -> str:
+    rows = [(f"<code>{e(f.name)}</code>", f"<code>{e(_dtype(f.dtype))}</code>", e(role), e(f.description))
+            for f in fields]
+    return table(["Column", "Type", "Role", "Description"], rows, empty="No columns.")
 
 
 def _dtype(dtype) -> str:
@@ -328,9 +328,9 @@ def _on_demand(index, board, entry, head) -> str:
     od = entry.obj
     head += [("Reads", ", ".join(link("views", s) for s in od.sources) or "only the request"),
              ("Mode", e(od.mode)), ("Function", f"<code>{e(od.udf.module)}.{e(od.udf.function)}</code>")]
-    parts = [facts(head), section("Schema", _schema_table(od.schema), "schema")]
+    parts = [facts(head), section("Schema", _schema_table(od.schema, "feature"), "schema")]
     if od.request_schema:
-        parts.append(section("Request data", _schema_table(od.request_schema), "request"))
+        parts.append(section("Request data", _schema_table(od.request_schema, "sent with the request"), "request"))
     parts.append(_used_by(index, entry))
     return "".join(parts)
 
