@@ -4,7 +4,8 @@
 # single-node Kafka broker (stream sources; its jars come from Maven Central via .ci/jvm/pom.xml) and
 # an S3-compatible object store (MinIO, whose conditional PUT is atomic, built from source with
 # `go install` into .ci/cache/minio; at http://127.0.0.1:59100). Not a server but installed the same
-# way: `browser`, Debian's chromium and chromium-driver, for the test that opens the quality report.
+# way: `browser`, Debian's chromium and chromium-driver, for the tests that open the quality report and
+# the web catalog.
 #
 #   .ci/services.sh install [svc...]           install missing binaries (Debian's packages; s3: go)
 #   .ci/services.sh start [--record FILE] [svc...]
@@ -940,7 +941,8 @@ s3_env() {
 
 # ---------------------------------------------------------------- browser
 # Debian's chromium with its matching chromedriver (the same source package, so their versions agree),
-# for tests/test_quality_report.py, which opens the report in headless Chromium through Selenium. No
+# for tests/test_quality_report.py and tests/test_catalog_ui.py, which open the report and the catalog
+# in headless Chromium through Selenium. No
 # browser is downloaded from anywhere else. Nothing runs between tests: start and stop only check.
 browser_bins() { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }
 

@@ -14,6 +14,7 @@ import click
 from featurestore.errors import FeatureStoreError, InvalidInputError, MissingDependencyError, NotFoundError
 from featurestore.secrets import redact
 from serving import server
+from serving.catalog import launch
 
 
 def _store(ctx: click.Context):
@@ -267,6 +268,22 @@ def serve(ctx: click.Context, host: str, port: int, workers: int, access_log: bo
     click.echo(f"Serving {repo} on http://{host}:{port} (docs: /docs)", err=True)
     server.run(str(repo), host=host, port=port, workers=workers, access_log=access_log, log_level=log_level,
                limits=serving_limits)
+
+
+@main.command()
+@click.option("--port", "-p", default=0, type=click.IntRange(0, 65535), help="Port (default: a free one).")
+@click.option("--no-browser", is_flag=True, help="Only print the catalog's URL.")
+@click.pass_context
+def ui(ctx: click.Context, port: int, no_browser: bool) -> None:
+    """Open the web catalog of this repo: a server on this machine only, and a browser at /ui."""
+    from featurestore.config import load_config
+
+    repo = Path(ctx.obj["repo"]).resolve()
+    load_config(repo)
+    port = port or launch.free_port()
+    launch.open_when_up("127.0.0.1", port, f"http://127.0.0.1:{port}/ui", lambda text: click.echo(text, err=True),
+                 browser=not no_browser)
+    server.run(str(repo), host="127.0.0.1", port=port, log_level="warning")
 
 
 @main.group()

@@ -49,6 +49,11 @@ def _decode(text: str | None) -> list[tuple[datetime, datetime]]:
     return [(datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in json.loads(text)]
 
 
+def decode(text: str | None) -> list[tuple[datetime, datetime]]:
+    """The intervals of a stored coverage value (``Registry.states(SCOPE)`` gives every view's)."""
+    return _decode(text)
+
+
 def intervals(store: "FeatureStore", view: str) -> list[tuple[datetime, datetime]]:
     """The view's covered half-open intervals [start, end), merged and sorted."""
     return _decode(store.registry.get_state(SCOPE, view))

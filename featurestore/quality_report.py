@@ -165,6 +165,13 @@ def build_charts(runs: Sequence["QualityRun"], drift: list[dict[str, Any]] | Non
     return charts
 
 
+def svg_charts(runs: Sequence["QualityRun"], drift: list[dict[str, Any]] | None = None) -> list[tuple[Chart, str]]:
+    """Every chart of ``build_charts`` with its inline ``<svg>`` element (ids prefixed by the chart's
+    key, titled and described by ``<key>-caption`` for screen readers), for embedding in a page."""
+    with _styled():
+        return [(chart, _inline_svg(chart)) for chart in build_charts(runs, drift)]
+
+
 # ------------------------------------------------------------------------------------------ input
 
 
@@ -736,4 +743,4 @@ def _write_atomically(target: Path, data: bytes) -> None:
         raise
 
 
-__all__ = ["Chart", "build_charts", "rebin", "write_html", "write_png"]
+__all__ = ["Chart", "build_charts", "rebin", "svg_charts", "write_html", "write_png"]

@@ -5,7 +5,7 @@
 >>> # uvicorn.run(app, port=6566)  or  featurestore serve --port 6566
 
 Routes: ``POST /get-online-features``, ``POST /push``, ``GET /registry/...``, ``GET /health``,
-``GET /metrics``; OpenAPI at ``/openapi.json``, docs at ``/docs``. Lookups and pushes call the store
+``GET /metrics``, the web catalog under ``/ui`` (``serving.routers.ui``); OpenAPI at ``/openapi.json``, docs at ``/docs``. Lookups and pushes call the store
 synchronously in Starlette's thread pool (the store's calls are blocking I/O).
 """
 
@@ -28,7 +28,7 @@ from serving.limits import ServingLimits
 from serving.metrics import ServingMetrics
 from serving.middleware import ServingMiddleware
 from serving.responses import JSONBytesResponse
-from serving.routers import admin, online, push, registry
+from serving.routers import admin, online, push, registry, ui
 from serving.state import ServingState
 
 log = logging.getLogger("featurestore.serving")
@@ -114,6 +114,8 @@ def create_app(store: "FeatureStore", *, api_keys: dict[str, set[str]] | None = 
     app.include_router(push.router, dependencies=write_deps)
     app.include_router(registry.router, dependencies=read_deps)
     app.include_router(admin.router)
+    app.state.catalog = ui.CatalogState(auth=auth)  # the web catalog checks keys itself (a login form too)
+    app.include_router(ui.router)
     app.add_middleware(ServingMiddleware, max_body_bytes=max_body_bytes, metrics=metrics)
     app.fast_lookup = FastLookup(app.state.serving, auth)
     _add_openapi_schemas(app, online.OPENAPI_SCHEMAS, max_features)

@@ -246,6 +246,17 @@ def test_state_is_per_project_and_does_not_bump_version(reg, db_url):
         assert other.get_state("watermark", "fv") is None
 
 
+def test_states_reads_every_key_of_a_scope_of_this_project(reg, db_url):
+    with reg.write() as tx:
+        tx.set_state("coverage", "a", "[1]")
+        tx.set_state("coverage", "b", "[2]")
+        tx.set_state("other", "a", "x")
+    with Registry(db_url, "other") as other, other.write() as tx:
+        tx.set_state("coverage", "c", "[3]")
+    assert reg.states("coverage") == {"a": "[1]", "b": "[2]"}
+    assert reg.states("nothing") == {}
+
+
 def test_projects_are_isolated(reg, db_url):
     with Registry(db_url, "other") as other:
         with other.write() as tx:

@@ -732,6 +732,12 @@ _STR_METHODS = {
 }
 
 
+def render(node: Expr) -> str:
+    """The expression as the builder code that makes it, e.g. ``(col('amount') >= 0)`` (what ``repr``
+    shows; the catalog prints filters, transforms and checks this way)."""
+    return _render(node)
+
+
 def _render(node: Expr) -> str:
     r = _render
     if isinstance(node, Column):

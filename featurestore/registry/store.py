@@ -295,6 +295,13 @@ class RegistryReader:
             select(t.state.c.value).where(
                 t.state.c.project == self.project, t.state.c.scope == scope, t.state.c.key == key)).scalar()
 
+    def states(self, scope: str) -> dict[str, str]:
+        """Every key of ``scope`` with its value, in one read (e.g. every view's coverage)."""
+        rows = self._connection().execute(
+            select(t.state.c.key, t.state.c.value).where(t.state.c.project == self.project,
+                                                         t.state.c.scope == scope))
+        return {key: value for key, value in rows}
+
     def _key(self, kind: str, name: str):
         return and_(t.objects.c.project == self.project, t.objects.c.kind == kind, t.objects.c.name == name)
 
@@ -593,6 +600,10 @@ class Registry:
     def get_state(self, scope: str, key: str) -> str | None:
         with self.read() as r:
             return r.get_state(scope, key)
+
+    def states(self, scope: str) -> dict[str, str]:
+        with self.read() as r:
+            return r.states(scope)
 
     # writes
     @contextmanager
