@@ -465,7 +465,7 @@ class ClusterClient:
             replica = candidate >= 0
             owner = np.where(replica, candidate, owner)
         plan = {}
-        order = np.lexsort((replica, owner))
+        order = np.lexsort((slots, replica, owner))  # each node's keys by slot: one MGET per slot
         sorted_owner, sorted_replica = owner[order], replica[order]
         cuts = np.flatnonzero((sorted_owner[1:] != sorted_owner[:-1]) | (sorted_replica[1:] != sorted_replica[:-1])) + 1
         for group in np.split(order, cuts):
@@ -474,8 +474,14 @@ class ClusterClient:
             node = int(owner[group[0]])
             where = (top.nodes[node] if node >= 0 else ("", -1), bool(replica[group[0]]))
             names = [keys[i] for i in group.tolist()]
-            by_script = len(np.unique(slots[group])) > 1
-            command = _pack(b"EVAL", _READ_SCRIPT, b"0", *names) if by_script else _pack(b"MGET", *names)
+            ordered = slots[group]
+            starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+            by_script = len(starts) > 1
+            if by_script:
+                sizes = np.diff(np.r_[starts, len(ordered)]).tolist()
+                command = _pack(b"EVAL", _READ_SCRIPT, b"0", b"%d" % len(sizes), *[b"%d" % n for n in sizes], *names)
+            else:
+                command = _pack(b"MGET", *names)
             plan[where] = (group, command, by_script)
         return plan
 

@@ -154,18 +154,28 @@ end
 return written
 """
 
-# A cluster node (or its replica, after READONLY): the values of the keys in ARGV, of any slots this
-# node serves, as ``{values, failed}``: ``failed`` lists (1-based) the keys the node does not serve
-# (their values read as nil here); the caller reads those key by key, following redirects.
+# A cluster node (or its replica, after READONLY): the values of keys of any slots this node serves,
+# one MGET per slot. ARGV[1] = g, the number of slots; ARGV[2..g+1] how many keys of each slot follow,
+# in order; then the keys. Returns ``{values, failed}``: ``failed`` lists (1-based) the keys of slots
+# the node does not serve (moved, or migrating with keys gone: their values read as nil here); the
+# caller reads those key by key, following redirects.
 CLUSTER_READ_LUA = """#!lua flags=no-writes,allow-cross-slot-keys
 local values, failed = {}, {}
-for i = 1, #ARGV do
-    local v = redis.pcall('GET', ARGV[i])
-    if type(v) == 'table' then
-        if string.sub(v.err, 1, 9) ~= 'WRONGTYPE' then failed[#failed + 1] = i end
-        v = false
+local groups = tonumber(ARGV[1])
+local at = groups + 2
+for g = 1, groups do
+    local n = tonumber(ARGV[1 + g])
+    local got = redis.pcall('MGET', unpack(ARGV, at, at + n - 1))
+    local base = at - groups - 2
+    if got.err then
+        for i = 1, n do
+            values[base + i] = false
+            failed[#failed + 1] = base + i
+        end
+    else
+        for i = 1, n do values[base + i] = got[i] end
     end
-    values[i] = v
+    at = at + n
 end
 return {values, failed}
 """
