@@ -7,6 +7,7 @@ under a millisecond per term), so it answers as the user types without touching 
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -201,21 +202,43 @@ def _score(text: dict[str, str], term: str) -> tuple[int, str]:
 
 class IndexCache:
     """The index of the registry's current version: one read of the version number per page, the whole
-    snapshot only when it changed."""
+    snapshot only when it changed. A new version's index is built on a helper thread; a page waits for
+    it up to ``WAIT_FOR_NEW`` seconds and is otherwise served from the previous version's index (a big
+    registry takes a few hundred milliseconds to parse: no page pays that after an apply, only the
+    very first one)."""
+
+    WAIT_FOR_NEW = 0.1
 
     def __init__(self, store) -> None:
         self.store = store
         self._index: CatalogIndex | None = None
         self._lock = threading.Lock()
+        self._building: concurrent.futures.Future | None = None
+        self._builder = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-index")
 
     def current(self) -> CatalogIndex:
         with self.store.registry.read() as reader:
             version = reader.version()
-            index = self._index
-            if index is not None and index.version == version:
-                return index
+        index = self._index
+        if index is not None and index.version == version:
+            return index
+        with self._lock:
+            building = self._building
+            if building is None or building.done() and (self._index is None or self._index.version < version):
+                building = self._building = self._builder.submit(self._build)
+        if index is None:
+            return building.result()
+        try:
+            return building.result(timeout=self.WAIT_FOR_NEW)
+        except concurrent.futures.TimeoutError:
+            return index
+
+    def _build(self) -> CatalogIndex:
+        with self.store.registry.read() as reader:
+            version = reader.version()
             snapshot = reader.snapshot()
+        index = CatalogIndex(version, snapshot)
         with self._lock:
             if self._index is None or self._index.version < version:
-                self._index = CatalogIndex(version, snapshot)
+                self._index = index
             return self._index
