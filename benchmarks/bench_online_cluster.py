@@ -1,7 +1,7 @@
 """Online path on Redis Cluster: our product on a three-master cluster, beside the single node and beside
 Feast 0.67 on the same cluster, in one invocation (issue "Redis Cluster").
 
-Run with the project's venv, from anywhere (~10 minutes on two cores):
+Run with the project's venv, from anywhere (11-14 minutes on the shared 2-core machine):
 
     .venv/bin/python benchmarks/bench_online_cluster.py
     .venv/bin/python benchmarks/bench_online_cluster.py --entities 200000 --workers 1 --duration 5   # quick
