@@ -161,16 +161,21 @@ class _Quality(Collector):
         yield from (drift, drifted, drift_time, failed, run_time)
 
 
-def quality_refresh_seconds(environ=None) -> float:
-    """``FEATURESTORE_QUALITY_METRICS_SECONDS``, or 30."""
-    text = (os.environ if environ is None else environ).get(QUALITY_REFRESH_ENV, "").strip()
+def env_seconds(name: str, default: float, environ=None) -> float:
+    """Seconds (0 or more) from the environment variable ``name``, or ``default`` when it is unset."""
+    text = (os.environ if environ is None else environ).get(name, "").strip()
     try:
-        seconds = float(text) if text else 30.0
+        seconds = float(text) if text else default
     except ValueError:
         seconds = -1.0
     if not seconds >= 0:
-        raise ConfigError(f"{QUALITY_REFRESH_ENV}={text!r}: expected seconds (0 or more)")
+        raise ConfigError(f"{name}={text!r}: expected seconds (0 or more)")
     return seconds
+
+
+def quality_refresh_seconds(environ=None) -> float:
+    """``FEATURESTORE_QUALITY_METRICS_SECONDS``, or 30."""
+    return env_seconds(QUALITY_REFRESH_ENV, 30.0, environ)
 
 
 class ServingMetrics:

@@ -20,9 +20,9 @@ from urllib.parse import urlencode
 import pytest
 
 from featurestore.streaming import manager
+from tests.browser_helpers import headless_chromium
 from tests.catalog_repo import build_catalog_repo
 from tests.serve_helpers import serve
-from tests.test_quality_report import _browser_binaries
 
 KEYS = "reader-key-1:read,writer-key-2:write"
 
@@ -65,20 +65,7 @@ def shots(tmp_path) -> Path:
 
 @pytest.fixture
 def chromium(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary, driver_path = _browser_binaries()
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    # Every host name fails to resolve: a page that wanted anything from the network would show it.
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1280,1000", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--no-first-run",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path,
-                                                               log_output=str(tmp_path / "chromedriver.log")))
+    driver = headless_chromium(tmp_path, loopback=True, console_log=True)
     driver.implicitly_wait(0)
     try:
         yield driver

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import random
 import re
-import shutil
 import warnings
 from datetime import datetime, timedelta, timezone
 from html.parser import HTMLParser
@@ -26,7 +24,7 @@ from connectors.offline_delta import DeltaOfflineStore, DeltaOfflineStoreConfig
 from featurestore import quality_runs
 from featurestore.quality_report import HEATMAP_BINS, MAX_COLUMNS, build_charts, rebin, write_html, write_png
 from featurestore.quality_runs import QualityRun
-from tests.conftest import _running_in_ci
+from tests.browser_helpers import headless_chromium
 from tests.quality_synthetic import synthetic_drift, synthetic_runs
 
 CHART_KEYS = {"drift", "checks", "null-rate", "freshness", "histogram-amount", "histogram-score",
@@ -244,31 +242,9 @@ def test_png_files_decode_and_show_drawn_charts(tmp_path, rng):
 # ------------------------------------------------------------------------------------------ a real browser
 
 
-def _browser_binaries() -> tuple[str, str]:
-    chromium = os.environ.get("FS_TEST_CHROMIUM") or shutil.which("chromium")
-    driver = os.environ.get("FS_TEST_CHROMEDRIVER") or shutil.which("chromedriver")
-    if chromium and driver:
-        return chromium, driver
-    message = "Debian's chromium and chromium-driver are not installed (.ci/services.sh install browser)"
-    if _running_in_ci():
-        pytest.fail(f"CI=true but {message}", pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture
 def offline_chromium(tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    chromium, driver_path = _browser_binaries()
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1280,1000", "--host-resolver-rules=MAP * ~NOTFOUND", "--no-first-run",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path,
-                                                               log_output=str(tmp_path / "chromedriver.log")))
+    driver = headless_chromium(tmp_path, loopback=False)
     try:
         driver.execute_cdp_cmd("Network.enable", {})
         driver.execute_cdp_cmd("Network.emulateNetworkConditions", {

@@ -14,7 +14,6 @@ its TTL.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,11 +22,11 @@ from typing import Any
 
 from featurestore import coverage, drift_records, quality_runs
 from featurestore.drift_records import DriftValue
-from featurestore.errors import ConfigError
 from featurestore.quality_report import svg_charts
 from featurestore.quality_runs import QualityRun
 from featurestore.streaming import manager
 from featurestore.streaming.manager import JobStatus
+from serving.metrics import env_seconds
 
 log = logging.getLogger("featurestore.serving")
 UTC = timezone.utc
@@ -37,14 +36,8 @@ RECENT = 5  # runs kept per view for the overview's recent materializations
 
 
 def refresh_seconds(environ=None) -> float:
-    text = (os.environ if environ is None else environ).get(REFRESH_ENV, "").strip()
-    try:
-        seconds = float(text) if text else 10.0
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0:
-        raise ConfigError(f"{REFRESH_ENV}={text!r}: expected seconds (0 or more)")
-    return seconds
+    """``FEATURESTORE_UI_REFRESH_SECONDS``, or 10."""
+    return env_seconds(REFRESH_ENV, 10.0, environ)
 
 
 @dataclass
