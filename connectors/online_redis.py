@@ -70,7 +70,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from connectors import online_codec as codec
 from connectors.redis_async import _AsyncRedis, _pack, _pack_mget
-from connectors.redis_cluster import ClusterClient, ClusterUnavailableError, key_slot, tag_slots
+from connectors.redis_cluster import ClusterClient, ClusterUnavailableError, tag_slots
 from connectors.redis_pipeline import (
     EMPTY as _EMPTY,
 )
@@ -289,7 +289,7 @@ class RedisOnlineStore(OnlineStore):
         cluster.ensure_map()
         deadline = time.monotonic() + self.config.write_retry_seconds
         expiry = None if pxat is None else pa.array(pxat, pa.int64()).cast(pa.string())
-        slots = _slots_of(batch.keys)
+        slots = _part_slots(batch.keys.to_pylist())
         pending = np.ones(len(keys), dtype=bool)
         one_by_one = np.zeros(len(keys), dtype=bool)
         written, attempt, problem = 0, 0, None
@@ -381,11 +381,12 @@ class RedisOnlineStore(OnlineStore):
 
     def read(self, view: str, join_keys: list[str], keys: list[tuple], features: list[str],
              feature_types: dict[str, pa.DataType]) -> ReadResult:
-        redis_keys = self._read_keys(view, join_keys, keys)
+        parts = self._entity_parts(join_keys, keys)
+        redis_keys = self._read_keys(view, join_keys, keys, parts)
         if not redis_keys:
             rows = []
         elif self._cluster is not None:
-            rows = self._call("read", self._cluster.read, redis_keys, self._slots_of_keys(redis_keys))
+            rows = self._call("read", self._cluster.read, redis_keys, _part_slots(parts))
         else:
             rows = self._call("read", self._client.mget, redis_keys)
         return _name_invalid(self._decoder.decode(rows, features, feature_types), redis_keys)
@@ -414,10 +415,6 @@ class RedisOnlineStore(OnlineStore):
             part = codec.encode_key_part
             return [part(key[0]) for key in keys]
         return [codec.encode_key(key) for key in keys]
-
-    @staticmethod
-    def _slots_of_keys(redis_keys: list[bytes]) -> np.ndarray:
-        return np.fromiter(map(key_slot, redis_keys), dtype=np.int64, count=len(redis_keys))
 
     def _mget_packet(self, view: str, join_keys: list[str], keys: list[tuple],
                      decimals_of: dict[int, list[bytes] | None]) -> bytes:
@@ -479,13 +476,14 @@ class RedisOnlineStore(OnlineStore):
         """All reads' keys in one go: one command per node, nodes in parallel (``redis_cluster``). The
         views of one lookup mostly share their key list: it is encoded, and its slots computed (from
         the entity alone: the hash tag), once."""
-        encoded: dict[int, tuple[list[bytes], np.ndarray]] = {}
+        encoded: dict[tuple[int, int], tuple[list[bytes], np.ndarray]] = {}
         per_read, slots = [], []
         for view, join_keys, keys, *_ in reads:
-            known = encoded.get(id(keys))  # the key lists of one call are all alive: ids are unique
-            if known is None or len(join_keys) != len(keys[0] if keys else join_keys):
+            # The key lists of one call are all alive: ids are unique (the width is checked per width).
+            known = encoded.get((id(keys), len(join_keys)))
+            if known is None:
                 parts = self._entity_parts(join_keys, keys)
-                known = encoded[id(keys)] = (parts, _part_slots(parts))
+                known = encoded[id(keys), len(join_keys)] = (parts, _part_slots(parts))
             per_read.append(self._read_keys(view, join_keys, keys, known[0]))
             slots.append(known[1])
         redis_keys = [key for keys in per_read for key in keys]
@@ -559,14 +557,6 @@ def _rows(batch: codec.WriteBatch, keys: pa.Array, expiry: pa.Array | None,
 def _part_slots(parts: list[bytes]) -> np.ndarray:
     """The cluster slot of each encoded entity key (the key's hash tag: up to its first ``}``)."""
     return tag_slots([p.split(b"}", 1)[0] if b"}" in p else p for p in parts])
-
-
-def _slots_of(parts: pa.Array) -> np.ndarray:
-    """The cluster slot of each encoded entity key (the key's hash tag: up to its first ``}``)."""
-    tags = parts.to_pylist()
-    if pc.any(pc.match_substring(parts, "}")).as_py():
-        tags = [t.split(b"}", 1)[0] for t in tags]
-    return tag_slots(tags)
 
 
 def _name_invalid(result: ReadResult, redis_keys: list[bytes]) -> ReadResult:

@@ -295,9 +295,6 @@ class ClusterClient:
             raise NotImplementedError("this connection setting has no asyncio equivalent")
         return aio
 
-    def async_capable(self) -> bool:
-        return _AsyncRedis.for_pool(self.client(self.topology.seeds[0]).connection_pool, self.timeout) is not None
-
     # -- the slot map ------------------------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
         """Read the slot map from the first node that answers (blocking)."""
